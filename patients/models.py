@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        UNKNOWN = "", "Not recorded"
+        FEMALE = "female", "Female"
+        MALE = "male", "Male"
+        OTHER = "other", "Other"
+
+    class Handedness(models.TextChoices):
+        UNKNOWN = "", "Not recorded"
+        RIGHT = "right", "Right"
+        LEFT = "left", "Left"
+        AMBIDEXTROUS = "ambidextrous", "Ambidextrous"
+
+    label = models.CharField(max_length=100, help_text="How the clinic refers to this patient; unique.")
+    notes = models.TextField(blank=True)
+    age = models.PositiveSmallIntegerField(null=True, blank=True)
+    sex = models.CharField(max_length=16, choices=Sex.choices, blank=True, default=Sex.UNKNOWN)
+    handedness = models.CharField(max_length=16, choices=Handedness.choices, blank=True, default="")
+    medications = models.TextField(blank=True)
+    referral_reason = models.TextField("reason for referral", blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["label"]
+        constraints = [models.UniqueConstraint(Lower("label"), name="patient_label_unique_ci")]
+
+    def __str__(self) -> str:
+        return self.label
+
+    def clinical_context(self) -> dict[str, str]:
+        """What the clinician entered about the patient, in words, for the council's prompts."""
+        context = {
+            "Age": str(self.age) if self.age is not None else "",
+            "Sex": self.get_sex_display() if self.sex else "",
+            "Handedness": self.get_handedness_display() if self.handedness else "",
+            "Medications": self.medications.strip(),
+            "Reason for referral": self.referral_reason.strip(),
+        }
+        return {key: value for key, value in context.items() if value}
+
+
+class Report(models.Model):
+    """An uploaded qEEG/ERP report. Its files live on disk under data/reports/<id>/, never in the database."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Kind(models.TextChoices):
+        PDF = "pdf", "PDF"
+        TEXT = "text", "Plain text"
+        MARKDOWN = "markdown", "Markdown"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="reports")
+    original_name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PDF)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.patient})"
+
+    @property
+    def folder(self) -> Path:
+        return settings.DATA_DIR / "reports" / str(self.pk)

@@ -1,0 +1,47 @@
+"""The JSON API under /api/: one NinjaAPI, one router per app, errors as `{"detail": "<readable message>"}`."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, ValidationError
+
+from council.api import router as council_router
+from patients.api import router as patients_router
+from qeeg_site.auth import api_auth
+from runs.api import router as runs_router
+
+api = NinjaAPI(
+    title="qEEG Council API",
+    version="1",
+    description="Patients, reports, council runs and exports. Send `Authorization: Bearer <token>` "
+    "(`manage.py createapitoken <username>`) or use a signed-in session.",
+    auth=api_auth,
+    docs_url="/docs",
+    urls_namespace="api",
+)
+api.add_router("", council_router)
+api.add_router("", patients_router)
+api.add_router("", runs_router)
+
+
+def _readable(errors: list[dict]) -> str:
+    parts = []
+    for error in errors:
+        where = ".".join(
+            str(p) for p in error.get("loc", ()) if p not in ("body", "payload", "query", "path")
+        )
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid")))
+    return "; ".join(parts) or "The request is not valid."
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return api.create_response(request, {"detail": _readable(exc.errors), "errors": exc.errors}, status=422)
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return api.create_response(
+        request, {"detail": "Sign in, or send Authorization: Bearer <token>."}, status=401
+    )

@@ -1,0 +1,44 @@
+"""Who may see what: pages need a signed-in user; the API takes a session or a bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.security import HttpBearer, SessionAuth
+
+from qeeg_site.models import ApiToken, hash_token
+
+
+class LoginRequiredPagesMiddleware(LoginRequiredMiddleware):
+    """Every page needs a signed-in user. The API answers for itself (401 JSON, never a redirect)."""
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):
+        if request.path_info.startswith("/api/"):
+            return None
+        return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+class BearerTokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        row = ApiToken.objects.select_related("user").filter(token_hash=hash_token(token)).first()
+        if row is None or not row.user.is_active:
+            return None
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=timezone.now())
+        request.user = row.user
+        return row.user
+
+
+class ActiveSessionAuth(SessionAuth):
+    """Django's session, for the clinician's browser; unsafe methods need the CSRF token as usual."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.is_active:
+            return user
+        return None
+
+
+api_auth = [ActiveSessionAuth(), BearerTokenAuth()]

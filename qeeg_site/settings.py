@@ -1,0 +1,167 @@
+"""The one settings module. Every value comes from the environment (or `.env`) with a sane default, and
+every value has a row in the README's configuration table."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DATA_DIR = Path(env.str("QEEG_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    # A fresh clone works without configuration: the key is made once and kept beside the database.
+    if key := env.str("SECRET_KEY", default=""):
+        return key
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(50))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "ninja",
+    "qeeg_site",
+    "patients",
+    "runs",
+    "council",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "qeeg_site.auth.LoginRequiredPagesMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "qeeg_site.urls"
+ASGI_APPLICATION = "qeeg_site.asgi.application"
+WSGI_APPLICATION = "qeeg_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "council.context_processors.upstream_status",
+            ],
+        },
+    }
+]
+
+# SQLite under data/ by default: WAL so the web server reads while a runner writes, a busy timeout, and
+# IMMEDIATE transactions so a writer takes the lock up front instead of failing mid-transaction.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env.int("SQLITE_BUSY_TIMEOUT_SECONDS", default=20),
+        }
+    )
+    # A file, not :memory:, so tests can hand the database to the runner processes they start.
+    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(DATA_DIR / "test-db.sqlite3"))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "patients:list"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Served straight from the finders: no collectstatic step between a fresh clone and a running app.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# Uploads are streamed to disk by Django; the caps below are ours.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+REPORT_MAX_BYTES = env.int("REPORT_MAX_BYTES", default=50 * 1024 * 1024)
+REPORT_MAX_PAGES = env.int("REPORT_MAX_PAGES", default=200)
+REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)
+REPORT_OCR_ENABLED = env.bool("REPORT_OCR_ENABLED", default=True)
+# A page whose text layer has fewer characters than this is treated as an image and OCR'd.
+REPORT_OCR_MIN_CHARS = env.int("REPORT_OCR_MIN_CHARS", default=200)
+
+# Upstream: CLIProxyAPI, and nothing else.
+CLIPROXY_BASE_URL = env.str("CLIPROXY_BASE_URL", default="http://127.0.0.1:8317").rstrip("/")
+CLIPROXY_API_KEY = env.str("CLIPROXY_API_KEY", default="")
+CLIPROXY_CONNECT_TIMEOUT = env.float("CLIPROXY_CONNECT_TIMEOUT", default=5.0)
+CLIPROXY_READ_TIMEOUT = env.float("CLIPROXY_READ_TIMEOUT", default=600.0)
+CLIPROXY_MAX_ATTEMPTS = env.int("CLIPROXY_MAX_ATTEMPTS", default=5)
+CLIPROXY_MAX_RETRY_SECONDS = env.float("CLIPROXY_MAX_RETRY_SECONDS", default=300.0)
+CLIPROXY_MAX_COOLDOWN_SECONDS = env.float("CLIPROXY_MAX_COOLDOWN_SECONDS", default=120.0)
+CLIPROXY_MODELS_CACHE_SECONDS = env.float("CLIPROXY_MODELS_CACHE_SECONDS", default=30.0)
+
+# The council: defaults offered by the run wizard; each must be discovered upstream to be used.
+COUNCIL_MODELS = env.list("COUNCIL_MODELS", default=["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
+COUNCIL_CONSOLIDATOR = env.str("COUNCIL_CONSOLIDATOR", default="claude-sonnet-4-5")
+COUNCIL_CONCURRENCY = env.int("COUNCIL_CONCURRENCY", default=3)
+COUNCIL_JSON_RETRIES = env.int("COUNCIL_JSON_RETRIES", default=2)
+COUNCIL_MAX_CONTINUATIONS = env.int("COUNCIL_MAX_CONTINUATIONS", default=2)
+COUNCIL_MAX_TOKENS = env.int("COUNCIL_MAX_TOKENS", default=8000)
+
+# Runs: the runner heartbeats; a run whose heartbeat is older than RUN_STALE_SECONDS has lost its runner.
+RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
+
+# Live stream: how often the one per-process reader looks for new run events, and the keep-alive period.
+SSE_POLL_SECONDS = env.float("SSE_POLL_SECONDS", default=0.1)
+SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}

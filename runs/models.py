@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+
+from patients.models import Patient, Report
+
+
+class Run(models.Model):
+    """One council deliberation over one report. Model output lives on disk; see Artifact."""
+
+    class Status(models.TextChoices):
+        CREATED = "created", "Created"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETE = "complete", "Complete"
+        FAILED = "failed", "Failed"
+        NEEDS_AUTH = "needs_auth", "Needs sign-in"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
+    RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="runs")
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
+    council_models = models.JSONField(help_text="Upstream model ids, as discovered.")
+    consolidator = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
+    current_stage = models.PositiveSmallIntegerField(default=0)
+    # A/B/C… → model id for Stage 2 anonymity. Never shown to the models; revealed only in the UI.
+    label_map = models.JSONField(default=dict, blank=True)
+    prompt_versions = models.JSONField(default=dict, blank=True)
+    selected_artifact = models.ForeignKey(
+        "Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    runner_pid = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.get_status_display()})"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return settings.DATA_DIR / "artifacts" / str(self.pk)
+
+    @property
+    def exports_dir(self) -> Path:
+        return settings.DATA_DIR / "exports" / str(self.pk)
+
+
+class Artifact(models.Model):
+    """The outcome of one (stage, model) call. Its text is on disk at data/artifacts/<run>/stage-<n>/<file>."""
+
+    class Kind(models.TextChoices):
+        MARKDOWN = "md", "Markdown"
+        JSON = "json", "JSON"
+
+    class Status(models.TextChoices):
+        OK = "ok", "OK"
+        FAILED = "failed", "Failed"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    stage = models.PositiveSmallIntegerField()
+    model_id = models.CharField(
+        max_length=200, help_text="The real upstream id; the file name is a safe form."
+    )
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    file_path = models.CharField(max_length=500, blank=True, help_text="Relative to the data folder.")
+    sha256 = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    endpoint = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OK)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["stage", "model_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "stage", "model_id"], name="artifact_one_per_stage_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} stage {self.stage} {self.model_id}"
+
+    @property
+    def path(self) -> Path:
+        return settings.DATA_DIR / self.file_path
+
+
+class RunEvent(models.Model):
+    """Append-only: what happened in a run, in order. The live page and the SSE stream read this table; the
+    event id is the SSE `id:`. The runner process writes it, so the database is the bus."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=40)
+    stage = models.PositiveSmallIntegerField(null=True, blank=True)
+    model_id = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["run", "id"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} (run {self.run_id})"

@@ -1,0 +1,69 @@
+"""Shared fixtures: personas built once, an isolated data folder per test, and API clients."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+
+from qeeg_site.models import ApiToken
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path: Path) -> Path:
+    """Every test gets its own data folder, so no test sees another's files."""
+    path = tmp_path / "data"
+    path.mkdir()
+    settings.DATA_DIR = path
+    return path
+
+
+@pytest.fixture
+def clinician(django_user_model):
+    return django_user_model.objects.create_user(username="clinician", password="clinician-pass-123")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-pass-123", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def outsider() -> Client:
+    """Nobody signed in."""
+    return Client()
+
+
+@pytest.fixture
+def clinician_client(clinician) -> Client:
+    client = Client()
+    client.force_login(clinician)
+    return client
+
+
+@pytest.fixture
+def api_token(clinician) -> str:
+    _, token = ApiToken.issue(user=clinician, name="tests")
+    return token
+
+
+@pytest.fixture
+def api(api_token) -> Client:
+    """An API client that authenticates as the clinician with a bearer token."""
+    return Client(headers={"Authorization": f"Bearer {api_token}"})
+
+
+@pytest.fixture
+def subprocess_env(data_dir: Path) -> dict[str, str]:
+    """Environment for a `manage.py` child process that must see this test's database and data folder.
+    Use with `transactional_db`, so the rows the test made are committed where the child can read them."""
+    db = django_settings.DATABASES["default"]
+    env = dict(os.environ)
+    env["QEEG_DATA_DIR"] = str(data_dir)
+    env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    return env
