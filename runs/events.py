@@ -1,0 +1,55 @@
+"""Run events: the append-only record of what happened in a run, and the only bus between the `runpipeline`
+process that writes them and the web server's live stream that reads them.
+
+Kinds (the SSE event names), with what each carries besides `stage` and `model_id`:
+
+| kind             | stage | model | data                                                        |
+|------------------|-------|-------|-------------------------------------------------------------|
+| status           |       |       | status, error (run status changed: queued, running, needs_auth, interrupted, complete, failed) |
+| stage_started    | n     |       | models: [model ids taking part]                             |
+| model_started    | n     | id    | attempt                                                     |
+| artifact_written | n     | id    | artifact_id, kind, tokens, latency_ms                       |
+| model_finished   | n     | id    | artifact_id, prompt_tokens, completion_tokens, latency_ms, attempts |
+| model_failed     | n     | id    | error                                                       |
+| stage_finished   | n     |       | ok, failed, total                                           |
+| selected         |       |       | artifact_id                                                 |
+| exported         |       |       | artifact_id                                                 |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runs.models import Run, RunEvent
+
+STATUS = "status"
+STAGE_STARTED = "stage_started"
+STAGE_FINISHED = "stage_finished"
+MODEL_STARTED = "model_started"
+MODEL_FINISHED = "model_finished"
+MODEL_FAILED = "model_failed"
+ARTIFACT_WRITTEN = "artifact_written"
+SELECTED = "selected"
+EXPORTED = "exported"
+
+KINDS = (
+    STATUS,
+    STAGE_STARTED,
+    STAGE_FINISHED,
+    MODEL_STARTED,
+    MODEL_FINISHED,
+    MODEL_FAILED,
+    ARTIFACT_WRITTEN,
+    SELECTED,
+    EXPORTED,
+)
+
+
+def event_emit(
+    *, run: Run | int, kind: str, stage: int | None = None, model_id: str = "", **data: Any
+) -> RunEvent:
+    """Append one event. Short and autocommitted: never called inside a transaction held across a model call."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run event kind {kind!r}")
+    run_id = run if isinstance(run, int) else run.pk
+    return RunEvent.objects.create(run_id=run_id, kind=kind, stage=stage, model_id=model_id, data=data)
