@@ -1,0 +1,258 @@
+"""Synthetic qEEG/ERP-like report files for tests and demos. No patient data: every number is made up.
+
+`make_qeeg_pdf` writes a vendor-style report: pages with a real text layer (band-power Z-score tables and
+ERP P300 figures) and pages where the summary table exists ONLY as a bitmap (rendered with Pillow's bundled
+font at a size OCR reads reliably), plus a short text-layer caption on those pages. It returns what it wrote
+per page, so tests assert on the exact numbers and the page they came from.
+
+The `make_*` functions below it write the hostile/broken files ingestion must refuse cleanly.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import TypedDict
+
+from fpdf import FPDF
+from PIL import Image, ImageDraw, ImageFont
+
+SITES = ("Fz", "Cz", "Pz", "O1", "O2")
+BANDS = ("Delta", "Theta", "Alpha", "Beta")
+
+
+class PageContent(TypedDict):
+    number: int  # 1-based page number
+    kind: str  # "text" (table in the text layer) or "image" (table only in a bitmap)
+    z_scores: dict[str, dict[str, str]]  # site -> band -> "1.23" / "-0.45", as printed
+    p300_latency_ms: str  # e.g. "312"
+    p300_amplitude_uv: str  # e.g. "7.4"
+    numbers: list[str]  # every number printed in the page's table, as printed
+    caption: str  # the page's text-layer text when the table is an image ("" for text pages)
+
+
+class ReportContent(TypedDict):
+    patient_label: str
+    page_count: int
+    pages: list[PageContent]  # pages[i] is page i + 1
+
+
+def _page_numbers(rng: random.Random, used: set[str]) -> tuple[dict[str, dict[str, str]], str, str]:
+    """Z-scores unique across the whole report, so a number found in the text names its page."""
+
+    def fresh(make) -> str:
+        while True:
+            value = make()
+            if value not in used:
+                used.add(value)
+                return value
+
+    z_scores = {
+        site: {band: fresh(lambda: f"{rng.uniform(-2.9, 2.9):.2f}") for band in BANDS} for site in SITES
+    }
+    latency = fresh(lambda: str(rng.randint(280, 420)))
+    amplitude = fresh(lambda: f"{rng.uniform(3.0, 14.0):.1f}")
+    return z_scores, latency, amplitude
+
+
+def table_lines(z_scores: dict[str, dict[str, str]], latency: str, amplitude: str) -> list[str]:
+    """The summary table as printed lines (header, one row per site, then the ERP line)."""
+    lines = ["Site   " + "   ".join(f"{band:>6}" for band in BANDS)]
+    for site in SITES:
+        lines.append(f"{site:<6} " + "   ".join(f"{z_scores[site][band]:>6}" for band in BANDS))
+    lines.append(f"ERP P300 latency {latency} ms   amplitude {amplitude} uV")
+    return lines
+
+
+def render_table_image(title: str, lines: list[str], *, font_size: int = 44) -> Image.Image:
+    """Text drawn into a white bitmap with Pillow's bundled font (no system fonts needed)."""
+    font = ImageFont.load_default(size=font_size)
+    title_font = ImageFont.load_default(size=int(font_size * 1.15))
+    line_height = int(font_size * 1.6)
+    width = 1500
+    height = line_height * (len(lines) + 2) + 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((40, 30), title, fill="black", font=title_font)
+    y = 30 + line_height * 2
+    # Columns drawn at fixed x positions so OCR sees clean, well-separated cells.
+    for line in lines:
+        cells = line.split()
+        if len(cells) == 5 and cells[0] in (*SITES, "Site"):
+            for i, cell in enumerate(cells):
+                draw.text((40 + i * 270, y), cell, fill="black", font=font)
+        else:
+            draw.text((40, y), line, fill="black", font=font)
+        y += line_height
+    return image
+
+
+def make_qeeg_pdf(
+    path: Path | str,
+    *,
+    pages: int = 3,
+    image_only_pages: tuple[int, ...] = (2,),
+    patient_label: str = "SYNTH-001",
+    seed: int = 7,
+) -> ReportContent:
+    """Write a synthetic qEEG report PDF to `path` and return the numbers it printed on each page.
+
+    Pages listed in `image_only_pages` (1-based) carry their table only as an embedded image, with a short
+    caption in the text layer (well under the OCR threshold); the other pages carry it as real text.
+    """
+    rng = random.Random(seed)
+    used: set[str] = set()
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.set_auto_page_break(auto=False)
+    pdf.set_title(f"Synthetic qEEG report {patient_label}")
+    content: list[PageContent] = []
+    for number in range(1, pages + 1):
+        z_scores, latency, amplitude = _page_numbers(rng, used)
+        lines = table_lines(z_scores, latency, amplitude)
+        numbers = [z_scores[s][b] for s in SITES for b in BANDS] + [latency, amplitude]
+        pdf.add_page()
+        if number in image_only_pages:
+            caption = f"{patient_label} summary page {number} (table as image)"
+            pdf.set_font("Helvetica", size=10)
+            pdf.text(15, 15, caption)
+            image = render_table_image(f"Summary table, page {number}", lines)
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            buffer.seek(0)
+            pdf.image(buffer, x=10, y=25, w=190)
+            content.append(
+                PageContent(
+                    number=number,
+                    kind="image",
+                    z_scores=z_scores,
+                    p300_latency_ms=latency,
+                    p300_amplitude_uv=amplitude,
+                    numbers=numbers,
+                    caption=caption,
+                )
+            )
+            continue
+        pdf.set_font("Helvetica", style="B", size=14)
+        pdf.text(15, 20, f"Synthetic qEEG/ERP report - {patient_label} - page {number}")
+        pdf.set_font("Helvetica", size=10)
+        pdf.text(15, 28, "Eyes-closed resting EEG, linked-ears reference. All values are synthetic.")
+        pdf.set_font("Helvetica", style="B", size=11)
+        pdf.text(15, 40, "Absolute band power, Z-scores against an age-matched norm")
+        pdf.set_font("Courier", size=11)
+        y = 50
+        for line in lines:
+            pdf.text(15, y, line)
+            y += 7
+        pdf.set_font("Helvetica", size=10)
+        pdf.text(15, y + 8, "Interpretation is left to the clinician; this page exists for software tests.")
+        content.append(
+            PageContent(
+                number=number,
+                kind="text",
+                z_scores=z_scores,
+                p300_latency_ms=latency,
+                p300_amplitude_uv=amplitude,
+                numbers=numbers,
+                caption="",
+            )
+        )
+    Path(path).write_bytes(bytes(pdf.output()))
+    return ReportContent(patient_label=patient_label, page_count=pages, pages=content)
+
+
+# --- broken and hostile files ---------------------------------------------------------------------------
+
+
+def make_encrypted_pdf(path: Path | str, *, user_password: str = "synthetic-secret") -> Path:
+    """A valid PDF that needs a password to open."""
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.text(20, 20, "Synthetic encrypted report")
+    pdf.set_encryption(owner_password="synthetic-owner", user_password=user_password)
+    Path(path).write_bytes(bytes(pdf.output()))
+    return Path(path)
+
+
+def make_corrupt_pdf(path: Path | str) -> Path:
+    """Starts like a PDF, then nothing a PDF reader can make sense of."""
+    rng = random.Random(3)
+    junk = bytes(rng.randrange(256) for _ in range(4096))
+    Path(path).write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + junk)
+    return Path(path)
+
+
+def make_zero_page_pdf(path: Path | str) -> Path:
+    """A well-formed PDF whose page tree is empty."""
+    body = (
+        b"%PDF-1.4\n"
+        b"1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+        b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n"
+    )
+    xref_at = len(body)
+    offset_1 = body.index(b"1 0 obj")
+    offset_2 = body.index(b"2 0 obj")
+    xref = (
+        b"xref\n0 3\n0000000000 65535 f \n"
+        + f"{offset_1:010d} 00000 n \n{offset_2:010d} 00000 n \n".encode()
+        + b"trailer\n<< /Size 3 /Root 1 0 R >>\nstartxref\n"
+        + str(xref_at).encode()
+        + b"\n%%EOF\n"
+    )
+    Path(path).write_bytes(body + xref)
+    return Path(path)
+
+
+def make_png_named_pdf(path: Path | str) -> Path:
+    """PNG bytes under a .pdf name (a renamed non-PDF)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(buffer, format="PNG")
+    Path(path).write_bytes(buffer.getvalue())
+    return Path(path)
+
+
+def make_long_pdf(path: Path | str, *, pages: int) -> Path:
+    """A valid PDF with `pages` short text pages (for the page cap)."""
+    pdf = FPDF()
+    pdf.set_font("Helvetica", size=12)
+    for number in range(1, pages + 1):
+        pdf.add_page()
+        pdf.text(20, 20, f"Synthetic filler page {number}")
+    Path(path).write_bytes(bytes(pdf.output()))
+    return Path(path)
+
+
+def make_padded_pdf(path: Path | str, *, size_bytes: int) -> Path:
+    """A valid one-page PDF padded with trailing bytes up to `size_bytes` (for the size cap)."""
+    make_long_pdf(path, pages=1)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data + b"\n%" + b"0" * max(0, size_bytes - len(data) - 2))
+    return Path(path)
+
+
+def make_text_report(path: Path | str, *, markdown: bool = False, seed: int = 11) -> ReportContent:
+    """A plain-text or markdown report with the same kind of table; one "page"."""
+    rng = random.Random(seed)
+    z_scores, latency, amplitude = _page_numbers(rng, set())
+    lines = table_lines(z_scores, latency, amplitude)
+    if markdown:
+        head = "# Synthetic qEEG report\n\n| Site | " + " | ".join(BANDS) + " |\n|---|---|---|---|---|\n"
+        rows = "".join(
+            f"| {site} | " + " | ".join(z_scores[site][b] for b in BANDS) + " |\n" for site in SITES
+        )
+        text = head + rows + f"\nERP P300 latency {latency} ms, amplitude {amplitude} uV.\n"
+    else:
+        text = "Synthetic qEEG report\n\n" + "\n".join(lines) + "\n"
+    Path(path).write_text(text, encoding="utf-8")
+    numbers = [z_scores[s][b] for s in SITES for b in BANDS] + [latency, amplitude]
+    page = PageContent(
+        number=1,
+        kind="text",
+        z_scores=z_scores,
+        p300_latency_ms=latency,
+        p300_amplitude_uv=amplitude,
+        numbers=numbers,
+        caption="",
+    )
+    return ReportContent(patient_label="SYNTH-TEXT", page_count=1, pages=[page])
