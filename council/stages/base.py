@@ -1,0 +1,203 @@
+"""What every stage shares: its inputs, its call limits, the two reply rules, and the result it hands back.
+
+The markdown rule: the prompt asks for a final `<!-- END OF REPORT -->` line; a reply without it (cut off at
+the token limit, or simply stopped) is continued with `Continue exactly where you stopped…` up to
+`max_continuations` times, the parts joined, and the marker removed before anything is stored.
+
+The JSON rule: a Stage 2/5 reply that does not validate is sent back with `Your reply was not valid …` and
+the validation error, up to `json_retries` times; then the model fails for that stage (`ModelFailed`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from council.schemas import InvalidReply
+
+END_MARKER = "<!-- END OF REPORT -->"
+CONTINUE_MESSAGE = (
+    "Continue exactly where you stopped. Do not repeat anything you already wrote and do not add a "
+    f"preamble. When the report is complete, end with the line {END_MARKER}"
+)
+_MARKER_LINE = re.compile(r"[ \t]*<!--\s*END OF REPORT\s*-->[ \t]*\n?", re.IGNORECASE)
+
+T = TypeVar("T")
+
+
+class CompletionLike(Protocol):
+    text: str
+    endpoint: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int
+    attempts: int
+    finish_reason: str | None
+
+
+class CompletionClient(Protocol):
+    """The slice of council.client.CLIProxyClient the stages use (tests pass small fakes)."""
+
+    async def complete(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> CompletionLike: ...
+
+
+class ModelFailed(Exception):
+    """This model produced nothing usable for this stage; the reason is kept on its artifact."""
+
+    def __init__(self, message: str, *, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class CouncilInput:
+    """What every stage gets, besides earlier council output: the source report and the patient."""
+
+    report_text: str
+    clinical_context: dict[str, str]
+    page_images: tuple[str, ...] = ()  # data: URLs of page PNGs, offered to Stage 1 when configured
+
+    def context_block(self) -> str:
+        if not self.clinical_context:
+            return "(No clinical context was entered for this patient.)"
+        return "\n".join(f"- {key}: {value}" for key, value in self.clinical_context.items())
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    max_tokens: int | None = None
+    max_continuations: int = 2
+    json_retries: int = 2
+    temperature: float | None = None
+
+
+@dataclass
+class Usage:
+    """Summed over every upstream call one (stage, model) took: continuations and JSON retries included."""
+
+    endpoint: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: int = 0
+    attempts: int = 0
+    calls: int = 0
+
+    def add(self, completion: CompletionLike) -> None:
+        self.endpoint = completion.endpoint
+        if completion.prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + completion.prompt_tokens
+        if completion.completion_tokens is not None:
+            self.completion_tokens = (self.completion_tokens or 0) + completion.completion_tokens
+        self.latency_ms += completion.latency_ms
+        self.attempts += completion.attempts
+        self.calls += 1
+
+
+@dataclass
+class StageOutput:
+    """Text to store (markdown without the marker, or canonical JSON), its usage, and any caveat."""
+
+    text: str
+    usage: Usage
+    note: str = ""
+    parsed: Any = None
+    messages: list[dict] = field(default_factory=list, repr=False)
+
+
+def system_user(system: str, user: str | list[dict]) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def strip_marker(text: str) -> tuple[str, bool]:
+    """Remove every end marker; say whether the reply had one."""
+    found = bool(_MARKER_LINE.search(text))
+    return _MARKER_LINE.sub("", text).rstrip() + "\n", found
+
+
+async def complete_markdown(
+    client: CompletionClient, model: str, messages: list[dict], limits: CallLimits
+) -> StageOutput:
+    usage = Usage()
+    conversation = list(messages)
+    parts: list[str] = []
+    for continuation in range(limits.max_continuations + 1):
+        completion = await client.complete(
+            model, conversation, max_tokens=limits.max_tokens, temperature=limits.temperature
+        )
+        usage.add(completion)
+        part, finished = strip_marker(completion.text)
+        parts.append(completion.text if not finished else part)
+        if finished:
+            text = _join(parts)
+            if not text.strip():
+                raise ModelFailed("the model returned no text", usage=usage)
+            return StageOutput(text=text, usage=usage, messages=conversation)
+        if continuation == limits.max_continuations:
+            break
+        conversation = [
+            *conversation,
+            {"role": "assistant", "content": completion.text},
+            {"role": "user", "content": CONTINUE_MESSAGE},
+        ]
+    text, _ = strip_marker(_join(parts))
+    if not text.strip():
+        raise ModelFailed("the model returned no text", usage=usage)
+    note = (
+        f"The reply never reached the end marker after {limits.max_continuations} continuation(s); "
+        "it may be incomplete."
+    )
+    return StageOutput(text=text, usage=usage, note=note, messages=conversation)
+
+
+def _join(parts: Sequence[str]) -> str:
+    # A continuation picks up mid-sentence, so parts are joined as they are; only the end is tidied.
+    text, _ = strip_marker("".join(parts))
+    return text
+
+
+async def complete_json(
+    client: CompletionClient,
+    model: str,
+    messages: list[dict],
+    limits: CallLimits,
+    *,
+    parse: Callable[[str], T],
+    dump: Callable[[T], str],
+    what: str,
+) -> StageOutput:
+    usage = Usage()
+    conversation = list(messages)
+    error = ""
+    for retry in range(limits.json_retries + 1):
+        completion = await client.complete(
+            model, conversation, max_tokens=limits.max_tokens, temperature=limits.temperature
+        )
+        usage.add(completion)
+        try:
+            parsed = parse(completion.text)
+        except InvalidReply as exc:
+            error = str(exc)
+        else:
+            return StageOutput(text=dump(parsed), usage=usage, parsed=parsed, messages=conversation)
+        if retry == limits.json_retries:
+            break
+        conversation = [
+            *conversation,
+            {"role": "assistant", "content": completion.text},
+            {
+                "role": "user",
+                "content": f"Your reply was not valid {what}: {error}\n\n"
+                "Reply again with only the corrected JSON object, in exactly the shape asked for.",
+            },
+        ]
+    raise ModelFailed(f"invalid {what} after {limits.json_retries + 1} attempt(s): {error}", usage=usage)

@@ -1,0 +1,33 @@
+"""Stage 1 — Analysis: each council model analyses the report on its own (markdown)."""
+
+from __future__ import annotations
+
+from council import prompts
+from council.stages.base import (
+    CallLimits,
+    CompletionClient,
+    CouncilInput,
+    StageOutput,
+    complete_markdown,
+    system_user,
+)
+
+STAGE = 1
+NAME = "Analysis"
+KIND = "md"
+
+
+def build_messages(source: CouncilInput) -> list[dict]:
+    system, user = prompts.current(STAGE).render(
+        clinical_context=source.context_block(), report_text=source.report_text
+    )
+    if not source.page_images:
+        return system_user(system, user)
+    # The page images go with the text (never instead of it): maps and charts carry what OCR misses.
+    parts: list[dict] = [{"type": "text", "text": user}]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in source.page_images]
+    return system_user(system, parts)
+
+
+async def run(client: CompletionClient, model: str, source: CouncilInput, limits: CallLimits) -> StageOutput:
+    return await complete_markdown(client, model, build_messages(source), limits)

@@ -1,0 +1,73 @@
+"""Stage 2 — Peer review: each reviewer reviews the other models' analyses, anonymized as A/B/C… (JSON).
+
+Anonymity: analyses are shown only under their run's labels; a reviewer is never shown its own analysis, and
+no model id is ever written into the prompt. The label map lives on the run, for the UI alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from council import prompts, schemas
+from council.stages.base import (
+    CallLimits,
+    CompletionClient,
+    CouncilInput,
+    StageOutput,
+    complete_json,
+    system_user,
+)
+
+STAGE = 2
+NAME = "Peer review"
+KIND = "json"
+
+
+def assign_labels(models: list[str], *, order: list[int] | None = None) -> dict[str, str]:
+    """label → model id for a run: A, B, C … in the given order (the caller shuffles it once per run)."""
+    ordered = [models[i] for i in order] if order is not None else list(models)
+    return {label_for(i): model for i, model in enumerate(ordered)}
+
+
+def label_for(index: int) -> str:
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return letters[index] if index < 26 else letters[index // 26 - 1] + letters[index % 26]
+
+
+def analyses_to_review(own_label: str, analyses: Mapping[str, str]) -> dict[str, str]:
+    """The analyses a reviewer sees: everyone's but its own, in label order."""
+    return {label: analyses[label] for label in sorted(analyses) if label != own_label}
+
+
+def build_messages(source: CouncilInput, *, own_label: str, analyses: Mapping[str, str]) -> list[dict]:
+    shown = analyses_to_review(own_label, analyses)
+    body = "\n\n".join(f"## Analysis {label}\n\n{text.strip()}" for label, text in shown.items())
+    system, user = prompts.current(STAGE).render(
+        clinical_context=source.context_block(),
+        report_text=source.report_text,
+        analyses=body,
+        labels=", ".join(shown),
+        json_example=schemas.example_json(STAGE),
+    )
+    return system_user(system, user)
+
+
+async def run(
+    client: CompletionClient,
+    model: str,
+    source: CouncilInput,
+    limits: CallLimits,
+    *,
+    own_label: str,
+    analyses: Mapping[str, str],
+) -> StageOutput:
+    expected = list(analyses_to_review(own_label, analyses))
+    return await complete_json(
+        client,
+        model,
+        build_messages(source, own_label=own_label, analyses=analyses),
+        limits,
+        parse=lambda text: schemas.parse_peer_review(text, expected_labels=expected),
+        dump=lambda review: review.model_dump_json(indent=2),
+        what="peer review JSON",
+    )

@@ -1,0 +1,72 @@
+"""Stage 3 — Revision: each model revises its analysis from the reviews of it (markdown)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from council import prompts
+from council.schemas import PeerReview
+from council.stages.base import (
+    CallLimits,
+    CompletionClient,
+    CouncilInput,
+    StageOutput,
+    complete_markdown,
+    system_user,
+)
+
+STAGE = 3
+NAME = "Revision"
+KIND = "md"
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"  - {item}" for item in items) if items else "  - (none)"
+
+
+def reviews_of(label: str, peer_reviews: Mapping[str, PeerReview]) -> str:
+    """The reviews of one analysis, each under its reviewer's label (never a model id)."""
+    blocks = []
+    for reviewer_label in sorted(peer_reviews):
+        review_set = peer_reviews[reviewer_label]
+        review = next((r for r in review_set.reviews if r.analysis_label == label), None)
+        if review is None:
+            continue
+        ranking = review_set.ranking_best_to_worst
+        rank = f"ranked {ranking.index(label) + 1} of {len(ranking)}" if label in ranking else "not ranked"
+        blocks.append(
+            f"### Reviewer {reviewer_label} ({rank})\n"
+            f"- Strengths:\n{_bullets(review.strengths)}\n"
+            f"- Weaknesses:\n{_bullets(review.weaknesses)}\n"
+            f"- Missing or unclear:\n{_bullets(review.missing_or_unclear)}\n"
+            f"- Accuracy issues:\n{_bullets(review.accuracy_issues)}\n"
+            f"- Risk of overreach: {review.risk_of_overreach or '(none stated)'}"
+        )
+    return "\n\n".join(blocks) or "(No peer reviews of your analysis are available; revise it on your own.)"
+
+
+def build_messages(
+    source: CouncilInput, *, label: str, analysis: str, peer_reviews: Mapping[str, PeerReview]
+) -> list[dict]:
+    system, user = prompts.current(STAGE).render(
+        clinical_context=source.context_block(),
+        report_text=source.report_text,
+        label=label,
+        analysis=analysis.strip(),
+        reviews=reviews_of(label, peer_reviews),
+    )
+    return system_user(system, user)
+
+
+async def run(
+    client: CompletionClient,
+    model: str,
+    source: CouncilInput,
+    limits: CallLimits,
+    *,
+    label: str,
+    analysis: str,
+    peer_reviews: Mapping[str, PeerReview],
+) -> StageOutput:
+    messages = build_messages(source, label=label, analysis=analysis, peer_reviews=peer_reviews)
+    return await complete_markdown(client, model, messages, limits)

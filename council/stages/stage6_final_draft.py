@@ -1,0 +1,53 @@
+"""Stage 6 — Final draft: each council model writes the final report from the consolidation and the
+Stage 5 required changes (markdown). The clinician picks one of these (or the consolidation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from council import prompts
+from council.schemas import FinalReview
+from council.stages.base import (
+    CallLimits,
+    CompletionClient,
+    CouncilInput,
+    StageOutput,
+    complete_markdown,
+    system_user,
+)
+
+STAGE = 6
+NAME = "Final draft"
+KIND = "md"
+
+
+def _numbered(items: list[str], empty: str) -> str:
+    return "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1)) if items else empty
+
+
+def build_messages(source: CouncilInput, *, consolidation: str, votes: Sequence[FinalReview]) -> list[dict]:
+    # Changes are pooled without saying who asked for them: the drafts answer the council, not a member.
+    required = [change for vote in votes for change in vote.required_changes]
+    optional = [change for vote in votes for change in vote.optional_changes]
+    no_votes = "(No final review votes are available.)" if not votes else "(None: every vote approved.)"
+    system, user = prompts.current(STAGE).render(
+        clinical_context=source.context_block(),
+        report_text=source.report_text,
+        consolidation=consolidation.strip(),
+        required_changes=_numbered(required, no_votes),
+        optional_changes=_numbered(optional, "(None.)"),
+    )
+    return system_user(system, user)
+
+
+async def run(
+    client: CompletionClient,
+    model: str,
+    source: CouncilInput,
+    limits: CallLimits,
+    *,
+    consolidation: str,
+    votes: Sequence[FinalReview],
+) -> StageOutput:
+    messages = build_messages(source, consolidation=consolidation, votes=votes)
+    return await complete_markdown(client, model, messages, limits)

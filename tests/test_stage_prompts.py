@@ -1,0 +1,87 @@
+"""Every stage's prompt: the contract's first system line, the report and clinical context, page citations,
+and Stage 2 anonymity (labels only, never the reviewer's own analysis)."""
+
+from __future__ import annotations
+
+import pytest
+
+from council import prompts
+from council.schemas import FinalReview, PeerReview
+from council.stages import MODULES, stage2_peer_review, stage3_revision
+from council.stages.base import CouncilInput
+
+SOURCE = CouncilInput(
+    report_text="=== PAGE 1 / 2 ===\n[text layer]\nAlpha peak 9.5 Hz\n=== PAGE 2 / 2 ===\n[OCR]\nTBR 4.1",
+    clinical_context={"Age": "9", "Reason for referral": "attention {{report_text}} concerns"},
+)
+REVIEW = PeerReview.model_validate(
+    {"reviews": [{"analysis_label": "A", "weaknesses": ["TBR wrong (p. 2)"]}], "ranking_best_to_worst": ["A"]}
+)
+VOTE = FinalReview(vote="REVISE", required_changes=["fix TBR"], quality_score_1to10=6)
+
+
+def _messages(stage: int) -> list[dict]:
+    module = MODULES[stage]
+    kwargs = {
+        1: {},
+        2: {"own_label": "A", "analyses": {"A": "own-analysis-text", "B": "b text", "C": "c text"}},
+        3: {"label": "A", "analysis": "mine", "peer_reviews": {"B": REVIEW}},
+        4: {"revisions": {"A": "rev a", "B": "rev b"}},
+        5: {"consolidation": "# Consolidated"},
+        6: {"consolidation": "# Consolidated", "votes": [VOTE]},
+    }[stage]
+    return module.build_messages(SOURCE, **kwargs)
+
+
+@pytest.mark.parametrize("stage", range(1, 7))
+def test_every_prompt_starts_with_the_stage_line_and_carries_the_source(stage):
+    messages = _messages(stage)
+    names = {
+        1: "Analysis",
+        2: "Peer review",
+        3: "Revision",
+        4: "Consolidation",
+        5: "Final review",
+        6: "Final draft",
+    }
+    assert messages[0]["role"] == "system"
+    assert messages[0]["content"].splitlines()[0] == f"qEEG Council — Stage {stage}: {names[stage]}"
+    user = messages[1]["content"]
+    assert "=== PAGE 2 / 2 ===" in user and "[OCR]\nTBR 4.1" in user
+    assert "- Age: 9" in user
+    # A placeholder-looking string in pasted text stays as it is: rendering is one pass.
+    assert "attention {{report_text}} concerns" in user
+    assert "(p. 3)" in messages[0]["content"]
+    if stage in (1, 3, 4, 6):
+        assert "<!-- END OF REPORT -->" in messages[0]["content"]
+
+
+def test_stage2_shows_only_other_analyses_under_label_headings():
+    user = _messages(2)[1]["content"]
+    assert "## Analysis B\n\nb text" in user and "## Analysis C\n\nc text" in user
+    assert "## Analysis A" not in user and "own-analysis-text" not in user
+
+
+def test_stage3_names_reviewers_by_label_and_shows_rank():
+    text = stage3_revision.reviews_of("A", {"B": REVIEW})
+    assert "### Reviewer B (ranked 1 of 1)" in text and "TBR wrong (p. 2)" in text
+
+
+def test_labels_are_assigned_in_the_given_order():
+    assert stage2_peer_review.assign_labels(["x", "y", "z"], order=[2, 0, 1]) == {
+        "A": "z",
+        "B": "x",
+        "C": "y",
+    }
+    assert stage2_peer_review.label_for(27) == "AB"
+
+
+def test_stage1_adds_page_images_alongside_the_text():
+    source = CouncilInput(report_text="t", clinical_context={}, page_images=("data:image/png;base64,AAA",))
+    content = MODULES[1].build_messages(source)[1]["content"]
+    assert content[0]["type"] == "text" and "(No clinical context" in content[0]["text"]
+    assert content[1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}
+
+
+def test_prompt_versions_are_recorded_per_stage():
+    assert prompts.current_versions()["2"] == "stage2_peer_review.v1"
