@@ -130,6 +130,8 @@ REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)
 REPORT_OCR_ENABLED = env.bool("REPORT_OCR_ENABLED", default=True)
 # A page whose text layer has fewer characters than this is treated as an image and OCR'd.
 REPORT_OCR_MIN_CHARS = env.int("REPORT_OCR_MIN_CHARS", default=200)
+# ...and so is a page whose images cover at least this share of it (tables pasted in as pictures).
+REPORT_OCR_IMAGE_AREA = env.float("REPORT_OCR_IMAGE_AREA", default=0.3)
 
 # Upstream: CLIProxyAPI, and nothing else.
 CLIPROXY_BASE_URL = env.str("CLIPROXY_BASE_URL", default="http://127.0.0.1:8317").rstrip("/")
