@@ -1,0 +1,227 @@
+"""The run's live stream: a snapshot first, named events with ids, resume without loss or repeats, an end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.test import AsyncClient
+
+from patients.models import Patient, Report
+from runs.events import event_emit
+from runs.models import Run, RunEvent
+from runs.stream import close_all_streams_for_tests, get_hub
+from tests.stream_helpers import SSEReader
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_stream(settings):
+    settings.SSE_POLL_SECONDS = 0.02
+    settings.SSE_KEEPALIVE_SECONDS = 30
+
+
+@pytest.fixture(autouse=True)
+async def stop_reader():
+    yield
+    await close_all_streams_for_tests()
+
+
+def make_run(status: str = Run.Status.RUNNING) -> Run:
+    patient = Patient.objects.create(label=f"P-{Patient.objects.count() + 1}")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="0" * 64, status="ready")
+    return Run.objects.create(
+        patient=patient,
+        report=report,
+        council_models=["gpt-5", "claude-sonnet-4-5"],
+        consolidator="claude-sonnet-4-5",
+        status=status,
+    )
+
+
+@pytest.fixture
+def run(db) -> Run:
+    return make_run()
+
+
+@pytest.fixture
+async def client(clinician) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(clinician)
+    return client
+
+
+emit = sync_to_async(event_emit)
+
+
+async def open_stream(client: AsyncClient, run_id: int, **headers: str) -> SSEReader:
+    response = await client.get(f"/api/runs/{run_id}/stream", headers=headers)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/event-stream")
+    return SSEReader(response.streaming_content)
+
+
+async def test_fresh_connection_gets_a_snapshot_then_live_events(client, run):
+    first = await emit(run=run.pk, kind="status", status="running")
+    second = await emit(run=run.pk, kind="stage_started", stage=1, models=["gpt-5", "claude-sonnet-4-5"])
+    stream = await open_stream(client, run.pk)
+
+    snapshot = await stream.event()
+    assert snapshot.event == "snapshot"
+    assert snapshot.id == second.pk  # the snapshot covers everything up to the newest event
+    assert snapshot.data["status"] == "running"
+    assert snapshot.data["finished"] is False
+    assert "progress" in snapshot.data
+    assert first.pk < second.pk
+
+    started = await emit(run=run.pk, kind="model_started", stage=1, model_id="gpt-5", attempt=1)
+    live = await stream.event()
+    assert (live.event, live.id) == ("model_started", started.pk)
+    assert live.data["model_id"] == "gpt-5"
+    assert live.data["stage"] == 1
+    assert live.data["data"] == {"attempt": 1}
+
+
+async def test_last_event_id_resumes_with_the_missed_events_only(client, run):
+    ids = [
+        (await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1)).pk
+        for i in range(4)
+    ]
+    stream = await open_stream(client, run.pk, **{"Last-Event-ID": str(ids[1])})
+
+    got = [await stream.event(), await stream.event()]
+    assert [f.id for f in got] == ids[2:]
+    assert all(f.event == "model_started" for f in got)  # no snapshot on a resume
+
+    later = await emit(run=run.pk, kind="stage_finished", stage=1, ok=4, failed=0, total=4)
+    frame = await stream.event()
+    assert (frame.event, frame.id) == ("stage_finished", later.pk)
+
+
+async def test_resume_by_query_parameter_while_events_pour_in_has_no_gap_and_no_repeat(client, run):
+    """The hand-over from the table read to the live queue is where events get lost or doubled."""
+    emitted: list[int] = []
+
+    async def runner() -> None:
+        for i in range(40):
+            emitted.append(
+                (await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1)).pk
+            )
+            await asyncio.sleep(0.005)
+
+    writer = asyncio.create_task(runner())
+    await asyncio.sleep(0.05)  # some events are in the table before we connect, the rest arrive live
+    response = await client.get(f"/api/runs/{run.pk}/stream?last_event_id=0")
+    stream = SSEReader(response.streaming_content)
+    received = []
+    while len(received) < 40:
+        received.append((await stream.event()).id)
+    await writer
+    assert received == emitted
+    with pytest.raises(TimeoutError):
+        await stream.event(timeout=0.3)  # and nothing more
+
+
+async def test_events_read_from_the_table_are_not_sent_again_by_the_live_reader(client, run, settings):
+    """With the shared reader already running and between polls, a resume reads events from the table that
+    the reader will hand to the new stream again on its next poll: they must go out once."""
+    settings.SSE_POLL_SECONDS = 0.4
+    watcher = await open_stream(client, run.pk)
+    await watcher.event()
+    await asyncio.sleep(0.45)  # the reader has just polled; the next poll is ~0.4 s away
+    emitted = [
+        (await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1)).pk
+        for i in range(5)
+    ]
+    stream = await open_stream(client, run.pk, **{"Last-Event-ID": "0"})
+    received = [(await stream.event()).id for _ in range(5)]
+    assert received == emitted
+    with pytest.raises(TimeoutError):
+        await stream.event(timeout=0.9)
+
+
+async def test_other_runs_events_are_not_sent(client, run):
+    other = await sync_to_async(make_run)()
+    stream = await open_stream(client, run.pk)
+    await stream.event()  # snapshot
+    await emit(run=other.pk, kind="stage_started", stage=1, models=["gpt-5"])
+    mine = await emit(run=run.pk, kind="stage_started", stage=1, models=["gpt-5"])
+    frame = await stream.event()
+    assert frame.id == mine.pk
+
+
+async def test_stream_ends_with_an_end_event_once_the_run_finishes(client, run):
+    stream = await open_stream(client, run.pk)
+    await stream.event()
+    done = await emit(run=run.pk, kind="status", status="needs_auth", error="Sign in to the upstream again.")
+    status = await stream.event()
+    assert (status.event, status.id, status.data["data"]["status"]) == ("status", done.pk, "needs_auth")
+    end = await stream.event()
+    assert end.event == "end"
+    assert await stream.ended()
+
+
+async def test_a_finished_run_gets_its_snapshot_and_end_at_once(client, db):
+    run = await sync_to_async(make_run)(status=Run.Status.COMPLETE)
+    stream = await open_stream(client, run.pk)
+    snapshot = await stream.event()
+    assert snapshot.event == "snapshot"
+    assert snapshot.data["finished"] is True
+    assert (await stream.event()).event == "end"
+    assert await stream.ended()
+
+
+async def test_running_status_does_not_end_the_stream(client, run):
+    stream = await open_stream(client, run.pk)
+    await stream.event()
+    await emit(run=run.pk, kind="status", status="running")
+    assert (await stream.event()).event == "status"
+    with pytest.raises(TimeoutError):
+        await stream.event(timeout=0.3)
+
+
+async def test_idle_stream_gets_keepalive_comments(client, run, settings):
+    settings.SSE_KEEPALIVE_SECONDS = 0.1
+    stream = await open_stream(client, run.pk)
+    assert (await stream.event()).event == "snapshot"
+    frame = await stream.frame(timeout=1)
+    assert frame.comment == "keepalive"
+    assert frame.event is None
+
+
+async def test_many_streams_share_one_reader_which_stops_when_nobody_listens(client, settings):
+    runs = [await sync_to_async(make_run)() for _ in range(6)]
+    streams = [await open_stream(client, r.pk) for r in runs]
+    for s in streams:
+        await s.event()
+    hub = get_hub()
+    assert hub.open_streams == 6
+    before = hub.polls
+    await asyncio.sleep(0.5)
+    polls = hub.polls - before
+    # One reader polling every 20 ms: about 25 polls in 0.5 s, not 6 x 25.
+    assert 5 <= polls <= 40
+    # A client going away cancels the task reading its stream (what Django's ASGI handler does on disconnect).
+    readers = [asyncio.create_task(s.event(timeout=10)) for s in streams]
+    await asyncio.sleep(0.05)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    assert hub.open_streams == 0
+    await asyncio.sleep(0.1)
+    stopped_at = hub.polls
+    await asyncio.sleep(0.2)
+    assert hub.polls == stopped_at
+
+
+async def test_event_ids_match_the_table(client, run):
+    stream = await open_stream(client, run.pk)
+    await stream.event()
+    event = await emit(
+        run=run.pk, kind="artifact_written", stage=1, model_id="gpt-5", artifact_id=7, kind_="md"
+    )
+    frame = await stream.event()
+    row = await RunEvent.objects.aget(pk=frame.id)
+    assert row.pk == event.pk and row.kind == frame.event == "artifact_written"
