@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from qeeg_site.models import ApiToken
+from tests.fake_upstream.fixtures import fake_upstream, fake_upstream_env  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,185 @@
+"""What the fake models say: stage-aware replies, plainly marked as fake, valid for every council stage.
+
+The stage comes from the first line of the first (system) message: `qEEG Council — Stage <n>: <Name>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from typing import Any
+
+FAKE_MARK = "> FAKE UPSTREAM OUTPUT — not a real model"
+END_MARKER = "<!-- END OF REPORT -->"
+CONTINUE_PREFIX = "Continue exactly where you stopped"
+INVALID_PREFIX = "Your reply was not valid"
+
+_STAGE_LINE = re.compile(r"qEEG Council\s*[—-]+\s*Stage\s*(\d)\s*:\s*([^\n]*)")
+_ANALYSIS_LABEL = re.compile(r"^##\s+Analysis\s+([A-Z]{1,2})\s*$", re.MULTILINE)
+_PAGE_MARK = re.compile(r"^=== PAGE (\d+) / (\d+) ===", re.MULTILINE)
+
+STAGE_NAMES = {
+    1: "Analysis",
+    2: "Peer review",
+    3: "Revision",
+    4: "Consolidation",
+    5: "Final review",
+    6: "Final draft",
+}
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text")
+        )
+    return ""
+
+
+def image_count(messages: list[dict[str, Any]]) -> int:
+    count = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            count += sum(
+                1
+                for part in content
+                if isinstance(part, dict) and part.get("type") in ("image_url", "input_image")
+            )
+    return count
+
+
+def parse_stage(messages: list[dict[str, Any]]) -> int | None:
+    """The stage named on the first line of the first message, or None for a prompt from elsewhere."""
+    if not messages:
+        return None
+    first_line = message_text(messages[0]).strip().splitlines()[:1]
+    match = _STAGE_LINE.match(first_line[0].strip()) if first_line else None
+    return int(match.group(1)) if match else None
+
+
+def user_texts(messages: list[dict[str, Any]]) -> list[str]:
+    return [message_text(m) for m in messages if m.get("role") == "user"]
+
+
+def continuation_count(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for text in user_texts(messages) if text.lstrip().startswith(CONTINUE_PREFIX))
+
+
+def invalid_retry_count(messages: list[dict[str, Any]]) -> int:
+    return sum(1 for text in user_texts(messages) if text.lstrip().startswith(INVALID_PREFIX))
+
+
+def analysis_labels(messages: list[dict[str, Any]]) -> list[str]:
+    labels: list[str] = []
+    for text in user_texts(messages):
+        for label in _ANALYSIS_LABEL.findall(text):
+            if label not in labels:
+                labels.append(label)
+    return labels
+
+
+def _rng(model: str, stage: int | None, salt: str = "") -> random.Random:
+    # Deterministic per model and stage, so runs against the fake are reproducible.
+    seed = hashlib.sha256(f"{model}|{stage}|{salt}".encode()).hexdigest()
+    return random.Random(int(seed[:16], 16))
+
+
+def markdown_report(*, model: str, stage: int, messages: list[dict[str, Any]]) -> str:
+    """A complete markdown reply for stages 1, 3, 4, 6, ending with the end marker."""
+    name = STAGE_NAMES.get(stage, "Report")
+    prompt = "\n".join(user_texts(messages))
+    pages = _PAGE_MARK.findall(prompt)
+    page_total = pages[0][1] if pages else "?"
+    images = image_count(messages)
+    rng = _rng(model, stage)
+    alpha = rng.choice(["posterior dominant", "slowed", "within normal limits"])
+    theta = rng.choice(["elevated frontally", "unremarkable", "mildly increased at Fz"])
+    coherence = rng.choice(["reduced interhemispheric", "within normal limits", "increased frontal"])
+    return (
+        f"{FAKE_MARK} ({model}, Stage {stage}: {name}). Nothing below was written by a language model; "
+        "it is placeholder text for trying the application.\n\n"
+        f"# {name} (fake)\n\n"
+        f"This fake {name.lower()} saw {len(pages)} page marker(s) in the source report text "
+        f"(pages in report: {page_total}) and {images} page image(s).\n\n"
+        "## Findings (fake)\n\n"
+        "| Measure | Fake finding | Page |\n"
+        "|---|---|---|\n"
+        f"| Alpha | {alpha} | (p. 1) |\n"
+        f"| Theta | {theta} | (p. 1) |\n"
+        f"| Coherence | {coherence} | (p. 2) |\n\n"
+        "## Notes (fake)\n\n"
+        f"- This text comes from the fake upstream for model `{model}`.\n"
+        "- No clinical meaning: do not use it for any patient.\n"
+        "- Replace the fake upstream with a real CLIProxyAPI for real output.\n\n"
+        f"{END_MARKER}\n"
+    )
+
+
+def truncated_piece(full: str, *, part: int, parts: int) -> str:
+    """Piece `part` (0-based) of a reply cut into `parts` pieces; only the last piece has the end marker."""
+    body = full[: full.rindex(END_MARKER)] if END_MARKER in full else full
+    size = max(1, len(body) // parts)
+    if part < parts - 1:
+        return body[part * size : (part + 1) * size]
+    return body[part * size :] + END_MARKER + "\n"
+
+
+def peer_review(*, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = analysis_labels(messages) or ["A"]
+    rng = _rng(model, 2)
+    ranking = labels[:]
+    rng.shuffle(ranking)
+    return {
+        "reviews": [
+            {
+                "analysis_label": label,
+                "strengths": [f"FAKE: analysis {label} cites pages for its numbers."],
+                "weaknesses": [f"FAKE: analysis {label} could say more about artifact rejection."],
+                "missing_or_unclear": ["FAKE: eyes-open vs eyes-closed conditions are not compared."],
+                "accuracy_issues": [],
+                "risk_of_overreach": "FAKE: low — findings are framed as supportive, not diagnostic.",
+            }
+            for label in labels
+        ],
+        "ranking_best_to_worst": ranking,
+        "overall_notes": f"FAKE UPSTREAM OUTPUT from {model} — not a real model.",
+    }
+
+
+def final_vote(*, model: str, vote: str) -> dict[str, Any]:
+    if vote == "REVISE":
+        return {
+            "vote": "REVISE",
+            "required_changes": [f"FAKE ({model}): state the montage and reference used."],
+            "optional_changes": ["FAKE: shorten the summary."],
+            "quality_score_1to10": 6,
+        }
+    return {
+        "vote": "APPROVE",
+        "required_changes": [],
+        "optional_changes": [f"FAKE ({model}): add a glossary of abbreviations."],
+        "quality_score_1to10": 8,
+    }
+
+
+def invalid_json_reply(*, model: str, stage: int) -> str:
+    # Prose with a broken object: what a model that ignored the format instructions might send.
+    return f"FAKE UPSTREAM OUTPUT ({model}, Stage {stage}): here is my answer {{'vote': maybe, }}"
+
+
+def json_reply(obj: dict[str, Any], *, fence: bool) -> str:
+    text = json.dumps(obj, ensure_ascii=False, indent=2)
+    return f"```json\n{text}\n```" if fence else text
+
+
+def generic_reply(*, model: str, messages: list[dict[str, Any]]) -> str:
+    last = user_texts(messages)[-1:] or [""]
+    return f"{FAKE_MARK} ({model}). You said: {last[0][:200]}"
