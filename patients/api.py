@@ -1,13 +1,24 @@
-"""API endpoints for patients and their reports."""
+"""API endpoints for patients and their reports. Thin: services write, selectors read."""
 
 from __future__ import annotations
 
-from ninja import ModelSchema, Router
-from ninja.pagination import PageNumberPagination, paginate
+from datetime import datetime
+from typing import Literal
 
-from patients.models import Patient
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.urls import reverse
+from ninja import File, ModelSchema, Router, Schema, Status, UploadedFile
+from ninja.errors import HttpError
+from ninja.pagination import PageNumberPagination, paginate
+from pydantic import Field
+
+from patients import selectors, services
+from patients.models import Patient, Report
 
 router = Router(tags=["patients"])
+
+Sex = Literal["", "female", "male", "other"]
+Handedness = Literal["", "right", "left", "ambidextrous"]
 
 
 class PatientOut(ModelSchema):
@@ -27,10 +38,214 @@ class PatientOut(ModelSchema):
         ]
 
 
+class PatientIn(Schema):
+    label: str = Field(min_length=1, max_length=100)
+    notes: str = ""
+    age: int | None = Field(default=None, ge=0, le=130)
+    sex: Sex = ""
+    handedness: Handedness = ""
+    medications: str = ""
+    referral_reason: str = ""
+
+
+class PatientUpdate(Schema):
+    """Fields left out keep their value."""
+
+    label: str | None = Field(default=None, min_length=1, max_length=100)
+    notes: str | None = None
+    age: int | None = Field(default=None, ge=0, le=130)
+    sex: Sex | None = None
+    handedness: Handedness | None = None
+    medications: str | None = None
+    referral_reason: str | None = None
+
+
+class ReportOut(Schema):
+    id: int
+    patient_id: int
+    original_name: str
+    kind: str
+    size_bytes: int
+    sha256: str
+    page_count: int | None
+    status: str
+    error: str
+    created_at: datetime
+    updated_at: datetime
+    processed_at: datetime | None
+    text_url: str
+    original_url: str
+    page_image_urls: list[str]
+
+    @staticmethod
+    def resolve_text_url(report: Report) -> str:
+        return reverse("api:report_text", args=[report.pk])
+
+    @staticmethod
+    def resolve_original_url(report: Report) -> str:
+        return reverse("api:report_original", args=[report.pk])
+
+    @staticmethod
+    def resolve_page_image_urls(report: Report) -> list[str]:
+        if report.status != Report.Status.READY or report.kind != Report.Kind.PDF:
+            return []
+        return [
+            reverse("api:report_page", args=[report.pk, n]) for n in range(1, (report.page_count or 0) + 1)
+        ]
+
+
+class PageOut(Schema):
+    page: int
+    sources: dict[str, str]
+    chars: dict[str, int]
+    ocr_ran: bool
+    ocr_reason: str
+    ocr_confidence: float | None
+    image_url: str | None
+
+
+class ReportTextOut(Schema):
+    report_id: int
+    page_count: int
+    text: str
+    pages: list[PageOut]
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+def _patient(patient_id: int) -> Patient:
+    patient = Patient.objects.filter(pk=patient_id).first()
+    if patient is None:
+        raise HttpError(404, f"No patient with id {patient_id}.")
+    return patient
+
+
+def _report(report_id: int) -> Report:
+    report = Report.objects.filter(pk=report_id).first()
+    if report is None:
+        raise HttpError(404, f"No report with id {report_id}.")
+    return report
+
+
+def _ready(report: Report) -> Report:
+    if report.status == Report.Status.FAILED:
+        raise HttpError(409, f"Report {report.pk} failed: {report.error}")
+    if report.status != Report.Status.READY:
+        raise HttpError(409, f"Report {report.pk} is {report.status}; try again when it is ready.")
+    return report
+
+
 @router.get("/patients", response=list[PatientOut])
 @paginate(PageNumberPagination, page_size=50)
-def patient_list(request, q: str = ""):
-    patients = Patient.objects.all()
-    if q:
-        patients = patients.filter(label__icontains=q)
-    return patients
+def patient_list(request: HttpRequest, q: str = ""):
+    """Patients by label; `q` searches label, notes and reason for referral."""
+    return selectors.patient_search(q)
+
+
+@router.post("/patients", response={201: PatientOut, 409: ErrorOut})
+def patient_create(request: HttpRequest, payload: PatientIn):
+    try:
+        patient = services.patient_create(**payload.dict(), user=request.user)
+    except services.PatientLabelTaken as exc:
+        raise HttpError(409, exc.message) from exc
+    return Status(201, patient)
+
+
+@router.get("/patients/{int:patient_id}", response={200: PatientOut, 404: ErrorOut})
+def patient_detail(request: HttpRequest, patient_id: int):
+    return _patient(patient_id)
+
+
+@router.put("/patients/{int:patient_id}", response={200: PatientOut, 404: ErrorOut, 409: ErrorOut})
+def patient_update(request: HttpRequest, patient_id: int, payload: PatientUpdate):
+    patient = _patient(patient_id)
+    changes = payload.dict(exclude_unset=True)
+    if changes.get("label", "") is None:
+        raise HttpError(422, "label: may not be null")
+    try:
+        return services.patient_update(patient=patient, **changes)
+    except services.PatientLabelTaken as exc:
+        raise HttpError(409, exc.message) from exc
+
+
+@router.post(
+    "/patients/{int:patient_id}/reports",
+    response={201: list[ReportOut], 404: ErrorOut, 413: ErrorOut, 415: ErrorOut, 422: ErrorOut},
+)
+def report_upload(request: HttpRequest, patient_id: int, files: File[list[UploadedFile]]):
+    """Upload one or more reports (multipart field `files`: PDF, .txt or .md). Answers at once with the
+    reports `pending`; poll `GET /api/reports/{id}` until `ready` or `failed`. If any file is refused,
+    none is kept."""
+    patient = _patient(patient_id)
+    try:
+        reports = services.report_upload(patient=patient, files=files, user=request.user)
+    except services.ReportRejected as exc:
+        raise HttpError(exc.status, exc.message) from exc
+    return Status(201, reports)
+
+
+@router.get("/patients/{int:patient_id}/reports", response=list[ReportOut])
+@paginate(PageNumberPagination, page_size=50)
+def report_list(request: HttpRequest, patient_id: int):
+    return _patient(patient_id).reports.all()
+
+
+@router.get("/reports/{int:report_id}", response={200: ReportOut, 404: ErrorOut})
+def report_detail(request: HttpRequest, report_id: int):
+    return _report(report_id)
+
+
+@router.get(
+    "/reports/{int:report_id}/text",
+    response={200: ReportTextOut, 404: ErrorOut, 409: ErrorOut},
+    url_name="report_text",
+)
+def report_text(request: HttpRequest, report_id: int, format: Literal["text", "json"] = "text"):
+    """The page-marked text (`=== PAGE i / N ===`, sources labelled `[text layer]`, `[OCR]`) as text/plain;
+    `?format=json` gives it per page with what each source yielded."""
+    report = _ready(_report(report_id))
+    text = selectors.report_text(report)
+    if format == "text":
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")
+    pages = [
+        {
+            **{
+                key: page[key]
+                for key in ("page", "sources", "chars", "ocr_ran", "ocr_reason", "ocr_confidence")
+            },
+            "image_url": reverse("api:report_page", args=[report.pk, page["page"]])
+            if page["image"]
+            else None,
+        }
+        for page in selectors.report_pages(report)
+    ]
+    return {"report_id": report.pk, "page_count": len(pages), "text": text, "pages": pages}
+
+
+@router.get(
+    "/reports/{int:report_id}/pages/{int:number}.png",
+    response={404: ErrorOut, 409: ErrorOut},
+    url_name="report_page",
+)
+def report_page(request: HttpRequest, report_id: int, number: int, thumb: bool = False):
+    """One page rendered as PNG (1-based); `?thumb=true` for a small one."""
+    report = _ready(_report(report_id))
+    path = selectors.report_page_image(report, number, thumb=thumb)
+    if path is None:
+        raise HttpError(404, f"Report {report.pk} has no page image {number}.")
+    return FileResponse(open(path, "rb"), content_type="image/png")
+
+
+@router.get("/reports/{int:report_id}/original", response={404: ErrorOut}, url_name="report_original")
+def report_original(request: HttpRequest, report_id: int):
+    """The uploaded file, byte for byte."""
+    report = _report(report_id)
+    path = report.original_path
+    if not path.exists():
+        raise HttpError(404, f"The original file of report {report.pk} is missing.")
+    content_type = {"pdf": "application/pdf", "text": "text/plain", "markdown": "text/markdown"}[report.kind]
+    return FileResponse(
+        open(path, "rb"), as_attachment=True, filename=report.original_name, content_type=content_type
+    )

@@ -74,6 +74,9 @@ class Report(models.Model):
     page_count = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
+    # The ingesting process: a report left "processing" whose process is gone is picked up again at start.
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -87,6 +90,17 @@ class Report(models.Model):
     def __str__(self) -> str:
         return f"{self.original_name} ({self.patient})"
 
+    FINISHED = (Status.READY, Status.FAILED)
+
     @property
     def folder(self) -> Path:
         return settings.DATA_DIR / "reports" / str(self.pk)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def original_path(self) -> Path:
+        suffix = {"pdf": ".pdf", "text": ".txt", "markdown": ".md"}[self.kind]
+        return self.folder / f"original{suffix}"

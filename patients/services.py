@@ -1,7 +1,442 @@
-"""Writes for patients and reports: one path per behaviour, called by pages, the API and commands alike."""
+"""Writes for patients and reports: one path per behaviour, called by pages, the API and commands alike.
+
+Report files live under data/reports/<id>/ and appear there only whole:
+- an upload is checked and written to a work folder first; the row is inserted and the folder renamed to
+  its id inside one transaction, so a rejected or crashed upload leaves neither row nor files;
+- ingestion builds a complete new folder (original hard-linked, pages, thumbs, text.md, pages.json) beside
+  it and swaps it in with two renames; `reports_resume_pending` repairs a swap a crash interrupted.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from patients import ingest
+from patients.models import Patient, Report
+
+log = logging.getLogger(__name__)
+
+PATIENT_FIELDS = ("label", "notes", "age", "sex", "handedness", "medications", "referral_reason")
+
+
+class PatientLabelTaken(Exception):
+    def __init__(self, label: str) -> None:
+        self.message = f"A patient labelled {label!r} already exists (labels are unique, ignoring case)."
+        super().__init__(self.message)
+
+
+class ReportRejected(Exception):
+    """An upload we refuse; nothing of it is kept. `status` is the HTTP answer (413, 415 or 422)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --- patients -----------------------------------------------------------------------------------------------
+
+
+def _label_taken(label: str, *, exclude_pk: int | None = None) -> bool:
+    return Patient.objects.filter(label__iexact=label).exclude(pk=exclude_pk).exists()
+
+
+def patient_create(
+    *,
+    label: str,
+    notes: str = "",
+    age: int | None = None,
+    sex: str = "",
+    handedness: str = "",
+    medications: str = "",
+    referral_reason: str = "",
+    user: Any = None,
+) -> Patient:
+    label = label.strip()
+    if _label_taken(label):
+        raise PatientLabelTaken(label)
+    patient = Patient(
+        label=label,
+        notes=notes,
+        age=age,
+        sex=sex or "",
+        handedness=handedness or "",
+        medications=medications,
+        referral_reason=referral_reason,
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    patient.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError as exc:  # a concurrent create with the same label
+        raise PatientLabelTaken(label) from exc
+    return patient
+
+
+def patient_update(*, patient: Patient, **changes: Any) -> Patient:
+    """Change any of PATIENT_FIELDS; others are refused so a caller cannot touch ids or audit fields."""
+    unknown = set(changes) - set(PATIENT_FIELDS)
+    if unknown:
+        raise TypeError(f"patient_update() cannot change {', '.join(sorted(unknown))}")
+    if "label" in changes:
+        changes["label"] = changes["label"].strip()
+        if _label_taken(changes["label"], exclude_pk=patient.pk):
+            raise PatientLabelTaken(changes["label"])
+    for name, value in changes.items():
+        setattr(patient, name, "" if value is None and name in ("sex", "handedness") else value)
+    patient.full_clean(validate_constraints=False)
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError as exc:
+        raise PatientLabelTaken(patient.label) from exc
+    return patient
+
+
+def patient_delete(*, patient: Patient) -> None:
+    folders = [report.folder for report in patient.reports.all()]
+    patient.delete()
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- uploads ------------------------------------------------------------------------------------------------
+
+
+def _reports_root() -> Path:
+    root = settings.DATA_DIR / "reports"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@dataclass
+class _Staged:
+    folder: Path
+    name: str
+    kind: str
+    size: int
+    sha256: str
+    page_count: int
+
+
+def _display_name(name: str) -> str:
+    # Browsers may send a path; keep the last part and nothing that could confuse a header or a shell.
+    base = Path(name.replace("\\", "/")).name.strip() or "report"
+    return "".join(ch for ch in base if ch.isprintable() and ch not in '"/')[:255] or "report"
+
+
+def _stage(upload: UploadedFile, root: Path) -> _Staged:
+    name = _display_name(upload.name or "report")
+    if upload.size is not None and upload.size > settings.REPORT_MAX_BYTES:
+        raise ReportRejected(
+            f"{name} is {upload.size / 1_048_576:.1f} MB; the limit is "
+            f"{settings.REPORT_MAX_BYTES / 1_048_576:.1f} MB (REPORT_MAX_BYTES).",
+            status=413,
+        )
+    upload.seek(0)
+    head = upload.read(2048)
+    try:
+        kind = ingest.sniff_kind(head, name)
+    except ingest.UnreadableReport as exc:
+        raise ReportRejected(exc.message, status=exc.status) from exc
+    folder = root / f".upload-{os.getpid()}-{uuid.uuid4().hex}"
+    folder.mkdir()
+    try:
+        return _write_staged(upload, folder, name=name, kind=kind)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _write_staged(upload: UploadedFile, folder: Path, *, name: str, kind: str) -> _Staged:
+    path = folder / {"pdf": "original.pdf", "text": "original.txt", "markdown": "original.md"}[kind]
+    digest = hashlib.sha256()
+    size = 0
+    upload.seek(0)
+    with open(path, "wb") as out:
+        for chunk in upload.chunks():
+            size += len(chunk)
+            if size > settings.REPORT_MAX_BYTES:
+                raise ReportRejected(
+                    f"{name} is larger than {settings.REPORT_MAX_BYTES / 1_048_576:.1f} MB (REPORT_MAX_BYTES).",
+                    status=413,
+                )
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        page_count = ingest.check_report_file(path, name=name, kind=kind, max_pages=settings.REPORT_MAX_PAGES)
+    except ingest.UnreadableReport as exc:
+        raise ReportRejected(exc.message, status=exc.status) from exc
+    return _Staged(folder, name, kind, size, digest.hexdigest(), page_count)
+
+
+def report_upload(*, patient: Patient, files: Iterable[UploadedFile], user: Any = None) -> list[Report]:
+    """Check and store uploaded reports, then start their ingestion in one child process.
+
+    All or nothing: if any file is refused, ReportRejected names it and none of the files is kept.
+    Returns the new reports, all `pending`; the caller answers at once.
+    """
+    files = list(files)
+    if not files:
+        raise ReportRejected("Choose at least one report file to upload.", status=422)
+    root = _reports_root()
+    staged: list[_Staged] = []
+    moved: list[Path] = []
+    try:
+        for upload in files:
+            staged.append(_stage(upload, root))
+        reports = []
+        with transaction.atomic():
+            for item in staged:
+                report = Report.objects.create(
+                    patient=patient,
+                    original_name=item.name,
+                    kind=item.kind,
+                    size_bytes=item.size,
+                    sha256=item.sha256,
+                    page_count=item.page_count,
+                    status=Report.Status.PENDING,
+                    uploaded_by=user if user is not None and user.is_authenticated else None,
+                )
+                # An id reused after a rolled-back insert may have an orphan folder; no row owns it.
+                if report.folder.exists():
+                    shutil.rmtree(report.folder)
+                item.folder.rename(report.folder)
+                moved.append(report.folder)
+                reports.append(report)
+            ids = [str(report.pk) for report in reports]
+            transaction.on_commit(lambda: _launch_ingest(ids))
+    except BaseException:
+        # The transaction rolled back: no row survives, so neither may any file.
+        for folder in [item.folder for item in staged] + moved:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return reports
+
+
+def _launch_ingest(report_ids: list[str]) -> None:
+    from qeeg_site import launcher
+
+    try:
+        # One process for a batch: the OCR models load once and the two cores are not oversubscribed.
+        launcher.launch_command("ingestreport", *report_ids)
+    except Exception:
+        # The reports stay pending; the next start of the server picks them up.
+        log.exception("could not start ingestion of reports %s", ", ".join(report_ids))
+
+
+def report_delete(*, report: Report) -> None:
+    folder = report.folder
+    report.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_reingest(*, report: Report) -> bool:
+    """Queue a finished report for ingestion again (e.g. after changing OCR settings)."""
+    updated = Report.objects.filter(pk=report.pk, status__in=Report.FINISHED).update(
+        status=Report.Status.PENDING, error="", worker_pid=None, updated_at=timezone.now()
+    )
+    if updated:
+        transaction.on_commit(lambda: _launch_ingest([str(report.pk)]))
+    return bool(updated)
+
+
+# --- ingestion (runs in the `ingestreport` process) ---------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """SIGTERM reached the ingesting process; the report goes back to pending."""
+
+
+def report_claim(*, report_id: int, pid: int) -> bool:
+    """Compare-and-set pending → processing; exactly one process wins."""
+    return (
+        Report.objects.filter(pk=report_id, status=Report.Status.PENDING).update(
+            status=Report.Status.PROCESSING,
+            worker_pid=pid,
+            started_at=timezone.now(),
+            error="",
+            updated_at=timezone.now(),
+        )
+        == 1
+    )
+
+
+def _ingest_options() -> ingest.IngestOptions:
+    return ingest.IngestOptions(
+        max_pages=settings.REPORT_MAX_PAGES,
+        render_dpi=settings.REPORT_RENDER_DPI,
+        ocr_enabled=settings.REPORT_OCR_ENABLED,
+        ocr_min_chars=settings.REPORT_OCR_MIN_CHARS,
+        ocr_image_area=settings.REPORT_OCR_IMAGE_AREA,
+    )
+
+
+def _swap_in(work: Path, folder: Path) -> None:
+    """Replace `folder` by the complete `work` folder. A crash between the renames is repaired at start."""
+    old = folder.with_name(f".old-{folder.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    work.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
+    """Claim a pending report, build its text and images, and mark it ready or failed.
+
+    Returns None when another process holds it (or it is not pending). Nothing is held open in the
+    database while pages render or OCR runs.
+    """
+    pid = pid or os.getpid()
+    if not report_claim(report_id=report_id, pid=pid):
+        return None
+    report = Report.objects.get(pk=report_id)
+    work = _reports_root() / f".ingest-{report.pk}-{pid}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        source = report.original_path
+        if not source.exists():
+            raise ingest.UnreadableReport("The uploaded file is missing from the data folder.")
+        work.mkdir()
+        # The new folder must hold the original too; a hard link costs nothing.
+        try:
+            os.link(source, work / source.name)
+        except OSError:
+            shutil.copy2(source, work / source.name)
+        if report.kind == Report.Kind.PDF:
+            result = ingest.ingest_pdf(source, work, name=report.original_name, options=_ingest_options())
+        else:
+            result = ingest.ingest_text(source, work, name=report.original_name, kind=report.kind)
+        _swap_in(work, report.folder)
+    except Interrupted:
+        shutil.rmtree(work, ignore_errors=True)
+        Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
+            status=Report.Status.PENDING, worker_pid=None, updated_at=timezone.now()
+        )
+        raise
+    except Exception as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(exc, ingest.UnreadableReport):
+            message = exc.message
+        else:
+            log.exception("ingestion of report %s failed", report.pk)
+            message = f"Ingestion failed: {type(exc).__name__}: {exc}"
+        Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
+            status=Report.Status.FAILED,
+            error=message,
+            worker_pid=None,
+            processed_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        report.refresh_from_db()
+        return report
+    Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
+        status=Report.Status.READY,
+        page_count=result.page_count,
+        error="",
+        worker_pid=None,
+        processed_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    report.refresh_from_db()
+    ocr_pages = sum(1 for page in result.pages if page["ocr_ran"])
+    log.info(
+        "report %s ready: %s page(s), %s OCR'd, %.1f s",
+        report.pk,
+        result.page_count,
+        ocr_pages,
+        result.seconds,
+    )
+    return report
+
+
+def install_sigterm_handler() -> None:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+# --- recovery at start ---------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reports_sweep_files() -> int:
+    """Remove leftovers of crashed uploads/ingestions and finish interrupted folder swaps."""
+    root = settings.DATA_DIR / "reports"
+    if not root.exists():
+        return 0
+    removed = 0
+    for entry in root.iterdir():
+        name = entry.name
+        if name.startswith(".old-"):
+            target = root / name.removeprefix(".old-")
+            if target.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:  # crashed between the two renames of a swap: the old folder is still whole
+                entry.rename(target)
+            removed += 1
+        elif name.startswith((".upload-", ".ingest-")):
+            pid_part = name.split("-")[2] if name.startswith(".ingest-") else name.split("-")[1]
+            if not _pid_alive(int(pid_part) if pid_part.isdigit() else None):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+    known = {str(pk) for pk in Report.objects.values_list("pk", flat=True)}
+    for entry in root.iterdir():
+        # A folder renamed into place whose transaction never committed: no row owns it.
+        if entry.is_dir() and entry.name.isdigit() and entry.name not in known:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
 
 def reports_resume_pending() -> int:
-    return 0
+    """At server start: relaunch ingestion of reports left pending, or processing by a process now gone."""
+    reports_sweep_files()
+    stale = [
+        report.pk
+        for report in Report.objects.filter(status=Report.Status.PROCESSING)
+        if not _pid_alive(report.worker_pid)
+    ]
+    if stale:
+        Report.objects.filter(pk__in=stale, status=Report.Status.PROCESSING).update(
+            status=Report.Status.PENDING, worker_pid=None, updated_at=timezone.now()
+        )
+    pending = list(
+        Report.objects.filter(status=Report.Status.PENDING)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    if pending:
+        _launch_ingest([str(pk) for pk in pending])
+    return len(pending)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from typing import TypedDict
 
@@ -42,10 +43,11 @@ def _page_numbers(rng: random.Random, used: set[str]) -> tuple[dict[str, dict[st
     """Z-scores unique across the whole report, so a number found in the text names its page."""
 
     def fresh(make) -> str:
+        # Unique by magnitude too, so "0.47" never hides inside "-0.47" elsewhere.
         while True:
             value = make()
-            if value not in used:
-                used.add(value)
+            if value.lstrip("-") not in used:
+                used.add(value.lstrip("-"))
                 return value
 
     z_scores = {
@@ -54,6 +56,11 @@ def _page_numbers(rng: random.Random, used: set[str]) -> tuple[dict[str, dict[st
     latency = fresh(lambda: str(rng.randint(280, 420)))
     amplitude = fresh(lambda: f"{rng.uniform(3.0, 14.0):.1f}")
     return z_scores, latency, amplitude
+
+
+def numbers_in(text: str) -> set[str]:
+    """The numbers printed in a text, as tokens (so "2.5" is not found inside "2.55")."""
+    return set(re.findall(r"-?\d+(?:\.\d+)?", text))
 
 
 def table_lines(z_scores: dict[str, dict[str, str]], latency: str, amplitude: str) -> list[str]:

@@ -1,0 +1,83 @@
+"""Reads for patients and reports. The council reads report text and page images only through here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypedDict
+
+from django.db.models import Q, QuerySet
+
+from patients.models import Patient, Report
+
+
+class PageData(TypedDict):
+    page: int
+    sources: dict[str, str]  # "text layer" / "OCR" / "text file" -> text
+    chars: dict[str, int]
+    ocr_ran: bool
+    ocr_reason: str
+    ocr_confidence: float | None
+    image: Path | None  # full-size PNG
+    thumb: Path | None
+
+
+def patient_search(q: str = "") -> QuerySet[Patient]:
+    patients = Patient.objects.all()
+    if q := q.strip():
+        patients = patients.filter(
+            Q(label__icontains=q) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
+        )
+    return patients
+
+
+def report_text(report: Report) -> str:
+    """The stored page-marked text (`=== PAGE i / N ===`, then `[text layer]`, `[OCR]`… per page).
+    Empty until the report is ready."""
+    if report.status != Report.Status.READY:
+        return ""
+    path = report.folder / "text.md"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def report_pages(report: Report) -> list[PageData]:
+    """Per page: each source's text, what OCR did, and the image files. Empty until ready."""
+    if report.status != Report.Status.READY:
+        return []
+    path = report.folder / "pages.json"
+    if not path.exists():
+        return []
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    pages = []
+    for record in meta["pages"]:
+        pages.append(
+            PageData(
+                page=record["page"],
+                sources=record["sources"],
+                chars=record["chars"],
+                ocr_ran=record["ocr_ran"],
+                ocr_reason=record["ocr_reason"],
+                ocr_confidence=record["ocr_confidence"],
+                image=report.folder / record["image"] if record["image"] else None,
+                thumb=report.folder / record["thumb"] if record["thumb"] else None,
+            )
+        )
+    return pages
+
+
+def report_page_images(report: Report) -> list[Path]:
+    """Full-size page PNGs in page order (none for text uploads or unfinished reports)."""
+    return [page["image"] for page in report_pages(report) if page["image"] is not None]
+
+
+def report_page_image(report: Report, number: int, *, thumb: bool = False) -> Path | None:
+    """One page's PNG (1-based), or None when there is no such page image."""
+    if report.status != Report.Status.READY or number < 1:
+        return None
+    name = f"{'thumbs' if thumb else 'pages'}/page-{number:04d}.png"
+    path = report.folder / name
+    return path if path.is_file() else None
+
+
+def reports_unfinished(reports: list[Report]) -> bool:
+    return any(not report.is_finished for report in reports)
