@@ -142,6 +142,9 @@ CLIPROXY_MAX_ATTEMPTS = env.int("CLIPROXY_MAX_ATTEMPTS", default=5)
 CLIPROXY_MAX_RETRY_SECONDS = env.float("CLIPROXY_MAX_RETRY_SECONDS", default=300.0)
 CLIPROXY_MAX_COOLDOWN_SECONDS = env.float("CLIPROXY_MAX_COOLDOWN_SECONDS", default=120.0)
 CLIPROXY_MODELS_CACHE_SECONDS = env.float("CLIPROXY_MODELS_CACHE_SECONDS", default=30.0)
+# The health check (banner, /api/health, /api/models) must answer in seconds, not wait like a completion.
+CLIPROXY_HEALTH_TIMEOUT = env.float("CLIPROXY_HEALTH_TIMEOUT", default=2.0)
+CLIPROXY_HEALTH_CACHE_SECONDS = env.float("CLIPROXY_HEALTH_CACHE_SECONDS", default=5.0)
 
 # The council: defaults offered by the run wizard; each must be discovered upstream to be used.
 COUNCIL_MODELS = env.list("COUNCIL_MODELS", default=["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
