@@ -29,6 +29,8 @@ class Run(models.Model):
     consolidator = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
     current_stage = models.PositiveSmallIntegerField(default=0)
+    # The last stage whose calls have all been made: a resumed run starts after it and keeps its artifacts.
+    stages_done = models.PositiveSmallIntegerField(default=0)
     # A/B/C… → model id for Stage 2 anonymity. Never shown to the models; revealed only in the UI.
     label_map = models.JSONField(default=dict, blank=True)
     prompt_versions = models.JSONField(default=dict, blank=True)

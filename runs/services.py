@@ -1,7 +1,386 @@
-"""Writes for runs: create, claim, advance, finish. Pages, the API and `runpipeline` all call these."""
+"""Writes for runs: create, start, claim, advance, record, finish, select, export. Pages, the API and
+`runpipeline` all call these; every one is short and autocommitted, never held across a model call."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import random
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from council import prompts
+from council.stages import KINDS, NAMES
+from council.stages.stage2_peer_review import assign_labels
+from patients.models import Patient, Report
+from runs import events
+from runs.models import Artifact, Run, RunEvent
+
+if TYPE_CHECKING:
+    from council.stages.base import Usage
+    from runs.exports import ExportPaths
+
+log = logging.getLogger(__name__)
+
+# A run can be claimed by a runner from these; `--from-stage` may also re-open a complete run.
+CLAIMABLE = (Run.Status.CREATED, Run.Status.QUEUED, *Run.RESUMABLE)
+SELECTABLE_STAGES = (4, 6)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RunRefused(Exception):
+    """A request about a run that cannot be honoured as asked; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# -- files ------------------------------------------------------------------------------------------------
+
+
+def safe_model_file(model_id: str) -> str:
+    """A file name for a model id: the id itself when it is already plain, else a slug plus a short hash of
+    the real id, so two ids never share a file and nothing ever points outside the stage folder."""
+    slug = _UNSAFE.sub("-", model_id).strip(".-")[:80]
+    if slug == model_id and slug.lower() not in ("", "con", "nul", "prn", "aux"):
+        return slug
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    return f"{slug or 'model'}-{digest}"
+
+
+def artifact_relpath(*, run_id: int, stage: int, model_id: str, kind: str) -> str:
+    return f"artifacts/{run_id}/stage-{stage}/{safe_model_file(model_id)}.{kind}"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+# -- creating and starting --------------------------------------------------------------------------------
+
+
+def discovered_model_ids() -> set[str]:
+    """Model ids CLIProxyAPI lists right now (GET /v1/models)."""
+    from council.client import CLIProxyClient, UpstreamError
+
+    async def fetch() -> set[str]:
+        async with CLIProxyClient.from_settings() as client:
+            return {model.id for model in await client.list_models()}
+
+    try:
+        return async_to_sync(fetch)()
+    except UpstreamError as exc:
+        raise RunRefused(f"Could not check the models with CLIProxyAPI: {exc.message}", status=503) from exc
+
+
+def run_create(
+    *,
+    patient: Patient,
+    report: Report,
+    council_models: list[str],
+    consolidator: str,
+    user=None,
+    available: set[str] | None = None,
+) -> Run:
+    """A new run over a ready report of this patient, with discovered models only (never a substitute)."""
+    if report.patient_id != patient.pk:
+        raise RunRefused(f"Report {report.pk} belongs to another patient, not to {patient.label}.")
+    if report.status != Report.Status.READY:
+        raise RunRefused(
+            f"Report {report.pk} is not ready for the council (status: {report.get_status_display()})."
+        )
+    models = [model.strip() for model in council_models if model.strip()]
+    consolidator = consolidator.strip()
+    if not models:
+        raise RunRefused("Choose at least one council model.")
+    if len(set(models)) != len(models):
+        raise RunRefused("Each council model may be chosen only once.")
+    if len(models) > 26:
+        raise RunRefused("A council has at most 26 models.")
+    if not consolidator:
+        raise RunRefused("Choose a consolidator.")
+    available = discovered_model_ids() if available is None else available
+    missing = [model for model in [*models, consolidator] if model not in available]
+    if missing:
+        listed = ", ".join(sorted(available)) or "none"
+        raise RunRefused(
+            f"Not offered by CLIProxyAPI right now: {', '.join(dict.fromkeys(missing))}. "
+            f"Discovered models: {listed}."
+        )
+    # Labels are shuffled once per run, so "Analysis A" says nothing about which model wrote it.
+    order = list(range(len(models)))
+    random.SystemRandom().shuffle(order)
+    return Run.objects.create(
+        patient=patient,
+        report=report,
+        council_models=models,
+        consolidator=consolidator,
+        label_map=assign_labels(models, order=order),
+        prompt_versions=prompts.current_versions(),
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+
+
+def run_start(*, run: Run) -> bool:
+    """Queue the run and launch its runner. False when there was nothing to do (it is running or queued)."""
+    from qeeg_site import launcher
+
+    runs_mark_stale_interrupted()
+    run.refresh_from_db()
+    if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
+        return False
+    if run.status == Run.Status.COMPLETE:
+        raise RunRefused(
+            f"Run {run.pk} is already complete. To redo stages on purpose: manage.py runpipeline {run.pk} "
+            "--from-stage N.",
+            status=409,
+        )
+    queued = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
+        status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
+    )
+    if not queued:
+        return False  # someone else queued or claimed it between our read and write
+    events.event_emit(run=run, kind=events.STATUS, status=Run.Status.QUEUED, error="")
+    try:
+        launcher.launch_command("runpipeline", str(run.pk))
+    except OSError as exc:
+        log.exception("run %s: could not launch its runner", run.pk)
+        run_finish(run_id=run.pk, status=Run.Status.FAILED, error=f"Could not start the runner: {exc}")
+        raise RunRefused(f"Could not start the runner: {exc}", status=503) from exc
+    run.refresh_from_db()
+    return True
+
+
+# -- the runner's side ------------------------------------------------------------------------------------
+
+
+def run_claim(*, run_id: int, pid: int, reopen_complete: bool = False) -> Run | None:
+    """Take the run for this runner with a compare-and-set update; None if another runner has it (or it is
+    not in a state a runner may take). `reopen_complete` is for `--from-stage` on a finished run."""
+    statuses = [*CLAIMABLE, Run.Status.COMPLETE] if reopen_complete else list(CLAIMABLE)
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status__in=statuses).update(
+        status=Run.Status.RUNNING, runner_pid=pid, heartbeat_at=now, finished_at=None, error=""
+    )
+    if claimed != 1:
+        return None
+    Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
+    events.event_emit(run=run_id, kind=events.STATUS, status=Run.Status.RUNNING, error="")
+    return Run.objects.get(pk=run_id)
+
+
+def run_heartbeat(*, run_id: int, pid: int) -> bool:
+    """Say this runner is alive. False when the run is no longer ours (marked stale, stopped elsewhere)."""
+    return (
+        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, runner_pid=pid).update(
+            heartbeat_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def run_reset_from_stage(*, run: Run, stage: int) -> int:
+    """Forget stages >= `stage` (rows and files) so they are made again; returns how many artifacts went."""
+    if not 1 <= stage <= 6:
+        raise RunRefused("--from-stage takes a stage from 1 to 6.")
+    doomed = list(run.artifacts.filter(stage__gte=stage))
+    with transaction.atomic():
+        Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()
+        Run.objects.filter(pk=run.pk).update(
+            stages_done=min(run.stages_done, stage - 1), current_stage=stage - 1
+        )
+    for artifact in doomed:
+        if artifact.file_path:
+            artifact.path.unlink(missing_ok=True)
+    run.refresh_from_db()
+    return len(doomed)
+
+
+def stage_begin(*, run_id: int, stage: int, models: list[str]) -> None:
+    Run.objects.filter(pk=run_id).update(current_stage=stage)
+    events.event_emit(run=run_id, kind=events.STAGE_STARTED, stage=stage, models=models)
+
+
+def stage_end(*, run_id: int, stage: int, ok: int, failed: int, total: int, done: bool) -> None:
+    """`done` means the stage's requirement holds, so a resumed run moves past it."""
+    if done:
+        Run.objects.filter(pk=run_id).update(stages_done=stage)
+    events.event_emit(run=run_id, kind=events.STAGE_FINISHED, stage=stage, ok=ok, failed=failed, total=total)
+
+
+def model_started(*, run_id: int, stage: int, model_id: str, attempt: int = 1) -> None:
+    events.event_emit(run=run_id, kind=events.MODEL_STARTED, stage=stage, model_id=model_id, attempt=attempt)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one (stage, model) call came to, as the runner hands it over for recording."""
+
+    text: str | None  # None when the model failed
+    usage: Usage | None = None
+    error: str = ""  # the failure reason, or a caveat on an OK artifact
+
+
+def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome) -> Artifact:
+    """Write the artifact's file (temp + rename) and its row the moment its call finishes."""
+    kind = KINDS[stage]
+    usage = outcome.usage
+    fields = {
+        "kind": kind,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "latency_ms": usage.latency_ms if usage else None,
+        "attempts": usage.attempts if usage else 0,
+        "endpoint": usage.endpoint if usage else "",
+        "error": outcome.error,
+    }
+    if outcome.text is not None:
+        relpath = artifact_relpath(run_id=run_id, stage=stage, model_id=model_id, kind=kind)
+        data = outcome.text.encode("utf-8")
+        write_atomic(settings.DATA_DIR / relpath, data)
+        fields |= {
+            "file_path": relpath,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "status": Artifact.Status.OK,
+        }
+    else:
+        fields |= {"file_path": "", "sha256": "", "status": Artifact.Status.FAILED}
+    artifact, _ = Artifact.objects.update_or_create(
+        run_id=run_id, stage=stage, model_id=model_id, defaults=fields
+    )
+    if artifact.status == Artifact.Status.OK:
+        tokens = (artifact.prompt_tokens or 0) + (artifact.completion_tokens or 0)
+        # Written directly: this event's data has a "kind" key (md/json), which event_emit's own `kind` shadows.
+        RunEvent.objects.create(
+            run_id=run_id,
+            kind=events.ARTIFACT_WRITTEN,
+            stage=stage,
+            model_id=model_id,
+            data={
+                "artifact_id": artifact.pk,
+                "kind": kind,
+                "tokens": tokens,
+                "latency_ms": artifact.latency_ms,
+            },
+        )
+        events.event_emit(
+            run=run_id,
+            kind=events.MODEL_FINISHED,
+            stage=stage,
+            model_id=model_id,
+            artifact_id=artifact.pk,
+            prompt_tokens=artifact.prompt_tokens,
+            completion_tokens=artifact.completion_tokens,
+            latency_ms=artifact.latency_ms,
+            attempts=artifact.attempts,
+        )
+    else:
+        log.warning("run %s: stage %s model %s failed: %s", run_id, stage, model_id, outcome.error)
+        events.event_emit(
+            run=run_id, kind=events.MODEL_FAILED, stage=stage, model_id=model_id, error=outcome.error
+        )
+    return artifact
+
+
+def run_finish(*, run_id: int, status: str, error: str = "", pid: int | None = None) -> bool:
+    """End a runner's work on the run. With `pid`, only if this runner still holds it."""
+    runs = Run.objects.filter(pk=run_id)
+    if pid is not None:
+        runs = runs.filter(status=Run.Status.RUNNING, runner_pid=pid)
+    updated = runs.update(status=status, error=error, finished_at=timezone.now(), runner_pid=None)
+    if updated:
+        events.event_emit(run=run_id, kind=events.STATUS, status=status, error=error)
+    return updated == 1
+
 
 def runs_mark_stale_interrupted() -> int:
-    return 0
+    """Runs whose runner died without a word (kill -9, a reboot) become interrupted, so they can resume.
+    Dead means: a heartbeat older than RUN_STALE_SECONDS, or a runner pid that no longer exists here, or
+    queued that long with no runner ever claiming it."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
+    candidates = Run.objects.filter(
+        Q(status=Run.Status.RUNNING) | Q(status=Run.Status.QUEUED, queued_at__lt=cutoff)
+    ).values("pk", "status", "runner_pid", "heartbeat_at")
+    marked = 0
+    for row in candidates:
+        if row["status"] == Run.Status.QUEUED:
+            reason = "Its runner never started; start the run again."
+        elif row["heartbeat_at"] is None or row["heartbeat_at"] < cutoff:
+            reason = f"Its runner (pid {row['runner_pid']}) went silent; start the run again to resume."
+        elif row["runner_pid"] and not _pid_alive(row["runner_pid"]):
+            reason = f"Its runner (pid {row['runner_pid']}) is gone; start the run again to resume."
+        else:
+            continue
+        # Compare-and-set on the heartbeat we judged, so a runner that just beat is left alone.
+        updated = Run.objects.filter(
+            pk=row["pk"], status=row["status"], heartbeat_at=row["heartbeat_at"]
+        ).update(status=Run.Status.INTERRUPTED, error=reason, runner_pid=None, finished_at=timezone.now())
+        if updated:
+            marked += 1
+            log.warning("run %s: marked interrupted: %s", row["pk"], reason)
+            events.event_emit(run=row["pk"], kind=events.STATUS, status=Run.Status.INTERRUPTED, error=reason)
+    return marked
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    return True
+
+
+# -- after the run: selection and export ------------------------------------------------------------------
+
+
+def run_select(*, run: Run, artifact: Artifact) -> Run:
+    """Persist the clinician's pick: a Stage 6 final draft, or the Stage 4 consolidation."""
+    if artifact.run_id != run.pk:
+        raise RunRefused(f"Artifact {artifact.pk} is not part of run {run.pk}.")
+    if artifact.stage not in SELECTABLE_STAGES:
+        raise RunRefused(
+            f"Only a Stage 6 final draft or the Stage 4 consolidation can be selected; artifact {artifact.pk} "
+            f"is Stage {artifact.stage} ({NAMES[artifact.stage]})."
+        )
+    if artifact.status != Artifact.Status.OK or not artifact.path.is_file():
+        raise RunRefused(
+            f"Artifact {artifact.pk} has no text to select (it failed: {artifact.error or 'no file'})."
+        )
+    Run.objects.filter(pk=run.pk).update(selected_artifact=artifact)
+    events.event_emit(run=run, kind=events.SELECTED, artifact_id=artifact.pk)
+    run.refresh_from_db()
+    return run
+
+
+def run_export(*, run: Run) -> ExportPaths:
+    """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/)."""
+    from runs.exports import export_run
+
+    run.refresh_from_db()
+    artifact = run.selected_artifact
+    if artifact is None:
+        raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
+    paths = export_run(run=run, artifact=artifact)
+    events.event_emit(run=run, kind=events.EXPORTED, artifact_id=artifact.pk)
+    return paths

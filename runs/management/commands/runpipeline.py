@@ -1,0 +1,163 @@
+"""`manage.py runpipeline <run_id>`: run (or resume) one council run in this process.
+
+The web app launches this for POST /api/runs/{id}/start; operators may run it by hand. It claims the run with
+a compare-and-set update (two runners never work the same run), heartbeats, stops cleanly on SIGTERM (the run
+becomes interrupted) and, run again, resumes where the run stopped without re-asking any finished call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from council.stages import NAMES
+from runs import pipeline, selectors, services
+from runs.models import Artifact, Run
+
+
+class Command(BaseCommand):
+    help = "Run or resume one council run (six stages) in this process; --list shows runs and their states."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("run_id", nargs="?", type=int)
+        parser.add_argument(
+            "--from-stage",
+            type=int,
+            choices=range(1, 7),
+            metavar="N",
+            help="Redo stages N..6 on purpose: their artifacts are deleted and requested again.",
+        )
+        parser.add_argument(
+            "--list", action="store_true", dest="list_runs", help="List runs and their states, then exit."
+        )
+
+    def handle(
+        self, *args: Any, run_id: int | None, from_stage: int | None, list_runs: bool, **options: Any
+    ) -> None:
+        if list_runs:
+            self._list()
+            return
+        if run_id is None:
+            raise CommandError("Give a run id (see `runpipeline --list`).")
+        # A runner that died without a word must not block this one.
+        services.runs_mark_stale_interrupted()
+        run = Run.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"There is no run {run_id}.")
+        pid = os.getpid()
+        claimed = services.run_claim(run_id=run_id, pid=pid, reopen_complete=from_stage is not None)
+        if claimed is None:
+            run.refresh_from_db()
+            if run.status == Run.Status.RUNNING:
+                raise CommandError(f"Run {run_id} is already being worked by runner pid {run.runner_pid}.")
+            raise CommandError(
+                f"Run {run_id} is {run.get_status_display().lower()}; nothing to do "
+                "(use --from-stage N to redo stages of a complete run)."
+            )
+        if from_stage is not None:
+            dropped = services.run_reset_from_stage(run=claimed, stage=from_stage)
+            self.stdout.write(
+                f"Run {run_id}: redoing from Stage {from_stage} ({dropped} artifact(s) dropped)."
+            )
+        elif claimed.stages_done:
+            self.stdout.write(
+                f"Run {run_id}: resuming after Stage {claimed.stages_done}; finished calls are kept."
+            )
+        self.stdout.write(
+            f"Run {run_id} for {claimed.patient} · report {claimed.report_id} · council "
+            f"{', '.join(claimed.council_models)} · consolidator {claimed.consolidator}"
+        )
+        started = time.monotonic()
+        status = asyncio.run(self._drive(run_id, pid=pid, started=started))
+        self._summary(run_id, started)
+        if status != Run.Status.COMPLETE:
+            sys.exit(1)
+
+    async def _drive(self, run_id: int, *, pid: int, started: float) -> str:
+        from council.client import CLIProxyClient
+
+        def on_stage(stage: int, models: list[str]) -> None:
+            self.stdout.write(
+                f"[{pipeline.elapsed_since(started)}] Stage {stage} {NAMES[stage]}: {len(models)} call(s)"
+            )
+
+        def on_model(stage: int, model: str, status: str, artifact: Artifact | None) -> None:
+            line = f"[{pipeline.elapsed_since(started)}]   stage {stage} · {model} · {status}"
+            if artifact is not None and artifact.status == Artifact.Status.OK:
+                line += (
+                    f" · {artifact.prompt_tokens or 0}→{artifact.completion_tokens or 0} tokens"
+                    f" · {(artifact.latency_ms or 0) / 1000:.1f}s"
+                )
+            elif artifact is not None:
+                line += f" · {artifact.error}"
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal(name: str) -> None:
+            self.stderr.write(f"Run {run_id}: {name} received, stopping; the run will be interrupted.")
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        async with CLIProxyClient.from_settings() as client:
+            drive = asyncio.create_task(
+                pipeline.drive(run_id, pid=pid, client=client, progress=pipeline.Progress(on_stage, on_model))
+            )
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({drive, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if not drive.done():
+                drive.cancel()
+            waiter.cancel()
+            return await drive
+
+    def _summary(self, run_id: int, started: float) -> None:
+        run = Run.objects.get(pk=run_id)
+        progress = selectors.run_progress(run)
+        self.stdout.write("")
+        self.stdout.write(
+            f"Run {run_id}: {run.get_status_display()} after {pipeline.elapsed_since(started)} · "
+            f"{progress['council_summary']}"
+        )
+        if run.error:
+            self.stdout.write(f"  {run.error}")
+        artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
+        header = f"{'stage':<20} {'model':<28} {'status':<8} {'tokens in→out':>15} {'secs':>7} {'tries':>5}"
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for stage in progress["stages"]:
+            for model in stage["models"]:
+                artifact = artifacts.get((stage["stage"], model["model_id"]))
+                tokens = secs = tries = ""
+                if artifact is not None:
+                    tokens = f"{artifact.prompt_tokens or 0}→{artifact.completion_tokens or 0}"
+                    secs = f"{(artifact.latency_ms or 0) / 1000:.1f}"
+                    tries = str(artifact.attempts)
+                name = f"{stage['stage']} {stage['name']}"
+                self.stdout.write(
+                    f"{name:<20} {model['model_id'][:28]:<28} {model['status']:<8} {tokens:>15} {secs:>7} {tries:>5}"
+                )
+                if model["status"] == Artifact.Status.FAILED:
+                    self.stdout.write(f"{'':<20}   ↳ {model['error']}")
+
+    def _list(self) -> None:
+        services.runs_mark_stale_interrupted()
+        runs = Run.objects.select_related("patient")[:100]
+        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':<20} {'council':<40} {'created':<16}"
+        self.stdout.write(header)
+        self.stdout.write("-" * len(header))
+        for run in runs:
+            self.stdout.write(
+                f"{run.pk:>5}  {run.status:<12} {run.stages_done:>3}/6  {str(run.patient)[:20]:<20} "
+                f"{selectors.council_summary(run)[:40]:<40} {run.created_at:%Y-%m-%d %H:%M}"
+            )
+            if run.error:
+                self.stdout.write(f"{'':>7}{run.error[:150]}")

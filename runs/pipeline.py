@@ -1,0 +1,312 @@
+"""The orchestrator: runs a claimed run's stages in order, each stage's calls concurrently.
+
+Durability: each stage starts by reading what is already on disk and in the database, so a resumed run (after
+SIGTERM, kill -9, a 401 or a failure) keeps every finished (stage, model) artifact and never asks for it again.
+Each artifact is written the moment its call finishes. Database writes are short and run in Django's sync
+thread (`sync_to_async`); no transaction is ever open while a model is thinking.
+
+council/ does the talking (prompts, reply rules); this module decides who is asked what, and records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from council.schemas import FinalReview, PeerReview
+from council.stages import NAMES
+from council.stages import stage1_analysis as s1
+from council.stages import stage2_peer_review as s2
+from council.stages import stage3_revision as s3
+from council.stages import stage4_consolidation as s4
+from council.stages import stage5_final_review as s5
+from council.stages import stage6_final_draft as s6
+from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed, StageOutput
+from runs import selectors, services
+from runs.models import Artifact, Run
+
+log = logging.getLogger(__name__)
+
+Call = Callable[[], Awaitable[StageOutput]]
+
+
+class StageFailed(Exception):
+    """A stage's requirement does not hold (e.g. no analysis at all, no consolidation): the run fails."""
+
+
+class ClaimLost(Exception):
+    """Another process took the run from this runner (it was judged dead); stop without touching it."""
+
+
+@dataclass
+class StageTally:
+    stage: int
+    ok: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)  # finished before this runner started: not re-requested
+
+
+@dataclass
+class Progress:
+    """Hooks for a live display (runpipeline's terminal); all optional."""
+
+    on_stage: Callable[[int, list[str]], None] = lambda stage, models: None
+    on_model: Callable[[int, str, str, Artifact | None], None] = lambda stage, model, status, a: None
+
+
+# -- database helpers, each a short autocommitted step in Django's sync thread ---------------------------
+
+
+@sync_to_async
+def _load(run_id: int) -> tuple[Run, CouncilInput]:
+    from patients.selectors import report_page_images, report_text
+
+    run = Run.objects.select_related("patient", "report").get(pk=run_id)
+    text = report_text(run.report)
+    if not text.strip():
+        raise StageFailed(f"Report {run.report_id} has no text to give the council (is it ready?).")
+    images: tuple[str, ...] = ()
+    if limit := getattr(settings, "COUNCIL_PAGE_IMAGES", 0):
+        images = tuple(
+            "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+            for path in report_page_images(run.report)[:limit]
+        )
+    return run, CouncilInput(
+        report_text=text, clinical_context=run.patient.clinical_context(), page_images=images
+    )
+
+
+@sync_to_async
+def _artifacts(run_id: int) -> list[Artifact]:
+    return list(Artifact.objects.filter(run_id=run_id))
+
+
+@sync_to_async
+def _texts(artifacts: list[Artifact]) -> dict[str, str]:
+    return {a.model_id: selectors.artifact_text(a) for a in artifacts}
+
+
+@sync_to_async
+def _parsed(artifacts: list[Artifact]) -> dict[str, Any]:
+    return {a.model_id: selectors.artifact_parsed(a) for a in artifacts}
+
+
+_record = sync_to_async(services.artifact_record)
+_stage_begin = sync_to_async(services.stage_begin)
+_stage_end = sync_to_async(services.stage_end)
+_model_started = sync_to_async(services.model_started)
+_heartbeat = sync_to_async(services.run_heartbeat)
+_finish = sync_to_async(services.run_finish)
+
+
+def _ok(artifacts: list[Artifact], stage: int) -> list[Artifact]:
+    return [a for a in artifacts if a.stage == stage and a.status == Artifact.Status.OK]
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+def limits_from_settings() -> CallLimits:
+    return CallLimits(
+        max_tokens=settings.COUNCIL_MAX_TOKENS or None,
+        max_continuations=settings.COUNCIL_MAX_CONTINUATIONS,
+        json_retries=settings.COUNCIL_JSON_RETRIES,
+    )
+
+
+async def drive(run_id: int, *, pid: int, client: CompletionClient, progress: Progress | None = None) -> str:
+    """Run a run this process has claimed to its end; returns the final status. Heartbeats meanwhile.
+    Cancelling the task (SIGTERM) leaves the run interrupted, resumable."""
+    progress = progress or Progress()
+    work = asyncio.create_task(execute(run_id, client=client, progress=progress))
+    beat = asyncio.create_task(_heartbeat_loop(run_id, pid=pid, work=work))
+    try:
+        status = await work
+        await _finish(run_id=run_id, status=status, pid=pid)
+        return status
+    except asyncio.CancelledError:
+        if beat.done() and isinstance(beat.exception(), ClaimLost):
+            log.error("run %s: this runner lost its claim; stopping without touching the run", run_id)
+            return "lost"
+        await _finish(
+            run_id=run_id,
+            status=Run.Status.INTERRUPTED,
+            error="Stopped before it finished (the runner was told to stop). Start the run again to resume.",
+            pid=pid,
+        )
+        return Run.Status.INTERRUPTED
+    except _Stop as stop:
+        if stop.status != Run.Status.NEEDS_AUTH:
+            log.error("run %s: %s", run_id, stop.message)
+        await _finish(run_id=run_id, status=stop.status, error=stop.message, pid=pid)
+        return stop.status
+    except Exception as exc:
+        log.exception("run %s: the runner failed", run_id)
+        await _finish(run_id=run_id, status=Run.Status.FAILED, error=f"Internal error: {exc}", pid=pid)
+        return Run.Status.FAILED
+    finally:
+        beat.cancel()
+        if not work.done():
+            work.cancel()
+
+
+async def _heartbeat_loop(run_id: int, *, pid: int, work: asyncio.Task) -> None:
+    while True:
+        await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
+        if not await _heartbeat(run_id=run_id, pid=pid):
+            work.cancel()
+            raise ClaimLost(run_id)
+
+
+class _Stop(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def execute(run_id: int, *, client: CompletionClient, progress: Progress) -> str:
+    """Stages after `stages_done`, in order. Raises _Stop for failed / needs_auth."""
+    try:
+        run, source = await _load(run_id)
+    except StageFailed as exc:
+        raise _Stop(Run.Status.FAILED, str(exc)) from exc
+    limits = limits_from_settings()
+    labels = selectors.labels_by_model(run)
+    for stage in range(run.stages_done + 1, 7):
+        artifacts = await _artifacts(run_id)
+        try:
+            calls = await _stage_calls(stage, run, source, limits, client, artifacts, labels)
+        except StageFailed as exc:
+            raise _Stop(Run.Status.FAILED, f"Stage {stage} ({NAMES[stage]}): {exc}") from exc
+        tally = await _run_stage(run_id, stage, calls, artifacts, progress)
+        total = len(calls)
+        if total and not tally.ok and not tally.kept:
+            reasons = "; ".join(f"{model}: {reason}" for model, reason in tally.failed.items())
+            raise _Stop(Run.Status.FAILED, f"Stage {stage} ({NAMES[stage]}): every model failed — {reasons}")
+    return Run.Status.COMPLETE
+
+
+async def _stage_calls(
+    stage: int,
+    run: Run,
+    source: CouncilInput,
+    limits: CallLimits,
+    client: CompletionClient,
+    artifacts: list[Artifact],
+    labels: dict[str, str],
+) -> dict[str, Call]:
+    """model id → the call it makes in this stage, built from what earlier stages left on disk."""
+    members = selectors.stage_participants(run, artifacts, stage)
+    if stage == 1:
+        return {m: _bind(s1.run, client, m, source, limits) for m in members}
+    if stage == 2:
+        analyses = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 1))).items()}
+        return {
+            m: _bind(s2.run, client, m, source, limits, own_label=labels[m], analyses=analyses)
+            for m in members
+        }
+    if stage == 3:
+        analyses = await _texts(_ok(artifacts, 1))
+        reviews: dict[str, PeerReview] = {
+            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2))).items() if r is not None
+        }
+        return {
+            m: _bind(
+                s3.run, client, m, source, limits, label=labels[m], analysis=analyses[m], peer_reviews=reviews
+            )
+            for m in members
+        }
+    if stage == 4:
+        revisions = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 3))).items()}
+        if not revisions:
+            raise StageFailed("consolidation needs at least one revision, and there is none")
+        return {
+            run.consolidator: _bind(s4.run, client, run.consolidator, source, limits, revisions=revisions)
+        }
+    consolidation = await _texts(_ok(artifacts, 4))
+    if not consolidation:
+        raise StageFailed("there is no consolidation to work from")
+    text = next(iter(consolidation.values()))
+    if stage == 5:
+        return {m: _bind(s5.run, client, m, source, limits, consolidation=text) for m in members}
+    votes: list[FinalReview] = [
+        v for _, v in sorted((await _parsed(_ok(artifacts, 5))).items()) if isinstance(v, FinalReview)
+    ]
+    return {m: _bind(s6.run, client, m, source, limits, consolidation=text, votes=votes) for m in members}
+
+
+def _bind(fn: Callable[..., Awaitable[StageOutput]], *args: Any, **kwargs: Any) -> Call:
+    return lambda: fn(*args, **kwargs)
+
+
+async def _run_stage(
+    run_id: int, stage: int, calls: dict[str, Call], artifacts: list[Artifact], progress: Progress
+) -> StageTally:
+    from council.client import NeedsAuth, UpstreamError
+
+    tally = StageTally(stage=stage)
+    done_before = {a.model_id for a in _ok(artifacts, stage)}
+    tally.kept = [m for m in calls if m in done_before]
+    todo = {m: call for m, call in calls.items() if m not in done_before}
+    await _stage_begin(run_id=run_id, stage=stage, models=list(calls))
+    progress.on_stage(stage, list(calls))
+    semaphore = asyncio.Semaphore(max(1, settings.COUNCIL_CONCURRENCY))
+
+    async def one(model: str, call: Call) -> None:
+        async with semaphore:
+            await _model_started(run_id=run_id, stage=stage, model_id=model)
+            progress.on_model(stage, model, "started", None)
+            try:
+                output = await call()
+            except NeedsAuth:
+                raise  # not this model's fault: the whole run waits for the operator to sign in again
+            except (ModelFailed, UpstreamError) as exc:
+                usage = exc.usage if isinstance(exc, ModelFailed) else None
+                outcome = services.Outcome(text=None, usage=usage, error=exc.message)
+            else:
+                outcome = services.Outcome(text=output.text, usage=output.usage, error=output.note)
+        artifact = await _record(run_id=run_id, stage=stage, model_id=model, outcome=outcome)
+        if artifact.status == Artifact.Status.OK:
+            tally.ok.append(model)
+        else:
+            tally.failed[model] = artifact.error
+        progress.on_model(stage, model, artifact.status, artifact)
+
+    results = await asyncio.gather(*(one(m, c) for m, c in todo.items()), return_exceptions=True)
+    needs_auth = next((r for r in results if isinstance(r, NeedsAuth)), None)
+    unexpected = next(
+        (r for r in results if isinstance(r, BaseException) and not isinstance(r, NeedsAuth)), None
+    )
+    ok = len(tally.ok) + len(tally.kept)
+    satisfied = ok > 0 or not calls
+    await _stage_end(
+        run_id=run_id,
+        stage=stage,
+        ok=ok,
+        failed=len(tally.failed),
+        total=len(calls),
+        done=satisfied and needs_auth is None and unexpected is None,
+    )
+    if needs_auth is not None:
+        raise _Stop(
+            Run.Status.NEEDS_AUTH,
+            f"CLIProxyAPI needs you to sign in again: {needs_auth.message} "
+            "Sign in with the provider, then start the run again; finished work is kept.",
+        )
+    if unexpected is not None:
+        raise unexpected
+    return tally
+
+
+def elapsed_since(start: float) -> str:
+    seconds = int(time.monotonic() - start)
+    return f"{seconds // 60}:{seconds % 60:02d}"
