@@ -1,0 +1,243 @@
+"""Benchmark the live stream: many idle SSE connections on one daphne process, and event latency.
+
+    uv run python benchmarks/sse_bench.py [--streams 500] [--runs 1] [--idle-seconds 20] [--events 40]
+
+1. Makes a throw-away data folder, migrates it, creates a user with an API token and `--runs` runs.
+2. Starts the app under daphne on 127.0.0.1 (one process, default settings: SSE_POLL_SECONDS=0.1,
+   SSE_KEEPALIVE_SECONDS=15).
+3. Opens `--streams` concurrent streams (raw asyncio sockets, bearer token), spread over the runs, and waits
+   until each has its snapshot.
+4. Idle: reads the server's CPU time (utime+stime from /proc/<pid>/stat) over `--idle-seconds`.
+5. Latency: a separate process writes `--events` run events with `event_emit`, as the runner would, each
+   carrying its wall-clock write time; every stream records when it receives each event. Reports p50/p95/max
+   of (received - written) over every (event, stream) pair, and the server's CPU while it fans them out.
+
+With `--runs 1` (the default) every event goes to every stream: the worst case for fan-out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    # Fields 14 and 15 of /proc/<pid>/stat are utime and stime in clock ticks (after the "(comm)" field).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+SETUP = """
+import django, sys
+django.setup()
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+from django.contrib.auth import get_user_model
+from patients.models import Patient, Report
+from qeeg_site.models import ApiToken
+from runs.models import Run
+user = get_user_model().objects.create_user(username="bench", password="bench-pass-123")
+_, token = ApiToken.issue(user=user, name="bench")
+patient = Patient.objects.create(label="Bench patient")
+report = Report.objects.create(patient=patient, original_name="bench.pdf", sha256="0" * 64, status="ready")
+ids = [Run.objects.create(patient=patient, report=report, council_models=["gpt-5"], consolidator="gpt-5",
+                          status="running").pk for _ in range(int(sys.argv[1]))]
+print(token, *ids)
+"""
+
+WRITER = """
+import django, sys, time
+django.setup()
+from runs.events import event_emit
+run_ids = [int(x) for x in sys.argv[3:]]
+count, gap = int(sys.argv[1]), float(sys.argv[2])
+for i in range(count):
+    event_emit(run=run_ids[i % len(run_ids)], kind="model_started", stage=1, model_id=f"bench-{i}", attempt=1,
+               written_at=time.time())
+    time.sleep(gap)
+"""
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.latencies: list[float] = []
+        self.events = 0
+        self.keepalives = 0
+
+    async def run(self, port: int, run_id: int, token: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            (
+                f"GET /api/runs/{run_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head.decode(errors="replace"))
+        buffer = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            received = time.time()
+            buffer += chunk
+            # Chunked transfer framing: strip the size lines; SSE frames end with a blank line.
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                self.on_frame(frame, received)
+
+    def on_frame(self, frame: bytes, received: float) -> None:
+        for line in frame.split(b"\n"):
+            if line.startswith(b": keepalive"):
+                self.keepalives += 1
+            elif line.startswith(b"event: snapshot"):
+                self.ready.set()
+            elif line.startswith(b"data: "):
+                payload = json.loads(line[6:])
+                written = (payload.get("data") or {}).get("written_at") if isinstance(payload, dict) else None
+                if written:
+                    self.events += 1
+                    self.latencies.append(received - written)
+
+
+async def main(args: argparse.Namespace) -> dict:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    data_dir = Path(tempfile.mkdtemp(prefix="sse-bench-"))
+    env = dict(
+        os.environ,
+        QEEG_DATA_DIR=str(data_dir),
+        DJANGO_SETTINGS_MODULE="qeeg_site.settings",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("DATABASE_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-c", SETUP, str(args.runs)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    token, run_ids = out[0], [int(x) for x in out[1:]]
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "qeeg_site.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        streams = [Stream() for _ in range(args.streams)]
+        opening = asyncio.Semaphore(50)
+
+        async def start(i: int, stream: Stream) -> asyncio.Task:
+            async with opening:
+                task = asyncio.create_task(stream.run(port, run_ids[i % len(run_ids)], token))
+                await asyncio.wait_for(stream.ready.wait(), 30)
+                return task
+
+        t0 = time.monotonic()
+        tasks = await asyncio.gather(*(start(i, s) for i, s in enumerate(streams)))
+        connect_seconds = time.monotonic() - t0
+        await asyncio.sleep(2)  # let the connection burst settle
+
+        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        await asyncio.sleep(args.idle_seconds)
+        idle_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
+        alive = sum(not t.done() for t in tasks)
+
+        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        writer = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WRITER,
+            str(args.events),
+            str(args.gap),
+            *map(str, run_ids),
+            cwd=ROOT,
+            env=env,
+        )
+        await writer.wait()
+        expected = args.events * args.streams // len(run_ids)
+        deadline = time.monotonic() + 10
+        while sum(s.events for s in streams) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        busy_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
+        latencies = sorted(x for s in streams for x in s.latencies)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def pct(p: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
+        )
+
+    return {
+        "streams": args.streams,
+        "runs": len(run_ids),
+        "connect_seconds": round(connect_seconds, 2),
+        "alive_after_idle": alive,
+        "idle_seconds": args.idle_seconds,
+        "idle_cpu_percent_of_one_core": round(idle_cpu * 100, 2),
+        "events_written": args.events,
+        "deliveries_expected": expected,
+        "deliveries_received": len(latencies),
+        "latency_ms_p50": round(pct(0.50), 1),
+        "latency_ms_p95": round(pct(0.95), 1),
+        "latency_ms_max": round(latencies[-1] * 1000, 1) if latencies else None,
+        "cpu_percent_while_fanning_out": round(busy_cpu * 100, 1),
+        "keepalives_received": sum(s.keepalives for s in streams),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=1, help="streams are spread over this many runs")
+    parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--events", type=int, default=40)
+    parser.add_argument("--gap", type=float, default=0.25, help="seconds between written events")
+    result = asyncio.run(main(parser.parse_args()))
+    print(json.dumps(result, indent=2))
+    ok = result["idle_cpu_percent_of_one_core"] < 5 and result["latency_ms_p95"] < 300
+    ok = ok and result["deliveries_received"] == result["deliveries_expected"]
+    print("PASS" if ok else "FAIL: targets are < 5 % idle CPU and p95 < 300 ms with every event delivered")
+    sys.exit(0 if ok else 1)
