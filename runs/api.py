@@ -1,7 +1,265 @@
-"""API endpoints for council runs, their artifacts, selection and export."""
+"""API endpoints for council runs, their artifacts, selection and export. Thin: services write, selectors
+read. The live stream (/api/runs/{id}/stream) is in runs/stream.py."""
 
 from __future__ import annotations
 
-from ninja import Router
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Router, Schema, Status
+from ninja.errors import HttpError
+
+from council.stages import NAMES
+from patients.models import Patient, Report
+from runs import selectors, services
+from runs.models import Artifact, Run
 
 router = Router(tags=["runs"])
+
+
+class RunIn(Schema):
+    patient_id: int
+    report_id: int
+    council_models: list[str] | None = None  # default: COUNCIL_MODELS
+    consolidator: str | None = None  # default: COUNCIL_CONSOLIDATOR
+
+
+class RunSummary(Schema):
+    id: int
+    patient_id: int
+    report_id: int
+    status: str
+    status_display: str
+    current_stage: int
+    stages_done: int
+    council_models: list[str]
+    consolidator: str
+    council_summary: str
+    selected_artifact_id: int | None
+    error: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunDetail(RunSummary):
+    label_map: dict[str, str]
+    prompt_versions: dict[str, str]
+    heartbeat_at: datetime | None
+    stages: list[dict[str, Any]]
+    votes: list[dict[str, Any]]
+    exports: dict[str, str]
+
+
+class StartOut(Schema):
+    started: bool
+    detail: str
+    run: RunDetail
+
+
+class ArtifactOut(Schema):
+    id: int
+    stage: int
+    stage_name: str
+    model_id: str
+    label: str
+    kind: str
+    status: str
+    error: str
+    file_path: str
+    sha256: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int | None
+    attempts: int
+    endpoint: str
+    selectable: bool
+    created_at: datetime
+
+
+class ArtifactDetail(ArtifactOut):
+    text: str
+    data: dict[str, Any] | None  # Stage 2/5: the validated JSON
+
+
+class SelectIn(Schema):
+    artifact_id: int
+
+
+class ExportOut(Schema):
+    artifact_id: int
+    md_url: str
+    pdf_url: str
+
+
+def _refused(exc: services.RunRefused) -> HttpError:
+    return HttpError(exc.status, exc.message)
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "patient_id": run.patient_id,
+        "report_id": run.report_id,
+        "status": run.status,
+        "status_display": run.get_status_display(),
+        "current_stage": run.current_stage,
+        "stages_done": run.stages_done,
+        "council_models": run.council_models,
+        "consolidator": run.consolidator,
+        "council_summary": selectors.council_summary(run),
+        "selected_artifact_id": run.selected_artifact_id,
+        "error": run.error,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def _detail(run: Run) -> dict[str, Any]:
+    progress = selectors.run_progress(run)
+    exports = {}
+    for name in ("final.md", "final.pdf"):
+        if (run.exports_dir / name).is_file():
+            exports[name] = f"/api/runs/{run.pk}/export/{name}"
+    return {
+        **_summary(run),
+        "label_map": run.label_map,
+        "prompt_versions": run.prompt_versions,
+        "heartbeat_at": run.heartbeat_at,
+        "stages": progress["stages"],
+        "votes": selectors.final_votes(run),
+        "exports": exports,
+    }
+
+
+def _artifact(artifact: Artifact, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": artifact.pk,
+        "stage": artifact.stage,
+        "stage_name": NAMES[artifact.stage],
+        "model_id": artifact.model_id,
+        "label": labels.get(artifact.model_id, ""),
+        "kind": artifact.kind,
+        "status": artifact.status,
+        "error": artifact.error,
+        "file_path": artifact.file_path,
+        "sha256": artifact.sha256,
+        "prompt_tokens": artifact.prompt_tokens,
+        "completion_tokens": artifact.completion_tokens,
+        "latency_ms": artifact.latency_ms,
+        "attempts": artifact.attempts,
+        "endpoint": artifact.endpoint,
+        "selectable": artifact.stage in services.SELECTABLE_STAGES and artifact.status == Artifact.Status.OK,
+        "created_at": artifact.created_at,
+    }
+
+
+@router.post("/runs", response={201: RunDetail})
+def run_create(request: HttpRequest, payload: RunIn):
+    patient = get_object_or_404(Patient, pk=payload.patient_id)
+    report = Report.objects.filter(pk=payload.report_id).first()
+    if report is None:
+        raise HttpError(422, f"There is no report {payload.report_id}.")
+    try:
+        run = services.run_create(
+            patient=patient,
+            report=report,
+            council_models=payload.council_models or list(settings.COUNCIL_MODELS),
+            consolidator=payload.consolidator or settings.COUNCIL_CONSOLIDATOR,
+            user=request.user,
+        )
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return Status(201, _detail(run))
+
+
+@router.post("/runs/{run_id}/start", response={202: StartOut})
+def run_start(request: HttpRequest, run_id: int):
+    run = get_object_or_404(Run, pk=run_id)
+    try:
+        started = services.run_start(run=run)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    run.refresh_from_db()
+    detail = (
+        "Started; follow it at /api/runs/{id}/stream."
+        if started
+        else f"Nothing to do: the run is {run.status}."
+    )
+    return Status(
+        202, {"started": started, "detail": detail.replace("{id}", str(run.pk)), "run": _detail(run)}
+    )
+
+
+@router.get("/runs/{run_id}", response=RunDetail)
+def run_detail(request: HttpRequest, run_id: int):
+    return _detail(get_object_or_404(Run, pk=run_id))
+
+
+@router.get("/patients/{patient_id}/runs", response=list[RunSummary])
+def patient_runs(request: HttpRequest, patient_id: int):
+    patient = get_object_or_404(Patient, pk=patient_id)
+    return [_summary(run) for run in patient.runs.all()]
+
+
+@router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])
+def run_artifacts(request: HttpRequest, run_id: int):
+    run = get_object_or_404(Run, pk=run_id)
+    labels = selectors.labels_by_model(run)
+    return [_artifact(a, labels) for a in run.artifacts.all()]
+
+
+@router.get("/runs/{run_id}/artifacts/{artifact_id}", response=ArtifactDetail)
+def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
+    artifact = get_object_or_404(Artifact.objects.select_related("run"), pk=artifact_id, run_id=run_id)
+    parsed = selectors.artifact_parsed(artifact)
+    return {
+        **_artifact(artifact, selectors.labels_by_model(artifact.run)),
+        "text": selectors.artifact_text(artifact),
+        "data": parsed.model_dump() if parsed is not None else None,
+    }
+
+
+@router.post("/runs/{run_id}/select", response=RunDetail)
+def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
+    run = get_object_or_404(Run, pk=run_id)
+    artifact = Artifact.objects.filter(pk=payload.artifact_id).first()
+    if artifact is None:
+        raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
+    try:
+        run = services.run_select(run=run, artifact=artifact)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return _detail(run)
+
+
+@router.post("/runs/{run_id}/export", response=ExportOut)
+def run_export(request: HttpRequest, run_id: int):
+    run = get_object_or_404(Run, pk=run_id)
+    try:
+        services.run_export(run=run)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return {
+        "artifact_id": run.selected_artifact_id,
+        "md_url": f"/api/runs/{run.pk}/export/final.md",
+        "pdf_url": f"/api/runs/{run.pk}/export/final.pdf",
+    }
+
+
+@router.get("/runs/{run_id}/export/{name}")
+def run_export_download(request: HttpRequest, run_id: int, name: str):
+    run = get_object_or_404(Run, pk=run_id)
+    if name not in ("final.md", "final.pdf"):
+        raise HttpError(404, "Exports are final.md and final.pdf.")
+    path = run.exports_dir / name
+    if not path.is_file():
+        raise HttpError(404, f"Run {run.pk} has not been exported yet: POST /api/runs/{run.pk}/export first.")
+    content_type = "text/markdown; charset=utf-8" if name.endswith(".md") else "application/pdf"
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=f"run-{run.pk}-{name}", content_type=content_type
+    )

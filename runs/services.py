@@ -375,12 +375,15 @@ def run_select(*, run: Run, artifact: Artifact) -> Run:
 
 def run_export(*, run: Run) -> ExportPaths:
     """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/)."""
-    from runs.exports import export_run
+    from runs.exports import ExportError, export_run
 
     run.refresh_from_db()
     artifact = run.selected_artifact
     if artifact is None:
         raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
-    paths = export_run(run=run, artifact=artifact)
+    try:
+        paths = export_run(run=run, artifact=artifact)
+    except ExportError as exc:
+        raise RunRefused(str(exc)) from exc
     events.event_emit(run=run, kind=events.EXPORTED, artifact_id=artifact.pk)
     return paths

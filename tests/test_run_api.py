@@ -1,0 +1,130 @@
+"""The run API: create (checked against the upstream), start (202, launches a runner, no-op when running),
+read progress, list per patient, read artifacts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.utils import timezone
+
+from runs.models import Run
+from tests.run_helpers import COUNCIL, make_patient, make_ready_report, run_pipeline_here
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def launched(monkeypatch) -> list[tuple[str, ...]]:
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
+    return calls
+
+
+@pytest.fixture
+def patient_report(tmp_path):
+    patient = make_patient()
+    return patient, make_ready_report(patient, tmp_path)
+
+
+def _create(api, patient, report, **extra):
+    return api.post(
+        "/api/runs",
+        {"patient_id": patient.pk, "report_id": report.pk, **extra},
+        content_type="application/json",
+    )
+
+
+def test_create_uses_the_configured_council_by_default(api, fake_upstream, patient_report):
+    patient, report = patient_report
+    response = _create(api, patient, report)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "created" and body["council_models"] == COUNCIL
+    assert body["consolidator"] == "claude-sonnet-4-5"
+    assert sorted(body["label_map"]) == ["A", "B", "C"] and sorted(body["label_map"].values()) == sorted(
+        COUNCIL
+    )
+    assert [s["state"] for s in body["stages"]] == ["pending"] * 6
+    assert body["prompt_versions"]["1"] == "stage1_analysis.v1"
+
+
+def test_create_refuses_a_model_the_upstream_does_not_list(api, fake_upstream, patient_report):
+    patient, report = patient_report
+    response = _create(api, patient, report, council_models=["gpt-5", "gpt-9-imaginary"])
+    assert response.status_code == 422
+    assert "gpt-9-imaginary" in response.json()["detail"] and "Discovered models" in response.json()["detail"]
+    fake_upstream.remove_model("claude-sonnet-4-5")
+    response = _create(api, patient, report, council_models=["gpt-5"])
+    assert response.status_code == 422 and "claude-sonnet-4-5" in response.json()["detail"]
+    assert not Run.objects.exists()
+
+
+def test_create_refuses_a_report_not_ready_or_of_another_patient(api, fake_upstream, patient_report):
+    patient, report = patient_report
+    other = make_patient("SYNTH-OTHER")
+    response = _create(api, other, report)
+    assert response.status_code == 422 and "another patient" in response.json()["detail"]
+    report.status = "processing"
+    report.save()
+    response = _create(api, patient, report)
+    assert response.status_code == 422 and "not ready" in response.json()["detail"]
+
+
+def test_create_says_so_when_the_upstream_is_unreachable(api, settings, patient_report):
+    settings.CLIPROXY_BASE_URL = "http://127.0.0.1:9"
+    settings.CLIPROXY_MAX_ATTEMPTS = 1
+    patient, report = patient_report
+    response = _create(api, patient, report)
+    assert response.status_code == 503 and "CLIProxyAPI" in response.json()["detail"]
+
+
+def test_start_answers_202_and_launches_one_runner(api, fake_upstream, patient_report, launched):
+    patient, report = patient_report
+    run_id = _create(api, patient, report).json()["id"]
+    response = api.post(f"/api/runs/{run_id}/start")
+    assert response.status_code == 202
+    assert response.json()["started"] is True and response.json()["run"]["status"] == "queued"
+    assert launched == [("runpipeline", str(run_id))]
+    # Queued or running: starting again does nothing and launches nothing.
+    assert api.post(f"/api/runs/{run_id}/start").json()["started"] is False
+    Run.objects.filter(pk=run_id).update(
+        status="running", runner_pid=os.getpid(), heartbeat_at=timezone.now()
+    )
+    response = api.post(f"/api/runs/{run_id}/start")
+    assert response.status_code == 202 and response.json()["started"] is False
+    assert len(launched) == 1
+
+
+def test_a_run_started_from_the_api_completes_and_reads_back(api, fake_upstream, patient_report, launched):
+    patient, report = patient_report
+    run_id = _create(api, patient, report).json()["id"]
+    api.post(f"/api/runs/{run_id}/start")
+    code, output = run_pipeline_here(int(launched[0][1]))  # what the launched process does
+    assert code == 0, output
+    body = api.get(f"/api/runs/{run_id}").json()
+    assert body["status"] == "complete" and body["council_summary"] == "3 of 3 models"
+    assert [s["summary"] for s in body["stages"]] == ["3 of 3 models"] * 3 + ["1 of 1 model"] + [
+        "3 of 3 models"
+    ] * 2
+    assert all(m["label"] for m in body["stages"][1]["models"])
+    assert len(body["votes"]) == 3
+    assert api.post(f"/api/runs/{run_id}/start").status_code == 409
+
+    listed = api.get(f"/api/patients/{patient.pk}/runs").json()
+    assert [r["id"] for r in listed] == [run_id]
+
+    artifacts = api.get(f"/api/runs/{run_id}/artifacts").json()
+    assert len(artifacts) == 16
+    review = next(a for a in artifacts if a["stage"] == 2)
+    detail = api.get(f"/api/runs/{run_id}/artifacts/{review['id']}").json()
+    assert detail["data"]["ranking_best_to_worst"] and detail["kind"] == "json"
+    draft = next(a for a in artifacts if a["stage"] == 6)
+    assert draft["selectable"] and not review["selectable"]
+    assert api.get(f"/api/runs/{run_id}/artifacts/{draft['id']}").json()["text"].strip()
+    assert api.get(f"/api/runs/{run_id + 1}/artifacts/{draft['id']}").status_code == 404
+
+
+def test_run_api_needs_a_signed_in_user(outsider, db):
+    assert outsider.get("/api/runs/1").status_code == 401
+    assert outsider.post("/api/runs/1/start").status_code == 401
