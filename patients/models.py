@@ -35,7 +35,13 @@ class Patient(models.Model):
 
     class Meta:
         ordering = ["label"]
-        constraints = [models.UniqueConstraint(Lower("label"), name="patient_label_unique_ci")]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("label"),
+                name="patient_label_unique_ci",
+                violation_error_message="A patient with this label already exists (labels ignore case).",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.label
@@ -99,6 +105,11 @@ class Report(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def thumb_numbers(self) -> range:
+        """Pages whose thumbnails the patient page shows (the first eight)."""
+        return range(1, min(self.page_count or 0, 8) + 1)
 
     @property
     def original_path(self) -> Path:

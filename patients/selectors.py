@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TypedDict
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from patients.models import Patient, Report
 
@@ -23,7 +23,8 @@ class PageData(TypedDict):
 
 
 def patient_search(q: str = "") -> QuerySet[Patient]:
-    patients = Patient.objects.all()
+    """Patients by label, each with `report_count`; `q` matches label, notes or reason for referral."""
+    patients = Patient.objects.annotate(report_count=Count("reports"))
     if q := q.strip():
         patients = patients.filter(
             Q(label__icontains=q) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)

@@ -7,4 +7,14 @@ from patients import views
 app_name = "patients"
 urlpatterns = [
     path("", views.patient_list, name="list"),
+    path("patients/new/", views.patient_create, name="create"),
+    path("patients/<int:pk>/", views.patient_detail, name="detail"),
+    path("patients/<int:pk>/edit/", views.patient_update, name="update"),
+    path("patients/<int:pk>/reports/", views.patient_reports, name="reports"),
+    path("patients/<int:pk>/reports/upload/", views.report_upload, name="upload"),
+    path("reports/<int:pk>/", views.report_detail, name="report"),
+    path("reports/<int:pk>/reingest/", views.report_reingest, name="report_reingest"),
+    path("reports/<int:pk>/original/", views.report_original, name="report_original"),
+    path("reports/<int:pk>/pages/<int:number>.png", views.report_page_image, name="report_page"),
+    path("reports/<int:pk>/thumbs/<int:number>.png", views.report_thumb, name="report_thumb"),
 ]

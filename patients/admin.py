@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.html import format_html
+
+from patients import services
+from patients.models import Patient, Report
+
+
+class ReportInline(admin.TabularInline):
+    model = Report
+    fields = ["original_name", "kind", "status", "page_count", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # reports come in through the upload, which stores and checks the file
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ["label", "age", "sex", "handedness", "report_count", "created_at", "updated_at"]
+    list_filter = ["sex", "handedness", "created_at"]
+    search_fields = ["label", "notes", "medications", "referral_reason"]
+    readonly_fields = ["created_by", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["label", "notes"]}),
+        ("Clinical context", {"fields": ["age", "sex", "handedness", "medications", "referral_reason"]}),
+        ("Record", {"fields": ["created_by", "created_at", "updated_at"]}),
+    ]
+    inlines = [ReportInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
+        return super().get_queryset(request).annotate(report_count=Count("reports"))
+
+    @admin.display(description="reports", ordering="report_count")
+    def report_count(self, patient: Patient) -> int:
+        return patient.report_count
+
+    def save_model(self, request, obj: Patient, form, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def delete_model(self, request: HttpRequest, obj: Patient) -> None:
+        services.patient_delete(patient=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Patient]) -> None:
+        for patient in queryset:
+            services.patient_delete(patient=patient)
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    list_display = ["original_name", "patient", "kind", "status", "page_count", "size", "created_at"]
+    list_filter = ["status", "kind", "created_at"]
+    search_fields = ["original_name", "patient__label", "sha256", "error"]
+    list_select_related = ["patient"]
+    autocomplete_fields = ["patient"]
+    derived = [
+        "kind",
+        "size",
+        "sha256",
+        "page_count",
+        "status",
+        "error",
+        "worker_pid",
+        "uploaded_by",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "processed_at",
+        "files",
+    ]
+    readonly_fields = derived
+    fields = ["patient", "original_name", *derived]
+    actions = ["reingest"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # reports come in through the upload, which stores and checks the file
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, report: Report) -> str:
+        return filesizeformat(report.size_bytes)
+
+    @admin.display(description="files")
+    def files(self, report: Report) -> str:
+        return format_html(
+            '<a href="{}">page</a> · <a href="{}">original</a>',
+            reverse("patients:report", args=[report.pk]),
+            reverse("patients:report_original", args=[report.pk]),
+        )
+
+    @admin.action(description="Read the selected finished reports again")
+    def reingest(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        count = sum(services.report_reingest(report=report) for report in queryset)
+        messages.info(request, f"{count} report(s) queued for ingestion again.")
+
+    def delete_model(self, request: HttpRequest, obj: Report) -> None:
+        services.report_delete(report=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        for report in queryset:
+            services.report_delete(report=report)

@@ -1,0 +1,76 @@
+"""The patient API: create, read, update, search, paginate; 404 and case-insensitive 409 as JSON."""
+
+from __future__ import annotations
+
+from patients.models import Patient
+
+
+def test_create_then_read_back(api, clinician):
+    response = api.post(
+        "/api/patients",
+        {"label": "SYNTH-101", "age": 34, "sex": "female", "handedness": "left", "medications": "none"},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["label"] == "SYNTH-101" and body["age"] == 34 and body["handedness"] == "left"
+    assert Patient.objects.get(pk=body["id"]).created_by == clinician
+    assert api.get(f"/api/patients/{body['id']}").json()["medications"] == "none"
+
+
+def test_duplicate_label_is_409_ignoring_case(api, db):
+    Patient.objects.create(label="Synth-102")
+    response = api.post("/api/patients", {"label": "SYNTH-102"}, content_type="application/json")
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+    assert Patient.objects.count() == 1
+
+
+def test_update_changes_only_given_fields_and_guards_the_label(api, db):
+    patient = Patient.objects.create(label="SYNTH-103", notes="keep me")
+    Patient.objects.create(label="SYNTH-104")
+    response = api.put(
+        f"/api/patients/{patient.pk}",
+        {"referral_reason": "attention complaints", "age": 9},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    patient.refresh_from_db()
+    assert (patient.referral_reason, patient.age, patient.notes) == ("attention complaints", 9, "keep me")
+    clash = api.put(f"/api/patients/{patient.pk}", {"label": "synth-104"}, content_type="application/json")
+    assert clash.status_code == 409
+    # Renaming to a different case of its own label is not a clash.
+    same = api.put(f"/api/patients/{patient.pk}", {"label": "synth-103"}, content_type="application/json")
+    assert same.status_code == 200 and same.json()["label"] == "synth-103"
+
+
+def test_invalid_fields_are_422_with_a_readable_detail(api, db):
+    response = api.post("/api/patients", {"label": "X", "sex": "robot"}, content_type="application/json")
+    assert response.status_code == 422
+    assert "sex" in response.json()["detail"]
+
+
+def test_unknown_ids_are_404_json(api, db):
+    for method, url in [
+        ("get", "/api/patients/404"),
+        ("put", "/api/patients/404"),
+        ("get", "/api/patients/404/reports"),
+        ("get", "/api/reports/404"),
+        ("get", "/api/reports/404/text"),
+        ("get", "/api/reports/404/pages/1.png"),
+        ("get", "/api/reports/404/original"),
+    ]:
+        response = getattr(api, method)(url, {} if method == "get" else "{}", content_type="application/json")
+        assert response.status_code == 404, (method, url, response.content)
+        assert "No " in response.json()["detail"] and "404" in response.json()["detail"]
+
+
+def test_list_searches_and_paginates(api, db):
+    for n in range(55):
+        Patient.objects.create(label=f"SYNTH-{n:03d}", referral_reason="sleep" if n == 7 else "")
+    page1 = api.get("/api/patients").json()
+    assert page1["count"] == 55 and len(page1["items"]) == 50
+    page2 = api.get("/api/patients?page=2").json()
+    assert [p["label"] for p in page2["items"]] == [f"SYNTH-{n:03d}" for n in range(50, 55)]
+    assert [p["label"] for p in api.get("/api/patients?q=sleep").json()["items"]] == ["SYNTH-007"]
+    assert api.get("/api/patients?q=synth-01").json()["count"] == 10
