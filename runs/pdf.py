@@ -21,6 +21,8 @@ from fpdf import FPDF, FontFace
 from fpdf.enums import WrapMode, XPos, YPos
 
 logger = logging.getLogger(__name__)
+# fontTools logs dozens of INFO lines per embedded font subset; they say nothing an operator needs.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 FONT_DIR = Path(__file__).resolve().parent.parent / "static" / "fonts"
 SANS = "dejavusans"
@@ -65,11 +67,44 @@ INLINE_TAGS = {"strong", "b", "em", "i", "code", "br"}
 # An alias for the page count that model text will not contain ("{nb}" could appear in a report).
 TOTAL_PAGES_ALIAS = "{qeeg-total-pages}"
 
+# Raw HTML in model text: whole script/style elements, comments, and single-line tags. A stray "<" that is
+# not a tag ("p<0.05", "< 5 %") is text and stays.
+_RAW_ELEMENT = re.compile(r"<(script|style|iframe|object|template)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_RAW_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
+_RAW_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>\n]*)?/?>")
+_INLINE_CODE = re.compile(r"(`+)(.+?)\1")
 _LIST_ITEM = re.compile(r"^( *)([-*+]|\d{1,9}[.)])( +|$)(.*)$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
 # ---------------------------------------------------------------- markdown → clean tree
+
+
+def strip_raw_html(text: str) -> str:
+    """Remove HTML the model wrote into its markdown, except inside code, before Python-Markdown sees it: an
+    unclosed raw <table> or <div> would otherwise swallow the rest of the report as one raw block."""
+    text = _RAW_ELEMENT.sub("", text)
+    out: list[str] = []
+    in_fence = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if in_fence or _FENCE.match(line):
+            out.append(line)
+            continue
+        out.append(_strip_tags_outside_code(line))
+    return "\n".join(out)
+
+
+def _strip_tags_outside_code(line: str) -> str:
+    kept: list[str] = []
+    last = 0
+    for code in _INLINE_CODE.finditer(line):
+        kept.append(_RAW_TAG.sub("", _RAW_COMMENT.sub("", line[last : code.start()])))
+        kept.append(code.group(0))
+        last = code.end()
+    kept.append(_RAW_TAG.sub("", _RAW_COMMENT.sub("", line[last:])))
+    return "".join(kept)
 
 
 def normalize_markdown(text: str) -> str:
@@ -130,7 +165,7 @@ def normalize_markdown(text: str) -> str:
 def clean_html(markdown: str) -> str:
     """Markdown → HTML with raw HTML from the model removed (tags reduced to text, scripts dropped)."""
     html = markdown_lib.markdown(
-        normalize_markdown(markdown),
+        normalize_markdown(strip_raw_html(markdown)),
         extensions=["tables", "fenced_code", "sane_lists"],
         extension_configs={"tables": {"use_align_attribute": True}},
     )

@@ -60,3 +60,52 @@ Z-scores against the age-matched database; |Z| ≥ 2.0 is flagged.
 WIDE_TABLE = "| " + " | ".join(f"Column{n}" for n in range(80)) + " |\n"
 WIDE_TABLE += "|" + "---|" * 80 + "\n"
 WIDE_TABLE += "| " + " | ".join(f"value{n}xyzxyz" for n in range(80)) + " |\n"
+
+
+def pdf_pages_text(data: bytes) -> list[str]:
+    """The text of each page, as a PDF reader extracts it (pypdfium2)."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(data)
+    try:
+        return [document[index].get_textpage().get_text_bounded() for index in range(len(document))]
+    finally:
+        document.close()
+
+
+def ruled_lines(data: bytes, *, page: int = 0, min_mm: float = 20.0) -> tuple[int, int]:
+    """(horizontal, vertical) count of straight ruled lines at least `min_mm` long on a rendered page: table
+    borders and rules. Text never makes such lines: glyphs leave gaps between letters."""
+    import numpy as np
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(data)
+    try:
+        scale = 2.0  # 144 dpi
+        image = document[page].render(scale=scale).to_pil().convert("L")
+    finally:
+        document.close()
+    dark = np.asarray(image) < 200
+    min_px = int(min_mm / 25.4 * 72 * scale)
+
+    def count(mask: np.ndarray) -> int:
+        hits = [index for index, line in enumerate(mask) if _longest_run(line) >= min_px]
+        groups = 0
+        previous = -10
+        for index in hits:
+            if index > previous + 1:
+                groups += 1
+            previous = index
+        return groups
+
+    return count(dark), count(dark.T)
+
+
+def _longest_run(line) -> int:
+    import numpy as np
+
+    if not line.any():
+        return 0
+    padded = np.concatenate(([0], line.astype(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(padded))
+    return int((edges[1::2] - edges[::2]).max())

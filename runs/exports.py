@@ -1,0 +1,211 @@
+"""Export of a run's selected artifact: data/exports/<run_id>/final.md and final.pdf, each ending with the run
+card (when, which report, which council, how Stage 5 voted, which prompt versions). Both files are rendered in
+memory first and then put in place by rename, so a failed export leaves the previous one whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from django.utils import timezone
+
+from runs.models import Artifact, Run
+from runs.pdf import render_markdown_pdf
+
+logger = logging.getLogger(__name__)
+
+STAGE_NAMES = {
+    1: "Stage 1 analysis",
+    2: "Stage 2 peer review",
+    3: "Stage 3 revision",
+    4: "Stage 4 consolidation",
+    5: "Stage 5 final review",
+    6: "Stage 6 final draft",
+}
+
+
+class ExportError(Exception):
+    """The artifact cannot be exported (a user-facing reason: wrong run, failed call, missing file)."""
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    md_path: Path
+    pdf_path: Path
+
+
+def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
+    """Write final.md and final.pdf for `artifact` (a markdown artifact of `run`) into the run's exports folder,
+    replacing any earlier export only once both new files are complete."""
+    if artifact.run_id != run.pk:
+        raise ExportError(f"Artifact {artifact.pk} belongs to run {artifact.run_id}, not run {run.pk}.")
+    if artifact.status != Artifact.Status.OK or artifact.kind != Artifact.Kind.MARKDOWN:
+        raise ExportError(
+            f"{_artifact_name(artifact)} is not a finished markdown report and cannot be exported."
+        )
+    try:
+        report_markdown = artifact.path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        raise ExportError(f"The text of {_artifact_name(artifact)} could not be read: {error}") from error
+
+    card = run_card(run=run, artifact=artifact)
+    final_md = final_markdown(report_markdown, card)
+    final_pdf = render_markdown_pdf(report_markdown, title=export_title(run), run_card=card)
+
+    folder = run.exports_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = ExportPaths(md_path=folder / "final.md", pdf_path=folder / "final.pdf")
+    _replace_files({paths.md_path: final_md.encode("utf-8"), paths.pdf_path: final_pdf})
+    logger.info("run %s exported %s to %s", run.pk, _artifact_name(artifact), folder)
+    return paths
+
+
+def export_title(run: Run) -> str:
+    # The patient label on every page header: loose printed pages stay attributable.
+    return f"qEEG Council report — {run.patient.label}"
+
+
+def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
+    """(label, value) rows describing how the exported text was produced."""
+    report = run.report
+    completed = run.artifacts.filter(stage=1, status=Artifact.Status.OK).count()
+    council = ", ".join(run.council_models)
+    total = len(run.council_models)
+    rows = [
+        ("Exported", _when(timezone.now())),
+        ("Run", _run_line(run)),
+        ("Patient", run.patient.label),
+        ("Report", _report_line(report)),
+        ("Council", f"{council} ({completed} of {total} completed Stage 1)"),
+        ("Consolidator", run.consolidator),
+        (
+            "Exported text",
+            f"{STAGE_NAMES.get(artifact.stage, f'Stage {artifact.stage}')} by {artifact.model_id}",
+        ),
+    ]
+    rows.extend(_stage5_rows(run))
+    rows.append(("Prompt versions", _prompt_versions(run.prompt_versions)))
+    return rows
+
+
+def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
+    lines = [report_markdown.rstrip(), "", "---", "", "## Run card", "", "| Item | Detail |", "|---|---|"]
+    lines += [f"| {_md_cell(label)} | {_md_cell(value)} |" for label, value in card]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _artifact_name(artifact: Artifact) -> str:
+    return f"{STAGE_NAMES.get(artifact.stage, f'Stage {artifact.stage}')} by {artifact.model_id}"
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "")
+
+
+def _run_line(run: Run) -> str:
+    parts = [f"#{run.pk}", run.get_status_display().lower(), f"created {_when(run.created_at)}"]
+    if run.finished_at:
+        parts.append(f"finished {_when(run.finished_at)}")
+    return ", ".join(parts)
+
+
+def _report_line(report) -> str:
+    details = [f"uploaded {_when(report.created_at)}"]
+    if report.page_count:
+        details.insert(0, f"{report.page_count} page{'s' if report.page_count != 1 else ''}")
+    return f"{report.original_name} ({', '.join(details)})"
+
+
+def _stage5_rows(run: Run) -> list[tuple[str, str]]:
+    """One row per council member: its vote and score, or why there is none. Read from the Stage 5 files,
+    which hold exactly what each model answered."""
+    artifacts = {artifact.model_id: artifact for artifact in run.artifacts.filter(stage=5)}
+    if not artifacts:
+        return [("Stage 5 final review", "not run")]
+    rows = []
+    for model_id in [*run.council_models, *sorted(set(artifacts) - set(run.council_models))]:
+        artifact = artifacts.get(model_id)
+        if artifact is None:
+            summary = "no vote"
+        elif artifact.status != Artifact.Status.OK:
+            summary = f"no vote (failed: {_first_line(artifact.error) or 'no reason recorded'})"
+        else:
+            summary = _vote_summary(artifact)
+        rows.append((f"Stage 5 vote — {model_id}", summary))
+    return rows
+
+
+def _vote_summary(artifact: Artifact) -> str:
+    try:
+        vote = _load_json(artifact.path.read_text(encoding="utf-8"))
+        decision = str(vote["vote"]).upper()
+        score = vote.get("quality_score_1to10")
+        required = vote.get("required_changes") or []
+        optional = vote.get("optional_changes") or []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        logger.warning("run %s: Stage 5 artifact %s unreadable: %s", artifact.run_id, artifact.pk, error)
+        return "vote unreadable"
+    parts = [decision, f"quality {score}/10" if score is not None else "no quality score"]
+    parts.append(f"{len(required)} required change{'s' if len(required) != 1 else ''}")
+    if optional:
+        parts.append(f"{len(optional)} optional")
+    return " · ".join(parts)
+
+
+def _load_json(text: str) -> dict:
+    text = text.strip()
+    if text.startswith("```"):  # tolerate a fenced reply stored as is
+        text = text.split("\n", 1)[1].rsplit("```", 1)[0]
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("Stage 5 reply is not a JSON object")
+    return value
+
+
+def _prompt_versions(versions: dict) -> str:
+    if not versions:
+        return "not recorded"
+
+    def order(key: str) -> tuple[int, str]:
+        return (int(key), "") if str(key).isdigit() else (10**6, str(key))
+
+    return ", ".join(str(versions[key]) for key in sorted(versions, key=order))
+
+
+def _first_line(text: str) -> str:
+    return (text or "").strip().splitlines()[0][:200] if (text or "").strip() else ""
+
+
+def _md_cell(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _replace_files(contents: dict[Path, bytes]) -> None:
+    """Write every file to a temporary name beside it, then rename them all into place. Until the renames,
+    the previous files are untouched; on any failure the temporary files are removed."""
+    temporary: dict[Path, Path] = {}
+    try:
+        for target, data in contents.items():
+            with tempfile.NamedTemporaryFile(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+            ) as handle:
+                temporary[target] = Path(handle.name)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for target, temp in temporary.items():
+            os.replace(temp, target)
+    finally:
+        for temp in temporary.values():
+            temp.unlink(missing_ok=True)
