@@ -438,8 +438,9 @@ class CLIProxyClient:
                     return body, attempts
         except _Retryable as last:
             error = last.error
+            suffix = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
             raise UpstreamUnavailable(
-                f"{error.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+                error.message + suffix,
                 status=error.status,
                 code=error.code,
                 kind=error.kind if error.kind in ("connection_refused", "timeout") else "retries_exhausted",
