@@ -21,7 +21,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from council.schemas import FinalReview, PeerReview
+from council.anonymize import redactor
+from council.schemas import FinalReview, InvalidReply, PeerReview, parse_artifact
 from council.stages import NAMES
 from council.stages import stage1_analysis as s1
 from council.stages import stage2_peer_review as s2
@@ -90,13 +91,22 @@ def _artifacts(run_id: int) -> list[Artifact]:
 
 
 @sync_to_async
-def _texts(artifacts: list[Artifact]) -> dict[str, str]:
-    return {a.model_id: selectors.artifact_text(a) for a in artifacts}
+def _texts(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str, str]:
+    """Earlier output as later prompts see it: with every model id redacted."""
+    return {a.model_id: redact(selectors.artifact_text(a)) for a in artifacts}
 
 
 @sync_to_async
-def _parsed(artifacts: list[Artifact]) -> dict[str, Any]:
-    return {a.model_id: selectors.artifact_parsed(a) for a in artifacts}
+def _parsed(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for artifact in artifacts:
+        try:
+            parsed[artifact.model_id] = parse_artifact(
+                artifact.stage, redact(selectors.artifact_text(artifact))
+            )
+        except (InvalidReply, OSError):
+            log.warning("run %s: stored artifact %s no longer parses; left out", artifact.run_id, artifact.pk)
+    return parsed
 
 
 _record = sync_to_async(services.artifact_record)
@@ -206,18 +216,19 @@ async def _stage_calls(
 ) -> dict[str, Call]:
     """model id → the call it makes in this stage, built from what earlier stages left on disk."""
     members = selectors.stage_participants(run, artifacts, stage)
+    redact = redactor([*run.council_models, run.consolidator])
     if stage == 1:
         return {m: _bind(s1.run, client, m, source, limits) for m in members}
     if stage == 2:
-        analyses = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 1))).items()}
+        analyses = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 1), redact)).items()}
         return {
             m: _bind(s2.run, client, m, source, limits, own_label=labels[m], analyses=analyses)
             for m in members
         }
     if stage == 3:
-        analyses = await _texts(_ok(artifacts, 1))
+        analyses = await _texts(_ok(artifacts, 1), redact)
         reviews: dict[str, PeerReview] = {
-            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2))).items() if r is not None
+            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2), redact)).items() if r is not None
         }
         return {
             m: _bind(
@@ -226,20 +237,20 @@ async def _stage_calls(
             for m in members
         }
     if stage == 4:
-        revisions = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 3))).items()}
+        revisions = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 3), redact)).items()}
         if not revisions:
             raise StageFailed("consolidation needs at least one revision, and there is none")
         return {
             run.consolidator: _bind(s4.run, client, run.consolidator, source, limits, revisions=revisions)
         }
-    consolidation = await _texts(_ok(artifacts, 4))
+    consolidation = await _texts(_ok(artifacts, 4), redact)
     if not consolidation:
         raise StageFailed("there is no consolidation to work from")
     text = next(iter(consolidation.values()))
     if stage == 5:
         return {m: _bind(s5.run, client, m, source, limits, consolidation=text) for m in members}
     votes: list[FinalReview] = [
-        v for _, v in sorted((await _parsed(_ok(artifacts, 5))).items()) if isinstance(v, FinalReview)
+        v for _, v in sorted((await _parsed(_ok(artifacts, 5), redact)).items()) if isinstance(v, FinalReview)
     ]
     return {m: _bind(s6.run, client, m, source, limits, consolidation=text, votes=votes) for m in members}
 

@@ -1,0 +1,23 @@
+"""Keep model ids out of prompts from Stage 2 on.
+
+Labels alone are not enough: models sign their work now and then ("as gpt-5, I…"), and that text is pasted
+into later prompts. Earlier output is redacted before it is shown to any model; the stored artifacts keep
+exactly what each model wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+REDACTED = "[council member]"
+
+
+def redactor(model_ids: Iterable[str]):
+    """A function that replaces every given model id (any case) with a neutral phrase."""
+    ids = sorted({model_id for model_id in model_ids if model_id}, key=len, reverse=True)
+    if not ids:
+        return lambda text: text
+    # Longest first, so "gpt-5-mini" is not half-replaced by "gpt-5".
+    pattern = re.compile("|".join(re.escape(model_id) for model_id in ids), re.IGNORECASE)
+    return lambda text: pattern.sub(REDACTED, text)
