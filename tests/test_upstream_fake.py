@@ -210,3 +210,12 @@ def test_stop_refuses_connections_and_restart_keeps_the_port():
         assert httpx.get(f"{fake.base_url}/v1/models").status_code == 200
     finally:
         fake.stop()
+
+
+def test_stop_also_closes_kept_alive_connections():
+    fake = FakeUpstream().start()
+    with httpx.Client(base_url=fake.base_url, timeout=2) as client:
+        assert client.get("/v1/models").status_code == 200
+        fake.stop()
+        with pytest.raises(httpx.TransportError):
+            client.get("/v1/models")

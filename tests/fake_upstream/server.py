@@ -13,7 +13,9 @@ Failure tokens, consumed one per call to that model (any endpoint): "429" / "429
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -113,6 +115,7 @@ class FakeUpstream:
         self.legacy_unknown_provider = legacy_unknown_provider
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -140,6 +143,12 @@ class FakeUpstream:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # Kept-alive connections too: a stopped upstream must not keep answering a client's pooled socket.
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -276,7 +285,7 @@ class FakeUpstream:
         if behaviour.latency:
             time.sleep(behaviour.latency)
         if failure:
-            self._fail(model, failure)
+            self._fail(model, failure, endpoint)
         if behaviour.needs_auth:
             self._auth_cycle(model, behaviour)
         if behaviour.image_only:
@@ -312,7 +321,7 @@ class FakeUpstream:
             text, finish = text[: limit * 4], "length"
         return 200, _shape(endpoint, model, text, finish, messages)
 
-    def _fail(self, model: str, failure: str) -> None:
+    def _fail(self, model: str, failure: str, endpoint: str = "chat/completions") -> None:
         kind, _, argument = failure.partition(":")
         if kind == "429":
             reset = float(argument) if argument else 1.0
@@ -350,7 +359,7 @@ class FakeUpstream:
         if kind == "malformed":
             raise _Answer(200, None, raw=b'{"choices": [')
         if kind == "empty":
-            raise _Answer(200, _shape("chat/completions", model, "", "stop", []))
+            raise _Answer(200, _shape(endpoint, model, "", "stop", []))
         if kind == "sleep":
             time.sleep(float(argument or 1))
             return
@@ -455,6 +464,17 @@ class _Handler(BaseHTTPRequestHandler):
     upstream: FakeUpstream
     server_version = "FakeCLIProxyAPI/1.0"
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.upstream._lock:
+            self.upstream._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.upstream._lock:
+            self.upstream._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read the call record instead
         return
