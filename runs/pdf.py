@@ -73,11 +73,24 @@ _RAW_ELEMENT = re.compile(r"<(script|style|iframe|object|template)\b.*?</\1\s*>"
 _RAW_COMMENT = re.compile(r"<!--.*?(-->|$)", re.DOTALL)
 _RAW_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>\n]*)?/?>")
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff\ufe0e\ufe0f\u200b]")
+# Emoji models like to use, mapped to DejaVu symbols; other characters DejaVu lacks print as empty boxes.
+_EMOJI = str.maketrans(
+    {"✅": "✔", "❌": "✘", "❎": "✘", "❗": "!", "❓": "?", "⭐": "★", "🔴": "●", "🟠": "●", "🟡": "●", "🟢": "●",
+     "🔵": "●", "⚪": "○", "⚫": "●", "📈": "↗", "📉": "↘", "👉": "→", "💡": "•", "📌": "•", "🔹": "◆", "🔸": "◆"}
+)  # fmt: skip
+MAX_INDENT = 48.0  # mm; deeper nesting stops moving right, so a runaway list cannot squeeze text to nothing
 _LIST_ITEM = re.compile(r"^( *)([-*+]|\d{1,9}[.)])( +|$)(.*)$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
 
 # ---------------------------------------------------------------- markdown → clean tree
+
+
+def clean_text(text: str) -> str:
+    """Characters a PDF should not carry: terminal colour codes, control characters, emoji DejaVu lacks."""
+    return _CONTROL.sub("", _ANSI.sub("", text)).translate(_EMOJI)
 
 
 def strip_raw_html(text: str) -> str:
@@ -165,7 +178,7 @@ def normalize_markdown(text: str) -> str:
 def clean_html(markdown: str) -> str:
     """Markdown → HTML with raw HTML from the model removed (tags reduced to text, scripts dropped)."""
     html = markdown_lib.markdown(
-        normalize_markdown(strip_raw_html(markdown)),
+        normalize_markdown(strip_raw_html(clean_text(markdown))),
         extensions=["tables", "fenced_code", "sane_lists"],
         extension_configs={"tables": {"use_align_attribute": True}},
     )
@@ -542,6 +555,7 @@ class Renderer:
 
     def list_item(self, item: Node, *, marker: str, indent: float, marker_width: float, depth: int) -> None:
         pdf = self.pdf
+        indent = min(indent, MAX_INDENT)
         content_indent = indent + marker_width
         self.ensure_space(LINE_MM)
         y = pdf.get_y()
@@ -578,6 +592,7 @@ class Renderer:
         self.ensure_space(LINE_MM)
         start_page, start_y = pdf.page, pdf.get_y()
         previous_color, self.color = self.color, QUOTE_INK
+        indent = min(indent, MAX_INDENT)
         self.blocks(node.children, indent=indent + QUOTE_INDENT)
         self.color = previous_color
         end_page, end_y = pdf.page, pdf.get_y() - PARAGRAPH_GAP + 0.6
@@ -791,10 +806,7 @@ def _raw_text(node: Node) -> str:
 
 def _render_plain(markdown: str, *, title: str, run_card: list[tuple[str, str]]) -> bytes:
     """Last resort: the words of the report as plain text, so an export never fails on odd model output."""
-    text = nh3.clean(markdown, tags=set())
-    text = re.sub(
-        r"&(lt|gt|amp|quot|#39);", lambda m: {"lt": "<", "gt": ">", "amp": "&"}.get(m[1], "'"), text
-    )
+    text = strip_raw_html(clean_text(markdown))
     pdf = ClinicalPDF(title=title)
     pdf.add_page()
     pdf.set_font(SANS, "", BODY_PT)

@@ -154,3 +154,17 @@ def test_any_layout_failure_falls_back_to_a_plain_text_pdf(monkeypatch):
 )
 def test_llm_style_markdown_is_read_as_meant(source, expected):
     assert expected in clean_html(source), normalize_markdown(source)
+
+
+def test_control_characters_and_common_emoji_are_cleaned():
+    text = "".join(
+        pdf_pages_text(render("Result ✅ approved, ❌ none\x00 rejected \x1b[31mred\x1b[0m ⚠️ check."))
+    )
+    assert "Result ✔ approved, ✘ none rejected red ⚠ check." in text
+
+
+def test_runaway_nesting_is_still_laid_out_as_a_list():
+    deep = "".join("  " * level + f"- level {level}\n" for level in range(30))
+    text = "".join(pdf_pages_text(render(deep)))
+    # Rich layout (bullets) rather than the plain-text fallback: indentation stops growing at a limit.
+    assert "▪ level 29" in text and "• level 0" in text
