@@ -7,4 +7,12 @@ from runs import views
 app_name = "runs"
 urlpatterns = [
     path("", views.run_list, name="list"),
+    path("patients/<int:patient_id>/panel/", views.patient_runs_panel, name="patient_panel"),
+    path("patients/<int:patient_id>/start/", views.run_start_from_wizard, name="create"),
+    path("<int:pk>/", views.run_detail, name="detail"),
+    path("<int:pk>/live/", views.run_live, name="live"),
+    path("<int:pk>/resume/", views.run_resume, name="resume"),
+    path("<int:pk>/stages/<int:stage>/", views.run_stage, name="stage"),
+    path("<int:pk>/select/", views.run_select, name="select"),
+    path("<int:pk>/export/", views.run_export, name="export"),
 ]

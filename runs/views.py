@@ -1,13 +1,262 @@
+"""Pages for council runs: the run wizard on the patient page, the live run page, the stage readers, select
+and export. Thin: services write, selectors and runs.reading read. A request from htmx gets only the fragment
+it asked for, rendered from the same template the full page includes. Upstream models are read through
+council.health (cached), never by HTTP from here."""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from typing import Any
 
-from runs.models import Run
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from council.health import UpstreamHealth, cached_upstream_health
+from council.stages import NAMES
+from patients.models import Patient, Report
+from runs import reading, selectors, services
+from runs.models import Artifact, Run
+
+STAGE_NUMBERS = range(1, 7)
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
 
 
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = Run.objects.select_related("patient", "report")[:200]
     return render(request, "runs/list.html", {"runs": runs})
+
+
+# -- the wizard on the patient page ------------------------------------------------------------------------
+
+
+def _model_choices(health: UpstreamHealth) -> dict[str, Any]:
+    """Discovered models, the configured council first; a configured model the upstream does not list is
+    shown, disabled, so the clinician sees why it is missing (never swapped for a look-alike)."""
+    discovered = health.model_ids
+    configured = list(settings.COUNCIL_MODELS)
+    ordered = [m for m in configured if m in discovered] + sorted(
+        m for m in discovered if m not in configured
+    )
+    council = [{"id": m, "available": True, "checked": m in configured} for m in ordered]
+    council += [{"id": m, "available": False, "checked": False} for m in configured if m not in discovered]
+    consolidator = settings.COUNCIL_CONSOLIDATOR
+    return {
+        "council_choices": council,
+        "consolidator_choices": ordered,
+        "consolidator_default": consolidator,
+        "consolidator_available": consolidator in discovered,
+    }
+
+
+def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") -> dict[str, Any]:
+    reports = list(patient.reports.all())
+    ready = [r for r in reports if r.status == Report.Status.READY]
+    return {
+        "patient": patient,
+        "ready_reports": ready,
+        "reports_unfinished": any(
+            r.status in (Report.Status.PENDING, Report.Status.PROCESSING) for r in reports
+        ),
+        "patient_runs": list(patient.runs.select_related("report")[:50]),
+        "upstream": health,
+        "wizard_error": error,
+        **_model_choices(health),
+    }
+
+
+@require_GET
+async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """The runs panel of the patient page: the wizard and this patient's runs. Async, so a slow upstream
+    check never holds up the one thread Django shares between synchronous views."""
+    health = await cached_upstream_health()
+
+    def render_panel() -> str:
+        patient = get_object_or_404(Patient, pk=patient_id)
+        return render_to_string("runs/_patient_runs.html", _panel_context(patient, health), request=request)
+
+    return HttpResponse(await sync_to_async(render_panel)())
+
+
+@require_POST
+def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(Patient, pk=patient_id)
+    report = patient.reports.filter(pk=request.POST.get("report") or 0).first()
+    try:
+        if report is None:
+            raise services.RunRefused("Choose a ready report of this patient.")
+        run = services.run_create(
+            patient=patient,
+            report=report,
+            council_models=request.POST.getlist("council_models"),
+            consolidator=request.POST.get("consolidator", ""),
+            user=request.user,
+        )
+        services.run_start(run=run)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+        return _redirect(request, reverse("patients:detail", args=[patient.pk]) + "#runs-panel")
+    messages.success(request, f"Run {run.pk} started: {len(run.council_models)} council models.")
+    return _redirect(request, reverse("runs:detail", args=[run.pk]))
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    if _is_htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
+
+
+# -- the live run page -------------------------------------------------------------------------------------
+
+
+def _live_context(run: Run) -> dict[str, Any]:
+    progress = selectors.run_progress(run)
+    timings = reading.stage_timings(run)
+    artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
+    now = timezone.now()
+    stages = []
+    for stage in progress["stages"]:
+        timing = timings.get(stage["stage"], {})
+        started, finished = timing.get("started"), timing.get("finished")
+        models = []
+        for model in stage["models"]:
+            artifact = artifacts.get((stage["stage"], model["model_id"]))
+            models.append({**model, "latency_ms": artifact.latency_ms if artifact else None})
+        stages.append(
+            {
+                **stage,
+                "models": models,
+                "started": started,
+                "finished": finished,
+                "seconds": int(((finished or now) - started).total_seconds()) if started else None,
+                "ticking": bool(started and not finished and run.status == Run.Status.RUNNING),
+                "readable": any(m["artifact_id"] for m in models),
+            }
+        )
+    finished = run.status in Run.FINISHED
+    end = run.finished_at if finished and run.finished_at else now
+    return {
+        "run": run,
+        "stages": stages,
+        "council_summary": progress["council_summary"],
+        "finished": finished,
+        "resumable": run.status in Run.RESUMABLE and run.status != Run.Status.CREATED,
+        "elapsed_seconds": int((end - run.started_at).total_seconds()) if run.started_at else None,
+        "exports": _exports(run),
+        "stream_url": reverse("run-stream", args=[run.pk]),
+    }
+
+
+def _exports(run: Run) -> dict[str, str]:
+    return {
+        name: reverse("api:run_export_download", args=[run.pk, name])
+        for name in ("final.md", "final.pdf")
+        if (run.exports_dir / name).is_file()
+    }
+
+
+def _run(pk: int) -> Run:
+    return get_object_or_404(Run.objects.select_related("patient", "report", "selected_artifact"), pk=pk)
+
+
+@require_GET
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    context = _live_context(_run(pk))
+    if _is_htmx(request):
+        return render(request, "runs/_run_body.html", context)
+    return render(request, "runs/detail.html", context)
+
+
+@require_GET
+def run_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The status and progress fragment the run page re-fetches when the stream says something happened."""
+    return render(request, "runs/_live.html", _live_context(_run(pk)))
+
+
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(pk)
+    try:
+        started = services.run_start(run=run)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        if started:
+            messages.success(
+                request, f"Run {run.pk} resumed: finished calls are kept, the rest are made now."
+            )
+        else:
+            messages.info(request, f"Run {run.pk} is already {run.get_status_display().lower()}.")
+    return _redirect(request, reverse("runs:detail", args=[run.pk]))
+
+
+# -- reading the stages ------------------------------------------------------------------------------------
+
+
+@require_GET
+def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
+    if stage not in STAGE_NUMBERS:
+        raise Http404("Stages are numbered 1 to 6.")
+    run = _run(pk)
+    context: dict[str, Any] = {
+        "run": run,
+        "stage": stage,
+        "stage_name": NAMES[stage],
+        "stage_tabs": [{"number": n, "name": NAMES[n]} for n in STAGE_NUMBERS],
+        "label_map": sorted(run.label_map.items()),
+        "exports": _exports(run),
+    }
+    if stage == 2:
+        context["reviewers"], context["ranking"] = reading.peer_reviews(run)
+    elif stage == 5:
+        context["tally"] = reading.final_review_tally(run)
+        context["consolidation"] = next((o for o in reading.stage_outputs(run, 4) if o.ok), None)
+    elif stage == 6:
+        context["consolidation"], context["drafts"] = reading.final_drafts(run)
+    else:
+        context["outputs"] = reading.stage_outputs(run, stage)
+    if _is_htmx(request):
+        return render(request, "runs/_stage.html", context)
+    return render(request, "runs/stage.html", context)
+
+
+# -- select and export -------------------------------------------------------------------------------------
+
+
+@require_POST
+def run_select(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(pk)
+    artifact = Artifact.objects.filter(pk=request.POST.get("artifact") or 0, run=run).first()
+    try:
+        if artifact is None:
+            raise services.RunRefused("Choose a final draft or the consolidation of this run.")
+        services.run_select(run=run, artifact=artifact)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        who = "the consolidation" if artifact.stage == 4 else f"the final draft by {artifact.model_id}"
+        messages.success(request, f"Selected {who}. Export it to get the Markdown and PDF.")
+    return _redirect(request, reverse("runs:stage", args=[run.pk, 6]) + "#selection")
+
+
+@require_POST
+def run_export(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(pk)
+    try:
+        services.run_export(run=run)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Exported: download the Markdown or the PDF below.")
+    return _redirect(request, reverse("runs:stage", args=[run.pk, 6]) + "#selection")

@@ -1,0 +1,209 @@
+"""What the run pages show, prepared from the run's artifacts: model text rendered safely, Stage 2 reviews
+with the label map revealed and an aggregate ranking, the Stage 5 tally, and draft diffs. Reads only; the
+pages' views call these, the selectors underneath do the file and schema work."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import markdown
+import nh3
+from django.utils.safestring import SafeString, mark_safe
+
+from council.schemas import PeerReview
+from runs import selectors
+from runs.models import Artifact, Run, RunEvent
+
+# Model output is untrusted: markdown may carry raw HTML, and a remote <img> would make the clinician's
+# browser call out with patient context in the page. Images are dropped; links open without a referrer.
+_TAGS = set(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
+_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in _TAGS}
+
+
+def markdown_html(text: str) -> SafeString:
+    html = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
+    cleaned = nh3.clean(
+        html,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+    return mark_safe(cleaned)
+
+
+@dataclass
+class ModelOutput:
+    artifact: Artifact
+    model_id: str
+    label: str
+    ok: bool
+    error: str
+    html: SafeString | None = None
+    text: str = ""
+    selectable: bool = False
+    selected: bool = False
+    diff: list[tuple[str, str]] = field(default_factory=list)
+    added: int = 0
+    removed: int = 0
+
+
+def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
+    labels = selectors.labels_by_model(run)
+    outputs = []
+    for artifact in run.artifacts.filter(stage=stage).order_by("model_id"):
+        ok = artifact.status == Artifact.Status.OK
+        text = selectors.artifact_text(artifact) if ok else ""
+        outputs.append(
+            ModelOutput(
+                artifact=artifact,
+                model_id=artifact.model_id,
+                label=labels.get(artifact.model_id, ""),
+                ok=ok,
+                error=artifact.error,
+                html=markdown_html(text) if ok and artifact.kind == Artifact.Kind.MARKDOWN else None,
+                text=text,
+                selectable=ok and stage in (4, 6),
+                selected=run.selected_artifact_id == artifact.pk,
+            )
+        )
+    return outputs
+
+
+def draft_diff(consolidation: str, draft: str) -> tuple[list[tuple[str, str]], int, int]:
+    """Line diff of a final draft against the consolidation, as (kind, line) pairs for the template to
+    escape: kind is "add", "del", "ctx" or "gap". Unchanged stretches are cut to two lines of context."""
+    lines: list[tuple[str, str]] = []
+    added = removed = 0
+    a, b = consolidation.splitlines(), draft.splitlines()
+    for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(2):
+        if lines:
+            lines.append(("gap", "…"))
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines.extend(("ctx", line) for line in a[i1:i2])
+                continue
+            if tag in ("replace", "delete"):
+                lines.extend(("del", line) for line in a[i1:i2])
+                removed += i2 - i1
+            if tag in ("replace", "insert"):
+                lines.extend(("add", line) for line in b[j1:j2])
+                added += j2 - j1
+    return lines, added, removed
+
+
+def final_drafts(run: Run) -> tuple[ModelOutput | None, list[ModelOutput]]:
+    """The consolidation and the Stage 6 drafts, each draft with its diff against the consolidation."""
+    consolidation = next((o for o in stage_outputs(run, 4) if o.ok), None)
+    drafts = stage_outputs(run, 6)
+    for draft in drafts:
+        if draft.ok and consolidation is not None:
+            draft.diff, draft.added, draft.removed = draft_diff(consolidation.text, draft.text)
+    return consolidation, drafts
+
+
+@dataclass
+class ReviewerCard:
+    model_id: str
+    label: str
+    ok: bool
+    error: str
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    ranking: list[dict[str, str]] = field(default_factory=list)
+    notes: str = ""
+
+
+@dataclass
+class RankingRow:
+    label: str
+    model_id: str
+    points: int
+    first_places: int
+    positions: list[int]
+
+    @property
+    def mean_position(self) -> float:
+        return sum(self.positions) / len(self.positions) if self.positions else 0.0
+
+
+def peer_reviews(run: Run) -> tuple[list[ReviewerCard], list[RankingRow]]:
+    """Stage 2 as one card per reviewer (labels shown with the model behind them) and a Borda count across
+    reviewers: in a ranking of n analyses the best gets n-1 points, the worst 0. Each reviewer ranks the
+    others only, so every analysis is ranked by the same number of reviewers when all of them answered."""
+    label_map: dict[str, str] = dict(run.label_map)
+    labels = selectors.labels_by_model(run)
+    cards: list[ReviewerCard] = []
+    rows: dict[str, RankingRow] = {}
+    for artifact in run.artifacts.filter(stage=2).order_by("model_id"):
+        card = ReviewerCard(
+            model_id=artifact.model_id,
+            label=labels.get(artifact.model_id, ""),
+            ok=artifact.status == Artifact.Status.OK,
+            error=artifact.error,
+        )
+        parsed = selectors.artifact_parsed(artifact)
+        if isinstance(parsed, PeerReview):
+            card.reviews = [
+                {**review.model_dump(), "model_id": label_map.get(review.analysis_label, "?")}
+                for review in sorted(parsed.reviews, key=lambda r: r.analysis_label)
+            ]
+            card.ranking = [
+                {"label": lab, "model_id": label_map.get(lab, "?")} for lab in parsed.ranking_best_to_worst
+            ]
+            card.notes = parsed.overall_notes
+            n = len(parsed.ranking_best_to_worst)
+            for position, lab in enumerate(parsed.ranking_best_to_worst):
+                row = rows.setdefault(lab, RankingRow(lab, label_map.get(lab, "?"), 0, 0, []))
+                row.points += n - 1 - position
+                row.first_places += position == 0
+                row.positions.append(position + 1)
+        elif card.ok:
+            card.ok, card.error = False, card.error or "The stored review could not be read back."
+        cards.append(card)
+    ranking = sorted(rows.values(), key=lambda r: (-r.points, r.mean_position, r.label))
+    return cards, ranking
+
+
+@dataclass
+class Tally:
+    votes: list[dict[str, Any]]
+    approve: int
+    revise: int
+    mean_score: float | None
+    required_changes: list[dict[str, Any]]  # {"text", "models"}: the same change asked by several is one
+    failed: list[Artifact]
+
+
+def final_review_tally(run: Run) -> Tally:
+    votes = selectors.final_votes(run)
+    combined: dict[str, dict[str, Any]] = {}
+    for vote in votes:
+        for change in vote["required_changes"]:
+            key = " ".join(change.lower().split())
+            combined.setdefault(key, {"text": change, "models": []})["models"].append(vote["model_id"])
+    scores = [v["quality_score_1to10"] for v in votes]
+    return Tally(
+        votes=votes,
+        approve=sum(v["vote"] == "APPROVE" for v in votes),
+        revise=sum(v["vote"] == "REVISE" for v in votes),
+        mean_score=round(sum(scores) / len(scores), 1) if scores else None,
+        required_changes=list(combined.values()),
+        failed=list(run.artifacts.filter(stage=5, status=Artifact.Status.FAILED)),
+    )
+
+
+def stage_timings(run: Run) -> dict[int, dict[str, datetime | None]]:
+    """When each stage started and finished (the last time, for a resumed run), from the run's events."""
+    timings: dict[int, dict[str, datetime | None]] = {}
+    for event in RunEvent.objects.filter(run=run, kind__in=("stage_started", "stage_finished")).only(
+        "kind", "stage", "created_at"
+    ):
+        entry = timings.setdefault(event.stage or 0, {"started": None, "finished": None})
+        if event.kind == "stage_started":
+            entry["started"], entry["finished"] = event.created_at, None
+        else:
+            entry["finished"] = event.created_at
+    return timings
