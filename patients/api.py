@@ -189,7 +189,7 @@ def report_upload(request: HttpRequest, patient_id: int, files: File[list[Upload
 @router.get("/patients/{int:patient_id}/reports", response=list[ReportOut])
 @paginate(PageNumberPagination, page_size=50)
 def report_list(request: HttpRequest, patient_id: int):
-    return _patient(patient_id).reports.all()
+    return _patient(patient_id).reports.order_by("-created_at", "-pk")
 
 
 @router.get("/reports/{int:report_id}", response={200: ReportOut, 404: ErrorOut})
