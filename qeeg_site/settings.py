@@ -96,7 +96,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     # A file, not :memory:, so tests can hand the database to the runner processes they start.
-    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3"))
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(DATA_DIR / f"test-db-{os.getpid()}.sqlite3")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
