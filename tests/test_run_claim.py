@@ -1,0 +1,88 @@
+"""Two runners can never work the same run: the claim is a compare-and-set update."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import CommandError
+from django.utils import timezone
+
+from runs import services
+from runs.models import Run
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def run(fake_upstream, tmp_path) -> Run:
+    patient = make_patient()
+    report = make_ready_report(patient, tmp_path)
+    return services.run_create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
+
+
+def test_the_second_claim_loses(run):
+    assert services.run_claim(run_id=run.pk, pid=111) is not None
+    assert services.run_claim(run_id=run.pk, pid=222) is None
+    run.refresh_from_db()
+    assert run.runner_pid == 111
+    assert not services.run_heartbeat(run_id=run.pk, pid=222)
+    assert services.run_heartbeat(run_id=run.pk, pid=111)
+
+
+def test_runpipeline_refuses_a_run_another_live_runner_holds(run):
+    Run.objects.filter(pk=run.pk).update(
+        status="running", runner_pid=os.getpid(), heartbeat_at=timezone.now()
+    )
+    with pytest.raises(CommandError, match="already being worked"):
+        run_pipeline_here(run)
+
+
+def test_complete_runs_are_not_rerun_without_from_stage(run, fake_upstream):
+    assert run_pipeline_here(run)[0] == 0
+    with pytest.raises(CommandError, match="from-stage"):
+        run_pipeline_here(run)
+    calls = len(fake_upstream.calls)
+    code, output = run_pipeline_here(run, "--from-stage", "5")
+    run.refresh_from_db()
+    assert code == 0 and run.status == Run.Status.COMPLETE, output
+    assert fake_upstream.count(stage=5) == 6 and fake_upstream.count(stage=6) == 6
+    assert fake_upstream.count(stage=4) == 1 and len(fake_upstream.calls) == calls + 6
+    assert "redoing from Stage 5" in output
+
+
+def test_two_runner_processes_started_together_do_the_work_once(run, fake_upstream, fake_upstream_env):
+    command = [sys.executable, str(django_settings.BASE_DIR / "manage.py"), "runpipeline", str(run.pk)]
+    procs = [
+        subprocess.Popen(
+            command,
+            env=fake_upstream_env,
+            cwd=django_settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=90)[0] for proc in procs]
+    codes = sorted(proc.returncode for proc in procs)
+    assert codes == [0, 1], outputs
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPLETE
+    assert fake_upstream.count(stage=1) == 3 and fake_upstream.count(stage=6) == 3
+    loser = outputs[[p.returncode for p in procs].index(1)]
+    assert "already being worked" in loser or "nothing to do" in loser
+
+
+def test_list_shows_runs_and_their_states(run, capsys):
+    from django.core.management import call_command
+
+    call_command("runpipeline", "--list")
+    out = capsys.readouterr().out
+    assert f"{run.pk:>5}  created" in out and "SYNTH-001" in out

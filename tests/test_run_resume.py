@@ -1,0 +1,141 @@
+"""Durable and restartable, with real `manage.py runpipeline` child processes: SIGKILL in Stage 3 and starting
+again finishes the run with zero repeated Stage 1-2 calls; SIGTERM leaves the run interrupted; a stale
+heartbeat is detected."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from runs import services
+from runs.models import Artifact, Run
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def runner_env(fake_upstream_env) -> dict[str, str]:
+    return {**fake_upstream_env, "RUN_HEARTBEAT_SECONDS": "0.2"}
+
+
+@pytest.fixture
+def run(fake_upstream, tmp_path) -> Run:
+    patient = make_patient()
+    report = make_ready_report(patient, tmp_path)
+    return services.run_create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
+
+
+def _runner(run_id: int, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(django_settings.BASE_DIR / "manage.py"), "runpipeline", str(run_id)],
+        env=env,
+        cwd=django_settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _wait_until_stage_3_is_in_flight(run: Run, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        # The fake records a call only once it answers, so "in flight" is read from the run's own events.
+        if run.events.filter(kind="model_started", stage=3).count() == 3:
+            run.refresh_from_db()
+            assert run.status == Run.Status.RUNNING and run.current_stage == 3
+            return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    raise AssertionError("the runner never reached Stage 3")
+
+
+def _hang_in_stage_3(fake_upstream) -> None:
+    # Each model's third call (its Stage 3 revision) takes long enough to be killed mid-flight.
+    for model in COUNCIL:
+        fake_upstream.script(model, failures=["sleep:0", "sleep:0", "sleep:5"])
+
+
+def test_sigkill_in_stage_3_then_start_finishes_without_repeating_stages_1_2(
+    api, run, fake_upstream, runner_env, monkeypatch
+):
+    _hang_in_stage_3(fake_upstream)
+    proc = _runner(run.pk, runner_env)
+    _wait_until_stage_3_is_in_flight(run, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING  # nobody said anything: only the heartbeat/pid can tell
+
+    relaunched: list[subprocess.Popen] = []
+    monkeypatch.setattr(
+        "qeeg_site.launcher.launch_command",
+        lambda name, *args: relaunched.append(_runner(int(args[0]), runner_env)) or relaunched[-1].pid,
+    )
+    response = api.post(f"/api/runs/{run.pk}/start")
+    assert response.status_code == 202 and response.json()["started"] is True
+    output, _ = relaunched[0].communicate(timeout=60)
+    run.refresh_from_db()
+    assert relaunched[0].returncode == 0, output
+    assert run.status == Run.Status.COMPLETE
+    assert fake_upstream.count(stage=1) == 3 and fake_upstream.count(stage=2) == 3
+    assert not run.artifacts.filter(stage=3).exclude(attempts=1).exists()  # asked again once each
+    assert "resuming after Stage 2" in output
+    assert run.artifacts.filter(status=Artifact.Status.OK).count() == 16
+    assert not list((run.artifacts_dir).rglob("*.tmp"))
+
+
+def test_sigterm_stops_cleanly_and_leaves_the_run_interrupted(run, fake_upstream, runner_env):
+    _hang_in_stage_3(fake_upstream)
+    proc = _runner(run.pk, runner_env)
+    _wait_until_stage_3_is_in_flight(run, proc)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=20)
+    run.refresh_from_db()
+    assert proc.returncode == 1, output
+    assert run.status == Run.Status.INTERRUPTED and run.runner_pid is None
+    assert "Start the run again" in run.error and "SIGTERM received" in output
+    assert run.stages_done == 2 and not run.artifacts.filter(stage=3).exists()
+    code, output = run_pipeline_here(run)
+    assert code == 0, output
+    assert fake_upstream.count(stage=1) == 3 and fake_upstream.count(stage=2) == 3
+
+
+def test_a_stale_heartbeat_marks_the_run_interrupted(run, settings):
+    settings.RUN_STALE_SECONDS = 30
+    alive = os.getpid()  # a live pid, so only the heartbeat's age can give it away
+    Run.objects.filter(pk=run.pk).update(
+        status="running", runner_pid=alive, heartbeat_at=timezone.now() - timedelta(seconds=31)
+    )
+    fresh = services.run_create(
+        patient=run.patient, report=run.report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
+    Run.objects.filter(pk=fresh.pk).update(status="running", runner_pid=alive, heartbeat_at=timezone.now())
+    assert services.runs_mark_stale_interrupted() == 1
+    run.refresh_from_db()
+    fresh.refresh_from_db()
+    assert run.status == Run.Status.INTERRUPTED and "went silent" in run.error
+    assert fresh.status == Run.Status.RUNNING
+    assert run.events.filter(kind="status", data__status="interrupted").exists()
+
+
+def test_server_start_recovery_marks_dead_runners(run):
+    from qeeg_site.startup import recover
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    Run.objects.filter(pk=run.pk).update(status="running", runner_pid=dead.pid, heartbeat_at=timezone.now())
+    lines = list(recover())
+    assert any("1 run(s) interrupted" in line for line in lines)
+    run.refresh_from_db()
+    assert run.status == Run.Status.INTERRUPTED and "is gone" in run.error
