@@ -75,7 +75,7 @@ def _load(run_id: int) -> tuple[Run, CouncilInput]:
     if not text.strip():
         raise StageFailed(f"Report {run.report_id} has no text to give the council (is it ready?).")
     images: tuple[str, ...] = ()
-    if limit := getattr(settings, "COUNCIL_PAGE_IMAGES", 0):
+    if limit := settings.COUNCIL_PAGE_IMAGES:
         images = tuple(
             "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
             for path in report_page_images(run.report)[:limit]
