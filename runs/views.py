@@ -132,14 +132,15 @@ def _live_context(run: Run) -> dict[str, Any]:
         models = []
         for model in stage["models"]:
             artifact = artifacts.get((stage["stage"], model["model_id"]))
-            models.append({**model, "latency_ms": artifact.latency_ms if artifact else None})
+            latency = artifact.latency_ms if artifact and artifact.latency_ms is not None else None
+            models.append({**model, "latency": f"{latency / 1000:.1f} s" if latency is not None else ""})
         stages.append(
             {
                 **stage,
                 "models": models,
                 "started": started,
                 "finished": finished,
-                "seconds": int(((finished or now) - started).total_seconds()) if started else None,
+                "seconds": round(((finished or now) - started).total_seconds(), 1) if started else None,
                 "ticking": bool(started and not finished and run.status == Run.Status.RUNNING),
                 "readable": any(m["artifact_id"] for m in models),
             }
@@ -152,7 +153,7 @@ def _live_context(run: Run) -> dict[str, Any]:
         "council_summary": progress["council_summary"],
         "finished": finished,
         "resumable": run.status in Run.RESUMABLE and run.status != Run.Status.CREATED,
-        "elapsed_seconds": int((end - run.started_at).total_seconds()) if run.started_at else None,
+        "elapsed_seconds": round((end - run.started_at).total_seconds(), 1) if run.started_at else None,
         "exports": _exports(run),
         "stream_url": reverse("run-stream", args=[run.pk]),
     }

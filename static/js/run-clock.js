@@ -12,9 +12,10 @@
     var now = Date.now();
     document.querySelectorAll("[data-elapsed]").forEach(function (el) {
       if (!el.dataset.renderedAt) el.dataset.renderedAt = String(now);
-      var seconds = Number(el.dataset.elapsed);
+      var seconds = Number(el.dataset.elapsed.replace(",", "."));
       if (el.hasAttribute("data-ticking")) seconds += (now - Number(el.dataset.renderedAt)) / 1000;
-      el.textContent = format(seconds);
+      // Short finished spans read better as "4.2 s"; running clocks as 0:07, 1:02:09.
+      el.textContent = seconds < 60 && !el.hasAttribute("data-ticking") ? seconds.toFixed(1) + " s" : format(seconds);
     });
   }
   document.addEventListener("DOMContentLoaded", tick);
