@@ -87,7 +87,13 @@ class Command(BaseCommand):
                 f"[{pipeline.elapsed_since(started)}] Stage {stage} {NAMES[stage]}: {len(models)} call(s)"
             )
 
+        in_flight: dict[str, float] = {}
+
         def on_model(stage: int, model: str, status: str, artifact: Artifact | None) -> None:
+            if status == "started":
+                in_flight[f"{model} (stage {stage})"] = time.monotonic()
+            else:
+                in_flight.pop(f"{model} (stage {stage})", None)
             line = f"[{pipeline.elapsed_since(started)}]   stage {stage} · {model} · {status}"
             if artifact is not None and artifact.status == Artifact.Status.OK:
                 line += (
@@ -113,11 +119,22 @@ class Command(BaseCommand):
                 pipeline.drive(run_id, pid=pid, client=client, progress=pipeline.Progress(on_stage, on_model))
             )
             waiter = asyncio.create_task(stop.wait())
+            ticker = asyncio.create_task(self._tick(in_flight, started))
             await asyncio.wait({drive, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if not drive.done():
                 drive.cancel()
             waiter.cancel()
+            ticker.cancel()
             return await drive
+
+    async def _tick(self, in_flight: dict[str, float], started: float, every: float = 15.0) -> None:
+        """Real models think for minutes: say who is still being waited on, and for how long."""
+        while True:
+            await asyncio.sleep(every)
+            if in_flight:
+                waiting = ", ".join(f"{name} {pipeline.elapsed_since(t)}" for name, t in in_flight.items())
+                self.stdout.write(f"[{pipeline.elapsed_since(started)}]   waiting on {waiting}")
+                self.stdout.flush()
 
     def _summary(self, run_id: int, started: float) -> None:
         run = Run.objects.get(pk=run_id)
@@ -137,7 +154,7 @@ class Command(BaseCommand):
             for model in stage["models"]:
                 artifact = artifacts.get((stage["stage"], model["model_id"]))
                 tokens = secs = tries = ""
-                if artifact is not None:
+                if artifact is not None and artifact.status == Artifact.Status.OK:
                     tokens = f"{artifact.prompt_tokens or 0}→{artifact.completion_tokens or 0}"
                     secs = f"{(artifact.latency_ms or 0) / 1000:.1f}"
                     tries = str(artifact.attempts)
