@@ -8,8 +8,8 @@ Failure rules (CLIProxyAPI is more surprising than a plain OpenAI endpoint):
   CLIProxyAPI's `model_cooldown`, or a `Retry-After` header) is waited out, capped at `max_cooldown_seconds`.
   Connection failures and malformed reply bodies are retried the same way; a read timeout is not (the read
   timeout is already long, and a second wait of that length helps nobody).
-- 401, and 503 whose `error.message` starts with `auth_unavailable` (what CLIProxyAPI answers for a while
-  after an upstream 401), raise `NeedsAuth`; never retried.
+- 401, and 503 (or 500) whose `error.message` starts with `auth_unavailable` (what CLIProxyAPI answers
+  for a while after an upstream 401), raise `NeedsAuth`; never retried.
 - 400 `model_not_found`, and the legacy 502 "unknown provider for model X", raise `ModelNotFound`.
 - An empty reply raises `EmptyCompletion`.
 - Fallback to /v1/responses: when /v1/chat/completions answers a client error (400/404/405/422) whose error
@@ -489,8 +489,9 @@ class CLIProxyClient:
         error = _parse_error_body(response)
         subject = f"{model}: " if model else ""
         readable = f"{subject}CLIProxyAPI answered {status}: {error.message}"
+        # CLIProxyAPI sends auth_unavailable as 503 (some builds: 500) with code internal_server_error.
         if status == 401 or (
-            status == 503
+            status >= 500
             and (error.message.startswith("auth_unavailable") or error.code == "auth_unavailable")
         ):
             hint = " Check CLIPROXY_API_KEY, or sign in again in CLIProxyAPI."

@@ -94,3 +94,21 @@ async def test_list_models_401_raises_needs_auth():
         with pytest.raises(NeedsAuth) as caught:
             await client.list_models()
     assert "Invalid API key" in caught.value.message
+
+
+@respx.mock
+async def test_500_auth_unavailable_with_internal_error_code_is_needs_auth():
+    route = respx.post(f"{BASE}/v1/chat/completions").mock(
+        return_value=httpx.Response(
+            500,
+            json=error_body(
+                "auth_unavailable: no auth available (providers=codex, model=gpt-5)",
+                type_="server_error",
+                code="internal_server_error",
+            ),
+        )
+    )
+    async with make_client(FakeTime()) as client:
+        with pytest.raises(NeedsAuth):
+            await client.complete("gpt-5", MESSAGES)
+    assert route.call_count == 1

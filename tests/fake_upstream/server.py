@@ -346,7 +346,12 @@ class FakeUpstream:
                 401, "unauthorized: the provider rejected the stored sign-in", type_="authentication_error"
             )
         if kind == "auth_unavailable":
-            raise _error(503, "auth_unavailable: no auth available", type_="server_error")
+            raise _error(
+                503,
+                f"auth_unavailable: no auth available (providers=fake, model={model})",
+                type_="server_error",
+                code="internal_server_error",
+            )
         if kind == "model_not_found":
             raise _error(
                 400,
@@ -370,7 +375,12 @@ class FakeUpstream:
         with self._lock:
             down_until = self._auth_down_until.get(model, 0.0)
             if time.monotonic() < down_until:
-                raise _error(503, "auth_unavailable: no auth available", type_="server_error")
+                raise _error(
+                    503,
+                    f"auth_unavailable: no auth available (providers=fake, model={model})",
+                    type_="server_error",
+                    code="internal_server_error",
+                )
             self._auth_down_until[model] = time.monotonic() + behaviour.auth_unavailable_seconds
         raise _error(
             401, "unauthorized: the provider rejected the stored sign-in", type_="authentication_error"
