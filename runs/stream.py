@@ -159,6 +159,8 @@ class EventHub:
             log.exception("live stream: could not read the run-event table")
             self.watermark = 0
         self._ready.set()
+        loop = asyncio.get_running_loop()
+        next_stale_check = loop.time()
         while True:
             await asyncio.sleep(settings.SSE_POLL_SECONDS)
             if not self._subscribers:
@@ -167,6 +169,11 @@ class EventHub:
                 self._task = None
                 return
             try:
+                if loop.time() >= next_stale_check:
+                    # A runner killed without a word writes no final event; while someone watches, find it
+                    # (one query) so its run turns interrupted and the watchers get the status and the end.
+                    next_stale_check = loop.time() + max(settings.RUN_STALE_SECONDS / 3, 1.0)
+                    await _mark_stale_runs()
                 await self._poll()
             except Exception:
                 log.exception("live stream: reading run events failed; retrying")
@@ -188,6 +195,13 @@ class EventHub:
                         sub.overflowed = True
             if len(rows) < FETCH_BATCH:
                 return
+
+
+@_db
+def _mark_stale_runs() -> int:
+    from runs.services import runs_mark_stale_interrupted
+
+    return runs_mark_stale_interrupted()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventHub] = weakref.WeakKeyDictionary()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
+from django.utils import timezone
 
 from patients.models import Patient, Report
 from runs.events import event_emit
@@ -38,6 +41,10 @@ def make_run(status: str = Run.Status.RUNNING) -> Run:
         council_models=["gpt-5", "claude-sonnet-4-5"],
         consolidator="claude-sonnet-4-5",
         status=status,
+        # A live runner as far as anyone can tell (this process, a fresh heartbeat), so the stale-runner check
+        # leaves it alone.
+        runner_pid=os.getpid() if status == Run.Status.RUNNING else None,
+        heartbeat_at=timezone.now(),
     )
 
 
@@ -225,3 +232,16 @@ async def test_event_ids_match_the_table(client, run):
     frame = await stream.event()
     row = await RunEvent.objects.aget(pk=frame.id)
     assert row.pk == event.pk and row.kind == frame.event == "artifact_written"
+
+
+async def test_a_silent_runner_is_found_while_someone_watches_and_the_stream_ends(client, run, settings):
+    """kill -9 on the runner: no final event is ever written by it. The watched run turns interrupted."""
+    settings.RUN_STALE_SECONDS = 1
+    await Run.objects.filter(pk=run.pk).aupdate(
+        heartbeat_at=timezone.now() - timedelta(seconds=30), runner_pid=2**22 + 7
+    )
+    stream = await open_stream(client, run.pk)
+    assert (await stream.event()).data["status"] == "running"
+    status = await stream.event(timeout=5)
+    assert status.event == "status" and status.data["data"]["status"] == "interrupted"
+    assert (await stream.event()).event == "end"
