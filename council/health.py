@@ -7,7 +7,6 @@ the public /api/health never put more than one request every few seconds on the 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -162,8 +161,3 @@ def forget_cached_health() -> None:
     global _cached
     with _cache_lock:
         _cached = None
-
-
-def check_upstream_sync() -> UpstreamHealth:
-    """For management commands and other sync callers outside an event loop: a fresh check."""
-    return asyncio.run(check_upstream_from_settings())

@@ -474,6 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
     upstream: FakeUpstream
     server_version = "FakeCLIProxyAPI/1.0"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY each reply waits ~40 ms on delayed ACKs.
+    disable_nagle_algorithm = True
 
     def setup(self) -> None:
         super().setup()
