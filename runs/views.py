@@ -152,7 +152,7 @@ def _live_context(run: Run) -> dict[str, Any]:
         "stages": stages,
         "council_summary": progress["council_summary"],
         "finished": finished,
-        "resumable": run.status in Run.RESUMABLE and run.status != Run.Status.CREATED,
+        "resumable": run.status in Run.RESUMABLE,
         "elapsed_seconds": round((end - run.started_at).total_seconds(), 1) if run.started_at else None,
         "exports": _exports(run),
         "stream_url": reverse("run-stream", args=[run.pk]),

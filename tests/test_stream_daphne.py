@@ -1,0 +1,112 @@
+"""The live stream through a real daphne process, as a browser sees it: drop the connection, let the runner
+write meanwhile, come back with Last-Event-ID, and get exactly what was missed."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runs.events import event_emit
+from tests.stream_helpers import Frame, parse_frame
+from tests.test_stream import make_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server(subprocess_env: dict[str, str]) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(subprocess_env, SSE_POLL_SECONDS="0.05", SSE_KEEPALIVE_SECONDS="0.3", LOG_LEVEL="WARNING")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "qeeg_site.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    proc.stderr.read().decode() if proc.stderr else "daphne did not start"
+                ) from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def frames(response: httpx.Response) -> Iterator[Frame]:
+    lines: list[str] = []
+    for line in response.iter_lines():
+        if line:
+            lines.append(line)
+        elif lines:
+            yield parse_frame("\n".join(lines))
+            lines = []
+
+
+def next_event(stream: Iterator[Frame]) -> Frame:
+    for frame in stream:
+        if frame.event is not None:
+            return frame
+    raise AssertionError("the stream ended")
+
+
+def test_dropped_connection_resumes_with_last_event_id_and_nothing_missed(server, api_token):
+    run = make_run()
+    headers = {"Authorization": f"Bearer {api_token}"}
+    timeout = httpx.Timeout(5.0)
+    with httpx.Client(base_url=server, headers=headers, timeout=timeout) as client:
+        with client.stream("GET", f"/api/runs/{run.pk}/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-cache"
+            stream = frames(response)
+            assert next_event(stream).event == "snapshot"
+            first = event_emit(run=run, kind="stage_started", stage=1, models=["gpt-5"])
+            got = next_event(stream)
+            assert (got.event, got.id) == ("stage_started", first.pk)
+        # Offline: the runner carries on.
+        missed = [
+            event_emit(run=run, kind="model_started", stage=1, model_id="gpt-5", attempt=n).pk for n in (1, 2)
+        ]
+        with client.stream(
+            "GET", f"/api/runs/{run.pk}/stream", headers={"Last-Event-ID": str(first.pk)}
+        ) as response:
+            stream = frames(response)
+            assert [next_event(stream).id for _ in missed] == missed
+            last = event_emit(run=run, kind="status", status="complete", error="")
+            status = next_event(stream)
+            assert (status.event, status.id, status.data["data"]["status"]) == ("status", last.pk, "complete")
+            assert next_event(stream).event == "end"
+            assert list(stream) == []  # the server closed the stream
+
+
+def test_idle_stream_through_daphne_gets_keepalives_and_refuses_strangers(server, api_token):
+    run = make_run()
+    anonymous = httpx.get(f"{server}/api/runs/{run.pk}/stream", timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"].startswith("Sign in")
+    headers = {"Authorization": f"Bearer {api_token}"}
+    with httpx.stream("GET", f"{server}/api/runs/{run.pk}/stream", headers=headers, timeout=5) as response:
+        stream = frames(response)
+        assert next_event(stream).event == "snapshot"
+        started = time.monotonic()
+        frame = next(stream)
+        assert frame.comment == "keepalive" and frame.event is None
+        assert time.monotonic() - started < 2  # SSE_KEEPALIVE_SECONDS is 0.3 here
