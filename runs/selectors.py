@@ -134,20 +134,21 @@ def run_progress(run: Run) -> dict[str, Any]:
 
 
 def council_summary(run: Run, artifacts: list[Artifact] | None = None) -> str:
-    """ "3 of 3 models", or "2 of 3 models (gemini-2.5-pro failed Stage 1: …)" — never hides a gap."""
+    """ "3 of 3 models", or "2 of 3 models (gemini-2.5-pro failed Stage 1: …)": how many council members
+    took part (Stage 1), then every failure of any stage with its reason — a gap is never hidden."""
     artifacts = list(run.artifacts.all()) if artifacts is None else artifacts
     total = len(run.council_models)
     stage1 = {a.model_id: a for a in artifacts if a.stage == 1}
     if not stage1:
         return f"{total} council models, not started" if total != 1 else "1 council model, not started"
     ok = [m for m in run.council_models if m in stage1 and stage1[m].status == Artifact.Status.OK]
-    missing = [
-        f"{m} failed Stage 1: {stage1[m].error}"
-        for m in run.council_models
-        if m in stage1 and stage1[m].status == Artifact.Status.FAILED
+    failures = [
+        f"{a.model_id} failed Stage {a.stage}: {a.error}"
+        for a in sorted(artifacts, key=lambda a: (a.stage, a.model_id))
+        if a.status == Artifact.Status.FAILED
     ]
     text = f"{len(ok)} of {total} models"
-    return f"{text} ({'; '.join(missing)})" if missing else text
+    return f"{text} ({'; '.join(failures)})" if failures else text
 
 
 def final_votes(run: Run) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runs import services
+from runs import selectors, services
 from runs.models import Artifact, Run
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
@@ -59,3 +59,5 @@ def test_a_model_that_never_sends_valid_json_fails_that_stage_only(run, fake_ups
         and "invalid peer review JSON after 3 attempt(s)" in failed.error
     )
     assert run.artifacts.get(stage=3, model_id="gpt-5").status == Artifact.Status.OK
+    summary = selectors.council_summary(run)
+    assert summary.startswith("3 of 3 models (gpt-5 failed Stage 2: invalid peer review JSON")
