@@ -8,7 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from django.http import FileResponse, HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
@@ -95,6 +94,13 @@ class ExportOut(Schema):
     pdf_url: str
 
 
+def _run(run_id: int) -> Run:
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        raise HttpError(404, f"There is no run {run_id}.")
+    return run
+
+
 def _refused(exc: services.RunRefused) -> HttpError:
     return HttpError(exc.status, exc.message)
 
@@ -160,7 +166,9 @@ def _artifact(artifact: Artifact, labels: dict[str, str]) -> dict[str, Any]:
 
 @router.post("/runs", response={201: RunDetail})
 def run_create(request: HttpRequest, payload: RunIn):
-    patient = get_object_or_404(Patient, pk=payload.patient_id)
+    patient = Patient.objects.filter(pk=payload.patient_id).first()
+    if patient is None:
+        raise HttpError(422, f"There is no patient {payload.patient_id}.")
     report = Report.objects.filter(pk=payload.report_id).first()
     if report is None:
         raise HttpError(422, f"There is no report {payload.report_id}.")
@@ -179,7 +187,7 @@ def run_create(request: HttpRequest, payload: RunIn):
 
 @router.post("/runs/{run_id}/start", response={202: StartOut})
 def run_start(request: HttpRequest, run_id: int):
-    run = get_object_or_404(Run, pk=run_id)
+    run = _run(run_id)
     try:
         started = services.run_start(run=run)
     except services.RunRefused as exc:
@@ -197,25 +205,29 @@ def run_start(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}", response=RunDetail)
 def run_detail(request: HttpRequest, run_id: int):
-    return _detail(get_object_or_404(Run, pk=run_id))
+    return _detail(_run(run_id))
 
 
 @router.get("/patients/{patient_id}/runs", response=list[RunSummary])
 def patient_runs(request: HttpRequest, patient_id: int):
-    patient = get_object_or_404(Patient, pk=patient_id)
+    patient = Patient.objects.filter(pk=patient_id).first()
+    if patient is None:
+        raise HttpError(404, f"There is no patient {patient_id}.")
     return [_summary(run) for run in patient.runs.all()]
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])
 def run_artifacts(request: HttpRequest, run_id: int):
-    run = get_object_or_404(Run, pk=run_id)
+    run = _run(run_id)
     labels = selectors.labels_by_model(run)
     return [_artifact(a, labels) for a in run.artifacts.all()]
 
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", response=ArtifactDetail)
 def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
-    artifact = get_object_or_404(Artifact.objects.select_related("run"), pk=artifact_id, run_id=run_id)
+    artifact = Artifact.objects.select_related("run").filter(pk=artifact_id, run_id=run_id).first()
+    if artifact is None:
+        raise HttpError(404, f"Run {run_id} has no artifact {artifact_id}.")
     parsed = selectors.artifact_parsed(artifact)
     return {
         **_artifact(artifact, selectors.labels_by_model(artifact.run)),
@@ -226,7 +238,7 @@ def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
 
 @router.post("/runs/{run_id}/select", response=RunDetail)
 def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
-    run = get_object_or_404(Run, pk=run_id)
+    run = _run(run_id)
     artifact = Artifact.objects.filter(pk=payload.artifact_id).first()
     if artifact is None:
         raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
@@ -239,7 +251,7 @@ def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
 
 @router.post("/runs/{run_id}/export", response=ExportOut)
 def run_export(request: HttpRequest, run_id: int):
-    run = get_object_or_404(Run, pk=run_id)
+    run = _run(run_id)
     try:
         services.run_export(run=run)
     except services.RunRefused as exc:
@@ -253,7 +265,7 @@ def run_export(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}/export/{name}")
 def run_export_download(request: HttpRequest, run_id: int, name: str):
-    run = get_object_or_404(Run, pk=run_id)
+    run = _run(run_id)
     if name not in ("final.md", "final.pdf"):
         raise HttpError(404, "Exports are final.md and final.pdf.")
     path = run.exports_dir / name

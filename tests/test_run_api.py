@@ -128,3 +128,10 @@ def test_a_run_started_from_the_api_completes_and_reads_back(api, fake_upstream,
 def test_run_api_needs_a_signed_in_user(outsider, db):
     assert outsider.get("/api/runs/1").status_code == 401
     assert outsider.post("/api/runs/1/start").status_code == 401
+
+
+def test_unknown_ids_get_readable_answers(api, db):
+    assert api.get("/api/runs/999").json() == {"detail": "There is no run 999."}
+    assert api.get("/api/patients/999/runs").status_code == 404
+    response = api.post("/api/runs", {"patient_id": 999, "report_id": 1}, content_type="application/json")
+    assert response.status_code == 422 and "no patient 999" in response.json()["detail"]
