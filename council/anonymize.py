@@ -18,6 +18,8 @@ def redactor(model_ids: Iterable[str]):
     ids = sorted({model_id for model_id in model_ids if model_id}, key=len, reverse=True)
     if not ids:
         return lambda text: text
-    # Longest first, so "gpt-5-mini" is not half-replaced by "gpt-5".
-    pattern = re.compile("|".join(re.escape(model_id) for model_id in ids), re.IGNORECASE)
+    # Longest first, so "gpt-5-mini" is not half-replaced by "gpt-5"; whole tokens only, so a model called
+    # "auto" or "o3" leaves "automatic" and "CO3" alone.
+    alternatives = "|".join(re.escape(model_id) for model_id in ids)
+    pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
     return lambda text: pattern.sub(REDACTED, text)

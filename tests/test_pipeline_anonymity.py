@@ -51,3 +51,8 @@ def test_no_model_id_in_any_later_prompt_and_no_self_review(fake_upstream, tmp_p
 def test_redactor_replaces_longest_ids_first_in_any_case():
     redact = redactor(["gpt-5", "gpt-5-mini"])
     assert redact("GPT-5-mini and gpt-5 agree") == "[council member] and [council member] agree"
+
+
+def test_redactor_leaves_words_that_merely_contain_an_id():
+    redact = redactor(["auto", "o3"])
+    assert redact("automatic CO3 (o3) and Auto.") == "automatic CO3 ([council member]) and [council member]."
