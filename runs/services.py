@@ -211,6 +211,10 @@ def run_reset_from_stage(*, run: Run, stage: int) -> int:
     for artifact in doomed:
         if artifact.file_path:
             artifact.path.unlink(missing_ok=True)
+    if run.selected_artifact_id in {a.pk for a in doomed}:
+        # The export was of an artifact that no longer exists; it must not be downloadable as current.
+        for name in ("final.md", "final.pdf"):
+            (run.exports_dir / name).unlink(missing_ok=True)
     run.refresh_from_db()
     return len(doomed)
 

@@ -49,12 +49,17 @@ def test_complete_runs_are_not_rerun_without_from_stage(run, fake_upstream):
     with pytest.raises(CommandError, match="from-stage"):
         run_pipeline_here(run)
     calls = len(fake_upstream.calls)
+    services.run_select(run=run, artifact=run.artifacts.get(stage=6, model_id="gpt-5"))
+    services.run_export(run=run)
+    assert (run.exports_dir / "final.pdf").is_file()
     code, output = run_pipeline_here(run, "--from-stage", "5")
     run.refresh_from_db()
     assert code == 0 and run.status == Run.Status.COMPLETE, output
     assert fake_upstream.count(stage=5) == 6 and fake_upstream.count(stage=6) == 6
     assert fake_upstream.count(stage=4) == 1 and len(fake_upstream.calls) == calls + 6
     assert "redoing from Stage 5" in output
+    # The selected draft was redone, so the selection and its export are gone rather than stale.
+    assert run.selected_artifact is None and not (run.exports_dir / "final.pdf").exists()
 
 
 def test_two_runner_processes_started_together_do_the_work_once(run, fake_upstream, fake_upstream_env):
