@@ -154,8 +154,8 @@ async def drive(run_id: int, *, pid: int, client: CompletionClient, progress: Pr
         )
         return Run.Status.INTERRUPTED
     except _Stop as stop:
-        if stop.status != Run.Status.NEEDS_AUTH:
-            log.error("run %s: %s", run_id, stop.message)
+        level = logging.WARNING if stop.status == Run.Status.NEEDS_AUTH else logging.ERROR
+        log.log(level, "run %s: %s: %s", run_id, stop.status, stop.message)
         await _finish(run_id=run_id, status=stop.status, error=stop.message, pid=pid)
         return stop.status
     except Exception as exc:
@@ -171,7 +171,13 @@ async def drive(run_id: int, *, pid: int, client: CompletionClient, progress: Pr
 async def _heartbeat_loop(run_id: int, *, pid: int, work: asyncio.Task) -> None:
     while True:
         await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
-        if not await _heartbeat(run_id=run_id, pid=pid):
+        try:
+            held = await _heartbeat(run_id=run_id, pid=pid)
+        except Exception:
+            # A busy database now and then must not silence the runner for good; the next beat may pass.
+            log.warning("run %s: heartbeat failed; trying again", run_id, exc_info=True)
+            continue
+        if not held:
             work.cancel()
             raise ClaimLost(run_id)
 

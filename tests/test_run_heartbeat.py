@@ -1,0 +1,54 @@
+"""The runner heartbeats while it works, and a runner whose run was taken from it (judged dead, marked
+interrupted) stops without touching the run again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from council.client import CLIProxyClient
+from runs import pipeline, services
+from runs.models import Run
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def claimed_run(fake_upstream, tmp_path, settings) -> Run:
+    settings.RUN_HEARTBEAT_SECONDS = 0.05
+    patient = make_patient()
+    report = make_ready_report(patient, tmp_path)
+    run = services.run_create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
+    for model in COUNCIL:
+        fake_upstream.script(model, failures=["sleep:1.5"])  # a slow Stage 1
+    return services.run_claim(run_id=run.pk, pid=os.getpid())
+
+
+async def test_heartbeat_advances_while_a_stage_is_thinking(claimed_run):
+    first = claimed_run.heartbeat_at
+    async with CLIProxyClient.from_settings() as client:
+        task = asyncio.create_task(pipeline.drive(claimed_run.pk, pid=os.getpid(), client=client))
+        await asyncio.sleep(0.6)
+        run = await Run.objects.aget(pk=claimed_run.pk)
+        assert run.status == Run.Status.RUNNING and run.heartbeat_at > first
+        assert await task == Run.Status.COMPLETE
+
+
+async def test_a_runner_that_lost_its_claim_stops_and_leaves_the_run_alone(claimed_run):
+    async with CLIProxyClient.from_settings() as client:
+        task = asyncio.create_task(pipeline.drive(claimed_run.pk, pid=os.getpid(), client=client))
+        await asyncio.sleep(0.3)
+        # What runs_mark_stale_interrupted does to a runner it judged dead.
+        await Run.objects.filter(pk=claimed_run.pk).aupdate(
+            status="interrupted", runner_pid=None, error="judged dead"
+        )
+        assert await asyncio.wait_for(task, timeout=5) == "lost"
+    run = await Run.objects.aget(pk=claimed_run.pk)
+    assert run.status == Run.Status.INTERRUPTED and run.error == "judged dead"
+    assert not await sync_to_async(run.artifacts.exists)()
