@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser.flaky_proxy import FlakyProxy
 from tests.fake_upstream.server import FakeUpstream
 from tests.synthetic_reports import make_qeeg_pdf
 
@@ -94,7 +95,7 @@ def app_url(tmp_path: Path, upstream: FakeUpstream) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(app_url: str):
+def browser(app_url: str):
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -103,12 +104,25 @@ def page(app_url: str):
             executable_path=str(CHROMIUM),
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        yield page
-        context.close()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def sign_in(page, app_url: str) -> None:
+    page.goto(f"{app_url}/login/")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{app_url}/")
 
 
 def shot(page, name: str) -> None:
@@ -122,14 +136,13 @@ def stage_states(page) -> str:
     )
 
 
-def test_clinician_runs_the_council_live_and_exports_a_draft(page, app_url: str, tmp_path: Path) -> None:
+def test_clinician_runs_the_council_live_and_exports_a_draft(
+    page, browser, app_url: str, tmp_path: Path
+) -> None:
     # Sign in.
     page.goto(f"{app_url}/login/")
     shot(page, "01-sign-in")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{app_url}/")
+    sign_in(page, app_url)
 
     # Create a patient.
     page.fill("#new-patient input[name=label]", "SYNTH-BROWSER-01")
@@ -158,6 +171,20 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(page, app_url: str,
     page.wait_for_url("**/runs/*/")
     run_url = page.url
 
+    # A second browser watches the same run through a proxy whose network drops for a while and comes back.
+    proxy = FlakyProxy(int(app_url.rsplit(":", 1)[1]))
+    proxy_url = f"http://127.0.0.1:{proxy.port}"
+    other = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    sign_in(other, proxy_url)
+    other.goto(run_url.replace(app_url, proxy_url))
+    other.evaluate(
+        "() => { window.__sameDocument = true; window.__streamOpens = 0;"
+        " document.body.addEventListener('htmx:sseOpen', () => { window.__streamOpens += 1; });"
+        " window.__streamErrors = 0; document.body.addEventListener('htmx:sseError', () => { window.__streamErrors += 1; }); }"
+    )
+    other_offline = False
+    opens_before_cut = -1
+
     # Watch it live: no reload, the stage cards change as the run's events arrive.
     page.evaluate("() => { window.__sameDocument = true; }")
     seen: list[str] = []
@@ -169,6 +196,12 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(page, app_url: str,
             seen.append(states)
             if len(seen) == 3:
                 shot(page, "03-run-live")
+                opens_before_cut = other.evaluate("() => window.__streamOpens")
+                proxy.cut()
+                other_offline = True
+            if len(seen) == 6 and other_offline:
+                proxy.restore()
+                other_offline = False
         assert time.monotonic() < deadline, f"the run did not complete; last states: {seen[-1:]}"
         assert "Failed" not in status.inner_text() and "Needs" not in status.inner_text(), seen[-1:]
         page.wait_for_timeout(100)
@@ -181,6 +214,16 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(page, app_url: str,
     assert page.locator("#run-body[sse-connect]").count() == 0  # finished: the page stopped listening
     assert "4 of 4 models" in page.locator(".council-line").inner_text()
     shot(page, "04-run-complete")
+    # The second browser caught up after its outage and shows the same, without a reload either.
+    proxy.restore()
+    other.locator("#run-status", has_text="Complete").wait_for(timeout=30_000)
+    assert stage_states(other) == seen[-1]
+    assert other.evaluate("() => window.__sameDocument === true")
+    opens, errors = other.evaluate("() => [window.__streamOpens, window.__streamErrors]")
+    # It did lose the stream, and did open it again.
+    assert errors >= 1 and opens > opens_before_cut, (opens_before_cut, opens, errors)
+    other.context.close()
+    proxy.close()
 
     # Read every stage.
     page.click("#stage-1 .read-link")
