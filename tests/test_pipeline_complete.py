@@ -10,7 +10,7 @@ import pytest
 from council.schemas import FinalReview, PeerReview
 from runs import selectors, services
 from runs.models import Artifact, Run, RunEvent
-from tests.run_helpers import COUNCIL, CONSOLIDATOR, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,7 +19,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def run(fake_upstream, tmp_path):
     patient = make_patient()
     report = make_ready_report(patient, tmp_path)
-    return services.run_create(patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR)
+    return services.run_create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
 
 
 def test_three_model_run_completes_with_every_artifact_on_disk(run, fake_upstream, data_dir):
@@ -33,7 +35,10 @@ def test_three_model_run_completes_with_every_artifact_on_disk(run, fake_upstrea
     for artifact in artifacts:
         ext = "json" if artifact.stage in (2, 5) else "md"
         assert artifact.status == Artifact.Status.OK
-        assert artifact.path == data_dir / "artifacts" / str(run.pk) / f"stage-{artifact.stage}" / f"{artifact.model_id}.{ext}"
+        assert (
+            artifact.path
+            == data_dir / "artifacts" / str(run.pk) / f"stage-{artifact.stage}" / f"{artifact.model_id}.{ext}"
+        )
         data = artifact.path.read_bytes()
         assert hashlib.sha256(data).hexdigest() == artifact.sha256
         assert artifact.completion_tokens and artifact.latency_ms is not None and artifact.attempts >= 1
