@@ -40,15 +40,16 @@ class ReportContent(TypedDict):
 
 
 def _page_numbers(rng: random.Random, used: set[str]) -> tuple[dict[str, dict[str, str]], str, str]:
-    """Z-scores unique across the whole report, so a number found in the text names its page."""
+    """Z-scores unique by magnitude across the report (so "0.47" never hides inside "-0.47" and a number
+    found in the text names its page) while the pool lasts: about 14 pages. Longer reports reuse values."""
 
     def fresh(make) -> str:
-        # Unique by magnitude too, so "0.47" never hides inside "-0.47" elsewhere.
-        while True:
+        for _ in range(200):
             value = make()
             if value.lstrip("-") not in used:
                 used.add(value.lstrip("-"))
                 return value
+        return value  # pool exhausted: a long report repeats values
 
     z_scores = {
         site: {band: fresh(lambda: f"{rng.uniform(-2.9, 2.9):.2f}") for band in BANDS} for site in SITES
