@@ -55,6 +55,7 @@ def _model_choices(health: UpstreamHealth) -> dict[str, Any]:
         "consolidator_choices": ordered,
         "consolidator_default": consolidator,
         "consolidator_available": consolidator in discovered,
+        "has_unavailable": any(not m["available"] for m in council),
     }
 
 

@@ -49,7 +49,7 @@ def test_wizard_offers_ready_reports_and_discovered_models_with_unavailable_ones
     for model in COUNCIL:
         assert re.search(rf'value="{re.escape(model)}" checked>', html), model
     assert re.search(r'value="not-listed-model" disabled>', html)
-    assert "not offered by CLIProxyAPI" in html
+    assert "unavailable</span>" in html and "not offered by CLIProxyAPI right now" in html
     assert 'value="fake-slow">' in html  # discovered, offered, not in the default council
     assert f'<option value="{CONSOLIDATOR}" selected>' in html
 
