@@ -217,7 +217,7 @@ def report_upload(*, patient: Patient, files: Iterable[UploadedFile], user: Any 
                 )
                 # An id reused after a rolled-back insert may have an orphan folder; no row owns it.
                 if report.folder.exists():
-                    shutil.rmtree(report.folder)
+                    _set_aside(report.folder)
                 item.folder.rename(report.folder)
                 moved.append(report.folder)
                 reports.append(report)
@@ -413,11 +413,23 @@ def reports_sweep_files() -> int:
                 removed += 1
     known = {str(pk) for pk in Report.objects.values_list("pk", flat=True)}
     for entry in root.iterdir():
-        # A folder renamed into place whose transaction never committed: no row owns it.
+        # A folder renamed into place whose transaction never committed: no row owns it. Set aside, not
+        # deleted: it may as well belong to another database pointed at this data folder by mistake.
         if entry.is_dir() and entry.name.isdigit() and entry.name not in known:
-            shutil.rmtree(entry, ignore_errors=True)
+            _set_aside(entry)
             removed += 1
     return removed
+
+
+def _set_aside(folder: Path) -> Path:
+    """Move a report folder no row owns to data/reports/.orphaned/ (logged), out of every id's way."""
+    target = (
+        folder.parent / ".orphaned" / f"{folder.name}-{timezone.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    )
+    target.parent.mkdir(exist_ok=True)
+    folder.rename(target)
+    log.warning("report folder %s has no database row; moved to %s", folder, target)
+    return target
 
 
 def reports_resume_pending() -> int:

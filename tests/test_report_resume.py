@@ -82,8 +82,10 @@ def test_resume_sweeps_crash_leftovers_and_repairs_an_interrupted_swap(patient, 
 
     services.reports_resume_pending()
 
-    assert sorted(p.name for p in root.iterdir()) == sorted([str(kept.pk), str(swapped.pk)])
+    assert sorted(p.name for p in root.iterdir()) == sorted([str(kept.pk), str(swapped.pk), ".orphaned"])
     assert swapped.original_path.exists()
+    # A folder without a row is set aside, never deleted: it might belong to another database.
+    assert [p.name.split("-")[0] for p in (root / ".orphaned").iterdir()] == ["999"]
 
 
 def test_only_one_process_claims_a_report(patient):
