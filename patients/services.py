@@ -391,6 +391,18 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+def _ingest_process_alive(pid: int | None) -> bool:
+    """Is `pid` alive and (where /proc tells) still an ingestreport process? A pid reused by some other
+    program after a crash must not keep a report "processing" forever."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (or no access): trust the pid
+    return b"ingestreport" in cmdline
+
+
 def reports_sweep_files() -> int:
     """Remove leftovers of crashed uploads/ingestions and finish interrupted folder swaps."""
     root = settings.DATA_DIR / "reports"
@@ -438,7 +450,7 @@ def reports_resume_pending() -> int:
     stale = [
         report.pk
         for report in Report.objects.filter(status=Report.Status.PROCESSING)
-        if not _pid_alive(report.worker_pid)
+        if not _ingest_process_alive(report.worker_pid)
     ]
     if stale:
         Report.objects.filter(pk__in=stale, status=Report.Status.PROCESSING).update(

@@ -46,15 +46,26 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_resume_relaunches_pending_and_orphaned_processing_reports(patient, launched):
+@pytest.fixture
+def live_ingester():
+    """A live process that looks like an ingestreport worker."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ingestreport"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_resume_relaunches_pending_and_orphaned_processing_reports(patient, launched, live_ingester):
     pending = stored_report(patient)
     orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
-    alive = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=os.getpid())
+    # The pid lives, but it is some other program now (pid reuse after a crash).
+    reused = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=os.getpid())
+    alive = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=live_ingester)
     ready = stored_report(patient, status=Report.Status.READY)
 
-    assert list(startup.recover()) == ["Resumed ingestion of 2 report(s) left unfinished."]
+    assert list(startup.recover()) == ["Resumed ingestion of 3 report(s) left unfinished."]
 
-    assert launched == [("ingestreport", str(pending.pk), str(orphaned.pk))]
+    assert launched == [("ingestreport", str(pending.pk), str(orphaned.pk), str(reused.pk))]
     orphaned.refresh_from_db()
     assert orphaned.status == Report.Status.PENDING and orphaned.worker_pid is None
     alive.refresh_from_db()
