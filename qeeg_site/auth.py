@@ -41,4 +41,6 @@ class ActiveSessionAuth(SessionAuth):
         return None
 
 
-api_auth = [ActiveSessionAuth(), BearerTokenAuth()]
+# Bearer first: the session check enforces CSRF on unsafe methods and would refuse a token client's POST
+# before the token was ever looked at.
+api_auth = [BearerTokenAuth(), ActiveSessionAuth()]

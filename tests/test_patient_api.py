@@ -74,3 +74,26 @@ def test_list_searches_and_paginates(api, db):
     assert [p["label"] for p in page2["items"]] == [f"SYNTH-{n:03d}" for n in range(50, 55)]
     assert [p["label"] for p in api.get("/api/patients?q=sleep").json()["items"]] == ["SYNTH-007"]
     assert api.get("/api/patients?q=synth-01").json()["count"] == 10
+
+
+def test_token_clients_can_write_without_csrf(api_token, db):
+    """A real client sends no CSRF cookie; the bearer token alone must do for POST and PUT."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {api_token}"})
+    created = client.post("/api/patients", {"label": "SYNTH-105"}, content_type="application/json")
+    assert created.status_code == 201, created.content
+    updated = client.put(
+        f"/api/patients/{created.json()['id']}", {"age": 50}, content_type="application/json"
+    )
+    assert updated.status_code == 200
+
+
+def test_session_writes_still_need_the_csrf_token(clinician, db):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(clinician)
+    response = client.post("/api/patients", {"label": "SYNTH-106"}, content_type="application/json")
+    assert response.status_code == 403
+    assert not Patient.objects.filter(label="SYNTH-106").exists()
