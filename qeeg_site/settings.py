@@ -24,10 +24,20 @@ def _secret_key() -> str:
         return key
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
+        # Several processes may start at once on a fresh folder (a runner and an ingester): each writes its
+        # own temporary file and links it into place only if no key is there yet, so all read the same key.
+        tmp = path.with_name(f"secret_key.{os.getpid()}.tmp")
         tmp.write_text(secrets.token_urlsafe(50))
         tmp.chmod(0o600)
-        tmp.replace(path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system
+            if not path.exists():
+                tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return path.read_text().strip()
 
 
