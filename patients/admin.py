@@ -62,7 +62,6 @@ class ReportAdmin(admin.ModelAdmin):
     list_filter = ["status", "kind", "created_at"]
     search_fields = ["original_name", "patient__label", "sha256", "error"]
     list_select_related = ["patient"]
-    autocomplete_fields = ["patient"]
     derived = [
         "kind",
         "size",
@@ -78,7 +77,8 @@ class ReportAdmin(admin.ModelAdmin):
         "processed_at",
         "files",
     ]
-    readonly_fields = derived
+    # The patient is fixed too: runs point at both the report and its patient, and must keep agreeing.
+    readonly_fields = ["patient", *derived]
     fields = ["patient", "original_name", *derived]
     actions = ["reingest"]
 
