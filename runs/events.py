@@ -8,7 +8,7 @@ Kinds (the SSE event names), with what each carries besides `stage` and `model_i
 | status           |       |       | status, error (run status changed: queued, running, needs_auth, interrupted, complete, failed) |
 | stage_started    | n     |       | models: [model ids taking part]                             |
 | model_started    | n     | id    | attempt                                                     |
-| artifact_written | n     | id    | artifact_id, kind, tokens, latency_ms                       |
+| artifact_written | n     | id    | artifact_id, artifact_kind (md/json), tokens, latency_ms     |
 | model_finished   | n     | id    | artifact_id, prompt_tokens, completion_tokens, latency_ms, attempts |
 | model_failed     | n     | id    | error                                                       |
 | stage_finished   | n     |       | ok, failed, total                                           |

@@ -24,7 +24,7 @@ from council.stages import KINDS, NAMES
 from council.stages.stage2_peer_review import assign_labels
 from patients.models import Patient, Report
 from runs import events
-from runs.models import Artifact, Run, RunEvent
+from runs.models import Artifact, Run
 
 if TYPE_CHECKING:
     from council.stages.base import Usage
@@ -273,18 +273,15 @@ def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome)
     )
     if artifact.status == Artifact.Status.OK:
         tokens = (artifact.prompt_tokens or 0) + (artifact.completion_tokens or 0)
-        # Written directly: this event's data has a "kind" key (md/json), which event_emit's own `kind` shadows.
-        RunEvent.objects.create(
-            run_id=run_id,
+        events.event_emit(
+            run=run_id,
             kind=events.ARTIFACT_WRITTEN,
             stage=stage,
             model_id=model_id,
-            data={
-                "artifact_id": artifact.pk,
-                "kind": kind,
-                "tokens": tokens,
-                "latency_ms": artifact.latency_ms,
-            },
+            artifact_id=artifact.pk,
+            artifact_kind=kind,
+            tokens=tokens,
+            latency_ms=artifact.latency_ms,
         )
         events.event_emit(
             run=run_id,
