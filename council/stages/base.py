@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from council import prompts
 from council.schemas import InvalidReply
 
 END_MARKER = "<!-- END OF REPORT -->"
@@ -71,6 +72,13 @@ class CouncilInput:
         if not self.clinical_context:
             return "(No clinical context was entered for this patient.)"
         return "\n".join(f"- {key}: {value}" for key, value in self.clinical_context.items())
+
+    def prompt(self, stage: int, **fields: str) -> tuple[str, str]:
+        """The stage's current prompt as (system, user). Every stage gets the source report and the patient's
+        context here, whatever earlier council output it is also given."""
+        return prompts.current(stage).render(
+            clinical_context=self.context_block(), report_text=self.report_text, **fields
+        )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from council import prompts
 from council.stages.base import (
     CallLimits,
     CompletionClient,
@@ -18,8 +17,8 @@ KIND = "md"
 
 
 def build_messages(source: CouncilInput) -> list[dict]:
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(), report_text=source.report_text
+    system, user = source.prompt(
+        STAGE,
     )
     if not source.page_images:
         return system_user(system, user)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from council import prompts, schemas
+from council import schemas
 from council.stages.base import (
     CallLimits,
     CompletionClient,
@@ -42,9 +42,8 @@ def analyses_to_review(own_label: str, analyses: Mapping[str, str]) -> dict[str,
 def build_messages(source: CouncilInput, *, own_label: str, analyses: Mapping[str, str]) -> list[dict]:
     shown = analyses_to_review(own_label, analyses)
     body = "\n\n".join(f"## Analysis {label}\n\n{text.strip()}" for label, text in shown.items())
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(),
-        report_text=source.report_text,
+    system, user = source.prompt(
+        STAGE,
         analyses=body,
         labels=", ".join(shown),
         json_example=schemas.example_json(STAGE),

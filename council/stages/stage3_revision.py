@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from council import prompts
 from council.schemas import PeerReview
 from council.stages.base import (
     CallLimits,
@@ -48,9 +47,8 @@ def reviews_of(label: str, peer_reviews: Mapping[str, PeerReview]) -> str:
 def build_messages(
     source: CouncilInput, *, label: str, analysis: str, peer_reviews: Mapping[str, PeerReview]
 ) -> list[dict]:
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(),
-        report_text=source.report_text,
+    system, user = source.prompt(
+        STAGE,
         label=label,
         analysis=analysis.strip(),
         reviews=reviews_of(label, peer_reviews),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from council import prompts
 from council.stages.base import (
     CallLimits,
     CompletionClient,
@@ -23,9 +22,8 @@ def build_messages(source: CouncilInput, *, revisions: Mapping[str, str]) -> lis
     if not revisions:
         raise ValueError("consolidation needs at least one revision")
     body = "\n\n".join(f"## Revision {label}\n\n{revisions[label].strip()}" for label in sorted(revisions))
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(),
-        report_text=source.report_text,
+    system, user = source.prompt(
+        STAGE,
         revisions=body,
         count=str(len(revisions)),
     )

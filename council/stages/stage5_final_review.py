@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from council import prompts, schemas
+from council import schemas
 from council.stages.base import (
     CallLimits,
     CompletionClient,
@@ -18,9 +18,8 @@ KIND = "json"
 
 
 def build_messages(source: CouncilInput, *, consolidation: str) -> list[dict]:
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(),
-        report_text=source.report_text,
+    system, user = source.prompt(
+        STAGE,
         consolidation=consolidation.strip(),
         json_example=schemas.example_json(STAGE),
     )

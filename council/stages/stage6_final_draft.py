@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from council import prompts
 from council.schemas import FinalReview
 from council.stages.base import (
     CallLimits,
@@ -30,9 +29,8 @@ def build_messages(source: CouncilInput, *, consolidation: str, votes: Sequence[
     required = [change for vote in votes for change in vote.required_changes]
     optional = [change for vote in votes for change in vote.optional_changes]
     no_votes = "(No final review votes are available.)" if not votes else "(None: every vote approved.)"
-    system, user = prompts.current(STAGE).render(
-        clinical_context=source.context_block(),
-        report_text=source.report_text,
+    system, user = source.prompt(
+        STAGE,
         consolidation=consolidation.strip(),
         required_changes=_numbered(required, no_votes),
         optional_changes=_numbered(optional, "(None.)"),
