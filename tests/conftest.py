@@ -10,7 +10,8 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from qeeg_site.models import ApiToken
-from tests.fake_upstream.fixtures import fake_upstream, fake_upstream_env  # noqa: F401 (fixtures)
+
+pytest_plugins = ["tests.fake_upstream.fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -68,3 +69,25 @@ def subprocess_env(data_dir: Path) -> dict[str, str]:
     env["QEEG_DATA_DIR"] = str(data_dir)
     env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     return env
+
+
+@pytest.fixture
+def launched(monkeypatch) -> list[tuple[str, ...]]:
+    """Records what the app would have started in a child process (`launch_command` args) instead of
+    starting it; each call answers with a made-up pid."""
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
+    return calls
+
+
+@pytest.fixture
+def run(fake_upstream, tmp_path):
+    """A created (not started) run of the default three-model council over a ready report."""
+    from runs import services
+    from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+
+    patient = make_patient()
+    report = make_ready_report(patient, tmp_path)
+    return services.run_create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )

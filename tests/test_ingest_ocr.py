@@ -6,19 +6,11 @@ import json
 import re
 import time
 
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from patients import selectors, services
 from patients.models import Patient, Report
 from tests.synthetic_reports import SITES, make_qeeg_pdf, numbers_in
-
-
-@pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
-    return calls
 
 
 def page_sections(text: str) -> dict[int, str]:

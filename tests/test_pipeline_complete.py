@@ -8,20 +8,11 @@ import json
 import pytest
 
 from council.schemas import FinalReview, PeerReview
-from runs import selectors, services
+from runs import selectors
 from runs.models import Artifact, Run, RunEvent
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def run(fake_upstream, tmp_path):
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    return services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
 
 
 def test_three_model_run_completes_with_every_artifact_on_disk(run, fake_upstream, data_dir):

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from runs import selectors, services
+from runs import selectors
 from runs.models import Artifact, Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def run(fake_upstream, tmp_path) -> Run:
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    return services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
 
 
 def test_a_model_failing_stage_1_leaves_a_two_of_three_run_that_completes(api, run, fake_upstream):

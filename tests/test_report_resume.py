@@ -15,13 +15,6 @@ from qeeg_site import startup
 from tests.synthetic_reports import make_long_pdf
 
 
-@pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
-    return calls
-
-
 @pytest.fixture(autouse=True)
 def no_ocr(settings) -> None:
     # These tests are about state and files; OCR has its own test.

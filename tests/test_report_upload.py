@@ -13,13 +13,6 @@ from tests.synthetic_reports import make_long_pdf, make_qeeg_pdf, make_text_repo
 
 
 @pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
-    return calls
-
-
-@pytest.fixture
 def patient(db) -> Patient:
     return Patient.objects.create(label="SYNTH-001")
 

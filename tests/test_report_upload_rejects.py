@@ -12,13 +12,6 @@ from tests import synthetic_reports as synth
 
 
 @pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
-    return calls
-
-
-@pytest.fixture
 def patient(db) -> Patient:
     return Patient.objects.create(label="SYNTH-002")
 

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, ...]]:
-    calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
-    return calls
-
-
-@pytest.fixture
 def patient_report(tmp_path):
     patient = make_patient()
     return patient, make_ready_report(patient, tmp_path)

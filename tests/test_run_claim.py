@@ -13,18 +13,9 @@ from django.utils import timezone
 
 from runs import services
 from runs.models import Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def run(fake_upstream, tmp_path) -> Run:
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    return services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
 
 
 def test_the_second_claim_loses(run):

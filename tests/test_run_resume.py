@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from runs import services
 from runs.models import Artifact, Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def runner_env(fake_upstream_env) -> dict[str, str]:
     return {**fake_upstream_env, "RUN_HEARTBEAT_SECONDS": "0.2"}
-
-
-@pytest.fixture
-def run(fake_upstream, tmp_path) -> Run:
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    return services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
 
 
 def _runner(run_id: int, env: dict[str, str]) -> subprocess.Popen:
