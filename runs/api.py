@@ -176,7 +176,9 @@ def run_create(request: HttpRequest, payload: RunIn):
         run = services.run_create(
             patient=patient,
             report=report,
-            council_models=payload.council_models or list(settings.COUNCIL_MODELS),
+            council_models=list(settings.COUNCIL_MODELS)
+            if payload.council_models is None
+            else payload.council_models,
             consolidator=payload.consolidator or settings.COUNCIL_CONSOLIDATOR,
             user=request.user,
         )

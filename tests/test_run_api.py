@@ -53,6 +53,16 @@ def test_create_refuses_a_model_the_upstream_does_not_list(api, fake_upstream, p
     assert not Run.objects.exists()
 
 
+def test_create_refuses_an_empty_council_instead_of_substituting_the_default(
+    api, fake_upstream, patient_report
+):
+    patient, report = patient_report
+    response = _create(api, patient, report, council_models=[])
+    assert response.status_code == 422
+    assert response.json()["detail"] == "Choose at least one council model."
+    assert not Run.objects.exists()
+
+
 def test_create_refuses_a_report_not_ready_or_of_another_patient(api, fake_upstream, patient_report):
     patient, report = patient_report
     other = make_patient("SYNTH-OTHER")
