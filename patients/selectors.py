@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import Lower
 
 from patients.models import Patient, Report
 
@@ -24,7 +25,8 @@ class PageData(TypedDict):
 
 def patient_search(q: str = "") -> QuerySet[Patient]:
     """Patients by label, each with `report_count`; `q` matches label, notes or reason for referral."""
-    patients = Patient.objects.annotate(report_count=Count("reports"))
+    # Explicit order: Django leaves Meta.ordering out of GROUP BY queries, and pages need a stable order.
+    patients = Patient.objects.annotate(report_count=Count("reports")).order_by(Lower("label"), "pk")
     if q := q.strip():
         patients = patients.filter(
             Q(label__icontains=q) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
