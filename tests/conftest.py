@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from django.conf import settings as django_settings
 from django.test import Client
 
 from qeeg_site.models import ApiToken
@@ -64,11 +64,24 @@ def api(api_token) -> Client:
 def subprocess_env(data_dir: Path) -> dict[str, str]:
     """Environment for a `manage.py` child process that must see this test's database and data folder.
     Use with `transactional_db`, so the rows the test made are committed where the child can read them."""
-    db = django_settings.DATABASES["default"]
     env = dict(os.environ)
     env["QEEG_DATA_DIR"] = str(data_dir)
-    env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env["DATABASE_URL"] = current_database_url()
     return env
+
+
+def current_database_url() -> str:
+    """The URL of the database the tests are using right now (the test database, SQLite or PostgreSQL)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{db.get('HOST') or ''}{port}/{db['NAME']}"
 
 
 @pytest.fixture
