@@ -134,9 +134,14 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Uploads are streamed to disk by Django; the caps below are ours.
+# Uploads are streamed to disk by Django; the caps below are ours. A file over REPORT_MAX_BYTES is not
+# written past the cap while the body is parsed (patients/uploads.py), then refused by the upload.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "patients.uploads.ReportSizeCapUploadHandler",
+]
 REPORT_MAX_BYTES = env.int("REPORT_MAX_BYTES", default=50 * 1024 * 1024)
 REPORT_MAX_PAGES = env.int("REPORT_MAX_PAGES", default=200)
 REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)

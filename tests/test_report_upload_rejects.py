@@ -97,3 +97,46 @@ def test_upload_to_unknown_patient_is_404(api, db, tmp_path, data_dir):
     assert response.status_code == 404
     assert response.json() == {"detail": "No patient with id 999."}
     assert_nothing_left(data_dir)
+
+
+def test_a_file_over_the_cap_is_not_written_to_disk_past_it(
+    api, patient, tmp_path, data_dir, settings, launched, monkeypatch
+):
+    """Django would spool the whole upload to a temporary file before the view could refuse it."""
+    from django.core.files import uploadedfile
+
+    settings.REPORT_MAX_BYTES = 200_000
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000  # so the body goes through the temporary-file handler
+    written: list[int] = []
+    real_init = uploadedfile.TemporaryUploadedFile.__init__
+
+    def counting_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        real_write = self.file.write
+        self.file.write = lambda data: written.append(len(data)) or real_write(data)
+
+    monkeypatch.setattr(uploadedfile.TemporaryUploadedFile, "__init__", counting_init)
+    big = synth.make_padded_pdf(tmp_path / "huge.pdf", size_bytes=3_000_000)
+    small = synth.make_long_pdf(tmp_path / "fine.pdf", pages=1)
+    files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in (small, big)]
+    response = api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
+    assert response.status_code == 413, response.content
+    assert response.json()["detail"] == "huge.pdf is 2.9 MB; the limit is 0.2 MB (REPORT_MAX_BYTES)."
+    assert sum(written) <= 200_000 + small.stat().st_size
+    assert_nothing_left(data_dir)
+    assert launched == []
+
+
+def test_the_patient_page_says_why_an_upload_over_the_cap_was_refused(
+    clinician_client, patient, tmp_path, data_dir, settings, launched
+):
+    settings.REPORT_MAX_BYTES = 200_000
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    big = synth.make_padded_pdf(tmp_path / "huge.pdf", size_bytes=600_000)
+    response = clinician_client.post(
+        f"/patients/{patient.pk}/reports/upload/",
+        {"files": [SimpleUploadedFile("huge.pdf", big.read_bytes())]},
+        follow=True,
+    )
+    assert "Nothing was uploaded: huge.pdf is 0.6 MB; the limit is 0.2 MB" in response.content.decode()
+    assert_nothing_left(data_dir)
