@@ -8,7 +8,7 @@ from ninja.errors import AuthenticationError, ValidationError
 
 from council.api import router as council_router
 from patients.api import router as patients_router
-from qeeg_site.auth import api_auth
+from qeeg_site.auth import api_auth, docs_access
 from runs.api import router as runs_router
 
 api = NinjaAPI(
@@ -18,6 +18,7 @@ api = NinjaAPI(
     "(`manage.py createapitoken <username>`) or use a signed-in session.",
     auth=api_auth,
     docs_url="/docs",
+    docs_decorator=docs_access,
     urls_namespace="api",
 )
 api.add_router("", council_router)

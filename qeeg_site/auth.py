@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import HttpRequest
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
 
@@ -44,3 +47,15 @@ class ActiveSessionAuth(SessionAuth):
 # Bearer first: the session check enforces CSRF on unsafe methods and would refuse a token client's POST
 # before the token was ever looked at.
 api_auth = [BearerTokenAuth(), ActiveSessionAuth()]
+
+
+def docs_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The API docs and schema: for a signed-in user or a token client; a browser is sent to sign in."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if any(auth(request) for auth in api_auth):
+            return view(request, *args, **kwargs)
+        return redirect_to_login(request.get_full_path())
+
+    return guarded

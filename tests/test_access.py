@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.core.management import call_command
 
 from qeeg_site.models import ApiToken, hash_token
@@ -41,3 +42,12 @@ def test_createapitoken_prints_a_token_and_stores_only_its_hash(clinician, capsy
 
 def test_bearer_token_authenticates_api_calls(api):
     assert api.get("/api/patients").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/docs", "/api/openapi.json"])
+def test_api_docs_need_a_user_or_a_token(outsider, clinician_client, api, path):
+    response = outsider.get(path)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=/api/")
+    assert clinician_client.get(path).status_code == 200
+    assert api.get(path).status_code == 200
