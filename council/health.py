@@ -147,9 +147,15 @@ def peek_cached_health() -> UpstreamHealth | None:
 
 async def cached_upstream_health() -> UpstreamHealth:
     """The cached result when fresh, else a new check (which refreshes the cache)."""
-    global _cached
     if (health := peek_cached_health()) is not None:
         return health
+    return await fresh_upstream_health()
+
+
+async def fresh_upstream_health() -> UpstreamHealth:
+    """A new check, whatever the cache holds, stored for the banner: for decisions that must see the models
+    listed right now (creating a run), still one attempt with the short health timeout."""
+    global _cached
     key = _cache_key()
     health = await check_upstream_from_settings()
     with _cache_lock:

@@ -79,17 +79,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def discovered_model_ids() -> set[str]:
-    """Model ids CLIProxyAPI lists right now (GET /v1/models)."""
-    from council.client import CLIProxyClient, UpstreamError
+    """Model ids CLIProxyAPI lists right now (GET /v1/models). Asked through the health check, not the
+    completion client: the request that creates a run holds a web thread, so it gets one attempt with the
+    short health timeout instead of the retries and the ten-minute read timeout meant for model calls."""
+    from council.health import NO_MODELS, fresh_upstream_health
 
-    async def fetch() -> set[str]:
-        async with CLIProxyClient.from_settings() as client:
-            return {model.id for model in await client.list_models()}
-
-    try:
-        return async_to_sync(fetch)()
-    except UpstreamError as exc:
-        raise RunRefused(f"Could not check the models with CLIProxyAPI: {exc.message}", status=503) from exc
+    health = async_to_sync(fresh_upstream_health)()
+    if health.problem not in (None, NO_MODELS):
+        raise RunRefused(
+            f"Could not check the models with CLIProxyAPI: {health.message} {health.hint}", status=503
+        )
+    return set(health.model_ids)
 
 
 def run_create(

@@ -4,6 +4,7 @@ read progress, list per patient, read artifacts."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from django.utils import timezone
@@ -74,12 +75,15 @@ def test_create_refuses_a_report_not_ready_or_of_another_patient(api, fake_upstr
     assert response.status_code == 422 and "not ready" in response.json()["detail"]
 
 
-def test_create_says_so_when_the_upstream_is_unreachable(api, settings, patient_report):
+def test_create_says_so_at_once_when_the_upstream_is_unreachable(api, settings, patient_report):
+    # Default retry settings: the request holds a web thread, so it must not sit out the model-call backoff.
     settings.CLIPROXY_BASE_URL = "http://127.0.0.1:9"
-    settings.CLIPROXY_MAX_ATTEMPTS = 1
     patient, report = patient_report
+    started = time.monotonic()
     response = _create(api, patient, report)
+    assert time.monotonic() - started < 2
     assert response.status_code == 503 and "CLIProxyAPI" in response.json()["detail"]
+    assert not Run.objects.exists()
 
 
 def test_start_answers_202_and_launches_one_runner(api, fake_upstream, patient_report, launched):
