@@ -33,7 +33,9 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
-from runs.models import Artifact, Run, RunEvent
+from runs import events
+from runs.models import Run, RunEvent
+from runs.selectors import run_progress
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def event_payload(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def message_from_row(row: dict[str, Any]) -> Message:
-    finishes = row["kind"] == "status" and (row["data"] or {}).get("status") in FINISHED
+    finishes = row["kind"] == events.STATUS and (row["data"] or {}).get("status") in FINISHED
     return Message(
         id=row["id"],
         kind=row["kind"],
@@ -224,44 +226,13 @@ def _snapshot(run_id: int) -> tuple[int, dict[str, Any]]:
 
 
 def run_state(run: Run) -> dict[str, Any]:
-    """Status and per-stage progress: the pipeline's selector when it exists, else a minimal own reading."""
-    try:
-        from runs.selectors import run_progress
-    except ImportError:
-        progress = _minimal_progress(run)
-    else:
-        progress = run_progress(run)
     return {
         "status": run.status,
         "current_stage": run.current_stage,
         "error": run.error,
         "finished": run.status in FINISHED,
-        "progress": progress,
+        "progress": run_progress(run),
     }
-
-
-def _minimal_progress(run: Run) -> dict[str, Any]:
-    stages: dict[int, dict[str, Any]] = {
-        n: {"stage": n, "state": "pending", "ok": 0, "failed": 0, "total": 0} for n in range(1, 7)
-    }
-    for artifact in Artifact.objects.filter(run=run).only("stage", "status"):
-        entry = stages.setdefault(
-            artifact.stage, {"stage": artifact.stage, "state": "pending", "ok": 0, "failed": 0}
-        )
-        entry["ok" if artifact.status == Artifact.Status.OK else "failed"] += 1
-    for event in RunEvent.objects.filter(run=run, kind__in=("stage_started", "stage_finished")).order_by(
-        "id"
-    ):
-        entry = stages.get(event.stage or 0)
-        if entry is None:
-            continue
-        if event.kind == "stage_started":
-            entry["state"] = "running"
-            entry["total"] = len(event.data.get("models", []))
-        else:
-            entry["state"] = "done"
-            entry["total"] = event.data.get("total", entry["total"])
-    return {"stages": list(stages.values())}
 
 
 @_db
