@@ -215,7 +215,8 @@ def patient_runs(request: HttpRequest, patient_id: int):
     patient = Patient.objects.filter(pk=patient_id).first()
     if patient is None:
         raise HttpError(404, f"There is no patient {patient_id}.")
-    return [_summary(run) for run in patient.runs.all()]
+    # Each summary reads its run's artifacts: fetched in one query for the whole list, not one per run.
+    return [_summary(run) for run in patient.runs.prefetch_related("artifacts")]
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])

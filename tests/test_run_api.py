@@ -7,10 +7,13 @@ import os
 import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from runs import services
 from runs.models import Run
-from tests.run_helpers import COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -142,3 +145,32 @@ def test_unknown_ids_get_readable_answers(api, db):
     assert api.get("/api/patients/999/runs").status_code == 404
     response = api.post("/api/runs", {"patient_id": 999, "report_id": 1}, content_type="application/json")
     assert response.status_code == 422 and "no patient 999" in response.json()["detail"]
+
+
+def test_listing_a_patients_runs_takes_the_same_queries_for_one_run_or_many(api, patient_report):
+    patient, report = patient_report
+
+    def add_run() -> None:
+        run = services.run_create(
+            patient=patient,
+            report=report,
+            council_models=COUNCIL,
+            consolidator=CONSOLIDATOR,
+            available=set(COUNCIL),
+        )
+        services.artifact_record(
+            run_id=run.pk, stage=1, model_id="gpt-5", outcome=services.Outcome(text=None, error="503")
+        )
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            response = api.get(f"/api/patients/{patient.pk}/runs")
+        assert response.status_code == 200
+        assert all("gpt-5 failed Stage 1: 503" in r["council_summary"] for r in response.json())
+        return len(captured)
+
+    add_run()
+    one = queries()
+    add_run()
+    add_run()
+    assert queries() == one
