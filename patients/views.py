@@ -17,10 +17,20 @@ def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+# The list shows this many patients at most; the page says so when there are more, and search finds them.
+LIST_LIMIT = 200
+
+
 def _list_context(request: HttpRequest, form: PatientForm | None = None) -> dict:
     q = request.GET.get("q", "")
-    patients = selectors.patient_search(q)[:200]
-    return {"patients": patients, "q": q, "form": form or PatientForm()}
+    patients = list(selectors.patient_search(q)[: LIST_LIMIT + 1])
+    return {
+        "patients": patients[:LIST_LIMIT],
+        "more_patients": len(patients) > LIST_LIMIT,
+        "list_limit": LIST_LIMIT,
+        "q": q,
+        "form": form or PatientForm(),
+    }
 
 
 @require_GET

@@ -167,3 +167,13 @@ def test_admin_pages_load_for_staff(staff, patient, client):
 
 def test_admin_is_closed_to_clinicians(clinician_client):
     assert clinician_client.get("/admin/patients/patient/").status_code == 302
+
+
+def test_list_says_when_it_shows_only_the_first_patients(clinician_client, db, monkeypatch):
+    monkeypatch.setattr("patients.views.LIST_LIMIT", 3)
+    Patient.objects.bulk_create(Patient(label=f"SYNTH-3{n:02d}") for n in range(4))
+    page = clinician_client.get("/").content.decode()
+    assert "SYNTH-302" in page and "SYNTH-303" not in page
+    assert "Showing the first 3 patients; search to find the others." in page
+    Patient.objects.filter(label="SYNTH-303").delete()
+    assert "Showing the first" not in clinician_client.get("/").content.decode()
