@@ -4,7 +4,6 @@ memory first and then put in place by rename, so a failed export leaves the prev
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -14,19 +13,13 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from council.schemas import FinalReview
+from council.stages import NAMES
+from runs import selectors
 from runs.models import Artifact, Run
 from runs.pdf import render_markdown_pdf
 
 logger = logging.getLogger(__name__)
-
-STAGE_NAMES = {
-    1: "Stage 1 analysis",
-    2: "Stage 2 peer review",
-    3: "Stage 3 revision",
-    4: "Stage 4 consolidation",
-    5: "Stage 5 final review",
-    6: "Stage 6 final draft",
-}
 
 
 class ExportError(Exception):
@@ -83,10 +76,7 @@ def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
         ("Report", _report_line(report)),
         ("Council", f"{council} ({completed} of {total} completed Stage 1)"),
         ("Consolidator", run.consolidator),
-        (
-            "Exported text",
-            f"{STAGE_NAMES.get(artifact.stage, f'Stage {artifact.stage}')} by {artifact.model_id}",
-        ),
+        ("Exported text", _artifact_name(artifact)),
     ]
     rows.extend(_stage5_rows(run))
     rows.append(("Prompt versions", _prompt_versions(run.prompt_versions)))
@@ -103,7 +93,7 @@ def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
 
 
 def _artifact_name(artifact: Artifact) -> str:
-    return f"{STAGE_NAMES.get(artifact.stage, f'Stage {artifact.stage}')} by {artifact.model_id}"
+    return f"Stage {artifact.stage} {NAMES[artifact.stage].lower()} by {artifact.model_id}"
 
 
 def _when(moment: datetime | None) -> str:
@@ -128,8 +118,8 @@ def _report_line(report) -> str:
 
 
 def _stage5_rows(run: Run) -> list[tuple[str, str]]:
-    """One row per council member: its vote and score, or why there is none. Read from the Stage 5 files,
-    which hold exactly what each model answered."""
+    """One row per council member: its vote and score, or why there is none. Read back through the same
+    schema as the Stage 5 page, so the card and the page never disagree about a vote."""
     artifacts = {artifact.model_id: artifact for artifact in run.artifacts.filter(stage=5)}
     if not artifacts:
         return [("Stage 5 final review", "not run")]
@@ -147,30 +137,16 @@ def _stage5_rows(run: Run) -> list[tuple[str, str]]:
 
 
 def _vote_summary(artifact: Artifact) -> str:
-    try:
-        vote = _load_json(artifact.path.read_text(encoding="utf-8"))
-        decision = str(vote["vote"]).upper()
-        score = vote.get("quality_score_1to10")
-        required = vote.get("required_changes") or []
-        optional = vote.get("optional_changes") or []
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        logger.warning("run %s: Stage 5 artifact %s unreadable: %s", artifact.run_id, artifact.pk, error)
+    vote = selectors.artifact_parsed(artifact)
+    if not isinstance(vote, FinalReview):
+        logger.warning("run %s: Stage 5 artifact %s no longer reads as a vote", artifact.run_id, artifact.pk)
         return "vote unreadable"
-    parts = [decision, f"quality {score}/10" if score is not None else "no quality score"]
+    required, optional = vote.required_changes, vote.optional_changes
+    parts = [vote.vote, f"quality {vote.quality_score_1to10}/10"]
     parts.append(f"{len(required)} required change{'s' if len(required) != 1 else ''}")
     if optional:
         parts.append(f"{len(optional)} optional")
     return " · ".join(parts)
-
-
-def _load_json(text: str) -> dict:
-    text = text.strip()
-    if text.startswith("```"):  # tolerate a fenced reply stored as is
-        text = text.split("\n", 1)[1].rsplit("```", 1)[0]
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("Stage 5 reply is not a JSON object")
-    return value
 
 
 def _prompt_versions(versions: dict) -> str:

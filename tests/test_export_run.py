@@ -17,6 +17,7 @@ from runs import exports
 from runs.exports import ExportError, export_run
 from runs.models import Artifact, Run
 from runs.pdf import ClinicalPDF
+from runs.selectors import final_votes
 from tests.export_samples import FINAL_DRAFT, pdf_pages_text, ruled_lines
 
 COUNCIL = ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"]
@@ -139,6 +140,14 @@ def test_a_failed_stage5_call_is_reported_with_its_reason(run):
     add_artifact(run, stage=5, model_id="gemini-2.5-pro", text=None, error="Upstream 503: cooling down\nmore")
     md = export_run(run=run, artifact=stage(run, 6, "gpt-5")).md_path.read_text(encoding="utf-8")
     assert "| Stage 5 vote — gemini-2.5-pro | no vote (failed: Upstream 503: cooling down) |" in md
+
+
+def test_the_card_reads_votes_through_the_schema_like_the_stage5_page(run):
+    contradictory = {"vote": "APPROVE", "required_changes": ["fix it"], "quality_score_1to10": 8}
+    add_artifact(run, stage=5, model_id="gemini-2.5-pro", text=json.dumps(contradictory))
+    assert "gemini-2.5-pro" not in [vote["model_id"] for vote in final_votes(run)]
+    md = export_run(run=run, artifact=stage(run, 6, "gpt-5")).md_path.read_text(encoding="utf-8")
+    assert "| Stage 5 vote — gemini-2.5-pro | vote unreadable |" in md
 
 
 def test_unexportable_artifacts_are_refused_with_a_reason(run, django_user_model):
