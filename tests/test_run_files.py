@@ -43,3 +43,16 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     write_atomic(target, b"one")
     write_atomic(target, b"two")
     assert target.read_bytes() == b"two" and [p.name for p in target.parent.iterdir()] == ["b.md"]
+
+
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "stage-1" / "b.md"
+    write_atomic(target, b"one")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("runs.services.os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(target, b"two")
+    assert target.read_bytes() == b"one" and [p.name for p in target.parent.iterdir()] == ["b.md"]
