@@ -98,7 +98,8 @@ def patient_update(*, patient: Patient, **changes: Any) -> Patient:
         if _label_taken(changes["label"], exclude_pk=patient.pk):
             raise PatientLabelTaken(changes["label"])
     for name, value in changes.items():
-        setattr(patient, name, "" if value is None and name in ("sex", "handedness") else value)
+        # Only the age may be unknown (NULL); every text field stores "nothing entered" as "".
+        setattr(patient, name, "" if value is None and name != "age" else value)
     patient.full_clean(validate_constraints=False)
     try:
         with transaction.atomic():

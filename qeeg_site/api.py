@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as ModelValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
@@ -46,3 +47,13 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
     return api.create_response(
         request, {"detail": "Sign in, or send Authorization: Bearer <token>."}, status=401
     )
+
+
+@api.exception_handler(ModelValidationError)
+def on_model_validation_error(request: HttpRequest, exc: ModelValidationError) -> HttpResponse:
+    """A value the schema let through but the model refuses (a label of spaces only): 422, not 500."""
+    if hasattr(exc, "error_dict"):
+        detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+    else:
+        detail = " ".join(exc.messages)
+    return api.create_response(request, {"detail": detail}, status=422)

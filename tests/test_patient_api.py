@@ -97,3 +97,25 @@ def test_session_writes_still_need_the_csrf_token(clinician, db):
     response = client.post("/api/patients", {"label": "SYNTH-106"}, content_type="application/json")
     assert response.status_code == 403
     assert not Patient.objects.filter(label="SYNTH-106").exists()
+
+
+def test_a_label_of_spaces_is_422_not_a_server_error(api, db):
+    patient = Patient.objects.create(label="SYNTH-105")
+    created = api.post("/api/patients", {"label": "   "}, content_type="application/json")
+    updated = api.put(f"/api/patients/{patient.pk}", {"label": "  "}, content_type="application/json")
+    for response in (created, updated):
+        assert response.status_code == 422, response.content
+        assert response.json()["detail"] == "label: This field cannot be blank."
+    assert list(Patient.objects.values_list("label", flat=True)) == ["SYNTH-105"]
+
+
+def test_null_clears_a_text_field_instead_of_claiming_the_label_is_taken(api, db):
+    patient = Patient.objects.create(label="SYNTH-106", notes="old", medications="old", age=30)
+    response = api.put(
+        f"/api/patients/{patient.pk}",
+        {"notes": None, "medications": None, "age": None},
+        content_type="application/json",
+    )
+    assert response.status_code == 200, response.content
+    patient.refresh_from_db()
+    assert (patient.notes, patient.medications, patient.age) == ("", "", None)
