@@ -472,6 +472,12 @@ class CLIProxyClient:
             raise _Retryable(
                 UpstreamError(f"{where} dropped the connection: {exc}", kind="bad_response")
             ) from None
+        except httpx.HTTPError as exc:
+            # E.g. CLIPROXY_BASE_URL without http://: no request can be made, so none is retried, and callers
+            # that promise an UpstreamError (the health check never raises) still get one.
+            raise UpstreamError(
+                f"{where} cannot be asked ({exc}); check CLIPROXY_BASE_URL.", kind="connection_refused"
+            ) from None
 
         status = response.status_code
         if status < 400:

@@ -144,3 +144,11 @@ def test_models_against_a_stopped_upstream(api, fake_upstream):
     assert body["consolidator"]["available"] is False
     assert body["upstream"]["problem"] == "connection_refused"
     assert "refused" in body["upstream"]["message"]
+
+
+@pytest.mark.django_db
+def test_a_base_url_without_its_scheme_is_a_problem_not_a_server_error(outsider, settings):
+    settings.CLIPROXY_BASE_URL = "127.0.0.1:8317"
+    reply = outsider.get("/api/health")
+    assert reply.status_code == 503
+    assert reply.json()["problem"] == "connection_refused" and "CLIPROXY_BASE_URL" in reply.json()["hint"]
