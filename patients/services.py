@@ -304,13 +304,15 @@ def _swap_in(work: Path, folder: Path) -> None:
 def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
     """Claim a pending report, build its text and images, and mark it ready or failed.
 
-    Returns None when another process holds it (or it is not pending). Nothing is held open in the
-    database while pages render or OCR runs.
+    Returns None when another process holds it (or it is not pending), or when the report was deleted
+    meanwhile. Nothing is held open in the database while pages render or OCR runs.
     """
     pid = pid or os.getpid()
     if not report_claim(report_id=report_id, pid=pid):
         return None
-    report = Report.objects.get(pk=report_id)
+    report = Report.objects.filter(pk=report_id).first()
+    if report is None:
+        return None
     work = _reports_root() / f".ingest-{report.pk}-{pid}"
     shutil.rmtree(work, ignore_errors=True)
     try:
@@ -348,8 +350,7 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
             processed_at=timezone.now(),
             updated_at=timezone.now(),
         )
-        report.refresh_from_db()
-        return report
+        return _after_ingest(report)
     Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
         status=Report.Status.READY,
         page_count=result.page_count,
@@ -358,7 +359,8 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
         processed_at=timezone.now(),
         updated_at=timezone.now(),
     )
-    report.refresh_from_db()
+    if _after_ingest(report) is None:
+        return None
     ocr_pages = sum(1 for page in result.pages if page["ocr_ran"])
     log.info(
         "report %s ready: %s page(s), %s OCR'd, %.1f s",
@@ -367,6 +369,18 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
         ocr_pages,
         result.seconds,
     )
+    return report
+
+
+def _after_ingest(report: Report) -> Report | None:
+    """The report as now stored; None if it was deleted while it was read (its new folder goes too, and
+    the rest of the batch carries on)."""
+    try:
+        report.refresh_from_db()
+    except Report.DoesNotExist:
+        shutil.rmtree(report.folder, ignore_errors=True)
+        log.info("report %s was deleted while it was read", report.pk)
+        return None
     return report
 
 

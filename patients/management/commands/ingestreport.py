@@ -29,7 +29,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"report {report_id}: interrupted, back to pending")
                 raise SystemExit(1) from None
             if report is None:
-                self.stdout.write(f"report {report_id}: not pending (another process has it, or it is done)")
+                self.stdout.write(
+                    f"report {report_id}: not pending (another process has it, it is done, or it was deleted)"
+                )
             elif report.status == Report.Status.READY:
                 self.stdout.write(f"report {report_id}: ready, {report.page_count} page(s)")
             else:
