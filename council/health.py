@@ -7,6 +7,7 @@ the public /api/health never put more than one request every few seconds on the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ async def check_upstream_from_settings() -> UpstreamHealth:
 
 _cache_lock = threading.Lock()
 _cached: tuple[tuple[str, str], UpstreamHealth] | None = None
+_checks_in_flight: dict[tuple[asyncio.AbstractEventLoop, tuple[str, str]], asyncio.Task[UpstreamHealth]] = {}
 
 
 def _cache_key() -> tuple[str, str]:
@@ -154,9 +156,22 @@ async def cached_upstream_health() -> UpstreamHealth:
 
 async def fresh_upstream_health() -> UpstreamHealth:
     """A new check, whatever the cache holds, stored for the banner: for decisions that must see the models
-    listed right now (creating a run), still one attempt with the short health timeout."""
+    listed right now (creating a run), still one attempt with the short health timeout.
+
+    Callers that arrive while a check is under way share it: the patient page asks for the banner and the
+    run wizard at the same moment, and the upstream should still see one check."""
+    loop = asyncio.get_running_loop()
+    key = (loop, _cache_key())
+    check = _checks_in_flight.get(key)
+    if check is None:
+        check = _checks_in_flight[key] = loop.create_task(_check_and_store(key[1]))
+        check.add_done_callback(lambda _: _checks_in_flight.pop(key, None))
+    # Shielded: a caller that goes away (a closed page) does not cancel the check the others wait on.
+    return await asyncio.shield(check)
+
+
+async def _check_and_store(key: tuple[str, str]) -> UpstreamHealth:
     global _cached
-    key = _cache_key()
     health = await check_upstream_from_settings()
     with _cache_lock:
         _cached = (key, health)

@@ -83,3 +83,16 @@ def test_banner_fragment_needs_sign_in(outsider, fake_upstream):
 def test_no_banner_for_signed_out_pages(outsider, fake_upstream):
     html = outsider.get(reverse("login")).content.decode()
     assert "upstream-banner" not in html
+
+
+@pytest.mark.django_db
+def test_checks_asked_for_at_the_same_time_share_one_request(fake_upstream):
+
+    async def page_and_panel():
+        return await asyncio.gather(
+            cached_upstream_health(), cached_upstream_health(), cached_upstream_health()
+        )
+
+    results = asyncio.run(page_and_panel())
+    assert all(r.ok for r in results)
+    assert fake_upstream.count(endpoint="models") == 1
