@@ -245,7 +245,9 @@ def report_original(request: HttpRequest, report_id: int):
     path = report.original_path
     if not path.exists():
         raise HttpError(404, f"The original file of report {report.pk} is missing.")
-    content_type = {"pdf": "application/pdf", "text": "text/plain", "markdown": "text/markdown"}[report.kind]
     return FileResponse(
-        open(path, "rb"), as_attachment=True, filename=report.original_name, content_type=content_type
+        open(path, "rb"),
+        as_attachment=True,
+        filename=report.original_name,
+        content_type=report.original_content_type,
     )

@@ -58,6 +58,14 @@ class Patient(models.Model):
         return {key: value for key, value in context.items() if value}
 
 
+# Each kind's stored original: its file name in the report folder, and the content type it is served with.
+ORIGINAL_FILES = {
+    "pdf": ("original.pdf", "application/pdf"),
+    "text": ("original.txt", "text/plain"),
+    "markdown": ("original.md", "text/markdown"),
+}
+
+
 class Report(models.Model):
     """An uploaded qEEG/ERP report. Its files live on disk under data/reports/<id>/, never in the database."""
 
@@ -113,5 +121,8 @@ class Report(models.Model):
 
     @property
     def original_path(self) -> Path:
-        suffix = {"pdf": ".pdf", "text": ".txt", "markdown": ".md"}[self.kind]
-        return self.folder / f"original{suffix}"
+        return self.folder / ORIGINAL_FILES[self.kind][0]
+
+    @property
+    def original_content_type(self) -> str:
+        return ORIGINAL_FILES[self.kind][1]

@@ -26,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from patients import ingest
-from patients.models import Patient, Report
+from patients.models import ORIGINAL_FILES, Patient, Report
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _stage(upload: UploadedFile, root: Path) -> _Staged:
 
 
 def _write_staged(upload: UploadedFile, folder: Path, *, name: str, kind: str) -> _Staged:
-    path = folder / {"pdf": "original.pdf", "text": "original.txt", "markdown": "original.md"}[kind]
+    path = folder / ORIGINAL_FILES[kind][0]
     digest = hashlib.sha256()
     size = 0
     upload.seek(0)

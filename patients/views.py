@@ -133,7 +133,12 @@ def report_original(request: HttpRequest, pk: int) -> FileResponse:
     report = get_object_or_404(Report, pk=pk)
     if not report.original_path.exists():
         raise Http404("The original file is missing.")
-    return FileResponse(open(report.original_path, "rb"), as_attachment=True, filename=report.original_name)
+    return FileResponse(
+        open(report.original_path, "rb"),
+        as_attachment=True,
+        filename=report.original_name,
+        content_type=report.original_content_type,
+    )
 
 
 def _page_png(pk: int, number: int, *, thumb: bool) -> FileResponse:

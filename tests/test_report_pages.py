@@ -63,3 +63,11 @@ def test_unfinished_report_polls_with_its_fragment_only(clinician_client, patien
 def test_unknown_report_is_404(clinician_client, db):
     assert clinician_client.get("/reports/999/").status_code == 404
     assert clinician_client.get("/patients/999/").status_code == 404
+
+
+def test_the_original_downloads_with_its_kind_s_content_type_whatever_its_name(clinician_client, patient):
+    report, _ = stored(patient, lambda p: make_qeeg_pdf(p, pages=1, image_only_pages=()), "WAVi export")
+    response = clinician_client.get(f"/reports/{report.pk}/original/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == 'attachment; filename="WAVi export"'
