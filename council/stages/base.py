@@ -11,8 +11,8 @@ the validation error, up to `json_retries` times; then the model fails for that 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from council import prompts
@@ -118,8 +118,7 @@ class StageOutput:
     text: str
     usage: Usage
     note: str = ""
-    parsed: Any = None
-    messages: list[dict] = field(default_factory=list, repr=False)
+    parsed: Any = None  # the validated Stage 2/5 model
 
 
 def system_user(system: str, user: str | list[dict]) -> list[dict]:
@@ -143,34 +142,26 @@ async def complete_markdown(
             model, conversation, max_tokens=limits.max_tokens, temperature=limits.temperature
         )
         usage.add(completion)
-        part, finished = strip_marker(completion.text)
-        parts.append(completion.text if not finished else part)
-        if finished:
-            text = _join(parts)
-            if not text.strip():
-                raise ModelFailed("the model returned no text", usage=usage)
-            return StageOutput(text=text, usage=usage, messages=conversation)
-        if continuation == limits.max_continuations:
+        parts.append(completion.text)
+        _, finished = strip_marker(completion.text)
+        if finished or continuation == limits.max_continuations:
             break
         conversation = [
             *conversation,
             {"role": "assistant", "content": completion.text},
             {"role": "user", "content": CONTINUE_MESSAGE},
         ]
-    text, _ = strip_marker(_join(parts))
+    # A continuation picks up mid-sentence, so parts are joined as they are; only the end is tidied.
+    text, _ = strip_marker("".join(parts))
     if not text.strip():
         raise ModelFailed("the model returned no text", usage=usage)
     note = (
-        f"The reply never reached the end marker after {limits.max_continuations} continuation(s); "
+        ""
+        if finished
+        else f"The reply never reached the end marker after {limits.max_continuations} continuation(s); "
         "it may be incomplete."
     )
-    return StageOutput(text=text, usage=usage, note=note, messages=conversation)
-
-
-def _join(parts: Sequence[str]) -> str:
-    # A continuation picks up mid-sentence, so parts are joined as they are; only the end is tidied.
-    text, _ = strip_marker("".join(parts))
-    return text
+    return StageOutput(text=text, usage=usage, note=note)
 
 
 async def complete_json(
@@ -196,7 +187,7 @@ async def complete_json(
         except InvalidReply as exc:
             error = str(exc)
         else:
-            return StageOutput(text=dump(parsed), usage=usage, parsed=parsed, messages=conversation)
+            return StageOutput(text=dump(parsed), usage=usage, parsed=parsed)
         if retry == limits.json_retries:
             break
         conversation = [

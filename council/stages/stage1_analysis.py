@@ -17,9 +17,7 @@ KIND = "md"
 
 
 def build_messages(source: CouncilInput) -> list[dict]:
-    system, user = source.prompt(
-        STAGE,
-    )
+    system, user = source.prompt(STAGE)
     if not source.page_images:
         return system_user(system, user)
     # The page images go with the text (never instead of it): maps and charts carry what OCR misses.
