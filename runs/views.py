@@ -30,6 +30,12 @@ def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+def _posted_id(request: HttpRequest, name: str) -> int:
+    """The id a form posted, or 0 (which matches nothing) when it is missing or not a number."""
+    value = request.POST.get(name, "")
+    return int(value) if value.isdigit() else 0
+
+
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = Run.objects.select_related("patient", "report")[:200]
@@ -91,7 +97,7 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
 @require_POST
 def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=patient_id)
-    report = patient.reports.filter(pk=request.POST.get("report") or 0).first()
+    report = patient.reports.filter(pk=_posted_id(request, "report")).first()
     try:
         if report is None:
             raise services.RunRefused("Choose a ready report of this patient.")
@@ -239,7 +245,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
 @require_POST
 def run_select(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(pk)
-    artifact = Artifact.objects.filter(pk=request.POST.get("artifact") or 0, run=run).first()
+    artifact = Artifact.objects.filter(pk=_posted_id(request, "artifact"), run=run).first()
     try:
         if artifact is None:
             raise services.RunRefused("Choose a final draft or the consolidation of this run.")

@@ -209,6 +209,20 @@ def test_selecting_a_stage_one_artifact_is_refused_with_a_message(clinician_clie
     assert finished_run.selected_artifact_id is None
 
 
+def test_a_posted_id_that_is_not_a_number_is_refused_with_a_message(clinician_client, finished_run):
+    response = clinician_client.post(f"/runs/{finished_run.pk}/select/", {"artifact": "x1"}, follow=True)
+    assert response.status_code == 200
+    assert "Choose a final draft or the consolidation" in response.content.decode()
+    patient = finished_run.patient
+    response = clinician_client.post(
+        f"/runs/patients/{patient.pk}/start/",
+        {"report": "1 OR 1", "council_models": ["gpt-5"], "consolidator": "gpt-5"},
+        follow=True,
+    )
+    assert response.status_code == 200 and "Choose a ready report" in response.content.decode()
+    assert Run.objects.count() == 1
+
+
 def test_stage_tabs_get_fragments_for_htmx(clinician_client, finished_run):
     html = clinician_client.get(
         f"/runs/{finished_run.pk}/stages/3/", headers={"HX-Request": "true"}
