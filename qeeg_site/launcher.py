@@ -7,6 +7,7 @@ server. What a process was doing is in the database, so a lost process is detect
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -22,7 +23,7 @@ def launch_command(name: str, *args: str) -> int:
     """Start `manage.py name args…` in a new session and return its pid. Output goes to data/logs/."""
     log_dir = settings.DATA_DIR / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{'-'.join((name, *args))}.log"
+    log_path = log_dir / f"{_log_stem(name, *args)}.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), name, *args],
@@ -37,3 +38,12 @@ def launch_command(name: str, *args: str) -> int:
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     log.info("launched %s %s as pid %s (log: %s)", name, " ".join(args), proc.pid, log_path)
     return proc.pid
+
+
+def _log_stem(name: str, *args: str) -> str:
+    """`ingestreport-12-13`; a long batch is cut and made unique with a hash, since a file name over
+    255 bytes would stop the launch itself."""
+    stem = "-".join((name, *args))
+    if len(stem) <= 120:
+        return stem
+    return f"{stem[:100]}-etc-{hashlib.sha256(stem.encode()).hexdigest()[:12]}"

@@ -97,3 +97,26 @@ def test_a_failed_launch_leaves_the_report_pending_for_the_next_start(
         response = upload(api, patient, pdf)
     assert response.status_code == 201
     assert Report.objects.get().status == Report.Status.PENDING
+
+
+def test_a_large_batch_still_starts_its_ingestion(data_dir, monkeypatch):
+    """The log file was named after every id in the batch; past 255 bytes the launch itself failed."""
+    from qeeg_site import launcher
+
+    started: list[list[str]] = []
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, command, **kwargs):
+            started.append(command)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(launcher.subprocess, "Popen", FakePopen)
+    ids = [str(n) for n in range(100_000, 100_100)]
+    assert launcher.launch_command("ingestreport", *ids) == 4242
+    assert started[0][-100:] == ids
+    (log,) = (data_dir / "logs").iterdir()
+    assert log.name.startswith("ingestreport-100000-100001-") and len(log.name) < 160
