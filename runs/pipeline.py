@@ -98,6 +98,7 @@ def _texts(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str,
 
 @sync_to_async
 def _parsed(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str, Any]:
+    """Stage 2/5 artifacts read back through the schema (PeerReview or FinalReview by stage)."""
     parsed: dict[str, Any] = {}
     for artifact in artifacts:
         try:
@@ -234,7 +235,7 @@ async def _stage_calls(
     if stage == 3:
         analyses = await _texts(_ok(artifacts, 1), redact)
         reviews: dict[str, PeerReview] = {
-            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2), redact)).items() if r is not None
+            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2), redact)).items()
         }
         return {
             m: _bind(
@@ -255,9 +256,7 @@ async def _stage_calls(
     text = next(iter(consolidation.values()))
     if stage == 5:
         return {m: _bind(s5.run, client, m, source, limits, consolidation=text) for m in members}
-    votes: list[FinalReview] = [
-        v for _, v in sorted((await _parsed(_ok(artifacts, 5), redact)).items()) if isinstance(v, FinalReview)
-    ]
+    votes: list[FinalReview] = [v for _, v in sorted((await _parsed(_ok(artifacts, 5), redact)).items())]
     return {m: _bind(s6.run, client, m, source, limits, consolidation=text, votes=votes) for m in members}
 
 
