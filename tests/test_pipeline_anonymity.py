@@ -8,20 +8,13 @@ import json
 import pytest
 
 from council.anonymize import redactor
-from runs import selectors, services
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from runs import selectors
+from tests.run_helpers import COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_no_model_id_in_any_later_prompt_and_no_self_review(fake_upstream, tmp_path):
-    patient = make_patient()
-    run = services.run_create(
-        patient=patient,
-        report=make_ready_report(patient, tmp_path),
-        council_models=COUNCIL,
-        consolidator=CONSOLIDATOR,
-    )
+def test_no_model_id_in_any_later_prompt_and_no_self_review(fake_upstream, run):
     code, output = run_pipeline_here(run)
     assert code == 0, output
     run.refresh_from_db()

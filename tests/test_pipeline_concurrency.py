@@ -6,8 +6,7 @@ import itertools
 
 import pytest
 
-from runs import services
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -17,17 +16,10 @@ def _stage1_starts(fake_upstream) -> list[float]:
 
 
 @pytest.mark.parametrize(("concurrency", "together"), [(3, True), (1, False)])
-def test_stage_calls_overlap_up_to_the_limit(fake_upstream, tmp_path, settings, concurrency, together):
+def test_stage_calls_overlap_up_to_the_limit(fake_upstream, run, settings, concurrency, together):
     settings.COUNCIL_CONCURRENCY = concurrency
     for model in COUNCIL:
         fake_upstream.script(model, failures=["sleep:0.4"])  # only each model's Stage 1 call is slow
-    patient = make_patient()
-    run = services.run_create(
-        patient=patient,
-        report=make_ready_report(patient, tmp_path),
-        council_models=COUNCIL,
-        consolidator=CONSOLIDATOR,
-    )
     code, output = run_pipeline_here(run)
     assert code == 0, output
     starts = _stage1_starts(fake_upstream)

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from runs import services
 from runs.models import Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_401_in_stage_3_gives_needs_auth_and_starting_again_resumes(
-    api, fake_upstream, tmp_path, monkeypatch
-):
-    launched: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: launched.append(args) or 1)
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    run = services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
+def test_401_in_stage_3_gives_needs_auth_and_starting_again_resumes(api, fake_upstream, run, launched):
     # gpt-5's third call (its Stage 3 revision) is refused: the provider sign-in expired.
     fake_upstream.script("gpt-5", failures=["sleep:0", "sleep:0", "401"])
     code, _ = run_pipeline_here(run)

@@ -12,19 +12,14 @@ from asgiref.sync import sync_to_async
 from council.client import CLIProxyClient
 from runs import pipeline, services
 from runs.models import Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+from tests.run_helpers import COUNCIL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def claimed_run(fake_upstream, tmp_path, settings) -> Run:
+def claimed_run(fake_upstream, run, settings) -> Run:
     settings.RUN_HEARTBEAT_SECONDS = 0.05
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    run = services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
     for model in COUNCIL:
         fake_upstream.script(model, failures=["sleep:1.5"])  # a slow Stage 1
     return services.run_claim(run_id=run.pk, pid=os.getpid())

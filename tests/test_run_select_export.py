@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from runs import services
 from runs.models import Artifact, Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def complete_run(fake_upstream, tmp_path) -> Run:
-    patient = make_patient()
-    report = make_ready_report(patient, tmp_path)
-    run = services.run_create(
-        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
-    )
+def complete_run(run) -> Run:
     code, output = run_pipeline_here(run)
     assert code == 0, output
     run.refresh_from_db()
