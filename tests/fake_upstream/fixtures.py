@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from council.health import forget_cached_health
 from tests.fake_upstream.server import FakeUpstream
 
 
@@ -17,12 +18,13 @@ def fake_upstream(settings) -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     settings.CLIPROXY_BASE_URL = fake.base_url
     settings.CLIPROXY_API_KEY = ""
-    _forget_cached_health()
+    # The banner's health result is cached per process; a new fake must not inherit an old verdict.
+    forget_cached_health()
     try:
         yield fake
     finally:
         fake.stop()
-        _forget_cached_health()
+        forget_cached_health()
 
 
 @pytest.fixture
@@ -35,12 +37,3 @@ def fake_upstream_env(
     env["CLIPROXY_BASE_URL"] = fake_upstream.base_url
     env["CLIPROXY_API_KEY"] = settings.CLIPROXY_API_KEY
     return env
-
-
-def _forget_cached_health() -> None:
-    # The banner's health result is cached per process; a new fake must not inherit an old verdict.
-    try:
-        from council.health import forget_cached_health
-    except ImportError:
-        return
-    forget_cached_health()
