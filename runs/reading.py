@@ -14,7 +14,7 @@ import nh3
 from django.utils.safestring import SafeString, mark_safe
 
 from council.schemas import PeerReview
-from runs import selectors
+from runs import events, selectors
 from runs.models import Artifact, Run, RunEvent
 
 # Model output is untrusted: markdown may carry raw HTML, and a remote <img> would make the clinician's
@@ -198,11 +198,10 @@ def final_review_tally(run: Run) -> Tally:
 def stage_timings(run: Run) -> dict[int, dict[str, datetime | None]]:
     """When each stage started and finished (the last time, for a resumed run), from the run's events."""
     timings: dict[int, dict[str, datetime | None]] = {}
-    for event in RunEvent.objects.filter(run=run, kind__in=("stage_started", "stage_finished")).only(
-        "kind", "stage", "created_at"
-    ):
+    kinds = (events.STAGE_STARTED, events.STAGE_FINISHED)
+    for event in RunEvent.objects.filter(run=run, kind__in=kinds).only("kind", "stage", "created_at"):
         entry = timings.setdefault(event.stage or 0, {"started": None, "finished": None})
-        if event.kind == "stage_started":
+        if event.kind == events.STAGE_STARTED:
             entry["started"], entry["finished"] = event.created_at, None
         else:
             entry["finished"] = event.created_at
