@@ -196,13 +196,11 @@ def run_start(request: HttpRequest, run_id: int):
         raise _refused(exc) from exc
     run.refresh_from_db()
     detail = (
-        "Started; follow it at /api/runs/{id}/stream."
+        f"Started; follow it at /api/runs/{run.pk}/stream."
         if started
         else f"Nothing to do: the run is {run.status}."
     )
-    return Status(
-        202, {"started": started, "detail": detail.replace("{id}", str(run.pk)), "run": _detail(run)}
-    )
+    return Status(202, {"started": started, "detail": detail, "run": _detail(run)})
 
 
 @router.get("/runs/{run_id}", response=RunDetail)
