@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -22,7 +23,7 @@ class Patient(models.Model):
 
     label = models.CharField(max_length=100, help_text="How the clinic refers to this patient; unique.")
     notes = models.TextField(blank=True)
-    age = models.PositiveSmallIntegerField(null=True, blank=True)
+    age = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(130)])
     sex = models.CharField(max_length=16, choices=Sex.choices, blank=True, default=Sex.UNKNOWN)
     handedness = models.CharField(max_length=16, choices=Handedness.choices, blank=True, default="")
     medications = models.TextField(blank=True)

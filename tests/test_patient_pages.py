@@ -177,3 +177,11 @@ def test_list_says_when_it_shows_only_the_first_patients(clinician_client, db, m
     assert "Showing the first 3 patients; search to find the others." in page
     Patient.objects.filter(label="SYNTH-303").delete()
     assert "Showing the first" not in clinician_client.get("/").content.decode()
+
+
+def test_an_age_past_130_is_refused_on_the_form_as_in_the_api(clinician_client, patient):
+    response = clinician_client.post(f"/patients/{patient.pk}/edit/", {"label": "SYNTH-201", "age": "410"})
+    assert response.status_code == 422
+    assert "Ensure this value is less than or equal to 130." in response.content.decode()
+    patient.refresh_from_db()
+    assert patient.age is None
