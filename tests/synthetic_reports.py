@@ -129,40 +129,34 @@ def make_qeeg_pdf(
             image.save(buffer, format="PNG")
             buffer.seek(0)
             pdf.image(buffer, x=10, y=25, w=190)
-            content.append(
-                PageContent(
-                    number=number,
-                    kind="image",
-                    z_scores=z_scores,
-                    p300_latency_ms=latency,
-                    p300_amplitude_uv=amplitude,
-                    numbers=numbers,
-                    caption=caption,
-                )
+            kind = "image"
+        else:
+            caption = ""
+            pdf.set_font("Helvetica", style="B", size=14)
+            pdf.text(15, 20, f"Synthetic qEEG/ERP report - {patient_label} - page {number}")
+            pdf.set_font("Helvetica", size=10)
+            pdf.text(15, 28, "Eyes-closed resting EEG, linked-ears reference. All values are synthetic.")
+            pdf.set_font("Helvetica", style="B", size=11)
+            pdf.text(15, 40, "Absolute band power, Z-scores against an age-matched norm")
+            pdf.set_font("Courier", size=11)
+            y = 50
+            for line in lines:
+                pdf.text(15, y, line)
+                y += 7
+            pdf.set_font("Helvetica", size=10)
+            pdf.text(
+                15, y + 8, "Interpretation is left to the clinician; this page exists for software tests."
             )
-            continue
-        pdf.set_font("Helvetica", style="B", size=14)
-        pdf.text(15, 20, f"Synthetic qEEG/ERP report - {patient_label} - page {number}")
-        pdf.set_font("Helvetica", size=10)
-        pdf.text(15, 28, "Eyes-closed resting EEG, linked-ears reference. All values are synthetic.")
-        pdf.set_font("Helvetica", style="B", size=11)
-        pdf.text(15, 40, "Absolute band power, Z-scores against an age-matched norm")
-        pdf.set_font("Courier", size=11)
-        y = 50
-        for line in lines:
-            pdf.text(15, y, line)
-            y += 7
-        pdf.set_font("Helvetica", size=10)
-        pdf.text(15, y + 8, "Interpretation is left to the clinician; this page exists for software tests.")
+            kind = "text"
         content.append(
             PageContent(
                 number=number,
-                kind="text",
+                kind=kind,
                 z_scores=z_scores,
                 p300_latency_ms=latency,
                 p300_amplitude_uv=amplitude,
                 numbers=numbers,
-                caption="",
+                caption=caption,
             )
         )
     Path(path).write_bytes(bytes(pdf.output()))
