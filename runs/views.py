@@ -32,8 +32,10 @@ def _is_htmx(request: HttpRequest) -> bool:
 
 def _posted_id(request: HttpRequest, name: str) -> int:
     """The id a form posted, or 0 (which matches nothing) when it is missing or not a number."""
-    value = request.POST.get(name, "")
-    return int(value) if value.isdigit() else 0
+    try:
+        return int(request.POST.get(name, ""))
+    except ValueError:
+        return 0
 
 
 @require_GET

@@ -210,9 +210,12 @@ def test_selecting_a_stage_one_artifact_is_refused_with_a_message(clinician_clie
 
 
 def test_a_posted_id_that_is_not_a_number_is_refused_with_a_message(clinician_client, finished_run):
-    response = clinician_client.post(f"/runs/{finished_run.pk}/select/", {"artifact": "x1"}, follow=True)
-    assert response.status_code == 200
-    assert "Choose a final draft or the consolidation" in response.content.decode()
+    for artifact in ("x1", "²", "9" * 30):
+        response = clinician_client.post(
+            f"/runs/{finished_run.pk}/select/", {"artifact": artifact}, follow=True
+        )
+        assert response.status_code == 200
+        assert "Choose a final draft or the consolidation" in response.content.decode()
     patient = finished_run.patient
     response = clinician_client.post(
         f"/runs/patients/{patient.pk}/start/",
