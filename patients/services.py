@@ -462,15 +462,34 @@ def _set_aside(folder: Path) -> Path:
 def reports_resume_pending() -> int:
     """At server start: relaunch ingestion of reports left pending, or processing by a process now gone."""
     reports_sweep_files()
-    stale = [
-        report.pk
-        for report in Report.objects.filter(status=Report.Status.PROCESSING)
-        if not _ingest_process_alive(report.worker_pid)
-    ]
-    if stale:
-        Report.objects.filter(pk__in=stale, status=Report.Status.PROCESSING).update(
+    _requeue_orphaned()
+    return _launch_pending()
+
+
+def reports_resume_orphaned() -> int:
+    """Between restarts: reports whose ingesting process is gone (killed, out of memory) go back to
+    pending and ingestion starts again, so they do not stay "processing" until the next start. Pages
+    showing a processing report call this; it costs a query and a pid check while nothing is wrong."""
+    if _requeue_orphaned():
+        return _launch_pending()
+    return 0
+
+
+def _requeue_orphaned() -> int:
+    processing = Report.objects.filter(status=Report.Status.PROCESSING).values_list("pk", "worker_pid")
+    requeued = 0
+    for pk, pid in processing:
+        if _ingest_process_alive(pid):
+            continue
+        # Compare-and-set on the pid we judged dead.
+        requeued += Report.objects.filter(pk=pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
             status=Report.Status.PENDING, worker_pid=None, updated_at=timezone.now()
         )
+    return requeued
+
+
+def _launch_pending() -> int:
+    """One ingestion process for every pending report (its claims skip what another process holds)."""
     pending = list(
         Report.objects.filter(status=Report.Status.PENDING)
         .order_by("created_at")

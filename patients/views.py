@@ -55,8 +55,15 @@ def patient_create(request: HttpRequest) -> HttpResponse:
     return render(request, "patients/list.html", _list_context(request, form), status=422)
 
 
+def _resume_orphaned(reports: list[Report]) -> None:
+    # An ingesting process killed meanwhile would leave its report "processing" until the next restart.
+    if any(report.status == Report.Status.PROCESSING for report in reports):
+        services.reports_resume_orphaned()
+
+
 def _detail_context(patient: Patient, form: PatientForm | None = None) -> dict:
     reports = list(patient.reports.all())
+    _resume_orphaned(reports)
     return {
         "patient": patient,
         "form": form or PatientForm(instance=patient),
@@ -115,6 +122,7 @@ def _report_context(report: Report) -> dict:
 @require_GET
 def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
     report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    _resume_orphaned([report])
     if _is_htmx(request):
         return render(request, "patients/_report_body.html", _report_context(report))
     return render(request, "patients/report.html", _report_context(report))

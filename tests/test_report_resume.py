@@ -161,3 +161,30 @@ def test_ingestreport_runs_in_its_own_process(subprocess_env, data_dir, settings
     assert (
         "=== PAGE 1 / 1 ===\n[text layer]\nSynthetic filler page 1" in (report.folder / "text.md").read_text()
     )
+
+
+def test_a_report_whose_ingester_died_is_resumed_by_the_page_showing_it(
+    clinician_client, patient, launched, live_ingester
+):
+    """Killed (out of memory, kill -9) between restarts: the polling page notices, not only the next start."""
+    waiting = stored_report(patient)  # the rest of the dead process's batch
+    orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
+    page = clinician_client.get(f"/patients/{patient.pk}/reports/", HTTP_HX_REQUEST="true")
+    assert page.status_code == 200
+    assert launched == [("ingestreport", str(waiting.pk), str(orphaned.pk))]
+    orphaned.refresh_from_db()
+    assert orphaned.status == Report.Status.PENDING and orphaned.worker_pid is None
+
+    # A live ingester is left alone, and nothing is launched while all is well.
+    Report.objects.filter(pk=orphaned.pk).update(status=Report.Status.PROCESSING, worker_pid=live_ingester)
+    clinician_client.get(f"/reports/{orphaned.pk}/", HTTP_HX_REQUEST="true")
+    clinician_client.get(f"/patients/{patient.pk}/")
+    assert len(launched) == 1
+    orphaned.refresh_from_db()
+    assert orphaned.status == Report.Status.PROCESSING
+
+
+def test_the_report_page_resumes_its_orphaned_report_too(clinician_client, patient, launched):
+    orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
+    clinician_client.get(f"/reports/{orphaned.pk}/")
+    assert launched == [("ingestreport", str(orphaned.pk))]
