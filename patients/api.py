@@ -194,7 +194,11 @@ def report_list(request: HttpRequest, patient_id: int):
 
 @router.get("/reports/{int:report_id}", response={200: ReportOut, 404: ErrorOut})
 def report_detail(request: HttpRequest, report_id: int):
-    return _report(report_id)
+    report = _report(report_id)
+    # A client polls this until ready; an ingester that died meanwhile must not leave it "processing".
+    if report.status == Report.Status.PROCESSING and services.reports_resume_orphaned():
+        report.refresh_from_db()
+    return report
 
 
 @router.get(

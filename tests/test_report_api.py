@@ -47,3 +47,12 @@ def test_report_list_is_paginated_newest_first(api, patient):
     body = api.get(f"/api/patients/{patient.pk}/reports").json()
     assert body["count"] == 3
     assert [item["original_name"] for item in body["items"]] == ["r2.pdf", "r1.pdf", "r0.pdf"]
+
+
+def test_polling_a_report_whose_ingester_died_sets_it_going_again(api, patient, launched):
+    report = Report.objects.create(
+        patient=patient, original_name="r.pdf", sha256="0" * 64, status="processing", worker_pid=2**22 + 7
+    )
+    body = api.get(f"/api/reports/{report.pk}").json()
+    assert body["status"] == "pending"
+    assert launched == [("ingestreport", str(report.pk))]
