@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
 
@@ -51,3 +53,19 @@ def test_api_docs_need_a_user_or_a_token(outsider, clinician_client, api, path):
     assert response["Location"].startswith("/login/?next=/api/")
     assert clinician_client.get(path).status_code == 200
     assert api.get(path).status_code == 200
+
+
+def test_token_last_use_is_written_at_most_once_a_minute(api, api_token):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def updates() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get("/api/patients").status_code == 200
+        return sum(q["sql"].startswith('UPDATE "qeeg_site_apitoken"') for q in queries.captured_queries)
+
+    assert updates() == 1
+    first_use = ApiToken.objects.get().last_used_at
+    assert updates() == 0
+    ApiToken.objects.update(last_used_at=first_use - timedelta(minutes=2))
+    assert updates() == 1
