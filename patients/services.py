@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from patients import ingest
 from patients.models import ORIGINAL_FILES, Patient, Report
+from qeeg_site.launcher import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -394,22 +395,10 @@ def install_sigterm_handler() -> None:
 # --- recovery at start ---------------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _ingest_process_alive(pid: int | None) -> bool:
     """Is `pid` alive and (where /proc tells) still an ingestreport process? A pid reused by some other
     program after a crash must not keep a report "processing" forever."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -435,7 +424,7 @@ def reports_sweep_files() -> int:
             removed += 1
         elif name.startswith((".upload-", ".ingest-")):
             pid_part = name.split("-")[2] if name.startswith(".ingest-") else name.split("-")[1]
-            if not _pid_alive(int(pid_part) if pid_part.isdigit() else None):
+            if not pid_alive(int(pid_part) if pid_part.isdigit() else None):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
     known = {str(pk) for pk in Report.objects.values_list("pk", flat=True)}

@@ -47,3 +47,17 @@ def _log_stem(name: str, *args: str) -> str:
     if len(stem) <= 120:
         return stem
     return f"{stem[:100]}-etc-{hashlib.sha256(stem.encode()).hexdigest()[:12]}"
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Does a process with this pid exist on this machine? (Launched work records its pid; a pid that is
+    gone means the work stopped without a word and can be picked up again.)"""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    return True

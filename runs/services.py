@@ -23,6 +23,7 @@ from council import prompts
 from council.stages import KINDS, NAMES
 from council.stages.stage2_peer_review import assign_labels
 from patients.models import Patient, Report
+from qeeg_site.launcher import pid_alive
 from runs import events
 from runs.models import Artifact, Run
 
@@ -330,7 +331,7 @@ def runs_mark_stale_interrupted() -> int:
             reason = "Its runner never started; start the run again."
         elif row["heartbeat_at"] is None or row["heartbeat_at"] < cutoff:
             reason = f"Its runner (pid {row['runner_pid']}) went silent; start the run again to resume."
-        elif row["runner_pid"] and not _pid_alive(row["runner_pid"]):
+        elif row["runner_pid"] and not pid_alive(row["runner_pid"]):
             reason = f"Its runner (pid {row['runner_pid']}) is gone; start the run again to resume."
         else:
             continue
@@ -343,16 +344,6 @@ def runs_mark_stale_interrupted() -> int:
             log.warning("run %s: marked interrupted: %s", row["pk"], reason)
             events.event_emit(run=row["pk"], kind=events.STATUS, status=Run.Status.INTERRUPTED, error=reason)
     return marked
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, belongs to someone else
-    return True
 
 
 # -- after the run: selection and export ------------------------------------------------------------------
