@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from council.anonymize import redactor
+from council.client import NeedsAuth, UpstreamError
 from council.schemas import FinalReview, InvalidReply, PeerReview, parse_artifact
 from council.stages import NAMES
 from council.stages import stage1_analysis as s1
@@ -31,6 +32,7 @@ from council.stages import stage4_consolidation as s4
 from council.stages import stage5_final_review as s5
 from council.stages import stage6_final_draft as s6
 from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed, StageOutput
+from patients.selectors import report_page_images, report_text
 from runs import selectors, services
 from runs.models import Artifact, Run
 
@@ -68,8 +70,6 @@ class Progress:
 
 @sync_to_async
 def _load(run_id: int) -> tuple[Run, CouncilInput]:
-    from patients.selectors import report_page_images, report_text
-
     run = Run.objects.select_related("patient", "report").get(pk=run_id)
     text = report_text(run.report)
     if not text.strip():
@@ -267,8 +267,6 @@ def _bind(fn: Callable[..., Awaitable[StageOutput]], *args: Any, **kwargs: Any) 
 async def _run_stage(
     run_id: int, stage: int, calls: dict[str, Call], artifacts: list[Artifact], progress: Progress
 ) -> StageTally:
-    from council.client import NeedsAuth, UpstreamError
-
     tally = StageTally(stage=stage)
     done_before = {a.model_id for a in _ok(artifacts, stage)}
     tally.kept = [m for m in calls if m in done_before]

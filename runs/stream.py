@@ -33,6 +33,7 @@ from django.db.models import Max
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from qeeg_site.auth import BearerTokenAuth
 from runs import events
 from runs.models import Run, RunEvent
 from runs.selectors import run_progress
@@ -241,7 +242,8 @@ def _run_status(run_id: int) -> str | None:
 
 
 async def _authenticated(request: HttpRequest) -> bool:
-    """Session first, then a bearer token: the same order and token hashing as the JSON API."""
+    """A signed-in session or a bearer token, checked with the JSON API's own token auth. (The API tries the
+    token first only so CSRF never refuses a token client's POST; this view is GET-only.)"""
     user = await request.auser()
     if user.is_authenticated and user.is_active:
         return True
@@ -249,8 +251,6 @@ async def _authenticated(request: HttpRequest) -> bool:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return False
-    from qeeg_site.auth import BearerTokenAuth
-
     return await sync_to_async(BearerTokenAuth().authenticate)(request, token.strip()) is not None
 
 
