@@ -11,7 +11,7 @@ from django.test import Client
 
 from qeeg_site.models import ApiToken
 
-pytest_plugins = ["tests.fake_upstream.fixtures"]
+pytest_plugins = ["tests.fake_upstream.fixtures", "tests.postgres"]
 
 
 @pytest.fixture(autouse=True)
