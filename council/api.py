@@ -12,27 +12,42 @@ from django.template.loader import render_to_string
 from ninja import Router, Schema, Status
 
 from council.health import cached_upstream_health
+from qeeg_site.auth import api_auth
 
 router = Router(tags=["upstream"])
 
 
 class HealthOut(Schema):
+    """The public sees `ok` alone; a signed-in user or token client also gets the details."""
+
     ok: bool
-    reachable: bool
-    problem: str | None  # connection_refused, timeout, unauthorized, bad_response, no_models
-    models_discovered: int
-    hint: str
+    reachable: bool | None = None
+    problem: str | None = None  # connection_refused, timeout, unauthorized, bad_response, no_models
+    models_discovered: int | None = None
+    hint: str | None = None
+
+
+def _anyone(request: HttpRequest) -> str:
+    return PUBLIC
+
+
+PUBLIC = "public"
 
 
 @router.get(
     "/health",
-    auth=None,
+    # Tried in order: a token or a session gets details; anyone else still gets the bare verdict.
+    auth=[*api_auth, _anyone],
     response={200: HealthOut, 503: HealthOut},
-    summary="Is CLIProxyAPI reachable and does it list models? (public; 503 when not)",
+    exclude_unset=True,
+    summary="Is CLIProxyAPI reachable and does it list models? (public: ok only; 503 when not)",
 )
 async def health(request: HttpRequest):
-    # Public, so it says nothing about patients, model names or where the upstream lives.
+    # The public learns ok or not, nothing else: not where the upstream lives, not why it is down.
     result = await cached_upstream_health()
+    status = 200 if result.ok else 503
+    if request.auth == PUBLIC:
+        return Status(status, {"ok": result.ok})
     body = {
         "ok": result.ok,
         "reachable": result.reachable,
@@ -40,7 +55,7 @@ async def health(request: HttpRequest):
         "models_discovered": len(result.models),
         "hint": result.hint,
     }
-    return Status(200 if result.ok else 503, body)
+    return Status(status, body)
 
 
 class ConfiguredModelOut(Schema):

@@ -9,7 +9,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.urls import reverse
 from ninja import File, ModelSchema, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError
-from ninja.pagination import PageNumberPagination, paginate
+from ninja.pagination import paginate
 from pydantic import Field
 
 from patients import selectors, services
@@ -138,7 +138,7 @@ def _ready(report: Report) -> Report:
 
 
 @router.get("/patients", response=list[PatientOut])
-@paginate(PageNumberPagination, page_size=50)
+@paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def patient_list(request: HttpRequest, q: str = ""):
     """Patients by label; `q` searches label, notes and reason for referral."""
     return selectors.patient_search(q)
@@ -187,7 +187,7 @@ def report_upload(request: HttpRequest, patient_id: int, files: File[list[Upload
 
 
 @router.get("/patients/{int:patient_id}/reports", response=list[ReportOut])
-@paginate(PageNumberPagination, page_size=50)
+@paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def report_list(request: HttpRequest, patient_id: int):
     return _patient(patient_id).reports.order_by("-created_at", "-pk")
 

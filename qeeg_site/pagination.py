@@ -1,0 +1,43 @@
+"""The API's one pagination (NINJA_PAGINATION_CLASS): numbered pages, and a page past the last one is a 422
+with a message instead of a query (an OFFSET past 2^63 is a 500 on SQLite)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from ninja.errors import HttpError
+from ninja.pagination import PageNumberPagination
+
+
+class BoundedPageNumberPagination(PageNumberPagination):
+    def _check(self, page: int, page_size: int, count: int) -> None:
+        last = max(1, math.ceil(count / page_size))
+        if page > last:
+            raise HttpError(
+                422, f"page {page} is past the last page ({last}: {count} item(s), {page_size} a page)."
+            )
+
+    def paginate_queryset(
+        self, queryset: QuerySet, pagination: PageNumberPagination.Input, request: HttpRequest, **params: Any
+    ) -> Any:
+        page_size = self._get_page_size(pagination.page_size)
+        count = self._items_count(queryset)
+        self._check(pagination.page, page_size, count)
+        offset = (pagination.page - 1) * page_size
+        return {self.items_attribute: queryset[offset : offset + page_size], "count": count}
+
+    async def apaginate_queryset(
+        self, queryset: QuerySet, pagination: PageNumberPagination.Input, request: HttpRequest, **params: Any
+    ) -> Any:
+        page_size = self._get_page_size(pagination.page_size)
+        count = await self._aitems_count(queryset)
+        self._check(pagination.page, page_size, count)
+        offset = (pagination.page - 1) * page_size
+        if isinstance(queryset, QuerySet):
+            items = [obj async for obj in queryset[offset : offset + page_size]]
+        else:
+            items = queryset[offset : offset + page_size]
+        return {self.items_attribute: items, "count": count}
