@@ -1,7 +1,8 @@
 """The JSON the council writes in Stage 2 (peer review) and Stage 5 (final review vote).
 
 One module for the prompt (it shows the shape), the validator (the pipeline checks every reply) and the UI
-(`parse_artifact` reads a stored artifact back). No ORM, no HTTP.
+(a step's `read` parses a stored artifact back through `parse_reply`). No ORM, no HTTP; which step stores
+which schema is said by the step registry (council/stages/).
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LABEL_PATTERN = r"^[A-Z]{1,2}$"
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class InvalidReply(ValueError):
@@ -145,34 +149,31 @@ def _readable(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_peer_review(text: str, *, expected_labels: Sequence[str] | None = None) -> PeerReview:
-    """Validate a Stage 2 reply. `expected_labels` are the analyses this reviewer was shown (not its own)."""
+def parse_reply(schema: type[M], text: str, *, context: dict[str, Any] | None = None) -> M:
+    """A reply (or a stored artifact) validated against a step's schema; InvalidReply says what is wrong."""
     data = extract_json_object(text)
-    context = {"expected_labels": list(expected_labels)} if expected_labels is not None else None
     try:
-        return PeerReview.model_validate(data, context=context)
+        return schema.model_validate(data, context=context)
     except ValidationError as exc:
         raise InvalidReply(_readable(exc)) from None
+
+
+def parse_peer_review(text: str, *, expected_labels: Sequence[str] | None = None) -> PeerReview:
+    """Validate a Stage 2 reply. `expected_labels` are the analyses this reviewer was shown (not its own)."""
+    context = {"expected_labels": list(expected_labels)} if expected_labels is not None else None
+    return parse_reply(PeerReview, text, context=context)
 
 
 def parse_final_review(text: str) -> FinalReview:
-    data = extract_json_object(text)
-    try:
-        return FinalReview.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidReply(_readable(exc)) from None
+    return parse_reply(FinalReview, text)
 
 
-def parse_artifact(stage: int, text: str) -> PeerReview | FinalReview:
-    """For pages and exports: read a stored Stage 2 or Stage 5 artifact back into its model."""
-    if stage == 2:
-        return parse_peer_review(text)
-    if stage == 5:
-        return parse_final_review(text)
-    raise ValueError(f"stage {stage} stores markdown, not JSON")
+EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
+    PeerReview: PEER_REVIEW_EXAMPLE,
+    FinalReview: FINAL_REVIEW_EXAMPLE,
+}
 
 
-def example_json(stage: int) -> str:
+def example_json(schema: type[BaseModel]) -> str:
     """The shape shown to the model in the prompt, from the same module that validates the reply."""
-    example = {2: PEER_REVIEW_EXAMPLE, 5: FINAL_REVIEW_EXAMPLE}[stage]
-    return json.dumps(example, indent=2, ensure_ascii=False)
+    return json.dumps(EXAMPLES[schema], indent=2, ensure_ascii=False)

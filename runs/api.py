@@ -11,7 +11,7 @@ from django.http import FileResponse, HttpRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
-from council.stages import NAMES
+from council.stages import STEPS
 from patients.models import Patient, Report
 from runs import selectors, services
 from runs.models import Artifact, Run
@@ -81,7 +81,7 @@ class ArtifactOut(Schema):
 
 class ArtifactDetail(ArtifactOut):
     text: str
-    data: dict[str, Any] | None  # Stage 2/5: the validated JSON
+    data: dict[str, Any] | None  # a JSON step's output (peer review, final review): the validated JSON
 
 
 class SelectIn(Schema):
@@ -92,6 +92,27 @@ class ExportOut(Schema):
     artifact_id: int
     md_url: str
     pdf_url: str
+
+
+class StageInputOut(Schema):
+    stage: int
+    key: str
+    required: bool
+
+
+class StageOut(Schema):
+    number: int
+    key: str
+    name: str
+    kind: str  # md | json
+    output_schema: dict[str, Any] | None  # what a JSON step stores
+    takers: str  # council | consolidator
+    takers_with_output_of: str | None  # only members with an output of this earlier step
+    takers_at_least: int  # fewer takers: the step is skipped
+    inputs: list[StageInputOut]
+    selectable: bool
+    prompt: str
+    requirement: str
 
 
 def _run(run_id: int) -> Run:
@@ -146,7 +167,7 @@ def _artifact(artifact: Artifact, labels: dict[str, str]) -> dict[str, Any]:
     return {
         "id": artifact.pk,
         "stage": artifact.stage,
-        "stage_name": NAMES[artifact.stage],
+        "stage_name": STEPS.name_of(artifact.stage),
         "model_id": artifact.model_id,
         "label": labels.get(artifact.model_id, ""),
         "kind": artifact.kind,
@@ -159,9 +180,34 @@ def _artifact(artifact: Artifact, labels: dict[str, str]) -> dict[str, Any]:
         "latency_ms": artifact.latency_ms,
         "attempts": artifact.attempts,
         "endpoint": artifact.endpoint,
-        "selectable": artifact.stage in services.SELECTABLE_STAGES and artifact.status == Artifact.Status.OK,
+        "selectable": artifact.stage in {s.number for s in STEPS.selectable}
+        and artifact.status == Artifact.Status.OK,
         "created_at": artifact.created_at,
     }
+
+
+@router.get("/stages", response=list[StageOut])
+def stages(request: HttpRequest):
+    """The council's steps in run order, as the registry defines them (council/stages/)."""
+    return [
+        {
+            "number": step.number,
+            "key": step.key,
+            "name": step.name,
+            "kind": step.kind.value,
+            "output_schema": step.schema.model_json_schema() if step.schema else None,
+            "takers": step.takers.who.value,
+            "takers_with_output_of": step.takers.with_output_of,
+            "takers_at_least": step.takers.at_least,
+            "inputs": [
+                {"stage": STEPS[i.step].number, "key": i.step, "required": i.required} for i in step.inputs
+            ],
+            "selectable": step.selectable,
+            "prompt": step.prompt,
+            "requirement": STEPS.requirement(step),
+        }
+        for step in STEPS
+    ]
 
 
 @router.post("/runs", response={201: RunDetail})

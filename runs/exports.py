@@ -14,7 +14,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from council.schemas import FinalReview
-from council.stages import NAMES
+from council.stages import STEPS
 from runs import selectors
 from runs.models import Artifact, Run
 from runs.pdf import render_markdown_pdf
@@ -66,7 +66,8 @@ def export_title(run: Run) -> str:
 def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
     """(label, value) rows describing how the exported text was produced."""
     report = run.report
-    completed = run.artifacts.filter(stage=1, status=Artifact.Status.OK).count()
+    first = STEPS.first
+    completed = run.artifacts.filter(stage=first.number, status=Artifact.Status.OK).count()
     council = ", ".join(run.council_models)
     total = len(run.council_models)
     rows = [
@@ -74,7 +75,7 @@ def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
         ("Run", _run_line(run)),
         ("Patient", run.patient.label),
         ("Report", _report_line(report)),
-        ("Council", f"{council} ({completed} of {total} completed Stage 1)"),
+        ("Council", f"{council} ({completed} of {total} completed Stage {first.number})"),
         ("Consolidator", run.consolidator),
         ("Exported text", _artifact_name(artifact)),
     ]
@@ -93,7 +94,7 @@ def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
 
 
 def _artifact_name(artifact: Artifact) -> str:
-    return f"Stage {artifact.stage} {NAMES[artifact.stage].lower()} by {artifact.model_id}"
+    return f"Stage {artifact.stage} {STEPS.name_of(artifact.stage).lower()} by {artifact.model_id}"
 
 
 def _when(moment: datetime | None) -> str:
@@ -120,9 +121,10 @@ def _report_line(report) -> str:
 def _stage5_rows(run: Run) -> list[tuple[str, str]]:
     """One row per council member: its vote and score, or why there is none. Read back through the same
     schema as the Stage 5 page, so the card and the page never disagree about a vote."""
-    artifacts = {artifact.model_id: artifact for artifact in run.artifacts.filter(stage=5)}
+    voting = STEPS["final_review"]
+    artifacts = {artifact.model_id: artifact for artifact in run.artifacts.filter(stage=voting.number)}
     if not artifacts:
-        return [("Stage 5 final review", "not run")]
+        return [(f"Stage {voting.number} {voting.name.lower()}", "not run")]
     rows = []
     for model_id in [*run.council_models, *sorted(set(artifacts) - set(run.council_models))]:
         artifact = artifacts.get(model_id)
@@ -132,14 +134,16 @@ def _stage5_rows(run: Run) -> list[tuple[str, str]]:
             summary = f"no vote (failed: {_first_line(artifact.error) or 'no reason recorded'})"
         else:
             summary = _vote_summary(artifact)
-        rows.append((f"Stage 5 vote — {model_id}", summary))
+        rows.append((f"Stage {voting.number} vote — {model_id}", summary))
     return rows
 
 
 def _vote_summary(artifact: Artifact) -> str:
     vote = selectors.artifact_parsed(artifact)
     if not isinstance(vote, FinalReview):
-        logger.warning("run %s: Stage 5 artifact %s no longer reads as a vote", artifact.run_id, artifact.pk)
+        logger.warning(
+            "run %s: final review artifact %s no longer reads as a vote", artifact.run_id, artifact.pk
+        )
         return "vote unreadable"
     required, optional = vote.required_changes, vote.optional_changes
     parts = [vote.vote, f"quality {vote.quality_score_1to10}/10"]

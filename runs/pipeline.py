@@ -14,31 +14,21 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from council.anonymize import redactor
 from council.client import NeedsAuth, UpstreamError
-from council.schemas import FinalReview, InvalidReply, PeerReview, parse_artifact
-from council.stages import NAMES
-from council.stages import stage1_analysis as s1
-from council.stages import stage2_peer_review as s2
-from council.stages import stage3_revision as s3
-from council.stages import stage4_consolidation as s4
-from council.stages import stage5_final_review as s5
-from council.stages import stage6_final_draft as s6
-from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed, StageOutput
+from council.stages import STEPS
+from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed
+from council.stages.registry import Call, Step, StepCannotStart
 from patients.selectors import report_page_images, report_text
 from runs import selectors, services
 from runs.models import Artifact, Run
 
 log = logging.getLogger(__name__)
-
-Call = Callable[[], Awaitable[StageOutput]]
 
 
 class StageFailed(Exception):
@@ -91,23 +81,23 @@ def _artifacts(run_id: int) -> list[Artifact]:
 
 
 @sync_to_async
-def _texts(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str, str]:
-    """Earlier output as later prompts see it: with every model id redacted."""
-    return {a.model_id: redact(selectors.artifact_text(a)) for a in artifacts}
-
-
-@sync_to_async
-def _parsed(artifacts: list[Artifact], redact: Callable[[str], str]) -> dict[str, Any]:
-    """Stage 2/5 artifacts read back through the schema (PeerReview or FinalReview by stage)."""
-    parsed: dict[str, Any] = {}
-    for artifact in artifacts:
-        try:
-            parsed[artifact.model_id] = parse_artifact(
-                artifact.stage, redact(selectors.artifact_text(artifact))
-            )
-        except (InvalidReply, OSError):
-            log.warning("run %s: stored artifact %s no longer parses; left out", artifact.run_id, artifact.pk)
-    return parsed
+def _outputs(artifacts: list[Artifact], step: Step) -> dict[int, dict[str, str]]:
+    """Stage number → model id → stored text of the OK outputs of the steps `step` reads (as stored: the
+    registry redacts them before any prompt sees them)."""
+    outputs: dict[int, dict[str, str]] = {}
+    for declared in step.inputs:
+        earlier = STEPS[declared.step]
+        texts = outputs.setdefault(earlier.number, {})
+        for artifact in _ok(artifacts, earlier.number):
+            try:
+                texts[artifact.model_id] = selectors.artifact_text(artifact)
+            except OSError:
+                if earlier.schema is None:
+                    raise
+                log.warning(
+                    "run %s: stored artifact %s cannot be read; left out", artifact.run_id, artifact.pk
+                )
+    return outputs
 
 
 _record = sync_to_async(services.artifact_record)
@@ -198,22 +188,25 @@ async def execute(run_id: int, *, client: CompletionClient, progress: Progress) 
         raise _Stop(Run.Status.FAILED, str(exc)) from exc
     limits = limits_from_settings()
     labels = selectors.labels_by_model(run)
-    for stage in range(run.stages_done + 1, 7):
+    for step in STEPS.after(run.stages_done):
         artifacts = await _artifacts(run_id)
+        where = f"Stage {step.number} ({step.name})"
         try:
-            calls = await _stage_calls(stage, run, source, limits, client, artifacts, labels)
+            calls = await _stage_calls(step, run, source, limits, client, artifacts, labels)
         except StageFailed as exc:
-            raise _Stop(Run.Status.FAILED, f"Stage {stage} ({NAMES[stage]}): {exc}") from exc
-        tally = await _run_stage(run_id, stage, calls, artifacts, progress)
-        total = len(calls)
-        if total and not tally.ok and not tally.kept:
+            raise _Stop(Run.Status.FAILED, f"{where}: {exc}") from exc
+        tally = await _run_stage(run_id, step, calls, artifacts, progress)
+        ok, total = len(tally.ok) + len(tally.kept), len(calls)
+        if not step.satisfied(ok=ok, total=total):
             reasons = "; ".join(f"{model}: {reason}" for model, reason in tally.failed.items())
-            raise _Stop(Run.Status.FAILED, f"Stage {stage} ({NAMES[stage]}): every model failed — {reasons}")
+            if ok == 0:
+                raise _Stop(Run.Status.FAILED, f"{where}: every model failed — {reasons}")
+            raise _Stop(Run.Status.FAILED, f"{where}: only {ok} of {total} calls succeeded — {reasons}")
     return Run.Status.COMPLETE
 
 
 async def _stage_calls(
-    stage: int,
+    step: Step,
     run: Run,
     source: CouncilInput,
     limits: CallLimits,
@@ -221,52 +214,35 @@ async def _stage_calls(
     artifacts: list[Artifact],
     labels: dict[str, str],
 ) -> dict[str, Call]:
-    """model id → the call it makes in this stage, built from what earlier stages left on disk."""
-    members = selectors.stage_participants(run, artifacts, stage)
-    redact = redactor([*run.council_models, run.consolidator])
-    if stage == 1:
-        return {m: _bind(s1.run, client, m, source, limits) for m in members}
-    if stage == 2:
-        analyses = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 1), redact)).items()}
-        return {
-            m: _bind(s2.run, client, m, source, limits, own_label=labels[m], analyses=analyses)
-            for m in members
-        }
-    if stage == 3:
-        analyses = await _texts(_ok(artifacts, 1), redact)
-        reviews: dict[str, PeerReview] = {
-            labels[m]: r for m, r in (await _parsed(_ok(artifacts, 2), redact)).items()
-        }
-        return {
-            m: _bind(
-                s3.run, client, m, source, limits, label=labels[m], analysis=analyses[m], peer_reviews=reviews
-            )
-            for m in members
-        }
-    if stage == 4:
-        revisions = {labels[m]: t for m, t in (await _texts(_ok(artifacts, 3), redact)).items()}
-        if not revisions:
-            raise StageFailed("consolidation needs at least one revision, and there is none")
-        return {
-            run.consolidator: _bind(s4.run, client, run.consolidator, source, limits, revisions=revisions)
-        }
-    consolidation = await _texts(_ok(artifacts, 4), redact)
-    if not consolidation:
-        raise StageFailed("there is no consolidation to work from")
-    text = next(iter(consolidation.values()))
-    if stage == 5:
-        return {m: _bind(s5.run, client, m, source, limits, consolidation=text) for m in members}
-    votes: list[FinalReview] = [v for _, v in sorted((await _parsed(_ok(artifacts, 5), redact)).items())]
-    return {m: _bind(s6.run, client, m, source, limits, consolidation=text, votes=votes) for m in members}
-
-
-def _bind(fn: Callable[..., Awaitable[StageOutput]], *args: Any, **kwargs: Any) -> Call:
-    return lambda: fn(*args, **kwargs)
+    """model id → the call it makes in this step, built by the step from what earlier steps left on disk."""
+    try:
+        context, unreadable = STEPS.context(
+            step,
+            source=source,
+            client=client,
+            limits=limits,
+            members=selectors.stage_participants(run, artifacts, step.number),
+            labels=labels,
+            model_ids=[*run.council_models, run.consolidator],
+            outputs=await _outputs(artifacts, step),
+        )
+    except StepCannotStart as exc:
+        raise StageFailed(str(exc)) from exc
+    for gone in unreadable:
+        log.warning(
+            "run %s: stored %s artifact of %s no longer parses; left out: %s",
+            run.pk,
+            gone.step,
+            gone.model_id,
+            gone.error,
+        )
+    return step.calls(context)
 
 
 async def _run_stage(
-    run_id: int, stage: int, calls: dict[str, Call], artifacts: list[Artifact], progress: Progress
+    run_id: int, step: Step, calls: dict[str, Call], artifacts: list[Artifact], progress: Progress
 ) -> StageTally:
+    stage = step.number
     tally = StageTally(stage=stage)
     done_before = {a.model_id for a in _ok(artifacts, stage)}
     tally.kept = [m for m in calls if m in done_before]
@@ -301,7 +277,7 @@ async def _run_stage(
         (r for r in results if isinstance(r, BaseException) and not isinstance(r, NeedsAuth)), None
     )
     ok = len(tally.ok) + len(tally.kept)
-    satisfied = ok > 0 or not calls
+    satisfied = step.satisfied(ok=ok, total=len(calls))
     await _stage_end(
         run_id=run_id,
         stage=stage,

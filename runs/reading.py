@@ -1,10 +1,14 @@
 """What the run pages show, prepared from the run's artifacts: model text rendered safely, Stage 2 reviews
 with the label map revealed and an aggregate ranking, the Stage 5 tally, and draft diffs. Reads only; the
-pages' views call these, the selectors underneath do the file and schema work."""
+pages' views call these, the selectors underneath do the file and schema work.
+
+Each step of the registry (council/stages/) gets a page: the generic one (every output, rendered), or one
+of its own named in `PAGES` by step key. A new step needs no entry here to be readable."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +18,8 @@ import nh3
 from django.utils.safestring import SafeString, mark_safe
 
 from council.schemas import PeerReview
+from council.stages import STEPS
+from council.stages.registry import Step
 from runs import events, selectors
 from runs.models import Artifact, Run, RunEvent
 
@@ -44,6 +50,7 @@ class ModelOutput:
     error: str
     html: SafeString | None = None
     text: str = ""
+    output_name: str = ""  # "the consolidation", "the final draft by gpt-5"
     selectable: bool = False
     selected: bool = False
     diff: list[tuple[str, str]] = field(default_factory=list)
@@ -53,6 +60,7 @@ class ModelOutput:
 
 def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
     labels = selectors.labels_by_model(run)
+    step = STEPS.get(stage)
     outputs = []
     for artifact in run.artifacts.filter(stage=stage).order_by("model_id"):
         ok = artifact.status == Artifact.Status.OK
@@ -66,7 +74,8 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
                 error=artifact.error,
                 html=markdown_html(text) if ok and artifact.kind == Artifact.Kind.MARKDOWN else None,
                 text=text,
-                selectable=ok and stage in (4, 6),
+                output_name=step.output_name(artifact.model_id) if step else "",
+                selectable=ok and step is not None and step.selectable,
                 selected=run.selected_artifact_id == artifact.pk,
             )
         )
@@ -97,8 +106,8 @@ def draft_diff(consolidation: str, draft: str) -> tuple[list[tuple[str, str]], i
 
 def final_drafts(run: Run) -> tuple[ModelOutput | None, list[ModelOutput]]:
     """The consolidation and the Stage 6 drafts, each draft with its diff against the consolidation."""
-    consolidation = next((o for o in stage_outputs(run, 4) if o.ok), None)
-    drafts = stage_outputs(run, 6)
+    consolidation = next((o for o in stage_outputs(run, STEPS["consolidation"].number) if o.ok), None)
+    drafts = stage_outputs(run, STEPS["final_draft"].number)
     for draft in drafts:
         if draft.ok and consolidation is not None:
             draft.diff, draft.added, draft.removed = draft_diff(consolidation.text, draft.text)
@@ -137,7 +146,7 @@ def peer_reviews(run: Run) -> tuple[list[ReviewerCard], list[RankingRow]]:
     labels = selectors.labels_by_model(run)
     cards: list[ReviewerCard] = []
     rows: dict[str, RankingRow] = {}
-    for artifact in run.artifacts.filter(stage=2).order_by("model_id"):
+    for artifact in run.artifacts.filter(stage=STEPS["peer_review"].number).order_by("model_id"):
         card = ReviewerCard(
             model_id=artifact.model_id,
             label=labels.get(artifact.model_id, ""),
@@ -191,7 +200,7 @@ def final_review_tally(run: Run) -> Tally:
         revise=sum(v["vote"] == "REVISE" for v in votes),
         mean_score=round(sum(scores) / len(scores), 1) if scores else None,
         required_changes=list(combined.values()),
-        failed=list(run.artifacts.filter(stage=5, status=Artifact.Status.FAILED)),
+        failed=list(run.artifacts.filter(stage=STEPS["final_review"].number, status=Artifact.Status.FAILED)),
     )
 
 
@@ -206,3 +215,46 @@ def stage_timings(run: Run) -> dict[int, dict[str, datetime | None]]:
         else:
             entry["finished"] = event.created_at
     return timings
+
+
+# -- one page per step ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagePage:
+    """How a step is read: the partial that shows it and the context that partial needs."""
+
+    template: str
+    context: Callable[[Run, Step], dict[str, Any]]
+    live_labels: bool = False  # the live card names each member's label (a reviewer skipped its own)
+
+
+def _outputs_context(run: Run, step: Step) -> dict[str, Any]:
+    return {"outputs": stage_outputs(run, step.number)}
+
+
+def _peer_review_context(run: Run, step: Step) -> dict[str, Any]:
+    reviewers, ranking = peer_reviews(run)
+    return {"reviewers": reviewers, "ranking": ranking}
+
+
+def _final_review_context(run: Run, step: Step) -> dict[str, Any]:
+    consolidation = next((o for o in stage_outputs(run, STEPS["consolidation"].number) if o.ok), None)
+    return {"tally": final_review_tally(run), "consolidation": consolidation}
+
+
+def _final_draft_context(run: Run, step: Step) -> dict[str, Any]:
+    consolidation, drafts = final_drafts(run)
+    return {"consolidation": consolidation, "drafts": drafts}
+
+
+OUTPUTS_PAGE = StagePage("runs/_stage_outputs.html", _outputs_context)
+PAGES: dict[str, StagePage] = {
+    "peer_review": StagePage("runs/_stage_peer_review.html", _peer_review_context, live_labels=True),
+    "final_review": StagePage("runs/_stage_final_review.html", _final_review_context),
+    "final_draft": StagePage("runs/_stage_final_draft.html", _final_draft_context),
+}
+
+
+def stage_page(step: Step) -> StagePage:
+    return PAGES.get(step.key, OUTPUTS_PAGE)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from council.schemas import FinalReview, InvalidReply, PeerReview, parse_artifact
-from council.stages import NAMES
+from council.schemas import FinalReview, InvalidReply, PeerReview
+from council.stages import STEPS
 from runs.models import Artifact, Run
 
 
@@ -37,11 +37,12 @@ def artifact_text(artifact: Artifact) -> str:
 
 
 def artifact_parsed(artifact: Artifact) -> PeerReview | FinalReview | None:
-    """A Stage 2/5 artifact read back through the shared schema module (None for markdown or failures)."""
-    if artifact.stage not in (2, 5) or artifact.status != Artifact.Status.OK:
+    """A JSON step's artifact read back through its schema (None for markdown or failures)."""
+    step = STEPS.get(artifact.stage)
+    if step is None or step.schema is None or artifact.status != Artifact.Status.OK:
         return None
     try:
-        return parse_artifact(artifact.stage, artifact_text(artifact))
+        return step.read(artifact_text(artifact))
     except (InvalidReply, OSError):
         return None
 
@@ -51,17 +52,15 @@ def labels_by_model(run: Run) -> dict[str, str]:
 
 
 def stage_participants(run: Run, artifacts: list[Artifact], stage: int) -> list[str]:
-    """Who takes part in a stage. Stage 1: the whole council; Stage 4: the consolidator; otherwise the
-    council members whose Stage 1 analysis exists (a model that failed it has nothing to revise)."""
-    if stage == 1:
-        return list(run.council_models)
-    if stage == 4:
-        return [run.consolidator]
-    analysed = {a.model_id for a in artifacts if a.stage == 1 and a.status == Artifact.Status.OK}
-    members = [model for model in run.council_models if model in analysed]
-    if stage == 2 and len(members) < 2:
-        return []  # a lone analysis has no peers to review it
-    return members
+    """Who takes part in a stage, as its registry entry says (the council, the consolidator, or the members
+    with an output of an earlier stage), given the artifacts so far."""
+    succeeded: dict[int, set[str]] = {}
+    for artifact in artifacts:
+        if artifact.status == Artifact.Status.OK:
+            succeeded.setdefault(artifact.stage, set()).add(artifact.model_id)
+    return STEPS.participants(
+        stage, council=run.council_models, consolidator=run.consolidator, succeeded=succeeded
+    )
 
 
 def run_progress(run: Run) -> dict[str, Any]:
@@ -71,14 +70,16 @@ def run_progress(run: Run) -> dict[str, Any]:
     for artifact in artifacts:
         by_stage.setdefault(artifact.stage, {})[artifact.model_id] = artifact
     labels = labels_by_model(run)
-    stage1_known = run.stages_done >= 1
     stages: list[StageProgress] = []
-    for stage in range(1, 7):
+    for step in STEPS:
+        stage = step.number
         rows = by_stage.get(stage, {})
-        if stage == 1 or stage == 4 or stage1_known:
+        after = step.takers.with_output_of
+        if after is None or run.stages_done >= STEPS[after].number:
             participants = stage_participants(run, artifacts, stage)
         else:
-            participants = list(run.council_models)  # provisional until Stage 1 says who is left
+            # Provisional until the step it depends on says who is left.
+            participants = step.takers.everyone(run.council_models, run.consolidator)
         for model in rows:
             if model not in participants:
                 participants.append(model)
@@ -115,7 +116,7 @@ def run_progress(run: Run) -> dict[str, Any]:
         stages.append(
             {
                 "stage": stage,
-                "name": NAMES[stage],
+                "name": step.name,
                 "state": state,
                 "ok": ok,
                 "failed": failed,
@@ -135,10 +136,10 @@ def run_progress(run: Run) -> dict[str, Any]:
 
 def council_summary(run: Run, artifacts: list[Artifact] | None = None) -> str:
     """ "3 of 3 models", or "2 of 3 models (gemini-2.5-pro failed Stage 1: …)": how many council members
-    took part (Stage 1), then every failure of any stage with its reason — a gap is never hidden."""
+    took part (the first stage), then every failure of any stage with its reason — a gap is never hidden."""
     artifacts = list(run.artifacts.all()) if artifacts is None else artifacts
     total = len(run.council_models)
-    stage1 = {a.model_id: a for a in artifacts if a.stage == 1}
+    stage1 = {a.model_id: a for a in artifacts if a.stage == STEPS.first.number}
     if not stage1:
         return f"{total} council models, not started" if total != 1 else "1 council model, not started"
     ok = [m for m in run.council_models if m in stage1 and stage1[m].status == Artifact.Status.OK]
@@ -155,7 +156,8 @@ def final_votes(run: Run) -> list[dict[str, Any]]:
     """Stage 5 votes for the UI and the export's run card: label, model, vote, score, required changes."""
     labels = labels_by_model(run)
     votes = []
-    for artifact in run.artifacts.filter(stage=5, status=Artifact.Status.OK).order_by("model_id"):
+    voting = STEPS["final_review"].number
+    for artifact in run.artifacts.filter(stage=voting, status=Artifact.Status.OK).order_by("model_id"):
         vote = artifact_parsed(artifact)
         if isinstance(vote, FinalReview):
             votes.append(

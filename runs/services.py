@@ -19,8 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from council import prompts
-from council.stages import KINDS, NAMES
+from council.stages import STEPS
 from council.stages.stage2_peer_review import assign_labels
 from patients.models import Patient, Report
 from qeeg_site.launcher import pid_alive
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 
 # A run can be claimed by a runner from these; `--from-stage` may also re-open a complete run.
 CLAIMABLE = (Run.Status.CREATED, Run.Status.QUEUED, *Run.RESUMABLE)
-SELECTABLE_STAGES = (4, 6)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -139,7 +137,7 @@ def run_create(
         council_models=models,
         consolidator=consolidator,
         label_map=assign_labels(models, order=order),
-        prompt_versions=prompts.current_versions(),
+        prompt_versions=STEPS.prompt_versions(),
         created_by=user if user is not None and user.is_authenticated else None,
     )
 
@@ -204,8 +202,8 @@ def run_heartbeat(*, run_id: int, pid: int) -> bool:
 
 def run_reset_from_stage(*, run: Run, stage: int) -> int:
     """Forget stages >= `stage` (rows and files) so they are made again; returns how many artifacts went."""
-    if not 1 <= stage <= 6:
-        raise RunRefused("--from-stage takes a stage from 1 to 6.")
+    if stage not in STEPS:
+        raise RunRefused(f"--from-stage takes a stage from {STEPS.number_range()}.")
     doomed = list(run.artifacts.filter(stage__gte=stage))
     with transaction.atomic():
         Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()
@@ -250,7 +248,7 @@ class Outcome:
 
 def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome) -> Artifact:
     """Write the artifact's file (temp + rename) and its row the moment its call finishes."""
-    kind = KINDS[stage]
+    kind = STEPS.kind_of(stage).value
     usage = outcome.usage
     fields = {
         "kind": kind,
@@ -350,13 +348,14 @@ def runs_mark_stale_interrupted() -> int:
 
 
 def run_select(*, run: Run, artifact: Artifact) -> Run:
-    """Persist the clinician's pick: a Stage 6 final draft, or the Stage 4 consolidation."""
+    """Persist the clinician's pick: an output of a selectable step (a final draft, the consolidation)."""
     if artifact.run_id != run.pk:
         raise RunRefused(f"Artifact {artifact.pk} is not part of run {run.pk}.")
-    if artifact.stage not in SELECTABLE_STAGES:
+    step = STEPS.get(artifact.stage)
+    if step is None or not step.selectable:
         raise RunRefused(
-            f"Only a Stage 6 final draft or the Stage 4 consolidation can be selected; artifact {artifact.pk} "
-            f"is Stage {artifact.stage} ({NAMES[artifact.stage]})."
+            f"Only {STEPS.selectable_phrase()} can be selected; artifact {artifact.pk} "
+            f"is Stage {artifact.stage} ({STEPS.name_of(artifact.stage)})."
         )
     if artifact.status != Artifact.Status.OK or not artifact.path.is_file():
         raise RunRefused(

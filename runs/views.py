@@ -10,6 +10,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.humanize.templatetags.humanize import apnumber
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -18,12 +19,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from council.health import UpstreamHealth, cached_upstream_health
-from council.stages import NAMES
+from council.stages import STEPS
+from council.stages.registry import Step
 from patients.models import Patient, Report
 from runs import reading, selectors, services
 from runs.models import Artifact, Run
-
-STAGE_NUMBERS = range(1, 7)
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -79,6 +79,8 @@ def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") ->
         "patient_runs": list(patient.runs.select_related("report")[:50]),
         "upstream": health,
         "wizard_error": error,
+        "stage_count": len(STEPS),
+        "stage_count_words": apnumber(len(STEPS)),
         **_model_choices(health),
     }
 
@@ -136,6 +138,7 @@ def _live_context(run: Run) -> dict[str, Any]:
     now = timezone.now()
     stages = []
     for stage in progress["stages"]:
+        step = STEPS[stage["stage"]]
         timing = timings.get(stage["stage"], {})
         started, finished = timing.get("started"), timing.get("finished")
         models = []
@@ -152,6 +155,7 @@ def _live_context(run: Run) -> dict[str, Any]:
                 "seconds": round(((finished or now) - started).total_seconds(), 1) if started else None,
                 "ticking": bool(started and not finished and run.status == Run.Status.RUNNING),
                 "readable": any(m["artifact_id"] for m in models),
+                "live_labels": reading.stage_page(step).live_labels,
             }
         )
     finished = run.status in Run.FINISHED
@@ -165,7 +169,13 @@ def _live_context(run: Run) -> dict[str, Any]:
         "elapsed_seconds": round((end - run.started_at).total_seconds(), 1) if run.started_at else None,
         "exports": _exports(run),
         "stream_url": reverse("run-stream", args=[run.pk]),
+        "selected_step": _selected_step(run),
+        "selection_stage": STEPS.selection_step.number,
     }
+
+
+def _selected_step(run: Run) -> Step | None:
+    return STEPS.get(run.selected_artifact.stage) if run.selected_artifact_id else None
 
 
 def _exports(run: Run) -> dict[str, str]:
@@ -216,26 +226,23 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
-    if stage not in STAGE_NUMBERS:
-        raise Http404("Stages are numbered 1 to 6.")
+    step = STEPS.get(stage)
+    if step is None:
+        raise Http404(f"Stages are numbered {STEPS.number_range()}.")
     run = _run(pk)
+    page = reading.stage_page(step)
     context: dict[str, Any] = {
         "run": run,
-        "stage": stage,
-        "stage_name": NAMES[stage],
-        "stage_tabs": [{"number": n, "name": NAMES[n]} for n in STAGE_NUMBERS],
+        "stage": step.number,
+        "step": step,
+        "stage_name": step.name,
+        "stage_tabs": [{"number": s.number, "name": s.name} for s in STEPS],
+        "stage_template": page.template,
         "label_map": sorted(run.label_map.items()),
         "exports": _exports(run),
+        "selected_step": _selected_step(run),
+        **page.context(run, step),
     }
-    if stage == 2:
-        context["reviewers"], context["ranking"] = reading.peer_reviews(run)
-    elif stage == 5:
-        context["tally"] = reading.final_review_tally(run)
-        context["consolidation"] = next((o for o in reading.stage_outputs(run, 4) if o.ok), None)
-    elif stage == 6:
-        context["consolidation"], context["drafts"] = reading.final_drafts(run)
-    else:
-        context["outputs"] = reading.stage_outputs(run, stage)
     if _is_htmx(request):
         return render(request, "runs/_stage.html", context)
     return render(request, "runs/stage.html", context)
@@ -255,9 +262,11 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
-        who = "the consolidation" if artifact.stage == 4 else f"the final draft by {artifact.model_id}"
+        who = STEPS[artifact.stage].output_name(artifact.model_id)
         messages.success(request, f"Selected {who}. Export it to get the Markdown and PDF.")
-    return _redirect(request, reverse("runs:stage", args=[run.pk, 6]) + "#selection")
+    return _redirect(
+        request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
+    )
 
 
 @require_POST
@@ -269,4 +278,6 @@ def run_export(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, "Exported: download the Markdown or the PDF below.")
-    return _redirect(request, reverse("runs:stage", args=[run.pk, 6]) + "#selection")
+    return _redirect(
+        request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
+    )

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from council import prompts
 from council.schemas import FinalReview, PeerReview
-from council.stages import MODULES, stage2_peer_review, stage3_revision
+from council.stages import STEPS, stage2_peer_review, stage3_revision
 from council.stages.base import CouncilInput
 
 SOURCE = CouncilInput(
@@ -21,7 +20,7 @@ VOTE = FinalReview(vote="REVISE", required_changes=["fix TBR"], quality_score_1t
 
 
 def _messages(stage: int) -> list[dict]:
-    module = MODULES[stage]
+    module = STEPS[stage].module
     kwargs = {
         1: {},
         2: {"own_label": "A", "analyses": {"A": "own-analysis-text", "B": "b text", "C": "c text"}},
@@ -78,10 +77,10 @@ def test_labels_are_assigned_in_the_given_order():
 
 def test_stage1_adds_page_images_alongside_the_text():
     source = CouncilInput(report_text="t", clinical_context={}, page_images=("data:image/png;base64,AAA",))
-    content = MODULES[1].build_messages(source)[1]["content"]
+    content = STEPS[1].module.build_messages(source)[1]["content"]
     assert content[0]["type"] == "text" and "(No clinical context" in content[0]["text"]
     assert content[1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAA"}}
 
 
 def test_prompt_versions_are_recorded_per_stage():
-    assert prompts.current_versions()["2"] == "stage2_peer_review.v1"
+    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v1"

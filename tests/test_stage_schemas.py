@@ -7,6 +7,7 @@ import json
 import pytest
 
 from council import schemas
+from council.stages import STEPS
 
 
 def _review(label: str) -> dict:
@@ -87,7 +88,7 @@ def test_final_review_refuses_invalid_votes(body, complaint):
 
 def test_parse_artifact_reads_back_what_the_pipeline_stores():
     stored = schemas.parse_final_review('{"vote":"REVISE","required_changes":["a"],"quality_score_1to10":6}')
-    again = schemas.parse_artifact(5, stored.model_dump_json(indent=2))
+    again = STEPS.parse_artifact(5, stored.model_dump_json(indent=2))
     assert again == stored
     with pytest.raises(ValueError, match="markdown"):
-        schemas.parse_artifact(3, "# text")
+        STEPS.parse_artifact(3, "# text")

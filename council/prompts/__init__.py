@@ -2,8 +2,9 @@
 
 A template has a `[[system]]` section and a `[[user]]` section. `{{name}}` placeholders are filled in one
 pass, so text pasted in (a report, an earlier stage's output) is never itself treated as a template.
-To change a prompt, add the next version's file and point `CURRENT` at it: runs record which versions
-they used (Run.prompt_versions), so old runs stay explainable.
+To change a prompt, add the next version's file and point the step's registry entry (`STEP.prompt` at the
+end of its module in council/stages/) at it: runs record which versions they used (Run.prompt_versions), so
+old runs stay explainable.
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ from functools import cache
 from pathlib import Path
 
 PROMPT_DIR = Path(__file__).resolve().parent
-
-CURRENT: dict[int, str] = {
-    1: "stage1_analysis.v1",
-    2: "stage2_peer_review.v1",
-    3: "stage3_revision.v1",
-    4: "stage4_consolidation.v1",
-    5: "stage5_final_review.v1",
-    6: "stage6_final_draft.v1",
-}
 
 _SECTION = re.compile(r"^\[\[(system|user)\]\]\s*$", re.MULTILINE)
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
@@ -58,11 +50,3 @@ def load(version: str) -> PromptTemplate:
     if set(sections) != {"system", "user"}:
         raise ValueError(f"prompt {version} needs one [[system]] and one [[user]] section")
     return PromptTemplate(version=version, system=sections["system"], user=sections["user"])
-
-
-def current(stage: int) -> PromptTemplate:
-    return load(CURRENT[stage])
-
-
-def current_versions() -> dict[str, str]:
-    return {str(stage): version for stage, version in CURRENT.items()}

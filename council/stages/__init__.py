@@ -1,5 +1,7 @@
-"""The six stages of a council run, one module each. Each builds its messages from versioned prompt
-templates (council/prompts/) and applies the stage's reply rule (council/stages/base.py)."""
+"""The council's steps, in run order. This list is the registry: the pipeline, the pages, the API, the
+export and `runpipeline` read `STEPS`, never stage numbers of their own. Each step is one module
+(`stage<n>_<name>.py`) whose `STEP` entry at its end says what the step is (council/stages/registry.py);
+adding a step is adding its module, its prompt file in council/prompts/, and one line here."""
 
 from __future__ import annotations
 
@@ -11,14 +13,17 @@ from council.stages import (
     stage5_final_review,
     stage6_final_draft,
 )
+from council.stages.registry import Registry, Step
 
-MODULES = {
-    1: stage1_analysis,
-    2: stage2_peer_review,
-    3: stage3_revision,
-    4: stage4_consolidation,
-    5: stage5_final_review,
-    6: stage6_final_draft,
-}
-NAMES = {number: module.NAME for number, module in MODULES.items()}
-KINDS = {number: module.KIND for number, module in MODULES.items()}
+STEPS = Registry(
+    [
+        stage1_analysis.STEP,
+        stage2_peer_review.STEP,
+        stage3_revision.STEP,
+        stage4_consolidation.STEP,
+        stage5_final_review.STEP,
+        stage6_final_draft.STEP,
+    ]
+)
+
+__all__ = ["STEPS", "Step"]

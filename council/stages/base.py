@@ -73,10 +73,10 @@ class CouncilInput:
             return "(No clinical context was entered for this patient.)"
         return "\n".join(f"- {key}: {value}" for key, value in self.clinical_context.items())
 
-    def prompt(self, stage: int, **fields: str) -> tuple[str, str]:
-        """The stage's current prompt as (system, user). Every stage gets the source report and the patient's
-        context here, whatever earlier council output it is also given."""
-        return prompts.current(stage).render(
+    def prompt(self, version: str, **fields: str) -> tuple[str, str]:
+        """A step's prompt (its registry entry names the version) as (system, user). Every step gets the
+        source report and the patient's context here, whatever earlier council output it is also given."""
+        return prompts.load(version).render(
             clinical_context=self.context_block(), report_text=self.report_text, **fields
         )
 

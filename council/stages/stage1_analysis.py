@@ -1,4 +1,6 @@
-"""Stage 1 — Analysis: each council model analyses the report on its own (markdown)."""
+"""Stage 1 — Analysis: each council model analyses the report on its own (markdown).
+
+Its registry entry, `STEP`, is at the end of the module (every step module ends with one)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,11 @@ from council.stages.base import (
     complete_markdown,
     system_user,
 )
-
-STAGE = 1
-NAME = "Analysis"
-KIND = "md"
+from council.stages.registry import Call, Kind, Step, StepContext, Takers, Who
 
 
 def build_messages(source: CouncilInput) -> list[dict]:
-    system, user = source.prompt(STAGE)
+    system, user = source.prompt(STEP.prompt)
     if not source.page_images:
         return system_user(system, user)
     # The page images go with the text (never instead of it): maps and charts carry what OCR misses.
@@ -28,3 +27,18 @@ def build_messages(source: CouncilInput) -> list[dict]:
 
 async def run(client: CompletionClient, model: str, source: CouncilInput, limits: CallLimits) -> StageOutput:
     return await complete_markdown(client, model, build_messages(source), limits)
+
+
+def calls(context: StepContext) -> dict[str, Call]:
+    return {model: context.call(run, model) for model in context.members}
+
+
+STEP = Step(
+    number=1,
+    key="analysis",
+    name="Analysis",
+    kind=Kind.MARKDOWN,
+    prompt="stage1_analysis.v1",
+    calls=calls,
+    takers=Takers(Who.COUNCIL),
+)

@@ -2,6 +2,7 @@
 
 Anonymity: analyses are shown only under their run's labels; a reviewer is never shown its own analysis, and
 no model id is ever written into the prompt. The label map lives on the run, for the UI alone.
+Its registry entry, `STEP`, is at the end of the module.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from council.stages.base import (
     complete_json,
     system_user,
 )
-
-STAGE = 2
-NAME = "Peer review"
-KIND = "json"
+from council.stages.registry import Call, Input, Kind, Step, StepContext, Takers, Who
 
 
 def assign_labels(models: list[str], *, order: list[int] | None = None) -> dict[str, str]:
@@ -43,10 +41,10 @@ def build_messages(source: CouncilInput, *, own_label: str, analyses: Mapping[st
     shown = analyses_to_review(own_label, analyses)
     body = "\n\n".join(f"## Analysis {label}\n\n{text.strip()}" for label, text in shown.items())
     system, user = source.prompt(
-        STAGE,
+        STEP.prompt,
         analyses=body,
         labels=", ".join(shown),
-        json_example=schemas.example_json(STAGE),
+        json_example=schemas.example_json(schemas.PeerReview),
     )
     return system_user(system, user)
 
@@ -70,3 +68,24 @@ async def run(
         dump=lambda review: review.model_dump_json(indent=2),
         what="peer review JSON",
     )
+
+
+def calls(context: StepContext) -> dict[str, Call]:
+    analyses = context.by_label(context.texts("analysis"))
+    return {
+        model: context.call(run, model, own_label=context.labels[model], analyses=analyses)
+        for model in context.members
+    }
+
+
+STEP = Step(
+    number=2,
+    key="peer_review",
+    name="Peer review",
+    kind=Kind.JSON,
+    schema=schemas.PeerReview,
+    prompt="stage2_peer_review.v1",
+    calls=calls,
+    takers=Takers(Who.COUNCIL, with_output_of="analysis", at_least=2),  # a lone analysis has no peers
+    inputs=(Input("analysis"),),
+)

@@ -1,4 +1,6 @@
-"""Stage 3 — Revision: each model revises its analysis from the reviews of it (markdown)."""
+"""Stage 3 — Revision: each model revises its analysis from the reviews of it (markdown).
+
+Its registry entry, `STEP`, is at the end of the module."""
 
 from __future__ import annotations
 
@@ -13,10 +15,7 @@ from council.stages.base import (
     complete_markdown,
     system_user,
 )
-
-STAGE = 3
-NAME = "Revision"
-KIND = "md"
+from council.stages.registry import Call, Input, Kind, Step, StepContext, Takers, Who
 
 
 def _bullets(items: list[str]) -> str:
@@ -48,7 +47,7 @@ def build_messages(
     source: CouncilInput, *, label: str, analysis: str, peer_reviews: Mapping[str, PeerReview]
 ) -> list[dict]:
     system, user = source.prompt(
-        STAGE,
+        STEP.prompt,
         label=label,
         analysis=analysis.strip(),
         reviews=reviews_of(label, peer_reviews),
@@ -68,3 +67,26 @@ async def run(
 ) -> StageOutput:
     messages = build_messages(source, label=label, analysis=analysis, peer_reviews=peer_reviews)
     return await complete_markdown(client, model, messages, limits)
+
+
+def calls(context: StepContext) -> dict[str, Call]:
+    analyses = context.texts("analysis")
+    reviews = context.by_label(context.parsed("peer_review"))
+    return {
+        model: context.call(
+            run, model, label=context.labels[model], analysis=analyses[model], peer_reviews=reviews
+        )
+        for model in context.members
+    }
+
+
+STEP = Step(
+    number=3,
+    key="revision",
+    name="Revision",
+    kind=Kind.MARKDOWN,
+    prompt="stage3_revision.v1",
+    calls=calls,
+    takers=Takers(Who.COUNCIL, with_output_of="analysis"),
+    inputs=(Input("analysis"), Input("peer_review")),
+)

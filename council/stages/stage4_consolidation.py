@@ -1,4 +1,6 @@
-"""Stage 4 — Consolidation: the run's consolidator merges all revisions into one report (markdown)."""
+"""Stage 4 — Consolidation: the run's consolidator merges all revisions into one report (markdown).
+
+Its registry entry, `STEP`, is at the end of the module."""
 
 from __future__ import annotations
 
@@ -12,10 +14,7 @@ from council.stages.base import (
     complete_markdown,
     system_user,
 )
-
-STAGE = 4
-NAME = "Consolidation"
-KIND = "md"
+from council.stages.registry import Call, Input, Kind, Step, StepContext, Takers, Who
 
 
 def build_messages(source: CouncilInput, *, revisions: Mapping[str, str]) -> list[dict]:
@@ -23,7 +22,7 @@ def build_messages(source: CouncilInput, *, revisions: Mapping[str, str]) -> lis
         raise ValueError("consolidation needs at least one revision")
     body = "\n\n".join(f"## Revision {label}\n\n{revisions[label].strip()}" for label in sorted(revisions))
     system, user = source.prompt(
-        STAGE,
+        STEP.prompt,
         revisions=body,
         count=str(len(revisions)),
     )
@@ -39,3 +38,21 @@ async def run(
     revisions: Mapping[str, str],
 ) -> StageOutput:
     return await complete_markdown(client, model, build_messages(source, revisions=revisions), limits)
+
+
+def calls(context: StepContext) -> dict[str, Call]:
+    revisions = context.by_label(context.texts("revision"))
+    return {model: context.call(run, model, revisions=revisions) for model in context.members}
+
+
+STEP = Step(
+    number=4,
+    key="consolidation",
+    name="Consolidation",
+    kind=Kind.MARKDOWN,
+    prompt="stage4_consolidation.v1",
+    calls=calls,
+    takers=Takers(Who.CONSOLIDATOR),
+    inputs=(Input("revision", required=True),),
+    selectable=True,
+)

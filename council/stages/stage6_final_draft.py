@@ -1,5 +1,7 @@
 """Stage 6 — Final draft: each council model writes the final report from the consolidation and the
-Stage 5 required changes (markdown). The clinician picks one of these (or the consolidation)."""
+Stage 5 required changes (markdown). The clinician picks one of these (or the consolidation).
+
+Its registry entry, `STEP`, is at the end of the module."""
 
 from __future__ import annotations
 
@@ -14,10 +16,7 @@ from council.stages.base import (
     complete_markdown,
     system_user,
 )
-
-STAGE = 6
-NAME = "Final draft"
-KIND = "md"
+from council.stages.registry import Call, Input, Kind, Step, StepContext, Takers, Who
 
 
 def _numbered(items: list[str], empty: str) -> str:
@@ -30,7 +29,7 @@ def build_messages(source: CouncilInput, *, consolidation: str, votes: Sequence[
     optional = [change for vote in votes for change in vote.optional_changes]
     no_votes = "(No final review votes are available.)" if not votes else "(None: every vote approved.)"
     system, user = source.prompt(
-        STAGE,
+        STEP.prompt,
         consolidation=consolidation.strip(),
         required_changes=_numbered(required, no_votes),
         optional_changes=_numbered(optional, "(None.)"),
@@ -49,3 +48,24 @@ async def run(
 ) -> StageOutput:
     messages = build_messages(source, consolidation=consolidation, votes=votes)
     return await complete_markdown(client, model, messages, limits)
+
+
+def calls(context: StepContext) -> dict[str, Call]:
+    consolidation = next(iter(context.texts("consolidation").values()))
+    votes = [vote for _, vote in sorted(context.parsed("final_review").items())]
+    return {
+        model: context.call(run, model, consolidation=consolidation, votes=votes) for model in context.members
+    }
+
+
+STEP = Step(
+    number=6,
+    key="final_draft",
+    name="Final draft",
+    kind=Kind.MARKDOWN,
+    prompt="stage6_final_draft.v1",
+    calls=calls,
+    takers=Takers(Who.COUNCIL, with_output_of="analysis"),
+    inputs=(Input("consolidation", required=True), Input("final_review")),
+    selectable=True,
+)

@@ -16,22 +16,22 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from council.stages import NAMES
+from council.stages import STEPS
 from runs import pipeline, selectors, services
 from runs.models import Artifact, Run
 
 
 class Command(BaseCommand):
-    help = "Run or resume one council run (six stages) in this process; --list shows runs and their states."
+    help = "Run or resume one council run (every stage) in this process; --list shows runs and their states."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id", nargs="?", type=int)
         parser.add_argument(
             "--from-stage",
             type=int,
-            choices=range(1, 7),
+            choices=STEPS.numbers,
             metavar="N",
-            help="Redo stages N..6 on purpose: their artifacts are deleted and requested again.",
+            help=f"Redo stages N..{STEPS.last.number} on purpose: their artifacts are deleted and requested again.",
         )
         parser.add_argument(
             "--list", action="store_true", dest="list_runs", help="List runs and their states, then exit."
@@ -84,7 +84,7 @@ class Command(BaseCommand):
 
         def on_stage(stage: int, models: list[str]) -> None:
             self.stdout.write(
-                f"[{pipeline.elapsed_since(started)}] Stage {stage} {NAMES[stage]}: {len(models)} call(s)"
+                f"[{pipeline.elapsed_since(started)}] Stage {stage} {STEPS.name_of(stage)}: {len(models)} call(s)"
             )
 
         in_flight: dict[str, float] = {}
@@ -173,7 +173,7 @@ class Command(BaseCommand):
         self.stdout.write("-" * len(header))
         for run in runs:
             self.stdout.write(
-                f"{run.pk:>5}  {run.status:<12} {run.stages_done:>3}/6  {str(run.patient)[:20]:<20} "
+                f"{run.pk:>5}  {run.status:<12} {run.stages_done:>3}/{STEPS.last.number}  {str(run.patient)[:20]:<20} "
                 f"{selectors.council_summary(run)[:40]:<40} {run.created_at:%Y-%m-%d %H:%M}"
             )
             if run.error:
