@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from council.stages import STEPS
 from runs.models import Artifact, Run, RunEvent
+
+
+@admin.display(description="stage", ordering="stage")
+def stage_name(artifact: Artifact) -> str:
+    return f"{artifact.stage} · {STEPS.name_of(artifact.stage)}"
 
 
 class ArtifactInline(admin.TabularInline):
@@ -12,7 +18,16 @@ class ArtifactInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["stage", "model_id", "kind", "status", "completion_tokens", "latency_ms", "attempts", "error"]
+    fields = [
+        stage_name,
+        "model_id",
+        "kind",
+        "status",
+        "completion_tokens",
+        "latency_ms",
+        "attempts",
+        "error",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -55,7 +70,7 @@ class RunAdmin(admin.ModelAdmin):
 
 @admin.register(Artifact)
 class ArtifactAdmin(admin.ModelAdmin):
-    list_display = ["id", "run", "stage", "model_id", "kind", "status", "completion_tokens", "latency_ms"]
+    list_display = ["id", "run", stage_name, "model_id", "kind", "status", "completion_tokens", "latency_ms"]
     list_filter = ["stage", "status", "kind"]
     search_fields = ["model_id", "run__id"]
     readonly_fields = [

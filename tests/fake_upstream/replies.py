@@ -93,7 +93,7 @@ def _rng(model: str, stage: int | None, salt: str = "") -> random.Random:
 
 
 def markdown_report(*, model: str, stage: int, messages: list[dict[str, Any]]) -> str:
-    """A complete markdown reply for stages 1, 3, 4, 6, ending with the end marker."""
+    """A complete markdown reply for any markdown stage (1, 3, 4, 6, …), ending with the end marker."""
     name = STAGE_NAMES.get(stage, "Report")
     prompt = "\n".join(user_texts(messages))
     pages = _PAGE_MARK.findall(prompt)
