@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
 
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
+from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
@@ -67,3 +71,27 @@ def docs_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
         return redirect_to_login(request.get_full_path())
 
     return guarded
+
+
+class BearerTokenMiddleware(BaseMiddleware):
+    """For channels consumers (the live stream), inside channels' AuthMiddlewareStack: a request its session
+    did not sign in is signed in by `Authorization: Bearer <token>`, with the JSON API's own token check."""
+
+    async def __call__(self, scope, receive, send):
+        scope = dict(scope)
+        user = scope.get("user")
+        if user is None or not user.is_authenticated:
+            scheme, _, token = _header(scope, b"authorization").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                request = ASGIRequest({**scope, "path": scope.get("path", "/")}, io.BytesIO())
+                found = await database_sync_to_async(BearerTokenAuth().authenticate)(request, token.strip())
+                if found is not None:
+                    scope["user"] = found
+        return await self.inner(scope, receive, send)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""

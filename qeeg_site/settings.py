@@ -185,6 +185,12 @@ RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
 # Live stream: how often the one per-process reader looks for new run events, and the keep-alive period.
 SSE_POLL_SECONDS = env.float("SSE_POLL_SECONDS", default=0.1)
 SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15.0)
+# The live stream's groups are in-process: each web process's one feed fills them from the database (polling
+# on SQLite, LISTEN/NOTIFY on PostgreSQL), so no channel layer server is needed (runs/feed.py). The capacity is
+# per stream; a stream reads the table for anything its group could not hold.
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}
+}
 
 LOGGING = {
     "version": 1,

@@ -5,13 +5,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from qeeg_site.api import api
-from runs.stream import run_stream
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/runs/<int:run_id>/stream", run_stream, name="run-stream"),  # async SSE view, before ninja
     path("api/", api.urls),
     path("runs/", include("runs.urls")),
     path("", include("patients.urls")),

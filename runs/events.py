@@ -1,5 +1,6 @@
 """Run events: the append-only record of what happened in a run, and the only bus between the `runpipeline`
-process that writes them and the web server's live stream that reads them.
+process that writes them and the web server's live stream that reads them (on PostgreSQL each committed event
+is also announced with NOTIFY, so web processes on any host hear of it without polling).
 
 Kinds (the SSE event names), with what each carries besides `stage` and `model_id`:
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection, transaction
+
 from runs.models import Run, RunEvent
 
 STATUS = "status"
@@ -31,6 +34,10 @@ MODEL_FAILED = "model_failed"
 ARTIFACT_WRITTEN = "artifact_written"
 SELECTED = "selected"
 EXPORTED = "exported"
+
+# PostgreSQL: every committed event is announced on this channel as "<run_id>:<event_id>" (runs/feed.py).
+NOTIFY_CHANNEL = "qeeg_run_events"
+ADVISORY_LOCK_CLASS = 8117  # first key of the per-run advisory lock; the second is the run id
 
 KINDS = (
     STATUS,
@@ -52,4 +59,15 @@ def event_emit(
     if kind not in KINDS:
         raise ValueError(f"unknown run event kind {kind!r}")
     run_id = run if isinstance(run, int) else run.pk
-    return RunEvent.objects.create(run_id=run_id, kind=kind, stage=stage, model_id=model_id, data=data)
+    if connection.vendor != "postgresql":
+        # SQLite has one writer at a time, so ids are committed in id order; the stream polls for them.
+        return RunEvent.objects.create(run_id=run_id, kind=kind, stage=stage, model_id=model_id, data=data)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # PostgreSQL hands out ids before commit, so two writers could commit a run's events out of id order and
+        # a stream that has sent the later one would never send the earlier. One writer per run at a time
+        # (lock held to commit) makes a run's ids commit in order; other runs are not held up.
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADVISORY_LOCK_CLASS, run_id & 0x7FFFFFFF])
+        event = RunEvent.objects.create(run_id=run_id, kind=kind, stage=stage, model_id=model_id, data=data)
+        # Delivered to every listening web process when (and only if) this transaction commits.
+        cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, f"{run_id}:{event.pk}"])
+    return event

@@ -24,6 +24,7 @@ from council.stages.registry import Step
 from patients.models import Patient, Report
 from runs import reading, selectors, services
 from runs.models import Artifact, Run
+from runs.stream import stream_url
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -168,7 +169,7 @@ def _live_context(run: Run) -> dict[str, Any]:
         "resumable": run.status in Run.RESUMABLE,
         "elapsed_seconds": round((end - run.started_at).total_seconds(), 1) if run.started_at else None,
         "exports": _exports(run),
-        "stream_url": reverse("run-stream", args=[run.pk]),
+        "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),
         "selection_stage": STEPS.selection_step.number,
     }

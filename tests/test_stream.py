@@ -1,4 +1,5 @@
-"""The run's live stream: a snapshot first, named events with ids, resume without loss or repeats, an end."""
+"""The run's live stream: a snapshot first, named events with ids, resume without loss or repeats, an end.
+Requests go through the project's whole ASGI application, as daphne sends them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import AsyncClient
+from channels.layers import get_channel_layer
+from django.db import connection
 from django.utils import timezone
 
 from patients.models import Patient, Report
+from runs import feed
 from runs.events import event_emit
 from runs.models import Run, RunEvent
-from runs.stream import close_all_streams_for_tests, get_hub
-from tests.stream_helpers import SSEReader
+from runs.stream import RunStreamConsumer
+from tests.stream_helpers import SSEReader, asgi_request, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +32,7 @@ def fast_stream(settings):
 @pytest.fixture(autouse=True)
 async def stop_reader():
     yield
-    await close_all_streams_for_tests()
+    await feed.stop_feed_for_tests()
 
 
 def make_run(status: str = Run.Status.RUNNING) -> Run:
@@ -53,21 +56,36 @@ def run(db) -> Run:
     return make_run()
 
 
+class Client:
+    """Opens streams as the signed-in clinician and closes them (as a leaving browser would) afterwards."""
+
+    def __init__(self, cookie: str) -> None:
+        self.cookie = cookie
+        self.responses = []
+
+    async def get(self, path: str, **headers: str):
+        response = await asgi_request(path, headers={"Cookie": self.cookie, **headers})
+        self.responses.append(response)
+        return response
+
+
 @pytest.fixture
-async def client(clinician) -> AsyncClient:
-    client = AsyncClient()
-    await client.aforce_login(clinician)
-    return client
+async def client(clinician):
+    client = Client(await session_cookie(clinician))
+    yield client
+    for response in client.responses:
+        if not response.communicator.future.done():
+            await response.disconnect()
 
 
 emit = sync_to_async(event_emit)
 
 
-async def open_stream(client: AsyncClient, run_id: int, **headers: str) -> SSEReader:
-    response = await client.get(f"/api/runs/{run_id}/stream", headers=headers)
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/event-stream")
-    return SSEReader(response.streaming_content)
+async def open_stream(client: Client, run_id: int, **headers: str) -> SSEReader:
+    response = await client.get(f"/api/runs/{run_id}/stream", **headers)
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return SSEReader(response.body)
 
 
 async def test_fresh_connection_gets_a_snapshot_then_live_events(client, run):
@@ -121,7 +139,7 @@ async def test_resume_by_query_parameter_while_events_pour_in_has_no_gap_and_no_
     writer = asyncio.create_task(runner())
     await asyncio.sleep(0.05)  # some events are in the table before we connect, the rest arrive live
     response = await client.get(f"/api/runs/{run.pk}/stream?last_event_id=0")
-    stream = SSEReader(response.streaming_content)
+    stream = SSEReader(response.body)
     received = []
     while len(received) < 40:
         received.append((await stream.event()).id)
@@ -200,27 +218,62 @@ async def test_idle_stream_gets_keepalive_comments(client, run, settings):
 
 async def test_many_streams_share_one_reader_which_stops_when_nobody_listens(client, settings):
     runs = [await sync_to_async(make_run)() for _ in range(6)]
-    streams = [await open_stream(client, r.pk) for r in runs]
+    streams = [await client.get(f"/api/runs/{r.pk}/stream") for r in runs]
     for s in streams:
-        await s.event()
-    hub = get_hub()
-    assert hub.open_streams == 6
-    before = hub.polls
+        await SSEReader(s.body).event()
+    reader = feed.get_feed()
+    assert reader.open_streams == 6
+    before = reader.reads
     await asyncio.sleep(0.5)
-    polls = hub.polls - before
-    # One reader polling every 20 ms: about 25 polls in 0.5 s, not 6 x 25.
-    assert 5 <= polls <= 40
-    # A client going away cancels the task reading its stream (what Django's ASGI handler does on disconnect).
-    readers = [asyncio.create_task(s.event(timeout=10)) for s in streams]
-    await asyncio.sleep(0.05)
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
-    assert hub.open_streams == 0
-    await asyncio.sleep(0.1)
-    stopped_at = hub.polls
+    reads = reader.reads - before
+    if connection.vendor == "postgresql":
+        assert reads == 0  # LISTEN/NOTIFY: nothing happened, so nothing was asked of the database
+    else:
+        # One reader polling every 20 ms: about 25 reads in 0.5 s, not 6 x 25.
+        assert 5 <= reads <= 40
+    # Clients going away (daphne sends http.disconnect) leave their groups and the reader.
+    for s in streams:
+        await s.disconnect()
+    assert reader.open_streams == 0
+    assert not get_channel_layer().groups
+    for _ in range(30):
+        if reader._task is None:
+            break
+        await asyncio.sleep(0.1)
+    assert reader._task is None  # the reader stopped
+    stopped_at = reader.reads
     await asyncio.sleep(0.2)
-    assert hub.polls == stopped_at
+    assert reader.reads == stopped_at
+
+
+async def test_an_event_the_group_did_not_bring_is_read_from_the_table(client, run, settings, monkeypatch):
+    """A stream's group message says which event of the run came before it; if the stream never got that
+    one (its channel was full), it reads the run's events after its last from the table: no gap."""
+    settings.SSE_POLL_SECONDS = 30  # the feed stays quiet; we play it
+    stream = await open_stream(client, run.pk)
+    snapshot = await stream.event()
+    rows = [
+        await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1) for i in range(3)
+    ]
+    backlog_reads = []
+    original = RunStreamConsumer._send_backlog
+
+    async def counted(self):
+        backlog_reads.append(self.sent)
+        return await original(self)
+
+    monkeypatch.setattr(RunStreamConsumer, "_send_backlog", counted)
+    last = (await sync_to_async(list)(RunEvent.objects.filter(pk=rows[-1].pk).values(*feed.EVENT_FIELDS)))[0]
+    await get_channel_layer().group_send(
+        feed.run_group(run.pk),
+        {"type": "run.event", "id": last["id"], "prev": rows[-2].pk, "frame": feed.event_frame(last),
+         "finishes": False},
+    )  # fmt: skip
+    got = [await stream.event() for _ in rows]
+    assert [f.id for f in got] == [r.pk for r in rows]
+    assert backlog_reads == [snapshot.id]
+    with pytest.raises(TimeoutError):
+        await stream.event(timeout=0.3)  # the injected event is not sent twice
 
 
 async def test_event_ids_match_the_table(client, run):

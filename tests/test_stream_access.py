@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.test import AsyncClient
 
-from runs.stream import close_all_streams_for_tests
-from tests.stream_helpers import SSEReader
+from runs import feed
+from tests.stream_helpers import SSEReader, asgi_request, session_cookie
 from tests.test_stream import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 async def stop_reader():
     yield
-    await close_all_streams_for_tests()
+    await feed.stop_feed_for_tests()
 
 
 @pytest.fixture
@@ -24,49 +23,62 @@ def run(db):
 
 
 async def test_anonymous_gets_json_401(run):
-    response = await AsyncClient().get(f"/api/runs/{run.pk}/stream")
-    assert response.status_code == 401
+    response = await asgi_request(f"/api/runs/{run.pk}/stream")
+    assert response.status == 401
     assert "Bearer" in response.json()["detail"]
 
 
 async def test_unknown_token_gets_401(run):
-    response = await AsyncClient().get(
-        f"/api/runs/{run.pk}/stream", headers={"Authorization": "Bearer qc_nope"}
-    )
-    assert response.status_code == 401
+    response = await asgi_request(f"/api/runs/{run.pk}/stream", headers={"Authorization": "Bearer qc_nope"})
+    assert response.status == 401
 
 
 async def test_bearer_token_opens_the_stream(run, api_token):
-    # Per request: AsyncClient(headers=…) mangles the name into Http-Authorization.
-    response = await AsyncClient().get(
+    response = await asgi_request(
         f"/api/runs/{run.pk}/stream", headers={"Authorization": f"Bearer {api_token}"}
     )
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/event-stream")
-    frame = await SSEReader(response.streaming_content).event()
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frame = await SSEReader(response.body).event()
     assert frame.event == "snapshot"
-    await response.streaming_content.aclose()
+    await response.disconnect()
+
+
+async def test_session_opens_the_stream(run, clinician):
+    response = await asgi_request(
+        f"/api/runs/{run.pk}/stream", headers={"Cookie": await session_cookie(clinician)}
+    )
+    assert response.status == 200
+    assert (await SSEReader(response.body).event()).event == "snapshot"
+    await response.disconnect()
 
 
 async def test_unknown_run_is_404_json(clinician):
-    client = AsyncClient()
-    await client.aforce_login(clinician)
-    response = await client.get("/api/runs/999999/stream")
-    assert response.status_code == 404
+    response = await asgi_request(
+        "/api/runs/999999/stream", headers={"Cookie": await session_cookie(clinician)}
+    )
+    assert response.status == 404
     assert "not found" in response.json()["detail"]
 
 
-async def test_inactive_user_is_refused(run, clinician):
-    client = AsyncClient()
-    await client.aforce_login(clinician)
+async def test_inactive_user_is_refused(run, clinician, api_token):
+    cookie = await session_cookie(clinician)
     clinician.is_active = False
     await clinician.asave()
-    response = await client.get(f"/api/runs/{run.pk}/stream")
-    assert response.status_code == 401
+    for headers in ({"Cookie": cookie}, {"Authorization": f"Bearer {api_token}"}):
+        response = await asgi_request(f"/api/runs/{run.pk}/stream", headers=headers)
+        assert response.status == 401
 
 
 async def test_only_get_is_allowed(run, clinician):
-    client = AsyncClient()
-    await client.aforce_login(clinician)
-    response = await client.post(f"/api/runs/{run.pk}/stream")
-    assert response.status_code == 405
+    response = await asgi_request(
+        f"/api/runs/{run.pk}/stream", method="POST", headers={"Cookie": await session_cookie(clinician)}
+    )
+    assert response.status == 405
+    assert response.headers["allow"] == "GET"
+
+
+async def test_other_paths_still_reach_django(clinician):
+    response = await asgi_request("/api/patients", headers={"Cookie": await session_cookie(clinician)})
+    assert response.status == 200
+    assert "items" in response.json()

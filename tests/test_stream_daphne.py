@@ -3,68 +3,24 @@ write meanwhile, come back with Last-Event-ID, and get exactly what was missed."
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from runs.events import event_emit
-from tests.stream_helpers import Frame, parse_frame
+from tests.stream_helpers import daphne_server, frames, next_event
 from tests.test_stream import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def server(subprocess_env: dict[str, str]) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = dict(subprocess_env, SSE_POLL_SECONDS="0.05", SSE_KEEPALIVE_SECONDS="0.3", LOG_LEVEL="WARNING")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "qeeg_site.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    proc.stderr.read().decode() if proc.stderr else "daphne did not start"
-                ) from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
-
-
-def frames(response: httpx.Response) -> Iterator[Frame]:
-    lines: list[str] = []
-    for line in response.iter_lines():
-        if line:
-            lines.append(line)
-        elif lines:
-            yield parse_frame("\n".join(lines))
-            lines = []
-
-
-def next_event(stream: Iterator[Frame]) -> Frame:
-    for frame in stream:
-        if frame.event is not None:
-            return frame
-    raise AssertionError("the stream ended")
+    with daphne_server(env) as url:
+        yield url
 
 
 def test_dropped_connection_resumes_with_last_event_id_and_nothing_missed(server, api_token):
