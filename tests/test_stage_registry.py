@@ -31,6 +31,7 @@ def test_the_six_steps_in_run_order():
     ]
     assert STEPS["peer_review"].schema is PeerReview and STEPS["final_review"].schema is FinalReview
     assert [s.number for s in STEPS.selectable] == [4, 6] and STEPS.selection_step.number == 6
+    assert 6 in STEPS and "final_draft" in STEPS and 7 not in STEPS and "plain_summary" not in STEPS
     assert STEPS.selectable_phrase() == "a Stage 6 final draft or the Stage 4 consolidation"
     assert [s.by_consolidator for s in STEPS] == [False, False, False, True, False, False]
     assert STEPS.requirement(STEPS[4]).startswith("needs at least one revision;")

@@ -205,8 +205,10 @@ class Registry:
     def __len__(self) -> int:
         return len(self._steps)
 
-    def __contains__(self, number: object) -> bool:
-        return number in self._steps
+    def __contains__(self, number_or_key: object) -> bool:
+        if isinstance(number_or_key, str):
+            return any(step.key == number_or_key for step in self._steps.values())
+        return number_or_key in self._steps
 
     def __getitem__(self, number_or_key: int | str) -> Step:
         if isinstance(number_or_key, int):
