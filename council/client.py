@@ -12,6 +12,9 @@ Failure rules (CLIProxyAPI is more surprising than a plain OpenAI endpoint):
   for a while after an upstream 401), raise `NeedsAuth`; never retried.
 - 400 `model_not_found`, and the legacy 502 "unknown provider for model X", raise `ModelNotFound`.
 - An empty reply raises `EmptyCompletion`.
+- Every payload passes the client's `IdentifierGuard` (council/deid.py) just before it is sent: a known
+  patient identifier in any text, or a page image not marked painted out, raises `IdentifierRefused` and
+  nothing is sent. Without identifiers the guard still refuses unmarked images.
 - Fallback to /v1/responses: when /v1/chat/completions answers a client error (400/404/405/422) whose error
   text names the endpoint problem (mentions `responses`, `chat/completions`, "not a chat model" or an
   `unsupported_api*` code), the same call is sent once to /v1/responses. Any other 4xx is the request's
@@ -32,6 +35,8 @@ from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from council.deid import IdentifierGuard
 
 CHAT = "chat/completions"
 RESPONSES = "responses"
@@ -205,8 +210,10 @@ class CLIProxyClient:
         clock: Callable[[], float] | None = None,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
+        guard: IdentifierGuard | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.guard = guard or IdentifierGuard()
         self.max_attempts = max(1, max_attempts)
         self.max_retry_seconds = max_retry_seconds
         self.max_cooldown_seconds = max_cooldown_seconds
@@ -454,6 +461,9 @@ class CLIProxyClient:
         self, method: str, path: str, payload: dict | None, *, model: str | None, fallback: bool
     ) -> Any:
         where = f"CLIProxyAPI at {self.base_url}"
+        if payload is not None:
+            # The last look before anything leaves; raised outside the retry rules (never retried).
+            self.guard.check(payload, where=f"the request to {model}" if model else "the request")
         try:
             response = await self._http.request(method, path, json=payload)
         except httpx.ConnectTimeout:

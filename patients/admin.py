@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from patients import services
-from patients.models import Patient, Report
+from patients.models import Patient, PatientIdentifier, Redaction, Report
 
 
 class ReportInline(admin.TabularInline):
@@ -23,6 +23,30 @@ class ReportInline(admin.TabularInline):
         return False  # reports come in through the upload, which stores and checks the file
 
 
+class PatientIdentifierInline(admin.TabularInline):
+    """Names, date of birth, record numbers: used only to de-identify what the council sees."""
+
+    model = PatientIdentifier
+    fields = ["kind", "value", "created_by", "created_at"]
+    readonly_fields = ["created_by", "created_at"]
+    extra = 1
+    verbose_name = "identifier (never sent to a model)"
+    verbose_name_plural = "identifiers (kept here, used only to remove them before any model call)"
+
+
+class RedactionInline(admin.TabularInline):
+    model = Redaction
+    fields = ["phrase", "report", "created_by", "created_at"]
+    readonly_fields = ["created_by", "created_at"]
+    extra = 0
+    verbose_name_plural = "redactions (phrases always removed from what the council sees)"
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "report" and (pk := request.resolver_match.kwargs.get("object_id")):
+            kwargs["queryset"] = Report.objects.filter(patient_id=pk)  # only this patient's reports
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
     list_display = ["label", "age", "sex", "handedness", "report_count", "created_at", "updated_at"]
@@ -34,7 +58,7 @@ class PatientAdmin(admin.ModelAdmin):
         ("Clinical context", {"fields": ["age", "sex", "handedness", "medications", "referral_reason"]}),
         ("Record", {"fields": ["created_by", "created_at", "updated_at"]}),
     ]
-    inlines = [ReportInline]
+    inlines = [PatientIdentifierInline, RedactionInline, ReportInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
         return super().get_queryset(request).annotate(report_count=Count("reports"))
@@ -47,6 +71,15 @@ class PatientAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        for row in formset.save(commit=False):
+            if row.created_by_id is None:
+                row.created_by = request.user
+            row.save()
+        for row in formset.deleted_objects:
+            row.delete()
+        formset.save_m2m()
 
     def delete_model(self, request: HttpRequest, obj: Patient) -> None:
         services.patient_delete(patient=obj)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
@@ -127,3 +129,68 @@ class Report(models.Model):
     @property
     def original_content_type(self) -> str:
         return ORIGINAL_FILES[self.kind][1]
+
+
+class PatientIdentifier(models.Model):
+    """Something that identifies the patient (a name, the date of birth, a record number …), recorded by
+    staff so the council never sees it: it is used only to find and remove it before any model call, and
+    to refuse a call that still carries it. Never sent, never logged."""
+
+    class Kind(models.TextChoices):
+        NAME = "name", "Name"
+        BIRTH_DATE = "birth_date", "Date of birth"
+        RECORD_NUMBER = "record_number", "Record or device number"
+        OTHER = "other", "Other (address, school, phrase)"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="identifiers")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    value = models.CharField(
+        max_length=200, help_text="A date of birth as YYYY-MM-DD; names as usually written (any order)."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of patient {self.patient_id}"  # never the value: this is logged
+
+    def clean(self) -> None:
+        self.value = " ".join(self.value.split())
+        if not self.value:
+            raise ValidationError({"value": "Enter the identifier."})
+        if self.kind == self.Kind.BIRTH_DATE:
+            try:
+                self.value = date.fromisoformat(self.value).isoformat()
+            except ValueError:
+                raise ValidationError({"value": "Enter the date of birth as YYYY-MM-DD."}) from None
+        elif sum(ch.isalnum() for ch in self.value) < 2:
+            raise ValidationError({"value": "An identifier needs at least two letters or digits."})
+
+    @property
+    def birth_date(self) -> date | None:
+        return date.fromisoformat(self.value) if self.kind == self.Kind.BIRTH_DATE else None
+
+
+class Redaction(models.Model):
+    """A phrase a clinician wants removed from what the council sees: for one report, or (report empty) for
+    every report of the patient. Applied like an identifier, and checked by the same guard."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="redactions")
+    report = models.ForeignKey(
+        Report, null=True, blank=True, on_delete=models.CASCADE, related_name="redactions"
+    )
+    phrase = models.CharField(max_length=200)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"redaction {self.pk} of patient {self.patient_id}"

@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -177,6 +178,15 @@ COUNCIL_MAX_CONTINUATIONS = env.int("COUNCIL_MAX_CONTINUATIONS", default=2)
 COUNCIL_MAX_TOKENS = env.int("COUNCIL_MAX_TOKENS", default=8000)
 # Stage 1 may also see the first N page images (topographic maps, charts); 0 sends text only.
 COUNCIL_PAGE_IMAGES = env.int("COUNCIL_PAGE_IMAGES", default=0)
+
+# De-identification (council/deid.py): page images leave only painted out ("paint") or never ("off").
+DEID_PAGE_IMAGES = env.str("DEID_PAGE_IMAGES", default="off").strip().lower()
+if DEID_PAGE_IMAGES not in ("off", "paint"):
+    raise ImproperlyConfigured(f"DEID_PAGE_IMAGES must be 'off' or 'paint', not {DEID_PAGE_IMAGES!r}")
+# How 03/04/2024 reads in a report that does not show it (a day over 12 settles it per report).
+DEID_DATE_ORDER = env.str("DEID_DATE_ORDER", default="mdy").strip().lower()
+if DEID_DATE_ORDER not in ("mdy", "dmy"):
+    raise ImproperlyConfigured(f"DEID_DATE_ORDER must be 'mdy' or 'dmy', not {DEID_DATE_ORDER!r}")
 
 # Runs: the runner heartbeats; a run whose heartbeat is older than RUN_STALE_SECONDS has lost its runner.
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)

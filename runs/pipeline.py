@@ -11,7 +11,6 @@ council/ does the talking (prompts, reply rules); this module decides who is ask
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Callable
@@ -21,11 +20,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from council.client import NeedsAuth, UpstreamError
+from council.deid import IdentifierRefused
 from council.stages import STEPS
 from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed
 from council.stages.registry import Call, Step, StepCannotStart
-from patients.selectors import report_page_images, report_text
-from runs import selectors, services
+from runs import selectors, services, sources
 from runs.models import Artifact, Run
 
 log = logging.getLogger(__name__)
@@ -60,19 +59,12 @@ class Progress:
 
 @sync_to_async
 def _load(run_id: int) -> tuple[Run, CouncilInput]:
+    """The run and what every stage is given: the report and context de-identified (runs.sources)."""
     run = Run.objects.select_related("patient", "report").get(pk=run_id)
-    text = report_text(run.report)
-    if not text.strip():
+    source = sources.council_source(patient=run.patient, report=run.report)
+    if not source.council_input.report_text.strip():
         raise StageFailed(f"Report {run.report_id} has no text to give the council (is it ready?).")
-    images: tuple[str, ...] = ()
-    if limit := settings.COUNCIL_PAGE_IMAGES:
-        images = tuple(
-            "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-            for path in report_page_images(run.report)[:limit]
-        )
-    return run, CouncilInput(
-        report_text=text, clinical_context=run.patient.clinical_context(), page_images=images
-    )
+    return run, source.council_input
 
 
 @sync_to_async
@@ -257,8 +249,8 @@ async def _run_stage(
             progress.on_model(stage, model, "started", None)
             try:
                 output = await call()
-            except NeedsAuth:
-                raise  # not this model's fault: the whole run waits for the operator to sign in again
+            except (NeedsAuth, IdentifierRefused):
+                raise  # not this model's fault: the whole run stops (sign in again / fix the identifiers)
             except (ModelFailed, UpstreamError) as exc:
                 usage = exc.usage if isinstance(exc, ModelFailed) else None
                 outcome = services.Outcome(text=None, usage=usage, error=exc.message)
@@ -273,8 +265,14 @@ async def _run_stage(
 
     results = await asyncio.gather(*(one(m, c) for m, c in todo.items()), return_exceptions=True)
     needs_auth = next((r for r in results if isinstance(r, NeedsAuth)), None)
+    refused = next((r for r in results if isinstance(r, IdentifierRefused)), None)
     unexpected = next(
-        (r for r in results if isinstance(r, BaseException) and not isinstance(r, NeedsAuth)), None
+        (
+            r
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, NeedsAuth | IdentifierRefused)
+        ),
+        None,
     )
     ok = len(tally.ok) + len(tally.kept)
     satisfied = step.satisfied(ok=ok, total=len(calls))
@@ -284,8 +282,11 @@ async def _run_stage(
         ok=ok,
         failed=len(tally.failed),
         total=len(calls),
-        done=satisfied and needs_auth is None and unexpected is None,
+        done=satisfied and needs_auth is None and refused is None and unexpected is None,
     )
+    if refused is not None:
+        # Says which stage and what kind of identifier, never the identifier itself.
+        raise _Stop(Run.Status.FAILED, f"Stage {stage} ({step.name}): {refused.message}")
     if needs_auth is not None:
         raise _Stop(
             Run.Status.NEEDS_AUTH,

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import httpx
 import pytest
 import respx
+from PIL import Image
 
 from council.client import UpstreamError
+from council.deid import paint_out
 from tests.client_helpers import BASE, FakeTime, chat_body, error_body, make_client
+
+
+def _painted_page() -> str:
+    """A page image marked painted out: the only kind the client's guard lets leave."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(paint_out(buffer.getvalue(), [])).decode()
+
+
+PAGE = _painted_page()
 
 MESSAGES = [
     {"role": "system", "content": "qEEG Council — Stage 1: Analysis"},
@@ -17,7 +31,7 @@ MESSAGES = [
         "role": "user",
         "content": [
             {"type": "text", "text": "Read this."},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": {"url": PAGE}},
         ],
     },
 ]
@@ -92,7 +106,7 @@ async def test_falls_back_once_to_responses_and_parses_output_items():
     assert sent["max_output_tokens"] == 50
     assert sent["input"][1]["content"] == [
         {"type": "input_text", "text": "Read this."},
-        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
+        {"type": "input_image", "image_url": PAGE},
     ]
 
 

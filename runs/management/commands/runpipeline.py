@@ -14,10 +14,11 @@ import sys
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from council.stages import STEPS
-from runs import pipeline, selectors, services
+from runs import pipeline, selectors, services, sources
 from runs.models import Artifact, Run
 
 
@@ -70,7 +71,7 @@ class Command(BaseCommand):
                 f"Run {run_id}: resuming after Stage {claimed.stages_done}; finished calls are kept."
             )
         self.stdout.write(
-            f"Run {run_id} for {claimed.patient} · report {claimed.report_id} · council "
+            f"Run {run_id} for patient {claimed.patient_id} · report {claimed.report_id} · council "
             f"{', '.join(claimed.council_models)} · consolidator {claimed.consolidator}"
         )
         started = time.monotonic()
@@ -114,7 +115,9 @@ class Command(BaseCommand):
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
-        async with CLIProxyClient.from_settings() as client:
+        # The client refuses any call that still carries one of this patient's identifiers.
+        guard = await sync_to_async(sources.guard_for_run)(run_id)
+        async with CLIProxyClient.from_settings(guard=guard) as client:
             drive = asyncio.create_task(
                 pipeline.drive(run_id, pid=pid, client=client, progress=pipeline.Progress(on_stage, on_model))
             )
@@ -167,8 +170,8 @@ class Command(BaseCommand):
 
     def _list(self) -> None:
         services.runs_mark_stale_interrupted()
-        runs = Run.objects.select_related("patient").prefetch_related("artifacts")[:100]
-        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':<20} {'council':<40} {'created':<16}"
+        runs = Run.objects.prefetch_related("artifacts")[:100]
+        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':>7} {'council':<40} {'created':<16}"
         self.stdout.write(header)
         self.stdout.write("-" * len(header))
         for run in runs:

@@ -1,0 +1,638 @@
+"""De-identification: report text in, text with no patient identifier out; and the check on what leaves.
+
+Pure text (and, for page images, pixels): no ORM, no HTTP. The caller hands over what the clinic knows about
+the patient (`Identifiers`: names, dates of birth, record numbers, other phrases, the patient label, the
+clinicians' redactions) and gets back text with:
+
+- those identifiers in any spelling: case, spacing, hyphens, diacritics (NFKD, marks dropped, casefolded;
+  ä/ö/ü also match ae/oe/ue), any name order ("Last, First", "First Middle Last"), a part of a name on its
+  own, and initials written with a period next to a name part ("A. Müller", "Müller, A."). Bare initials
+  ("AM") are left alone: they collide with electrode names, units and words far more often than they name
+  anyone. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
+- dates of birth in any of the date formats below, and as 8-digit runs (19840301, 01031984) → `[DOB]`;
+- emails, phone numbers, street addresses, labelled record and device numbers (MRN, ID, Serial, S/N …) →
+  `[EMAIL]`, `[PHONE]`, `[ADDRESS]`, `[ID]`;
+- every other absolute date → `day N`, days after the anchor: the earliest such date in the report, which
+  in a qEEG report is the first session, so `Session 2 (2024-03-24)` becomes `Session 2 (day 23)` and the
+  longitudinal order survives. Month-and-year alone ("March 2024") → `[DATE]`. Bare years stay.
+
+Measurements are never touched: every pattern needs a label, a separator shape or a length that numbers
+printed as values (µV, ms, Hz, Z-scores, ranges such as 253-364 ms or 0.9-2.2) do not have.
+
+`IdentifierGuard` is the last check before a payload leaves (council/client.py): it looks for the known
+identifiers only (full names in any order, the family name, dates of birth, record numbers, phrases) and
+for page images that are not marked as painted out, and says which kind it found, never the value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import io
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol, TypeVar
+
+NAME = "[NAME]"
+DOB = "[DOB]"
+ID = "[ID]"
+EMAIL = "[EMAIL]"
+PHONE = "[PHONE]"
+ADDRESS = "[ADDRESS]"
+REDACTED = "[REDACTED]"
+DATE = "[DATE]"
+
+# What a painted-out page image carries (a PNG text chunk); the guard refuses any image without it.
+PAINTED_KEY = "qeeg-deid"
+PAINTED_VALUE = "painted-out"
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """What the clinic knows identifies this patient. Kept locally; used only to find and remove."""
+
+    names: tuple[str, ...] = ()
+    birth_dates: tuple[date, ...] = ()
+    record_numbers: tuple[str, ...] = ()  # MRN, device serials, the patient label …
+    phrases: tuple[str, ...] = ()  # anything else: addresses, a school, the clinicians' redactions
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.birth_dates or self.record_numbers or self.phrases)
+
+
+@dataclass(frozen=True)
+class Deidentified:
+    text: str
+    anchor: date | None  # the date `day 0` stands for (None when the text has no date)
+    replaced: Counter[str] = field(default_factory=Counter)  # token → how many times it was put in
+
+
+class IdentifierRefused(Exception):
+    """An outgoing payload carried a known identifier or an image not painted out; nothing was sent.
+    `kind` says what was found ("name", "date of birth", …); the value itself is never kept here."""
+
+    def __init__(self, kind: str, *, where: str = "the request", hint: str = "") -> None:
+        self.kind = kind
+        hint = hint or (
+            "De-identification missed it: record it on the patient as an identifier (or add a redaction) "
+            "and start the run again."
+        )
+        self.message = f"Refused to send {where}: it contained {kind}. Nothing was sent. {hint}"
+        super().__init__(self.message)
+
+
+# --- folding: matching that ignores case, diacritics, spacing and hyphen styles ------------------------------
+
+_SEPARATORS = frozenset("-\u2010\u2011\u2012\u2013\u2014\u2015\u2212_")
+_APOSTROPHES = frozenset("'\u2019\u2018`\u00b4\u02bc")
+
+
+def _fold_char(ch: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", ch)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+@dataclass
+class _Folded:
+    """The text casefolded, marks dropped, runs of spaces/hyphens as one space, with a map back."""
+
+    text: str
+    index: list[int]  # folded position → original position
+
+    @classmethod
+    def of(cls, text: str) -> _Folded:
+        chars: list[str] = []
+        index: list[int] = []
+        gap = False
+        for i, ch in enumerate(text):
+            if ch.isspace() or ch in _SEPARATORS:
+                if not gap:
+                    chars.append(" ")
+                    index.append(i)
+                gap = True
+                continue
+            gap = False
+            folded = "'" if ch in _APOSTROPHES else _fold_char(ch)
+            chars.extend(folded)
+            index.extend([i] * len(folded))
+        return cls("".join(chars), index)
+
+    def original(self, start: int, end: int) -> tuple[int, int]:
+        return self.index[start], self.index[end - 1] + 1
+
+
+def fold(text: str) -> str:
+    return _Folded.of(text).text
+
+
+# German transliteration: Müller is also written Mueller, and either may be entered or printed.
+_UMLAUT_BASE = {"ä": "a", "ö": "o", "ü": "u"}
+_W = r"(?<![\w'])"  # word start in folded text
+_WE = r"(?!\w)"  # word end (a name may be followed by 's)
+
+
+def _token_pattern(token: str) -> str:
+    """A regex for one name part, from its original spelling, to run over folded text."""
+    out: list[str] = []
+    chars = list(token)
+    i = 0
+    while i < len(chars):
+        ch = chars[i].lower()
+        nxt = chars[i + 1].lower() if i + 1 < len(chars) else ""
+        if ch in _UMLAUT_BASE:
+            out.append(_UMLAUT_BASE[ch] + "e?")
+        elif ch in "aou" and nxt == "e" and i + 2 < len(chars) and chars[i + 2].isalpha():
+            out.append(ch + "e?")
+            i += 1
+        elif ch in _APOSTROPHES:
+            out.append("'?")
+        else:
+            out.append(re.escape(_fold_char(ch)))
+        i += 1
+    return "".join(out)
+
+
+def _name_tokens(name: str) -> list[str]:
+    """Parts of a name as entered: split on spaces, hyphens and commas ("Müller-Lüdenscheidt, Anna")."""
+    return [
+        t
+        for t in re.split(r"[\s,\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212_.]+", name.strip())
+        if len(t.strip("'\u2019")) >= 2
+    ]
+
+
+def _compact(value: str) -> list[str]:
+    """A record number's runs of letters and digits, folded: "MRN-00 4471a" → ["mrn", "00", "4471", "a"]."""
+    return re.findall(r"[^\W\d_]+|\d+", fold(value))
+
+
+def _compact_pattern(value: str) -> str | None:
+    runs = _compact(value)
+    joined = "".join(runs)
+    if len(joined) < 3 or (joined.isdigit() and len(joined) < 4):
+        return None  # too short to tell apart from a measurement or a word
+    # Between runs a separator is optional (SYNTH-001, SYNTH 001, SYNTH001, synth_001, SYNTH/001); a long
+    # number may also be printed in groups (0044 7192, 004-471-92), a short one only as entered.
+    inner = r"[\s/]?" if len(joined) >= 6 else ""
+    return _W + r"[\s./]?".join(inner.join(re.escape(ch) for ch in run) for run in runs) + r"(?![\w])"
+
+
+# --- dates -------------------------------------------------------------------------------------------------
+
+_MONTHS = {
+    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
+    "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
+}  # fmt: skip
+_MONTH_ALIASES = {**_MONTHS, **{name[:3]: n for name, n in _MONTHS.items()}, "sept": 9}
+_MONTH = r"(?P<{g}>" + "|".join(sorted(_MONTH_ALIASES, key=len, reverse=True)) + r")\.?"
+_DAY = r"(?P<{g}>[0-3]?\d)(?:st|nd|rd|th)?"
+
+_ISO = re.compile(
+    r"(?<![\d.])(?P<y>(?:19|20)\d\d)(?P<s>[-/.])(?P<m>[01]?\d)(?P=s)(?P<d>[0-3]?\d)(?![\d]|\.\d)"
+)
+# Day and month in either order; "." is day-first by convention, "/" and "-" follow the text (see _order).
+# A 2-digit year only with "/" (01.03.24 and 1-3-24 are too close to measurements and ranges).
+_NUMERIC = re.compile(
+    r"(?<![\d.,/\-])(?P<a>[0-3]?\d)(?P<s>[/.\-])(?P<b>[0-3]?\d)(?P=s)"
+    r"(?P<y>(?:19|20)\d\d|(?<=/)\d\d)(?![\d]|[/\-]\d|\.\d)"
+)
+_TEXTUAL = re.compile(
+    r"(?<![\w])(?:"
+    + _DAY.format(g="d1")
+    + r"(?:\s+of)?[\s\-]+"
+    + _MONTH.format(g="m1")
+    + r",?[\s\-]+(?P<y1>(?:19|20)\d\d)"
+    + r"|"
+    + _MONTH.format(g="m2")
+    + r"\s+"
+    + _DAY.format(g="d2")
+    + r",?\s+(?P<y2>(?:19|20)\d\d)"
+    + r")(?!\w)",
+    re.IGNORECASE,
+)
+_MONTH_YEAR = re.compile(
+    r"(?<![\w])" + _MONTH.format(g="m") + r",?\s+(?P<y>(?:19|20)\d\d)(?!\w)", re.IGNORECASE
+)
+_COMPACT_DATE = re.compile(r"(?<![\w.])\d{8}(?!\w|\.\d)")
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _year(text: str) -> int:
+    year = int(text)
+    if len(text) == 2:
+        year += 2000 if year <= date.today().year % 100 else 1900
+    return year
+
+
+def _order(text: str, default: str) -> str:
+    """ "dmy" or "mdy" for slash/dash dates: a first field over 12 proves day-first, a second one
+    month-first; a text that shows neither (or both) gets the default."""
+    day_first = month_first = False
+    for match in _NUMERIC.finditer(text):
+        if match["s"] == ".":
+            continue
+        a, b = int(match["a"]), int(match["b"])
+        day_first |= a > 12 >= b
+        month_first |= b > 12 >= a
+    if day_first != month_first:
+        return "dmy" if day_first else "mdy"
+    return default
+
+
+@dataclass(frozen=True)
+class _DateHit:
+    start: int
+    end: int
+    value: date | None  # None for month-year only
+    alternative: date | None = None  # the other reading of an ambiguous numeric date
+
+
+def _find_dates(text: str, order: str) -> list[_DateHit]:
+    hits: list[_DateHit] = []
+    for match in _ISO.finditer(text):
+        if value := _safe_date(int(match["y"]), int(match["m"]), int(match["d"])):
+            hits.append(_DateHit(match.start(), match.end(), value))
+    for match in _NUMERIC.finditer(text):
+        a, b, year = int(match["a"]), int(match["b"]), _year(match["y"])
+        day_first = match["s"] == "." or order == "dmy"
+        value = _safe_date(year, b, a) if day_first else _safe_date(year, a, b)
+        other = _safe_date(year, a, b) if day_first else _safe_date(year, b, a)
+        if value or other:
+            hits.append(_DateHit(match.start(), match.end(), value or other, other if value else None))
+    for match in _TEXTUAL.finditer(text):
+        day, month, year = (match["d1"], match["m1"], match["y1"]) if match["d1"] else (
+            match["d2"], match["m2"], match["y2"]
+        )  # fmt: skip
+        if value := _safe_date(int(year), _MONTH_ALIASES[month.lower()], int(day)):
+            hits.append(_DateHit(match.start(), match.end(), value))
+    for match in _MONTH_YEAR.finditer(text):
+        hits.append(_DateHit(match.start(), match.end(), None))
+    return hits
+
+
+def parse_date(value: str, *, order: str = "mdy") -> date | None:
+    """One date as a person would enter it (2024-03-01, 03/01/2024, 1 March 2024, 01.03.2024 …)."""
+    value = value.strip()
+    for hit in _find_dates(value, order):
+        if hit.value is not None and hit.start == 0 and hit.end == len(value):
+            return hit.value
+    return None
+
+
+def _compact_forms(day: date) -> set[str]:
+    return {day.strftime("%Y%m%d"), day.strftime("%d%m%Y"), day.strftime("%m%d%Y")}
+
+
+# --- generic patterns ------------------------------------------------------------------------------------
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE_LABELLED = re.compile(
+    r"(?<!\w)(?:phone|tel(?:ephone)?|mobile|cell|fax|ph)\.?(?:\s*(?:no\.?|number|#))?\s*[:.]?\s*"
+    r"(?P<v>\+?\(?\d[\d()\s.\-]{5,}\d)",
+    re.IGNORECASE,
+)
+_PHONE_PATTERNS = [
+    # +CC then groups split by single spaces or hyphens, 8 to 15 digits (a "+1.23" Z-score never matches).
+    re.compile(r"(?<![\w+.])\+\d{1,3}(?:[ \-]\(?\d{1,4}\)?)(?:[ \-]\d{2,4}){1,4}(?![\w]|\.\d)"),
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567.
+    re.compile(r"(?<![\w.\-])(?:\(\d{3}\)\s?|\d{3}[\-.])\d{3}[\-.]\d{4}(?![\w]|[.\-]\d)"),
+    # Trunk-prefixed national numbers: 020 7946 0958, 07700 900123.
+    re.compile(r"(?<![\w.\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w]|[.\-]\d)"),
+]
+_STREET_TYPES = (
+    r"Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Close|"
+    r"Crescent|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Row|Mews|Gardens"
+)
+_ADDRESS_PATTERNS = [
+    re.compile(r"(?im)(?<!\w)(?:address|addr\.|residence|home address)\s*:[ \t]*(?P<v>\S[^\n]*)"),
+    re.compile(
+        r"(?<![\w.])\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][\w'.\-]*\s+){1,4}(?:" + _STREET_TYPES + r")\b\.?"
+        r"(?:,?\s*(?:Apt|Apartment|Suite|Unit|Flat|#)\.?\s*\w+)?"
+        r"(?:,\s*[A-Z][a-z'.\-]+(?:\s[A-Z][a-z'.\-]+){0,2}){0,2}"  # town, county
+        r"(?:,?\s+(?:[A-Z]{2}\s+)?\d{5}(?:-\d{4})?|,?\s+[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2})?"  # ZIP, postcode
+    ),
+    re.compile(
+        r"(?<!\w)[A-ZÄÖÜ][\wäöüß\-]*(?:straße|strasse|str\.|weg|gasse|allee|platz)\s+\d{1,4}[a-z]?\b"
+        r"(?:,\s*\d{4,5}\s+[A-ZÄÖÜ][\wäöüß\-]*)?"
+    ),
+]
+_RECORD_LABEL = (
+    r"MRN|MR\s?#|medical\s+record(?:\s+(?:number|no\.?|#))?|record\s+(?:number|no\.?|#)|"
+    r"patient\s+(?:id|number|no\.?|#)|chart\s+(?:number|no\.?|#)|account\s+(?:number|no\.?|#)|acct\.?|"
+    r"serial(?:\s+(?:number|no\.?|#))?|s/n|sn|device\s+(?:id|serial)|accession(?:\s+(?:number|no\.?|#))?|"
+    r"nhs\s+(?:number|no\.?)|ssn|social\s+security\s+(?:number|no\.?)|insurance\s+(?:id|number|no\.?)|id"
+)
+_RECORD_LABELLED = re.compile(
+    r"(?<![\w])(?:" + _RECORD_LABEL + r")\s*(?:number|no\.?|#)?\s*[:#=]?\s*"
+    r"(?P<v>(?=[\w\-/.]*\d)[A-Za-z0-9][A-Za-z0-9\-/.]{2,}[A-Za-z0-9])",
+    re.IGNORECASE,
+)
+
+
+# --- finding and replacing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+    token: str
+    priority: int
+    value: date | None = None  # dates become offsets once the anchor is known
+
+
+class _Matcher:
+    """The known identifiers compiled to patterns over folded text."""
+
+    def __init__(self, identifiers: Identifiers) -> None:
+        self.identifiers = identifiers
+        self.name_parts: list[re.Pattern[str]] = []
+        self.full_names: list[re.Pattern[str]] = []
+        self.family_names: list[re.Pattern[str]] = []
+        for name in identifiers.names:
+            tokens = _name_tokens(name)
+            if not tokens:
+                continue
+            parts = [_token_pattern(t) for t in tokens]
+            initials = "".join(sorted({re.escape(fold(t)[0]) for t in tokens}))
+            initial = rf"(?:{_W}[{initials}]\.\s?)"
+            for i, part in enumerate(parts):
+                # A part alone, with initials of the name written before it ("A. M. Müller") or after it
+                # ("Müller, A."); and two adjacent parts run together ("AnnaMaria").
+                self.name_parts.append(
+                    re.compile(rf"{initial}*{_W}{part}{_WE}(?:\s?,\s?[{initials}]\.(?:\s?[{initials}]\.)*)?")
+                )
+                if i + 1 < len(parts):
+                    self.name_parts.append(re.compile(rf"{_W}{part}{parts[i + 1]}{_WE}"))
+            if len(parts) > 1:
+                for k in range(len(parts)):
+                    # Every rotation: "anna maria muller", "muller, anna maria", "maria muller anna"…
+                    rotated = parts[k:] + parts[:k]
+                    self.full_names.append(re.compile(_W + r"[\s,.]*".join(rotated) + _WE))
+                self.full_names.append(re.compile(_W + r"[\s,.]*".join(reversed(parts)) + _WE))
+            if len(tokens[-1]) >= 3:
+                self.family_names.append(re.compile(_W + parts[-1] + _WE))
+        self.records = [p for v in identifiers.record_numbers if (p := _compact_pattern(v))]
+        self.phrases = [p for v in identifiers.phrases if (p := _compact_pattern(v))]
+        self.dob_compact = {form for day in identifiers.birth_dates for form in _compact_forms(day)}
+
+    def known(self, folded: _Folded, *, strict: bool) -> Iterator[tuple[int, int, str, str]]:
+        """(start, end, token, kind) in original positions. strict: what the guard looks for."""
+        groups: list[tuple[Iterable[re.Pattern[str] | str], str, str]] = [
+            (self.records, ID, "a record number"),
+            (self.phrases, REDACTED, "a redacted phrase"),
+        ]
+        if strict:
+            groups += [(self.full_names, NAME, "the patient's name"), (self.family_names, NAME, "a name")]
+        else:
+            groups += [(self.full_names, NAME, "the patient's name"), (self.name_parts, NAME, "a name")]
+        for patterns, token, kind in groups:
+            for pattern in patterns:
+                for match in re.finditer(pattern, folded.text):
+                    if match.end() > match.start():
+                        start, end = folded.original(match.start(), match.end())
+                        yield start, end, token, kind
+
+
+def _resolve(spans: list[_Span]) -> list[_Span]:
+    """Keep the strongest span where spans overlap (priority, then length), in text order."""
+    kept: list[_Span] = []
+    starts: list[int] = []
+    for span in sorted(spans, key=lambda s: (-s.priority, -(s.end - s.start), s.start)):
+        i = bisect.bisect_left(starts, span.start)
+        if i > 0 and kept[i - 1].end > span.start:
+            continue
+        if i < len(kept) and kept[i].start < span.end:
+            continue
+        kept.insert(i, span)
+        starts.insert(i, span.start)
+    return kept
+
+
+def _merge_names(text: str, spans: list[_Span]) -> list[_Span]:
+    """ "[NAME], [NAME]" and "[NAME] [NAME]" are one name: the parts of "Müller, Anna" are found apart."""
+    merged: list[_Span] = []
+    for span in spans:
+        if (
+            merged
+            and span.token == NAME
+            and merged[-1].token == NAME
+            and re.fullmatch(r"[\s,.\-\u2010\u2011\u2013\u2014]*", text[merged[-1].end : span.start])
+        ):
+            merged[-1] = _Span(merged[-1].start, span.end, NAME, merged[-1].priority)
+        else:
+            merged.append(span)
+    return merged
+
+
+def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
+    folded = _Folded.of(text)
+    spans = [_Span(m.start(), m.end(), EMAIL, 90) for m in _EMAIL.finditer(text)]
+    for start, end, token, _ in matcher.known(folded, strict=False):
+        spans.append(_Span(start, end, token, 80 if token != NAME else 75))
+    dobs = set(matcher.identifiers.birth_dates)
+    for hit in _find_dates(text, order):
+        if hit.value is None:
+            spans.append(_Span(hit.start, hit.end, DATE, 30))
+        elif hit.value in dobs or hit.alternative in dobs:
+            spans.append(_Span(hit.start, hit.end, DOB, 85))
+        else:
+            spans.append(_Span(hit.start, hit.end, "day", 30, hit.value))
+    for match in _COMPACT_DATE.finditer(text):
+        if match.group() in matcher.dob_compact:
+            spans.append(_Span(match.start(), match.end(), DOB, 85))
+    for match in _RECORD_LABELLED.finditer(text):
+        spans.append(_Span(match.start("v"), match.end("v"), ID, 60))
+    for match in _PHONE_LABELLED.finditer(text):
+        spans.append(_Span(match.start("v"), match.end("v"), PHONE, 55))
+    for pattern in _PHONE_PATTERNS:
+        spans.extend(_Span(m.start(), m.end(), PHONE, 50) for m in pattern.finditer(text))
+    for pattern in _ADDRESS_PATTERNS:
+        for match in pattern.finditer(text):
+            group = "v" if "v" in pattern.groupindex else 0
+            spans.append(_Span(match.start(group), match.end(group), ADDRESS, 40))
+    return _merge_names(text, _resolve(spans))
+
+
+def first_date(text: str, identifiers: Identifiers = Identifiers(), *, order: str = "mdy") -> date | None:
+    """The anchor `day 0` stands for: the earliest full date in the text that is not a date of birth."""
+    spans = _spans(text, _Matcher(identifiers), _order(text, order))
+    dates = [s.value for s in spans if s.value is not None]
+    return min(dates) if dates else None
+
+
+def deidentify(
+    text: str, identifiers: Identifiers, *, anchor: date | None = None, order: str = "mdy"
+) -> Deidentified:
+    """The text with every identifier replaced by its token and dates as `day N` after `anchor` (by
+    default the text's own first date; pass the report's anchor for text that goes with the report, such
+    as the clinical context). `order` is "mdy" or "dmy", for 03/04/2024 in a text that does not say."""
+    spans = _spans(text, _Matcher(identifiers), _order(text, order))
+    dates = [s.value for s in spans if s.value is not None]
+    if anchor is None and dates:
+        anchor = min(dates)
+    out: list[str] = []
+    replaced: Counter[str] = Counter()
+    at = 0
+    for span in spans:
+        out.append(text[at : span.start])
+        if span.value is not None and anchor is not None:
+            token = f"day {(span.value - anchor).days}"
+            replaced["day N"] += 1
+        else:
+            token = span.token
+            replaced[token] += 1
+        out.append(token)
+        at = span.end
+    out.append(text[at:])
+    return Deidentified(text="".join(out), anchor=anchor, replaced=replaced)
+
+
+# --- page images ------------------------------------------------------------------------------------------
+
+
+class TextBox(Protocol):
+    """Text found on a page image and where: pixel coordinates of the image it will be painted on."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def left(self) -> float: ...
+    @property
+    def top(self) -> float: ...
+    @property
+    def right(self) -> float: ...
+    @property
+    def bottom(self) -> float: ...
+
+
+B = TypeVar("B", bound=TextBox)
+
+
+def identifying_boxes(lines: list[list[B]], identifiers: Identifiers, *, order: str = "mdy") -> list[B]:
+    """The boxes whose text is part of an identifier or a generic pattern (email, phone, address, ID, any
+    date). The page's boxes are joined into its text (boxes of a line by spaces, lines by newlines), so an
+    identifier split over boxes or lines ("Anna" | "Müller", "12 Oak Street" / "Springfield") is found
+    whole, and every box it touches is returned."""
+    text_parts: list[str] = []
+    placed: list[tuple[int, int, B]] = []
+    at = 0
+    for line in lines:
+        for i, box in enumerate(line):
+            if i:
+                text_parts.append(" ")
+                at += 1
+            text_parts.append(box.text)
+            placed.append((at, at + len(box.text), box))
+            at += len(box.text)
+        text_parts.append("\n")
+        at += 1
+    text = "".join(text_parts)
+    spans = _spans(text, _Matcher(identifiers), _order(text, order))
+    starts = [s.start for s in spans]
+    found = []
+    for start, end, box in placed:
+        i = bisect.bisect_left(starts, end) - 1  # spans do not overlap: the last one starting before the box
+        if i >= 0 and spans[i].end > start:  # ends is the only one that can touch it
+            found.append(box)
+    return found
+
+
+def paint_out(png: bytes, boxes: Iterable[TextBox], *, margin: float = 2.0) -> bytes:
+    """The page PNG with each box filled black, marked as painted out (the guard lets only those go)."""
+    from PIL import Image, ImageDraw
+    from PIL.PngImagePlugin import PngInfo
+
+    with Image.open(io.BytesIO(png)) as source:
+        image = source.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for box in boxes:
+        draw.rectangle(
+            (box.left - margin, box.top - margin, box.right + margin, box.bottom + margin), fill="black"
+        )
+    info = PngInfo()
+    info.add_text(PAINTED_KEY, PAINTED_VALUE)
+    out = io.BytesIO()
+    image.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def is_painted_out(data_url: str) -> bool:
+    """Whether an image (a data: URL) carries the painted-out mark. Remote URLs never do."""
+    from PIL import Image, UnidentifiedImageError
+
+    head, _, payload = data_url.partition(",")
+    if not head.startswith("data:image/") or not head.endswith(";base64"):
+        return False
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.info.get(PAINTED_KEY) == PAINTED_VALUE
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+# --- the guard ---------------------------------------------------------------------------------------------
+
+
+class IdentifierGuard:
+    """Looks at an outgoing payload (chat messages or /v1/responses input) and raises IdentifierRefused
+    when any text in it holds a known identifier, or any image is not marked painted out."""
+
+    def __init__(self, identifiers: Identifiers = Identifiers(), *, order: str = "mdy") -> None:
+        self.identifiers = identifiers
+        self.order = order
+        self._matcher = _Matcher(identifiers)
+
+    def find(self, text: str) -> str | None:
+        """The kind of identifier in `text` ("a name", "the date of birth", …), or None."""
+        for _, _, _, kind in self._matcher.known(_Folded.of(text), strict=True):
+            return kind
+        births = set(self.identifiers.birth_dates)
+        if births:
+            for hit in _find_dates(text, _order(text, self.order)):
+                if hit.value in births or hit.alternative in births:
+                    return "the date of birth"
+            if any(m.group() in self._matcher.dob_compact for m in _COMPACT_DATE.finditer(text)):
+                return "the date of birth"
+        return None
+
+    def check(self, payload: object, *, where: str = "the request") -> None:
+        for kind, value in _walk(payload):
+            if kind == "image":
+                if not is_painted_out(value):
+                    raise IdentifierRefused(
+                        "a page image that is not painted out",
+                        where=where,
+                        hint="Page images leave only with identifying regions painted out (DEID_PAGE_IMAGES).",
+                    )
+            elif found := self.find(value):
+                raise IdentifierRefused(found, where=where)
+
+
+def _walk(node: object, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a payload, as ("image", url) for image parts and ("text", s) for the rest."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "image_url":
+                url = v.get("url") if isinstance(v, dict) else v
+                if isinstance(url, str):
+                    yield "image", url
+                continue
+            yield from _walk(v, k)
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _walk(item, key)
+    elif isinstance(node, str) and key not in ("model", "role", "type"):
+        yield "text", node

@@ -1,0 +1,129 @@
+"""The guard in the CLIProxyAPI client: a payload carrying a known identifier, or a page image that is not
+marked painted out, is refused before anything is sent, and the refusal names the kind, never the value."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import date
+
+import httpx
+import pytest
+import respx
+from PIL import Image
+
+from council.deid import (
+    IdentifierGuard,
+    IdentifierRefused,
+    Identifiers,
+    deidentify,
+    is_painted_out,
+    paint_out,
+)
+from tests.client_helpers import BASE, FakeTime, chat_body, make_client
+
+ANNA = Identifiers(
+    names=("Anna-Maria Müller-Lüdenscheidt",),
+    birth_dates=(date(2016, 3, 14),),
+    record_numbers=("00447192", "SYNTH-001"),
+    phrases=("Lindenhof School",),
+)
+RAW = "Patient: MUELLER-LUDENSCHEIDT, Anna   DOB 14.03.2016   MRN 0044-7192   Lindenhof school"
+
+
+def _png_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _page_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 20), "white").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Seen: Müller-Lüdenscheidt.", "a name"),
+        ("anna maria mueller luedenscheidt", "the patient's name"),
+        ("born March 14, 2016", "the date of birth"),
+        ("born 20160314", "the date of birth"),
+        ("record 00447192", "a record number"),
+        ("synth001", "a record number"),
+        ("attends LINDENHOF-SCHOOL", "a redacted phrase"),
+    ],
+)
+def test_the_guard_finds_each_kind_and_names_only_the_kind(text, kind):
+    guard = IdentifierGuard(ANNA)
+    assert guard.find(text) == kind
+    with pytest.raises(IdentifierRefused) as refused:
+        guard.check({"messages": [{"role": "user", "content": text}]}, where="the request to gpt-5")
+    assert kind in refused.value.message and "gpt-5" in refused.value.message
+    for value in ("Müller", "Lüdenscheidt", "2016", "00447192", "SYNTH", "Lindenhof"):
+        assert value.lower() not in refused.value.message.lower()
+
+
+def test_the_guard_passes_what_deidentify_made_of_the_same_text():
+    guard = IdentifierGuard(ANNA)
+    cleaned = deidentify(RAW, ANNA).text
+    assert guard.find(RAW) is not None
+    assert guard.find(cleaned) is None, cleaned
+
+
+def test_images_must_be_marked_painted_out():
+    guard = IdentifierGuard()
+    plain = _png_url(_page_png())
+    painted = _png_url(paint_out(_page_png(), []))
+    assert not is_painted_out(plain) and is_painted_out(painted)
+    assert not is_painted_out("https://example.org/page.png")
+    assert not is_painted_out("data:image/png;base64,not-base64!")
+    guard.check(
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": painted}}]}]}
+    )
+    for payload in (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": plain}}]}]},
+        {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": plain}]}]},
+    ):
+        with pytest.raises(IdentifierRefused, match="not painted out"):
+            guard.check(payload)
+
+
+@respx.mock
+async def test_the_client_refuses_an_identified_payload_and_sends_nothing():
+    route = respx.post(f"{BASE}/v1/chat/completions").mock(return_value=httpx.Response(200, json=chat_body()))
+    client = make_client(FakeTime(), guard=IdentifierGuard(ANNA))
+    with pytest.raises(IdentifierRefused, match="date of birth"):
+        await client.complete("gpt-5", [{"role": "user", "content": "Summary for DOB 2016-03-14"}])
+    assert route.call_count == 0
+    # The same request de-identified goes out.
+    text = deidentify("Summary for DOB 2016-03-14", ANNA).text
+    completion = await client.complete("gpt-5", [{"role": "user", "content": text}])
+    assert completion.text == "hello" and route.call_count == 1
+    assert "[DOB]" in json.loads(route.calls[0].request.content)["messages"][0]["content"]
+    await client.aclose()
+
+
+@respx.mock
+async def test_the_client_checks_the_responses_fallback_payload_too():
+    respx.post(f"{BASE}/v1/chat/completions").mock(
+        return_value=httpx.Response(400, json={"error": {"message": "use /v1/responses", "code": "x"}})
+    )
+    responses = respx.post(f"{BASE}/v1/responses").mock(return_value=httpx.Response(200, json={}))
+    client = make_client(FakeTime(), guard=IdentifierGuard(ANNA))
+    client._responses_only.add("gpt-5")
+    with pytest.raises(IdentifierRefused, match="name"):
+        await client.complete("gpt-5", [{"role": "user", "content": "Müller-Lüdenscheidt, Anna"}])
+    assert responses.call_count == 0
+    await client.aclose()
+
+
+@respx.mock
+async def test_a_client_without_identifiers_still_refuses_unmarked_images():
+    route = respx.post(f"{BASE}/v1/chat/completions").mock(return_value=httpx.Response(200, json=chat_body()))
+    client = make_client(FakeTime())
+    image = {"type": "image_url", "image_url": {"url": _png_url(_page_png())}}
+    with pytest.raises(IdentifierRefused):
+        await client.complete("gpt-5", [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}])
+    assert route.call_count == 0
+    await client.aclose()
