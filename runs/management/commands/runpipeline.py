@@ -170,8 +170,8 @@ class Command(BaseCommand):
 
     def _list(self) -> None:
         services.runs_mark_stale_interrupted()
-        runs = Run.objects.prefetch_related("artifacts")[:100]
-        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':>7} {'council':<40} {'created':<16}"
+        runs = Run.objects.select_related("patient").prefetch_related("artifacts")[:100]
+        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':<20} {'council':<40} {'created':<16}"
         self.stdout.write(header)
         self.stdout.write("-" * len(header))
         for run in runs:
