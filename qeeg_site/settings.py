@@ -15,6 +15,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
 
+# Every process that loads the settings (web server, runners, ingesters, commands) creates its files private:
+# 0600 files, 0700 folders. Reports and artifacts are health records; other users of the machine get nothing.
+os.umask(0o077)
+
 DATA_DIR = Path(env.str("QEEG_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -50,6 +54,7 @@ CSRF_FAILURE_VIEW = "qeeg_site.errors.csrf_failure"  # JSON under /api/
 
 INSTALLED_APPS = [
     "daphne",
+    "csp",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -66,7 +71,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "qeeg_site.errors.ApiJsonErrorsMiddleware",
+    "qeeg_site.security.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -76,6 +83,38 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# Served over HTTPS only (behind TLS or a TLS proxy): secure cookies, http -> https redirects and HSTS.
+# `manage.py check --deploy` is clean with HTTPS=true, DEBUG=false and real ALLOWED_HOSTS.
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS)
+# Behind a proxy that terminates TLS, the header it sets to say the client used https (X-Forwarded-Proto).
+if proxy_header := env.str("SECURE_PROXY_SSL_HEADER", default=""):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + proxy_header.upper().replace("-", "_"), "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts, styles, images, fonts and connections from this site only;
+# no inline script or style anywhere (htmx's indicator style is in app.css: `includeIndicatorStyles: false`).
+# Page images and Swagger's icons use data: URIs for images only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "qeeg_site.urls"
 ASGI_APPLICATION = "qeeg_site.asgi.application"
@@ -141,6 +180,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # Uploads are streamed to disk by Django; the caps below are ours. A file over REPORT_MAX_BYTES is not
 # written past the cap while the body is parsed (patients/uploads.py), then refused by the upload.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_HANDLERS = [

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser.csp import watch_csp
 from tests.browser.flaky_proxy import FlakyProxy
 from tests.fake_upstream.server import FakeUpstream
 from tests.synthetic_reports import make_qeeg_pdf
@@ -139,6 +140,7 @@ def stage_states(page) -> str:
 def test_clinician_runs_the_council_live_and_exports_a_draft(
     page, browser, app_url: str, tmp_path: Path
 ) -> None:
+    csp_violations = watch_csp(page.context)
     # Sign in.
     page.goto(f"{app_url}/login/")
     shot(page, "01-sign-in")
@@ -174,7 +176,9 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(
     # A second browser watches the same run through a proxy whose network drops for a while and comes back.
     proxy = FlakyProxy(int(app_url.rsplit(":", 1)[1]))
     proxy_url = f"http://127.0.0.1:{proxy.port}"
-    other = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    other_context = browser.new_context(viewport={"width": 1360, "height": 900})
+    other_csp_violations = watch_csp(other_context)
+    other = other_context.new_page()
     sign_in(other, proxy_url)
     other.goto(run_url.replace(app_url, proxy_url))
     other.evaluate(
@@ -275,3 +279,5 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(
     # The run page now offers the downloads too.
     page.goto(run_url)
     assert page.locator(".run-head .downloads a").count() == 2
+    # Every page and fragment above kept to the Content-Security-Policy (htmx, SSE, the stage readers).
+    assert csp_violations == [] and other_csp_violations == [], (csp_violations, other_csp_violations)
