@@ -105,7 +105,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
         await self.send_headers(
             headers=[
                 (b"Content-Type", b"text/event-stream; charset=utf-8"),
-                (b"Cache-Control", b"no-cache"),
+                (b"Cache-Control", b"no-cache, no-store, private"),  # patient data: never kept by a cache
                 (b"X-Accel-Buffering", b"no"),  # a reverse proxy must not hold the events back
             ]
         )

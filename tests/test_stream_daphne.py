@@ -31,7 +31,9 @@ def test_dropped_connection_resumes_with_last_event_id_and_nothing_missed(server
         with client.stream("GET", f"/api/runs/{run.pk}/stream") as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            assert {"no-cache", "no-store"} <= set(response.headers["cache-control"].replace(" ", "").split(","))
+            assert {"no-cache", "no-store"} <= set(
+                response.headers["cache-control"].replace(" ", "").split(",")
+            )
             stream = frames(response)
             assert next_event(stream).event == "snapshot"
             first = event_emit(run=run, kind="stage_started", stage=1, models=["gpt-5"])
