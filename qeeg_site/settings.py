@@ -239,9 +239,7 @@ SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15.0)
 # The live stream's groups are in-process: each web process's one feed fills them from the database (polling
 # on SQLite, LISTEN/NOTIFY on PostgreSQL), so no channel layer server is needed (runs/feed.py). The capacity is
 # per stream; a stream reads the table for anything its group could not hold.
-CHANNEL_LAYERS = {
-    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2000}}
-}
+CHANNEL_LAYERS = {"default": {"BACKEND": "runs.feed.RunStreamLayer", "CONFIG": {"capacity": 2000}}}
 
 LOGGING = {
     "version": 1,

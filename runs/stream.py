@@ -169,6 +169,8 @@ class RunStreamConsumer(AsyncHttpConsumer):
                 await asyncio.sleep(period - idle)
                 continue
             await self._send(b": keepalive\n\n")
+            # Renew the membership: the layer forgets members after a day (group_expiry), a run may go on longer.
+            await self.channel_layer.group_add(feed.run_group(self.run_id), self.channel_name)
 
     async def _end(self) -> None:
         await self._send(feed.encode("end", self.sent, {"run_id": self.run_id}))

@@ -236,6 +236,7 @@ async def test_many_streams_share_one_reader_which_stops_when_nobody_listens(cli
         await s.disconnect()
     assert reader.open_streams == 0
     assert not get_channel_layer().groups
+    assert not get_channel_layer().channels  # no queue is left behind by a stream that went away
     for _ in range(30):
         if reader._task is None:
             break
