@@ -8,7 +8,7 @@ from datetime import timedelta
 from functools import wraps
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.middleware import BaseMiddleware
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
@@ -84,7 +84,9 @@ class BearerTokenMiddleware(BaseMiddleware):
             scheme, _, token = _header(scope, b"authorization").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 request = ASGIRequest({**scope, "path": scope.get("path", "/")}, io.BytesIO())
-                found = await database_sync_to_async(BearerTokenAuth().authenticate)(request, token.strip())
+                # Django's own thread for sync work, as `request.auser()` uses; channels' database_sync_to_async
+                # would close the connection after every call (a new connection per stream on PostgreSQL).
+                found = await sync_to_async(BearerTokenAuth().authenticate)(request, token.strip())
                 if found is not None:
                     scope["user"] = found
         return await self.inner(scope, receive, send)

@@ -95,7 +95,9 @@ def run_state(run: Run) -> dict[str, Any]:
 _reader_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-events")
 
 
-def _db(fn):
+def on_reader_thread(fn):
+    """Run `fn` (ORM work) on the stream's own thread, whose one database connection is kept open."""
+
     def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -106,12 +108,12 @@ def _db(fn):
     return sync_to_async(call, thread_sensitive=False, executor=_reader_thread)
 
 
-@_db
+@on_reader_thread
 def max_event_id() -> int:
     return RunEvent.objects.aggregate(top=Max("id"))["top"] or 0
 
 
-@_db
+@on_reader_thread
 def events_after(last_id: int, run_id: int | None = None, limit: int = FETCH_BATCH) -> list[dict[str, Any]]:
     rows = RunEvent.objects.filter(id__gt=last_id)
     if run_id is not None:
@@ -119,12 +121,12 @@ def events_after(last_id: int, run_id: int | None = None, limit: int = FETCH_BAT
     return list(rows.order_by("id").values(*EVENT_FIELDS)[:limit])
 
 
-@_db
+@on_reader_thread
 def events_by_id(ids: list[int]) -> list[dict[str, Any]]:
     return list(RunEvent.objects.filter(id__in=ids).order_by("id").values(*EVENT_FIELDS))
 
 
-@_db
+@on_reader_thread
 def snapshot(run_id: int) -> tuple[int, dict[str, Any]]:
     # The id is read first, so everything up to it is in the state below; later events follow as events.
     covered = RunEvent.objects.filter(run_id=run_id).aggregate(top=Max("id"))["top"] or 0
@@ -132,12 +134,12 @@ def snapshot(run_id: int) -> tuple[int, dict[str, Any]]:
     return covered, {"run_id": run.pk, **run_state(run)}
 
 
-@_db
+@on_reader_thread
 def run_status(run_id: int) -> str | None:
     return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
 
 
-@_db
+@on_reader_thread
 def _mark_stale_runs() -> int:
     return runs_mark_stale_interrupted()
 
@@ -147,7 +149,8 @@ class RunStreamLayer(InMemoryChannelLayer):
     and group for expired entries on each send and receive, makes a task per member on each group send, a new
     queue per message and a deep copy of it per member: with 1,000 streams on a run, one event cost 350 ms of
     CPU. Here the sweep runs at most once a second, a group send puts the one message on each member's queue
-    (consumers must not change a message they receive), and a channel keeps its queue while it is read."""
+    (consumers must not change a message they receive), and a channel keeps its queue until it leaves its
+    group."""
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -185,6 +188,13 @@ class RunStreamLayer(InMemoryChannelLayer):
                 self.channels.pop(channel, None)
             raise
         return message
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)
+        # A channel in no group any more will not be read again: drop its queue (receive no longer does).
+        queue = self.channels.get(channel)
+        if queue is not None and queue.empty() and not any(channel in g for g in self.groups.values()):
+            self.channels.pop(channel, None)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
@@ -377,7 +387,7 @@ def get_feed() -> RunEventFeed:
     return feed
 
 
-@_db
+@on_reader_thread
 def _close_reader_connection() -> None:
     connection.close()
 

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
@@ -40,7 +39,7 @@ SIGN_IN = "Sign in, or send Authorization: Bearer <token>."
 
 def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
     """Who may watch a run's live stream: None if `user` may, else the HTTP status and the reason. The one
-    place that decides; extend it here (it runs in a worker thread, so the ORM is fine)."""
+    place that decides; extend it here (it runs on the stream's reader thread, so the ORM is fine)."""
     if user is None or not user.is_authenticated or not user.is_active:
         return 401, SIGN_IN
     if not Run.objects.filter(pk=run_id).exists():
@@ -95,7 +94,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
         if self.scope["method"] != "GET":
             await self._refuse(405, "Only GET.", ((b"Allow", b"GET"),))
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        refusal = await database_sync_to_async(stream_refusal)(self.scope.get("user"), run_id)
+        refusal = await feed.on_reader_thread(stream_refusal)(self.scope.get("user"), run_id)
         if refusal is not None:
             await self._refuse(*refusal)
         self.run_id, self.feed = run_id, feed.get_feed()
