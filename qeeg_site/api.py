@@ -7,9 +7,9 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 
-from council.api import router as council_router
 from patients.api import router as patients_router
 from qeeg_site.auth import api_auth, docs_access
+from qeeg_site.upstream_api import router as upstream_router
 from runs.api import router as runs_router
 
 api = NinjaAPI(
@@ -22,7 +22,7 @@ api = NinjaAPI(
     docs_decorator=docs_access,
     urls_namespace="api",
 )
-api.add_router("", council_router)
+api.add_router("", upstream_router)
 api.add_router("", patients_router)
 api.add_router("", runs_router)
 

@@ -130,7 +130,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "council.context_processors.upstream_status",
+                "qeeg_site.context_processors.upstream_status",
             ],
         },
     }

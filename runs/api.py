@@ -148,10 +148,7 @@ def _summary(run: Run) -> dict[str, Any]:
 
 def _detail(run: Run) -> dict[str, Any]:
     progress = selectors.run_progress(run)
-    exports = {}
-    for name in ("final.md", "final.pdf"):
-        if (run.exports_dir / name).is_file():
-            exports[name] = f"/api/runs/{run.pk}/export/{name}"
+    exports = {name: f"/api/runs/{run.pk}/export/{name}" for name in run.exported_names()}
     return {
         **_summary(run),
         "label_map": run.label_map,
@@ -305,20 +302,21 @@ def run_export(request: HttpRequest, run_id: int):
         raise _refused(exc) from exc
     return {
         "artifact_id": run.selected_artifact_id,
-        "md_url": f"/api/runs/{run.pk}/export/final.md",
-        "pdf_url": f"/api/runs/{run.pk}/export/final.pdf",
+        "md_url": f"/api/runs/{run.pk}/export/{Run.EXPORT_MARKDOWN}",
+        "pdf_url": f"/api/runs/{run.pk}/export/{Run.EXPORT_PDF}",
     }
 
 
 @router.get("/runs/{run_id}/export/{name}")
 def run_export_download(request: HttpRequest, run_id: int, name: str):
     run = _run(run_id)
-    if name not in ("final.md", "final.pdf"):
-        raise HttpError(404, "Exports are final.md and final.pdf.")
-    path = run.exports_dir / name
+    try:
+        path = run.export_path(name)
+    except ValueError as exc:
+        raise HttpError(404, str(exc)) from exc
     if not path.is_file():
         raise HttpError(404, f"Run {run.pk} has not been exported yet: POST /api/runs/{run.pk}/export first.")
-    content_type = "text/markdown; charset=utf-8" if name.endswith(".md") else "application/pdf"
+    content_type = Run.EXPORTS[name][1]
     return FileResponse(
         path.open("rb"), as_attachment=True, filename=f"run-{run.pk}-{name}", content_type=content_type
     )

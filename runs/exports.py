@@ -5,8 +5,6 @@ memory first and then put in place by rename, so a failed export leaves the prev
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,9 +13,10 @@ from django.utils import timezone
 
 from council.schemas import FinalReview
 from council.stages import STEPS
+from documents.files import write_all_atomic
+from documents.markdown_pdf import Card, render_markdown_pdf
 from runs import selectors
 from runs.models import Artifact, Run
-from runs.pdf import render_markdown_pdf
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +47,23 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
 
     card = run_card(run=run, artifact=artifact)
     final_md = final_markdown(report_markdown, card)
-    final_pdf = render_markdown_pdf(report_markdown, title=export_title(run), run_card=card)
+    final_pdf = render_markdown_pdf(
+        report_markdown,
+        title=export_title(run),
+        card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
+    )
 
-    folder = run.exports_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = ExportPaths(md_path=folder / "final.md", pdf_path=folder / "final.pdf")
-    _replace_files({paths.md_path: final_md.encode("utf-8"), paths.pdf_path: final_pdf})
-    logger.info("run %s exported %s to %s", run.pk, _artifact_name(artifact), folder)
+    paths = ExportPaths(
+        md_path=run.export_path(Run.EXPORT_MARKDOWN), pdf_path=run.export_path(Run.EXPORT_PDF)
+    )
+    # Both or neither: until both are complete, the earlier export stays whole.
+    write_all_atomic({paths.md_path: final_md.encode("utf-8"), paths.pdf_path: final_pdf})
+    logger.info("run %s exported %s to %s", run.pk, _artifact_name(artifact), run.exports_dir)
     return paths
+
+
+CARD_HEADING = "Run card"
+CARD_CAPTION = "How this document was produced: the council, its final review and the prompt versions."
 
 
 def export_title(run: Run) -> str:
@@ -85,7 +93,16 @@ def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
 
 
 def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
-    lines = [report_markdown.rstrip(), "", "---", "", "## Run card", "", "| Item | Detail |", "|---|---|"]
+    lines = [
+        report_markdown.rstrip(),
+        "",
+        "---",
+        "",
+        f"## {CARD_HEADING}",
+        "",
+        "| Item | Detail |",
+        "|---|---|",
+    ]
     lines += [f"| {_md_cell(label)} | {_md_cell(value)} |" for label, value in card]
     return "\n".join(lines) + "\n"
 
@@ -169,23 +186,3 @@ def _first_line(text: str) -> str:
 
 def _md_cell(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _replace_files(contents: dict[Path, bytes]) -> None:
-    """Write every file to a temporary name beside it, then rename them all into place. Until the renames,
-    the previous files are untouched; on any failure the temporary files are removed."""
-    temporary: dict[Path, Path] = {}
-    try:
-        for target, data in contents.items():
-            with tempfile.NamedTemporaryFile(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-            ) as handle:
-                temporary[target] = Path(handle.name)
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for target, temp in temporary.items():
-            os.replace(temp, target)
-    finally:
-        for temp in temporary.values():
-            temp.unlink(missing_ok=True)

@@ -20,6 +20,14 @@ class Run(models.Model):
         NEEDS_AUTH = "needs_auth", "Needs sign-in"
         INTERRUPTED = "interrupted", "Interrupted"
 
+    # The exported files of the selected artifact: name in data/exports/<run_id>/ → (what it is, content type).
+    EXPORT_MARKDOWN = "final.md"
+    EXPORT_PDF = "final.pdf"
+    EXPORTS = {
+        EXPORT_MARKDOWN: ("Markdown", "text/markdown; charset=utf-8"),
+        EXPORT_PDF: ("PDF", "application/pdf"),
+    }
+
     FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
     RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
 
@@ -61,6 +69,16 @@ class Run(models.Model):
     @property
     def exports_dir(self) -> Path:
         return settings.DATA_DIR / "exports" / str(self.pk)
+
+    def export_path(self, name: str) -> Path:
+        """The path of one export file (`name` one of EXPORTS)."""
+        if name not in self.EXPORTS:
+            raise ValueError(f"Exports are {' and '.join(self.EXPORTS)}.")
+        return self.exports_dir / name
+
+    def exported_names(self) -> list[str]:
+        """The export files on disk now, in EXPORTS order."""
+        return [name for name in self.EXPORTS if self.export_path(name).is_file()]
 
 
 class Artifact(models.Model):

@@ -13,32 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import markdown
-import nh3
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
 from council.schemas import PeerReview
 from council.stages import STEPS
 from council.stages.registry import Step
+from documents.markdown import page_html
 from runs import events, selectors
 from runs.models import Artifact, Run, RunEvent
-
-# Model output is untrusted: markdown may carry raw HTML, and a remote <img> would make the clinician's
-# browser call out with patient context in the page. Images are dropped; links open without a referrer.
-_TAGS = set(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
-_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in _TAGS}
-
-
-def markdown_html(text: str) -> SafeString:
-    html = markdown.markdown(text, extensions=["tables", "fenced_code", "sane_lists"], output_format="html")
-    cleaned = nh3.clean(
-        html,
-        tags=_TAGS,
-        attributes=_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-    )
-    return mark_safe(cleaned)
 
 
 @dataclass
@@ -72,7 +54,7 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
                 label=labels.get(artifact.model_id, ""),
                 ok=ok,
                 error=artifact.error,
-                html=markdown_html(text) if ok and artifact.kind == Artifact.Kind.MARKDOWN else None,
+                html=page_html(text) if ok and artifact.kind == Artifact.Kind.MARKDOWN else None,
                 text=text,
                 output_name=step.output_name(artifact.model_id) if step else "",
                 selectable=ok and step is not None and step.selectable,

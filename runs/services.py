@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
@@ -21,6 +19,7 @@ from django.utils import timezone
 
 from council.stages import STEPS
 from council.stages.stage2_peer_review import assign_labels
+from documents.files import write_atomic
 from patients.models import Patient, Report
 from qeeg_site.launcher import pid_alive
 from runs import events
@@ -61,20 +60,6 @@ def safe_model_file(model_id: str) -> str:
 
 def artifact_relpath(*, run_id: int, stage: int, model_id: str, kind: str) -> str:
     return f"artifacts/{run_id}/stage-{stage}/{safe_model_file(model_id)}.{kind}"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after a failed write (disk full); gone already after the rename
 
 
 # -- creating and starting --------------------------------------------------------------------------------
@@ -215,8 +200,8 @@ def run_reset_from_stage(*, run: Run, stage: int) -> int:
             artifact.path.unlink(missing_ok=True)
     if run.selected_artifact_id in {a.pk for a in doomed}:
         # The export was of an artifact that no longer exists; it must not be downloadable as current.
-        for name in ("final.md", "final.pdf"):
-            (run.exports_dir / name).unlink(missing_ok=True)
+        for name in Run.EXPORTS:
+            run.export_path(name).unlink(missing_ok=True)
     run.refresh_from_db()
     return len(doomed)
 

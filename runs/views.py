@@ -180,10 +180,10 @@ def _selected_step(run: Run) -> Step | None:
 
 
 def _exports(run: Run) -> dict[str, str]:
+    """What the download buttons say → where they point, for the export files on disk."""
     return {
-        name: reverse("api:run_export_download", args=[run.pk, name])
-        for name in ("final.md", "final.pdf")
-        if (run.exports_dir / name).is_file()
+        Run.EXPORTS[name][0]: reverse("api:run_export_download", args=[run.pk, name])
+        for name in run.exported_names()
     }
 
 

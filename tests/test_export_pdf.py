@@ -1,4 +1,4 @@
-"""runs.pdf: the clinician's printable PDF — Unicode, tables drawn as tables, untrusted markdown handled."""
+"""documents.markdown_pdf: the clinician's printable PDF — Unicode, tables drawn as tables, untrusted markdown handled."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from runs import pdf as pdf_module
-from runs.pdf import clean_html, normalize_markdown, render_markdown_pdf
+from documents import markdown_pdf as pdf_module
+from documents.markdown_pdf import Card, clean_html, normalize_markdown, render_markdown_pdf
 from tests.export_samples import FINAL_DRAFT, WIDE_TABLE, pdf_pages_text, ruled_lines
 
 CARD = [
@@ -28,7 +28,9 @@ BAND_TABLE = """| Band | Fz | Cz |
 
 
 def render(markdown: str, card: list[tuple[str, str]] | None = None) -> bytes:
-    return render_markdown_pdf(markdown, title="qEEG Council report — P-0042", run_card=card or [])
+    return render_markdown_pdf(
+        markdown, title="qEEG Council report — P-0042", card=Card(heading="Run card", rows=card or [])
+    )
 
 
 def test_unicode_signs_and_units_survive_as_text():
@@ -57,7 +59,7 @@ def test_tables_are_drawn_as_ruled_tables_not_text():
 
 def render_text_tables(markdown: str) -> bytes:
     renderer = pdf_module.Renderer(title="t", text_tables={0})
-    return renderer.render(pdf_module.parse_markdown(markdown), [])
+    return renderer.render(pdf_module.parse_markdown(markdown), None)
 
 
 def test_long_table_repeats_its_header_on_every_page():
@@ -123,7 +125,7 @@ def test_malformed_tables_do_not_crash_and_keep_their_words(caplog):
     ragged = "| a | b |\n|---|---|\n| 1 | 2 | 3 |\n| only |\n"
     raw = "<table><tr><td>raw</td><td colspan=9>span</td></tr><tr><td><table><tr><td>inner</td></tr></table>"
     broken = "| no separator | here |\n| x | y |\n"
-    with caplog.at_level(logging.WARNING, logger="runs.pdf"):
+    with caplog.at_level(logging.WARNING, logger="documents.markdown_pdf"):
         data = render(f"{ragged}\n{raw}\n\n{broken}\n\n{WIDE_TABLE}\nAfter the tables.", CARD)
     text = "".join(pdf_pages_text(data))
     assert "Column0" in text and "Column79" in text and "value79xyzxyz" in text
@@ -134,7 +136,7 @@ def test_malformed_tables_do_not_crash_and_keep_their_words(caplog):
 
 
 def test_any_layout_failure_falls_back_to_a_plain_text_pdf(monkeypatch):
-    def broken(self, tree, run_card):
+    def broken(self, tree, card):
         raise RuntimeError("layout bug")
 
     monkeypatch.setattr(pdf_module.Renderer, "render", broken)

@@ -12,11 +12,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from documents import files
+from documents.markdown_pdf import ClinicalPDF
 from patients.models import Patient, Report
-from runs import exports
 from runs.exports import ExportError, export_run
 from runs.models import Artifact, Run
-from runs.pdf import ClinicalPDF
 from runs.selectors import final_votes
 from tests.export_samples import FINAL_DRAFT, pdf_pages_text, ruled_lines
 
@@ -186,7 +186,7 @@ def test_failure_mid_render_keeps_the_previous_export_whole(run, monkeypatch):
 def test_failure_while_writing_leaves_no_temporary_file(run, monkeypatch):
     first = export_run(run=run, artifact=stage(run, 6, "gpt-5"))
     previous_pdf = first.pdf_path.read_bytes()
-    real_fsync = exports.os.fsync
+    real_fsync = files.os.fsync
     calls = []
 
     def fsync_then_fail(fd):
@@ -195,7 +195,7 @@ def test_failure_while_writing_leaves_no_temporary_file(run, monkeypatch):
             raise OSError("No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(exports.os, "fsync", fsync_then_fail)
+    monkeypatch.setattr(files.os, "fsync", fsync_then_fail)
     with pytest.raises(OSError, match="No space left"):
         export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
     assert len(calls) == 2

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from documents.markdown import page_html
 from runs import reading, services
 from runs.models import Run
 from tests.test_stream import make_run
@@ -98,8 +99,6 @@ def test_draft_diff_marks_added_and_removed_lines_with_context():
 
 
 def test_markdown_is_sanitised():
-    html = reading.markdown_html(
-        'hi <script>x()</script> <a href="javascript:y()">z</a> ![i](http://t.example/p.png)'
-    )
+    html = page_html('hi <script>x()</script> <a href="javascript:y()">z</a> ![i](http://t.example/p.png)')
     assert "<script" not in html and "javascript:" not in html and "<img" not in html
     assert "t.example" not in html

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from runs.services import artifact_relpath, safe_model_file, write_atomic
+from documents.files import write_atomic
+from runs.services import artifact_relpath, safe_model_file
 
 
 @pytest.mark.parametrize("model_id", ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro", "qwen3_coder.v2"])
@@ -52,7 +53,7 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary_file(t
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("runs.services.os.fsync", disk_full)
+    monkeypatch.setattr("documents.files.os.fsync", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_atomic(target, b"two")
     assert target.read_bytes() == b"one" and [p.name for p in target.parent.iterdir()] == ["b.md"]

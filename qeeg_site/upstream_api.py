@@ -1,4 +1,4 @@
-"""API endpoints about the upstream: /api/health (public), /api/models, and the page banner fragment.
+"""The upstream's HTTP face: /api/health (public), /api/models, and the page banner fragment.
 
 Thin: the checking is `council.health`. Async, so a slow upstream never holds up Django's one shared
 thread for sync views under ASGI.
@@ -112,5 +112,5 @@ async def models(request: HttpRequest):
 async def upstream_banner(request: HttpRequest) -> HttpResponse:
     """The page banner as an HTML fragment, loaded by htmx so no page waits on the upstream."""
     result = await cached_upstream_health()
-    html = render_to_string("council/_upstream_banner.html", {"upstream": result, "upstream_lazy": False})
+    html = render_to_string("qeeg_site/_upstream_banner.html", {"upstream": result, "upstream_lazy": False})
     return HttpResponse(html, content_type="text/html; charset=utf-8")

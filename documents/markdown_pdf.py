@@ -1,9 +1,10 @@
-"""Markdown → PDF for the clinician's printed copy of a council report.
+"""Markdown → PDF: the clinician's printed copy of a report, ending with an optional table of how it was made.
 
 Pure Python on purpose (fpdf2 + DejaVu fonts embedded from static/fonts), so `uv sync` is the whole install;
 README "Design notes" says why not WeasyPrint. The markdown is model output, so it is untrusted: it is turned
 into HTML by Python-Markdown, cleaned by nh3 down to the few tags drawn here, and laid out by our own walker
-over that tree with fpdf2's public API (text, cells, tables). A table fpdf2 cannot lay out is re-rendered as
+over that tree with fpdf2's public API (text, cells, tables). It knows nothing of runs: the caller gives the
+title and the closing card (heading, caption, rows). A table fpdf2 cannot lay out is re-rendered as
 plain rows; anything else unexpected falls back to a plain-text document, so export never fails on model text.
 """
 
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-import markdown as markdown_lib
-import nh3
 from fpdf import FPDF, FontFace
 from fpdf.enums import WrapMode, XPos, YPos
+
+from documents.markdown import safe_html
 
 logger = logging.getLogger(__name__)
 # fontTools logs dozens of INFO lines per embedded font subset; they say nothing an operator needs.
@@ -177,12 +178,22 @@ def normalize_markdown(text: str) -> str:
 
 def clean_html(markdown: str) -> str:
     """Markdown → HTML with raw HTML from the model removed (tags reduced to text, scripts dropped)."""
-    html = markdown_lib.markdown(
+    return safe_html(
         normalize_markdown(strip_raw_html(clean_text(markdown))),
-        extensions=["tables", "fenced_code", "sane_lists"],
-        extension_configs={"tables": {"use_align_attribute": True}},
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        link_rel=None,
+        align_attribute=True,
     )
-    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, link_rel=None)
+
+
+@dataclass(frozen=True)
+class Card:
+    """The closing table: a heading, a one-line caption in small italics, then (label, value) rows."""
+
+    heading: str
+    rows: list[tuple[str, str]]
+    caption: str = ""
 
 
 @dataclass
@@ -419,12 +430,12 @@ class Renderer:
 
     # -- entry points
 
-    def render(self, tree: Node, run_card: list[tuple[str, str]]) -> bytes:
+    def render(self, tree: Node, card: Card | None) -> bytes:
         self.pdf.add_page()
         self.title_block()
         self.blocks(tree.children, indent=0.0)
-        if run_card:
-            self.run_card(run_card)
+        if card and card.rows:
+            self.card(card)
         return bytes(self.pdf.output())
 
     def title_block(self) -> None:
@@ -740,22 +751,17 @@ class Renderer:
             self.paragraph([Span(text, bold=number == 0 and data.header is not None)], indent=indent, gap=0.6)
         self.pdf.ln(PARAGRAPH_GAP)
 
-    # -- run card
+    # -- closing card
 
-    def run_card(self, rows: list[tuple[str, str]]) -> None:
+    def card(self, card: Card) -> None:
         pdf = self.pdf
+        rows = card.rows
         self.ensure_space(14 + LINE_MM * min(len(rows), 10))
-        self.heading(Node("h2", children=["Run card"]), level=2, indent=0.0)
+        self.heading(Node("h2", children=[card.heading]), level=2, indent=0.0)
         pdf.set_font(SANS, "I", 8.5)
         pdf.set_text_color(*MUTED)
-        pdf.multi_cell(
-            pdf.epw,
-            4,
-            "How this document was produced: the council, its final review and the prompt versions.",
-            align="L",
-            new_x=XPos.LMARGIN,
-            new_y=YPos.NEXT,
-        )
+        if card.caption:
+            pdf.multi_cell(pdf.epw, 4, card.caption, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.ln(1)
         data = TableData(
             header=None,
@@ -767,7 +773,7 @@ class Renderer:
         try:
             self.draw_table(data, indent=0.0, label_column=True, font_pt=8.5)
         except Exception:
-            logger.exception("run card table could not be drawn; writing it as text")
+            logger.exception("%s table could not be drawn; writing it as text", card.heading)
             for label, value in rows:
                 self.paragraph([Span(f"{label}: ", bold=True), Span(str(value))], indent=0.0, gap=0.6)
 
@@ -804,7 +810,7 @@ def _raw_text(node: Node) -> str:
     return "".join(child if isinstance(child, str) else _raw_text(child) for child in node.children)
 
 
-def _render_plain(markdown: str, *, title: str, run_card: list[tuple[str, str]]) -> bytes:
+def _render_plain(markdown: str, *, title: str, card: Card | None) -> bytes:
     """Last resort: the words of the report as plain text, so an export never fails on odd model output."""
     text = strip_raw_html(clean_text(markdown))
     pdf = ClinicalPDF(title=title)
@@ -814,27 +820,27 @@ def _render_plain(markdown: str, *, title: str, run_card: list[tuple[str, str]])
     pdf.multi_cell(
         pdf.epw, LINE_MM, text, align="L", wrapmode=WrapMode.CHAR, new_x=XPos.LMARGIN, new_y=YPos.NEXT
     )
-    if run_card:
+    if card and card.rows:
         pdf.ln(4)
         pdf.set_font(SANS, "B", 11)
-        pdf.cell(pdf.epw, 6, "Run card", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(pdf.epw, 6, card.heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_font(SANS, "", BODY_PT)
-        for label, value in run_card:
+        for label, value in card.rows:
             pdf.multi_cell(
                 pdf.epw, LINE_MM, f"{label}: {value}", align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
             )
     return bytes(pdf.output())
 
 
-def render_markdown_pdf(markdown: str, *, title: str, run_card: list[tuple[str, str]]) -> bytes:
-    """A printable PDF of `markdown` (model output; raw HTML in it is dropped) that ends with a run card,
-    a two-column table of the (label, value) rows given."""
+def render_markdown_pdf(markdown: str, *, title: str, card: Card | None = None) -> bytes:
+    """A printable PDF of `markdown` (untrusted; raw HTML in it is dropped) that ends with `card`, a
+    two-column table of its (label, value) rows under its heading."""
     try:
         tree = parse_markdown(markdown)
         text_tables: set[int] = set()
         while True:
             try:
-                return Renderer(title=title, text_tables=text_tables).render(tree, run_card)
+                return Renderer(title=title, text_tables=text_tables).render(tree, card)
             except TableFailed as failed:
                 if failed.index in text_tables:
                     raise
@@ -842,4 +848,4 @@ def render_markdown_pdf(markdown: str, *, title: str, run_card: list[tuple[str, 
                 text_tables.add(failed.index)
     except Exception:
         logger.exception("PDF layout failed; writing the report as plain text")
-        return _render_plain(markdown, title=title, run_card=run_card)
+        return _render_plain(markdown, title=title, card=card)
