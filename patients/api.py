@@ -229,6 +229,23 @@ def report_text(request: HttpRequest, report_id: int, format: Literal["text", "j
 
 
 @router.get(
+    "/reports/{int:report_id}/facts",
+    response={200: dict, 404: ErrorOut, 409: ErrorOut},
+    url_name="report_facts",
+)
+def report_facts(request: HttpRequest, report_id: int):
+    """The fact table read from the report's pages: one row per measurement with its page, site, session,
+    value as printed, parsed number, unit, target range or Z norm, reader, confidence and box; per page how
+    well it was read; expected facts that are missing; disagreements between readers. Schema in
+    docs/design.md ("Fact table")."""
+    report = _ready(_report(report_id))
+    table = selectors.report_facts(report)
+    if table is None:
+        raise HttpError(404, f"Report {report.pk} has no fact table yet; read it again to make one.")
+    return table
+
+
+@router.get(
     "/reports/{int:report_id}/pages/{int:number}.png",
     response={404: ErrorOut, 409: ErrorOut},
     url_name="report_page",

@@ -12,10 +12,8 @@ and a reader can tell where a number came from. `pages.json` records per page wh
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,14 +22,13 @@ from typing import Any, TypedDict
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
-from PIL import Image
 
-TEXT_LAYER = "text layer"
-OCR = "OCR"
+from patients import facts, layout
+
+TEXT_LAYER = layout.TEXT_LAYER
+OCR = layout.OCR
 TEXT_FILE = "text file"
 THUMB_SIZE = (220, 300)
-# OCR reads small table print far better from a finer render than the page images people look at.
-OCR_MIN_DPI = 150
 
 
 class UnreadableReport(Exception):
@@ -50,6 +47,7 @@ class PageRecord(TypedDict):
     ocr_reason: str  # why OCR ran (or did not)
     ocr_confidence: float | None  # mean recognition score of the OCR boxes, 0..1
     ocr_seconds: float | None
+    ocr_stages: dict[str, float]  # seconds OCR spent per stage: render, detect, layout, read
     image_coverage: float  # share of the page area covered by image objects
     image: str | None  # path relative to the report folder
     thumb: str | None
@@ -184,55 +182,10 @@ def ocr_engine() -> Any:
         if _engine is None:
             from rapidocr_onnxruntime import RapidOCR
 
-            _engine = RapidOCR()
+            # One thread: ingestion shares the machine with the web server and council runs, and
+            # onnxruntime's spinning worker threads cost more than they give on a busy small box.
+            _engine = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
         return _engine
-
-
-def ocr_image(image: Image.Image) -> tuple[str, float | None]:
-    """OCR one page image; returns (text laid out in lines, mean confidence or None when nothing read)."""
-    import numpy as np
-
-    result, _ = ocr_engine()(np.asarray(image.convert("RGB")))
-    if not result:
-        return "", None
-    boxes = [(box, text, float(score)) for box, text, score in result if str(text).strip()]
-    if not boxes:
-        return "", None
-    return boxes_to_lines(boxes), round(statistics.fmean(score for _, _, score in boxes), 4)
-
-
-def boxes_to_lines(boxes: list[tuple[Any, str, float]]) -> str:
-    """Group OCR boxes into lines by vertical centre, each line left to right, so table rows stay rows.
-
-    A box joins a line when its centre lies within half a typical box height of the line's centre. Wide
-    gaps between boxes (table columns) become three spaces, so cells stay apart but readable.
-    """
-    items = []
-    for box, text, _ in boxes:
-        xs = [point[0] for point in box]
-        ys = [point[1] for point in box]
-        items.append((min(xs), max(xs), (min(ys) + max(ys)) / 2, max(ys) - min(ys), str(text).strip()))
-    typical_height = statistics.median(item[3] for item in items) or 1.0
-    items.sort(key=lambda item: item[2])
-    lines: list[list[tuple[float, float, float, float, str]]] = []
-    for item in items:
-        if lines:
-            line = lines[-1]
-            centre = statistics.fmean(member[2] for member in line)
-            if abs(item[2] - centre) <= typical_height / 2:
-                line.append(item)
-                continue
-        lines.append([item])
-    out = []
-    for line in lines:
-        line.sort(key=lambda item: item[0])
-        parts = [line[0][4]]
-        for previous, current in itertools.pairwise(line):
-            gap = current[0] - previous[1]
-            parts.append("   " if gap > typical_height * 0.8 else " ")
-            parts.append(current[4])
-        out.append("".join(parts))
-    return "\n".join(out)
 
 
 # --- the work -----------------------------------------------------------------------------------------------
@@ -265,6 +218,7 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
     (out_dir / "pages").mkdir()
     (out_dir / "thumbs").mkdir()
     result = IngestResult(page_count=len(document))
+    layouts: list[layout.PageLayout] = []
     try:
         for index in range(len(document)):
             number = index + 1
@@ -273,6 +227,8 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                 textpage = page.get_textpage()
                 layer = _clean(textpage.get_text_bounded())
                 textpage.close()
+                if layer:
+                    layouts.append(layout.read_text_layer(page, number=number))
                 coverage = round(image_coverage(page), 3)
                 bitmap = page.render(scale=options.render_dpi / 72)
                 image = bitmap.to_pil()
@@ -289,6 +245,7 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                     ocr_reason="",
                     ocr_confidence=None,
                     ocr_seconds=None,
+                    ocr_stages={},
                     image_coverage=coverage,
                     image=image_rel,
                     thumb=thumb_rel,
@@ -297,14 +254,15 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                 reason = _ocr_reason(len(layer), coverage, options)
                 if reason and options.ocr_enabled:
                     ocr_started = time.monotonic()
-                    if options.render_dpi < OCR_MIN_DPI:
-                        image = page.render(scale=OCR_MIN_DPI / 72).to_pil()
-                    text, confidence = ocr_image(image)
+                    read = layout.read_ocr(page, number=number, engine=ocr_engine())
+                    layouts.append(read)
+                    text = read.text()
                     record.update(
                         ocr_ran=True,
                         ocr_reason=reason,
-                        ocr_confidence=confidence,
+                        ocr_confidence=read.mean_confidence(),
                         ocr_seconds=round(time.monotonic() - ocr_started, 2),
+                        ocr_stages=read.seconds,
                     )
                     record["chars"][OCR] = len(text)
                     record["sources"][OCR] = text
@@ -315,8 +273,9 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                 page.close()
     finally:
         document.close()
+    table = facts.build_table(facts.read_layouts(layouts), page_count=result.page_count)
     result.seconds = round(time.monotonic() - started, 2)
-    _write_outputs(out_dir, result, kind="pdf")
+    _write_outputs(out_dir, result, kind="pdf", table=table)
     return result
 
 
@@ -342,6 +301,7 @@ def ingest_text(source: Path, out_dir: Path, *, name: str, kind: str) -> IngestR
                 ocr_reason="a text upload has no images",
                 ocr_confidence=None,
                 ocr_seconds=None,
+                ocr_stages={},
                 image_coverage=0.0,
                 image=None,
                 thumb=None,
@@ -350,7 +310,8 @@ def ingest_text(source: Path, out_dir: Path, *, name: str, kind: str) -> IngestR
         ],
     )
     result.seconds = round(time.monotonic() - started, 2)
-    _write_outputs(out_dir, result, kind=kind)
+    # A text upload has no positions to read tables by: its fact table says so, page by page.
+    _write_outputs(out_dir, result, kind=kind, table=facts.build_table([], page_count=1))
     return result
 
 
@@ -367,7 +328,8 @@ def render_text(pages: list[PageRecord]) -> str:
     return "\n".join(chunks)
 
 
-def _write_outputs(out_dir: Path, result: IngestResult, *, kind: str) -> None:
+def _write_outputs(out_dir: Path, result: IngestResult, *, kind: str, table: facts.FactTable) -> None:
     (out_dir / "text.md").write_text(render_text(result.pages), encoding="utf-8")
+    facts.write_table(out_dir, table)
     meta = {"kind": kind, "page_count": result.page_count, "seconds": result.seconds, "pages": result.pages}
     (out_dir / "pages.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")

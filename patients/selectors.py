@@ -9,6 +9,7 @@ from typing import TypedDict
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Lower
 
+from patients import facts
 from patients.models import Patient, Report
 
 
@@ -66,6 +67,14 @@ def report_pages(report: Report) -> list[PageData]:
             )
         )
     return pages
+
+
+def report_facts(report: Report) -> facts.FactTable | None:
+    """The report's fact table (`facts.json`, see patients/facts.py); None until the report is ready or
+    when it was ingested before fact tables existed (reading it again makes one)."""
+    if report.status != Report.Status.READY:
+        return None
+    return facts.load_table(report.folder)
 
 
 def report_page_images(report: Report) -> list[Path]:

@@ -116,7 +116,12 @@ def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _report_context(report: Report) -> dict:
-    return {"report": report, "patient": report.patient, "pages": selectors.report_pages(report)}
+    return {
+        "report": report,
+        "patient": report.patient,
+        "pages": selectors.report_pages(report),
+        "facts": selectors.report_facts(report),
+    }
 
 
 @require_GET

@@ -9,18 +9,19 @@ from fpdf import FPDF
 from PIL import Image
 
 from patients import ingest
+from patients.layout import Box, PageLayout
 
 OPTIONS = ingest.IngestOptions(
     max_pages=10, render_dpi=72, ocr_enabled=True, ocr_min_chars=200, ocr_image_area=0.3
 )
 
 
-def box(x0: float, y0: float, x1: float, y1: float, text: str) -> tuple[list[list[float]], str, float]:
-    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], text, 0.99
-
-
 def test_ocr_boxes_become_rows_read_left_to_right():
-    boxes = [
+    def box(x0: float, y0: float, x1: float, y1: float, text: str) -> Box:
+        return Box(text, x0, y0, x1, y1, 0.99)
+
+    page = PageLayout(page=1, source="OCR", width=600, height=800)
+    page.boxes = [
         box(400, 103, 480, 131, "-1.22"),  # slightly lower than its row-mates, and out of order
         box(10, 100, 60, 128, "Fz"),
         box(200, 99, 280, 127, "2.08"),
@@ -29,7 +30,7 @@ def test_ocr_boxes_become_rows_read_left_to_right():
         box(10, 20, 120, 48, "Summary"),
         box(125, 20, 200, 48, "table"),  # a small gap: same phrase
     ]
-    assert ingest.boxes_to_lines(boxes) == "Summary table\nFz   2.08   -1.22\nCz   0.47"
+    assert page.text() == "Summary table\nFz   2.08   -1.22\nCz   0.47"
 
 
 def test_stored_text_marks_pages_and_labels_every_source():

@@ -1,0 +1,199 @@
+"""The fact table: every measurement read from a report, each tied to its page, stored as JSON on disk.
+
+Built during ingestion from the page readers' readings (`patients.readers`), written beside `text.md` as
+`facts.json` (never in the database), read by the API and the report page. The schema is in
+docs/design.md ("Fact table"); later work (corrections, the clinician's lock, number checking) writes the
+fields reserved for it here: a correction keeps the original reading, a lock says who and when.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypedDict
+
+from patients.layout import PageLayout
+from patients.readers import Reading, read_page
+from patients.readers.base import Fact, fold
+
+FACTS_FILE = "facts.json"
+SCHEMA_VERSION = 1
+# A page is "fully read" when its reader found every fact its layout must have, left no merged token, and
+# recognised its boxes at least this surely on average.
+FULLY_READ_CONFIDENCE = 0.85
+
+
+class PageQuality(TypedDict):
+    page: int
+    sources: list[str]  # the layouts read: "text layer", "OCR"
+    reader: str | None  # None: no reader knows this page's layout
+    labels_found: int
+    labels_expected: int
+    cells_read: int
+    merged_tokens: int
+    mean_confidence: float | None
+    facts: int
+    expected: int
+    missing: int
+    fully_read: bool
+    notes: list[str]
+
+
+class MissingFact(TypedDict):
+    page: int
+    metric: str
+    site: str | None
+    band: str | None
+    session: int | None
+
+
+class FactTable(TypedDict):
+    schema: int
+    generated_at: str
+    pages: list[PageQuality]
+    facts: list[dict[str, Any]]  # Fact plus: disagreement, disagrees_with, correction
+    missing: list[MissingFact]
+    disagreements: int
+    lock: dict[str, str] | None  # {"by": username, "at": ISO time} once a clinician locks the table
+
+
+def _key(fact: Fact | MissingFact) -> tuple:
+    return (
+        fact["page"],
+        fact["metric"].replace(" ", "").lower(),
+        fact["site"],
+        fact["band"],
+        fact["session"],
+    )
+
+
+def read_layouts(layouts: list[PageLayout]) -> list[tuple[PageLayout, Reading | None]]:
+    return [(layout, read_page(layout)) for layout in layouts]
+
+
+def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count: int) -> FactTable:
+    """One table from every page's readings (a page may have two: its text layer and its OCR).
+
+    Where two readings of the same measurement agree, the text layer's is kept (it is exact); where they
+    disagree, both are kept and marked, never silently resolved."""
+    by_page: dict[int, list[tuple[PageLayout, Reading | None]]] = {}
+    for layout, reading in readings:
+        by_page.setdefault(layout.page, []).append((layout, reading))
+    facts: list[dict[str, Any]] = []
+    missing: list[MissingFact] = []
+    pages: list[PageQuality] = []
+    disagreements = 0
+    for number in range(1, page_count + 1):
+        entries = by_page.get(number, [])
+        # Text layer first: exact where it exists.
+        entries.sort(key=lambda entry: entry[0].source != "text layer")
+        kept: dict[tuple, dict[str, Any]] = {}
+        expected: set[tuple] = set()
+        notes: list[str] = []
+        quality = {"labels_found": 0, "labels_expected": 0, "cells_read": 0, "merged_tokens": 0}
+        readers = []
+        confidences = []
+        for layout, reading in entries:
+            if layout.boxes:
+                confidences.extend(box.score for box in layout.boxes)
+            if reading is None:
+                continue
+            readers.append(reading.reader)
+            notes.extend(f"{layout.source}: {note}" for note in reading.notes)
+            for name in quality:
+                quality[name] = max(quality[name], getattr(reading, name))
+            expected |= {
+                (number, metric.replace(" ", "").lower(), site, band, session)
+                for metric, site, band, session in reading.expected
+            }
+            for fact in reading.facts:
+                key = _key(fact)
+                row: dict[str, Any] = {
+                    **fact,
+                    "disagreement": False,
+                    "disagrees_with": [],
+                    "correction": None,
+                }
+                row["id"] = f"{fact['id']}|{fact['source']}"
+                first = kept.get(key)
+                if first is None:
+                    kept[key] = row
+                    facts.append(row)
+                elif fold(first["value"]) != fold(row["value"]):
+                    first["disagreement"] = row["disagreement"] = True
+                    first["disagrees_with"].append(row["id"])
+                    row["disagrees_with"].append(first["id"])
+                    facts.append(row)
+                    disagreements += 1
+        page_missing = sorted(expected - set(kept), key=str)
+        for _, metric_key, site, band, session in page_missing:
+            metric = _metric_name(readings, number, metric_key)
+            missing.append(MissingFact(page=number, metric=metric, site=site, band=band, session=session))
+        mean_confidence = round(sum(confidences) / len(confidences), 4) if confidences else None
+        reader = readers[0] if readers else None
+        page_facts = sum(1 for fact in facts if fact["page"] == number)
+        pages.append(
+            PageQuality(
+                page=number,
+                sources=[layout.source for layout, _ in entries],
+                reader=reader,
+                **quality,
+                mean_confidence=mean_confidence,
+                facts=page_facts,
+                expected=len(expected),
+                missing=len(page_missing),
+                fully_read=bool(
+                    reader
+                    and not page_missing
+                    and quality["merged_tokens"] == 0
+                    and (mean_confidence or 0) >= FULLY_READ_CONFIDENCE
+                ),
+                notes=notes if reader else ["no reader knows this page's layout", *notes],
+            )
+        )
+    return FactTable(
+        schema=SCHEMA_VERSION,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        pages=pages,
+        facts=facts,
+        missing=missing,
+        disagreements=disagreements,
+        lock=None,
+    )
+
+
+def _metric_name(readings: list[tuple[PageLayout, Reading | None]], page: int, metric_key: str) -> str:
+    """The printed spelling of a metric expected on a page (expected keys are compared without spaces)."""
+    for layout, reading in readings:
+        if layout.page != page or reading is None:
+            continue
+        for metric, *_ in reading.expected:
+            if metric.replace(" ", "").lower() == metric_key:
+                return metric
+    return metric_key
+
+
+def write_table(folder: Path, table: FactTable) -> Path:
+    """Write facts.json atomically: a temporary file in the same folder, fsync, rename."""
+    path = folder / FACTS_FILE
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".facts-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(table, out, ensure_ascii=False, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_table(folder: Path) -> FactTable | None:
+    path = folder / FACTS_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
