@@ -69,7 +69,7 @@ def test_placeholders_and_range_dashes_survive(read_pages):
     # N/A stays N/A: a fact with no number, not a missing fact.
     errors = by_key[("errors", 2)]
     assert errors["value"] == "N/A" and errors["number"] is None and errors["placeholder"]
-    # The range keeps its dash: "253–364 ms", not "253364ms".
+    # The range keeps its dash (the en dash reads as "-"), not "253364ms".
     assert by_key[("reactiontime", 1)]["target"] == "253-364 ms"
     assert by_key[("theta/betaratio", 3)]["target"] == "0.9-2.2"
     assert by_key[("peakalphafrequencyec", 2)]["target"] == "9.0-11.0 Hz"
