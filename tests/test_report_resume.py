@@ -132,6 +132,7 @@ def test_reingest_replaces_the_folder_whole(patient, data_dir):
     report = services.report_ingest(report_id=report.pk)
     assert report.status == Report.Status.READY
     assert sorted(p.name for p in report.folder.iterdir()) == [
+        "facts.json",
         "original.pdf",
         "pages",
         "pages.json",
