@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from django.db import connection
 
 from qeeg_site.models import ApiToken
+from runs.events import event_emit
 from runs.models import RunEvent
 from tests.stream_helpers import ROOT, Frame, daphne_server, frames, next_event
 from tests.test_stream import make_run
@@ -135,12 +137,16 @@ class Watcher(threading.Thread):
         return self.got
 
 
-def listeners() -> int:
+def listener_pids() -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
         )
-        return cursor.fetchone()[0]
+        return [pid for (pid,) in cursor.fetchall()]
+
+
+def listeners() -> int:
+    return len(listener_pids())
 
 
 def test_events_written_elsewhere_stream_through_two_servers_and_resume_across_them(postgres_db, servers):
@@ -191,3 +197,30 @@ def make_user():
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_user(username="watcher", password="watcher-pass-123")
+
+
+def test_a_lost_listen_connection_is_made_again_and_nothing_is_missed(postgres_db, servers):
+    """PostgreSQL restarts, a proxy drops the connection: events committed while a server was not listening
+    were announced to nobody, so its streams read them from the table once it listens again."""
+    run = make_run()
+    _, token = ApiToken.issue(user=make_user(), name="hosts")
+    watcher = Watcher(f"{servers[0]}/api/runs/{run.pk}/stream", token)
+    watcher.start()
+    assert watcher.opened.wait(20)
+    assert listeners() == 1  # the server with a stream listens; the idle one holds no connection at all
+    (before,) = listener_pids()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [before])  # returns once it is gone
+        assert cursor.fetchone()[0] is True
+    unheard = [
+        event_emit(run=run, kind="model_started", stage=1, model_id=f"m{i}", attempt=1).pk for i in range(5)
+    ]
+    deadline = time.monotonic() + 20
+    while not listener_pids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert listener_pids() not in ([], [before])  # it listens again, on a new connection
+    heard = [event_emit(run=run, kind="model_finished", stage=1, model_id=f"m{i}").pk for i in range(5)]
+    heard.append(event_emit(run=run, kind="status", status="complete", error="").pk)
+    got = watcher.result()
+    assert got[-1].event == "end"
+    assert [f.id for f in got[1:-1]] == unheard + heard
