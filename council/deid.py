@@ -70,6 +70,7 @@ class Deidentified:
     text: str
     anchor: date | None  # the date `day 0` stands for (None when the text has no date)
     replaced: Counter[str] = field(default_factory=Counter)  # token → how many times it was put in
+    marks: tuple[tuple[int, int], ...] = ()  # where in `text` each replacement stands (for the preview)
 
 
 class IdentifierRefused(Exception):
@@ -217,6 +218,11 @@ _TEXTUAL = re.compile(
 )
 _MONTH_YEAR = re.compile(
     r"(?<![\w])" + _MONTH.format(g="m") + r",?\s+(?P<y>(?:19|20)\d\d)(?!\w)", re.IGNORECASE
+)
+# A date printed as a date of birth is one, recorded or not ("DOB: 03/14/2016", "born 14 March 2016").
+_BIRTH_LABEL = re.compile(
+    r"(?:\bD\.?O\.?B\.?|\bdate\s+of\s+birth|\bbirth\s*date|\bborn(?:\s+on)?|\bgeb(?:oren|\.))\s*[:.\-]?\s*(?:on\s+)?$",
+    re.IGNORECASE,
 )
 _COMPACT_DATE = re.compile(r"(?<![\w.])\d{8}(?!\w|\.\d)")
 
@@ -445,7 +451,11 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     for hit in _find_dates(text, order):
         if hit.value is None:
             spans.append(_Span(hit.start, hit.end, DATE, 30))
-        elif hit.value in dobs or hit.alternative in dobs:
+        elif (
+            hit.value in dobs
+            or hit.alternative in dobs
+            or _BIRTH_LABEL.search(text, max(0, hit.start - 40), hit.start)
+        ):
             spans.append(_Span(hit.start, hit.end, DOB, 85))
         else:
             spans.append(_Span(hit.start, hit.end, "day", 30, hit.value))
@@ -484,9 +494,11 @@ def deidentify(
         anchor = min(dates)
     out: list[str] = []
     replaced: Counter[str] = Counter()
-    at = 0
+    marks: list[tuple[int, int]] = []
+    at = length = 0
     for span in spans:
         out.append(text[at : span.start])
+        length += span.start - at
         if span.value is not None and anchor is not None:
             token = f"day {(span.value - anchor).days}"
             replaced["day N"] += 1
@@ -494,9 +506,11 @@ def deidentify(
             token = span.token
             replaced[token] += 1
         out.append(token)
+        marks.append((length, length + len(token)))
+        length += len(token)
         at = span.end
     out.append(text[at:])
-    return Deidentified(text="".join(out), anchor=anchor, replaced=replaced)
+    return Deidentified(text="".join(out), anchor=anchor, replaced=replaced, marks=tuple(marks))
 
 
 # --- page images ------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from patients.models import Patient
+from patients.models import Patient, PatientIdentifier
 
 
 class PatientForm(forms.ModelForm):
@@ -20,3 +20,15 @@ class PatientForm(forms.ModelForm):
 
     def clean_label(self) -> str:
         return self.cleaned_data["label"].strip()
+
+
+class IdentifierForm(forms.Form):
+    kind = forms.ChoiceField(choices=PatientIdentifier.Kind.choices)
+    value = forms.CharField(max_length=200, help_text="A date of birth as YYYY-MM-DD.")
+
+
+class RedactionForm(forms.Form):
+    SCOPES = [("report", "this report only"), ("patient", "every report of this patient")]
+
+    phrase = forms.CharField(max_length=200, help_text="Removed wherever it appears, in any case or spacing.")
+    scope = forms.ChoiceField(choices=SCOPES, initial="report")

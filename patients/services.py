@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from patients import ingest
-from patients.models import ORIGINAL_FILES, Patient, Report
+from patients.models import ORIGINAL_FILES, Patient, PatientIdentifier, Redaction, Report
 from qeeg_site.launcher import pid_alive
 
 log = logging.getLogger(__name__)
@@ -487,3 +488,55 @@ def _launch_pending() -> int:
     if pending:
         _launch_ingest([str(pk) for pk in pending])
     return len(pending)
+
+
+# --- identifiers and redactions (what de-identification removes; never sent, never logged) -------------------
+
+
+class IdentifierRejected(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _validated(row: PatientIdentifier | Redaction) -> None:
+    try:
+        row.full_clean(exclude=["patient", "report", "created_by"])
+    except ValidationError as exc:
+        raise IdentifierRejected(" ".join(m for ms in exc.message_dict.values() for m in ms)) from exc
+
+
+def identifier_add(*, patient: Patient, kind: str, value: str, user: Any = None) -> PatientIdentifier:
+    row = PatientIdentifier(patient=patient, kind=kind, value=value, created_by=_user(user))
+    _validated(row)
+    if patient.identifiers.filter(kind=row.kind, value__iexact=row.value).exists():
+        raise IdentifierRejected("This identifier is already recorded.")
+    row.save()
+    return row
+
+
+def identifier_delete(*, identifier: PatientIdentifier) -> None:
+    identifier.delete()
+
+
+def redaction_add(
+    *, patient: Patient, phrase: str, report: Report | None = None, user: Any = None
+) -> Redaction:
+    """A phrase always removed from what the council sees: for `report`, or (None) every report of `patient`."""
+    if report is not None and report.patient_id != patient.pk:
+        raise IdentifierRejected("That report belongs to another patient.")
+    phrase = " ".join(phrase.split())
+    if sum(ch.isalnum() for ch in phrase) < 3:
+        raise IdentifierRejected("A redaction needs at least three letters or digits.")
+    row = Redaction(patient=patient, report=report, phrase=phrase, created_by=_user(user))
+    _validated(row)
+    row.save()
+    return row
+
+
+def redaction_delete(*, redaction: Redaction) -> None:
+    redaction.delete()
+
+
+def _user(user: Any) -> Any:
+    return user if user is not None and getattr(user, "is_authenticated", False) else None

@@ -4,13 +4,15 @@ only the fragment it asked for, rendered from the same template the full page in
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from patients import selectors, services
-from patients.forms import PatientForm
-from patients.models import Patient, Report
+from patients.forms import IdentifierForm, PatientForm, RedactionForm
+from patients.models import Patient, PatientIdentifier, Redaction, Report
 
 
 def _is_htmx(request: HttpRequest) -> bool:
@@ -61,21 +63,43 @@ def _resume_orphaned(reports: list[Report]) -> None:
         services.reports_resume_orphaned()
 
 
-def _detail_context(patient: Patient, form: PatientForm | None = None) -> dict:
+def may_handle_identifiers(user) -> bool:
+    """The one check for seeing and recording a patient's identifiers (names, date of birth, record
+    numbers). Staff only, for now; a role permission replaces it in this one place."""
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def _require_identifier_access(request: HttpRequest) -> None:
+    if not may_handle_identifiers(request.user):
+        raise PermissionDenied("Only staff may see or record patient identifiers.")
+
+
+def _detail_context(
+    patient: Patient,
+    form: PatientForm | None = None,
+    *,
+    user=None,
+    identifier_form: IdentifierForm | None = None,
+) -> dict:
     reports = list(patient.reports.all())
     _resume_orphaned(reports)
-    return {
+    context = {
         "patient": patient,
         "form": form or PatientForm(instance=patient),
         "reports": reports,
         "reports_unfinished": selectors.reports_unfinished(reports),
+        "may_handle_identifiers": user is not None and may_handle_identifiers(user),
     }
+    if context["may_handle_identifiers"]:
+        context["identifiers"] = list(patient.identifiers.all())
+        context["identifier_form"] = identifier_form or IdentifierForm()
+    return context
 
 
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
     patient = get_object_or_404(Patient, pk=pk)
-    return render(request, "patients/detail.html", _detail_context(patient))
+    return render(request, "patients/detail.html", _detail_context(patient, user=request.user))
 
 
 @require_POST
@@ -90,7 +114,9 @@ def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, "Saved.")
             return redirect("patients:detail", pk=patient.pk)
-    return render(request, "patients/detail.html", _detail_context(patient, form), status=422)
+    return render(
+        request, "patients/detail.html", _detail_context(patient, form, user=request.user), status=422
+    )
 
 
 @require_GET
@@ -173,3 +199,67 @@ def report_page_image(request: HttpRequest, pk: int, number: int) -> FileRespons
 @require_GET
 def report_thumb(request: HttpRequest, pk: int, number: int) -> FileResponse:
     return _page_png(pk, number, thumb=True)
+
+
+# --- identifiers (staff) and redactions (whoever reads the report) -------------------------------------------
+
+
+@require_POST
+def identifier_add(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_identifier_access(request)
+    patient = get_object_or_404(Patient, pk=pk)
+    form = IdentifierForm(request.POST)
+    if form.is_valid():
+        try:
+            services.identifier_add(patient=patient, **form.cleaned_data, user=request.user)
+        except services.IdentifierRejected as exc:
+            form.add_error("value", exc.message)
+        else:
+            messages.success(request, "Identifier recorded; it is removed from everything the council sees.")
+            return redirect(reverse("patients:detail", args=[patient.pk]) + "#identifiers")
+    context = _detail_context(patient, user=request.user, identifier_form=form)
+    return render(request, "patients/detail.html", context, status=422)
+
+
+@require_POST
+def identifier_delete(request: HttpRequest, pk: int, identifier_id: int) -> HttpResponse:
+    _require_identifier_access(request)
+    identifier = get_object_or_404(PatientIdentifier, pk=identifier_id, patient_id=pk)
+    services.identifier_delete(identifier=identifier)
+    messages.success(request, "Identifier removed.")
+    return redirect(reverse("patients:detail", args=[pk]) + "#identifiers")
+
+
+def _preview_url(report: Report) -> str:
+    return reverse("runs:report_preview", args=[report.pk])
+
+
+@require_POST
+def redaction_add(request: HttpRequest, pk: int) -> HttpResponse:
+    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    form = RedactionForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(
+            "Enter a phrase to remove and say whether it is for this report or every report.", status=422
+        )
+    try:
+        services.redaction_add(
+            patient=report.patient,
+            report=report if form.cleaned_data["scope"] == "report" else None,
+            phrase=form.cleaned_data["phrase"],
+            user=request.user,
+        )
+    except services.IdentifierRejected as exc:
+        messages.error(request, f"Not added: {exc.message}")
+    else:
+        messages.success(request, "Redaction added; it is removed from what the council sees.")
+    return redirect(_preview_url(report))
+
+
+@require_POST
+def redaction_delete(request: HttpRequest, pk: int, redaction_id: int) -> HttpResponse:
+    report = get_object_or_404(Report, pk=pk)
+    redaction = get_object_or_404(Redaction, pk=redaction_id, patient_id=report.patient_id)
+    services.redaction_delete(redaction=redaction)
+    messages.success(request, "Redaction removed.")
+    return redirect(_preview_url(report))

@@ -9,6 +9,7 @@ label, and the clinicians' redactions; they never leave this machine (council/de
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -33,6 +34,7 @@ class PageImage:
 @dataclass(frozen=True)
 class CouncilSource:
     council_input: CouncilInput
+    original: str  # the report text as stored (never sent)
     report: deid.Deidentified
     context: dict[str, str]  # the clinical context as the council sees it
     images: list[PageImage] = field(default_factory=list)
@@ -79,7 +81,8 @@ def deidentified_context(
 def council_source(*, patient: Patient, report: Report, with_images: bool = True) -> CouncilSource:
     """The de-identified report text, context and (when configured) painted-out page images."""
     identifiers = identifiers_for(patient, report)
-    text = deid.deidentify(report_text(report), identifiers, order=settings.DEID_DATE_ORDER)
+    original = report_text(report)
+    text = deid.deidentify(original, identifiers, order=settings.DEID_DATE_ORDER)
     context = deidentified_context(patient, identifiers, anchor=text.anchor)
     images = page_images(report, identifiers) if with_images else []
     return CouncilSource(
@@ -88,6 +91,7 @@ def council_source(*, patient: Patient, report: Report, with_images: bool = True
             clinical_context=context,
             page_images=tuple(url for url, _ in images if url),
         ),
+        original=original,
         report=text,
         context=context,
         images=[decision for _, decision in images],
@@ -98,19 +102,70 @@ def page_images(report: Report, identifiers: deid.Identifiers) -> list[tuple[str
     """(data URL or "", what happened) for the first COUNCIL_PAGE_IMAGES pages, when DEID_PAGE_IMAGES is
     "paint". A page goes only if every text on it could be located (text layer, and OCR of any bitmap on
     it) and the identifying regions were painted out."""
+    out: list[tuple[str, PageImage]] = []
+    for number in pages_to_send(report):
+        png, decision = painted_page(report, number, identifiers)
+        out.append(("data:image/png;base64," + base64.b64encode(png).decode() if png else "", decision))
+    return out
+
+
+def pages_to_send(report: Report) -> list[int]:
+    """The page numbers whose images would go with Stage 1 (none unless DEID_PAGE_IMAGES is "paint")."""
     limit = settings.COUNCIL_PAGE_IMAGES
     if settings.DEID_PAGE_IMAGES != "paint" or limit <= 0:
         return []
-    out: list[tuple[str, PageImage]] = []
-    for page in [p for p in report_pages(report) if p["image"] is not None][:limit]:
-        number = page["page"]
-        try:
-            lines = boxes.page_lines(report, number, page["image"])
-        except boxes.CannotLocate as exc:
-            out.append(("", PageImage(page=number, sent=False, reason=exc.message)))
-            continue
-        found = deid.identifying_boxes(lines, identifiers, order=settings.DEID_DATE_ORDER)
-        png = deid.paint_out(page["image"].read_bytes(), found)
-        url = "data:image/png;base64," + base64.b64encode(png).decode()
-        out.append((url, PageImage(page=number, sent=True, painted=len(found))))
-    return out
+    return [p["page"] for p in report_pages(report) if p["image"] is not None][:limit]
+
+
+def painted_page(
+    report: Report, number: int, identifiers: deid.Identifiers
+) -> tuple[bytes | None, PageImage]:
+    """Page `number`'s image with its identifying regions painted out, or None and the reason it cannot go."""
+    image = next((p["image"] for p in report_pages(report) if p["page"] == number), None)
+    if image is None:
+        return None, PageImage(page=number, sent=False, reason="the page has no image")
+    try:
+        lines = boxes.page_lines(report, number, image)
+    except boxes.CannotLocate as exc:
+        return None, PageImage(page=number, sent=False, reason=exc.message)
+    found = deid.identifying_boxes(lines, identifiers, order=settings.DEID_DATE_ORDER)
+    return deid.paint_out(image.read_bytes(), found), PageImage(page=number, sent=True, painted=len(found))
+
+
+# --- the preview: what the council will see, page by page beside the original -----------------------------
+
+_PAGE_MARK = re.compile(r"^=== PAGE \d+ / \d+ ===$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class PreviewPage:
+    title: str
+    original: str
+    sent: list[tuple[str, bool]]  # (text, is a replacement), in order
+
+
+def preview_pages(original: str, result: deid.Deidentified) -> list[PreviewPage]:
+    """Both texts cut at the page marks (de-identification leaves them as they are), the sent side in
+    pieces so a page can show each replacement."""
+    cuts_original = [m.start() for m in _PAGE_MARK.finditer(original)] or [0]
+    cuts_sent = [m.start() for m in _PAGE_MARK.finditer(result.text)] or [0]
+    if len(cuts_original) != len(cuts_sent):  # never expected; then one block rather than a wrong pairing
+        cuts_original, cuts_sent = [0], [0]
+    pages = []
+    bounds = list(zip(cuts_sent, [*cuts_sent[1:], len(result.text)], strict=True))
+    ends_original = [*cuts_original[1:], len(original)]
+    for (start, end), o_start, o_end in zip(bounds, cuts_original, ends_original, strict=True):
+        pieces: list[tuple[str, bool]] = []
+        at = start
+        for mark_start, mark_end in result.marks:
+            if mark_end <= start or mark_start >= end:
+                continue
+            pieces.append((result.text[at:mark_start], False))
+            pieces.append((result.text[mark_start:mark_end], True))
+            at = mark_end
+        pieces.append((result.text[at:end], False))
+        page_text = original[o_start:o_end]
+        first_line = page_text.split("\n", 1)[0]
+        title = first_line.strip("= ").title() if _PAGE_MARK.match(first_line) else "Report text"
+        pages.append(PreviewPage(title=title, original=page_text.rstrip(), sent=[p for p in pieces if p[0]]))
+    return pages

@@ -15,4 +15,10 @@ urlpatterns = [
     path("<int:pk>/stages/<int:stage>/", views.run_stage, name="stage"),
     path("<int:pk>/select/", views.run_select, name="select"),
     path("<int:pk>/export/", views.run_export, name="export"),
+    path("reports/<int:pk>/council-view/", views.report_preview, name="report_preview"),
+    path(
+        "reports/<int:pk>/council-view/pages/<int:number>.png",
+        views.report_preview_page,
+        name="report_preview_page",
+    ),
 ]

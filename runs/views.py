@@ -16,13 +16,15 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step
+from patients.forms import RedactionForm
 from patients.models import Patient, Report
-from runs import reading, selectors, services
+from runs import reading, selectors, services, sources
 from runs.models import Artifact, Run
 from runs.stream import stream_url
 
@@ -282,3 +284,43 @@ def run_export(request: HttpRequest, pk: int) -> HttpResponse:
     return _redirect(
         request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
     )
+
+
+# -- what the council will see ---------------------------------------------------------------------------
+
+
+@require_GET
+def report_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The report as every stage gets it (de-identified text, context, page images), beside the original,
+    with the redactions that apply and a form to add one. Built by the same function the pipeline uses."""
+    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    if report.status != Report.Status.READY:
+        raise Http404("The report is not read yet; there is nothing the council would see.")
+    patient = report.patient
+    source = sources.council_source(patient=patient, report=report)
+    context = {
+        "report": report,
+        "patient": patient,
+        "source": source,
+        "pages": sources.preview_pages(source.original, source.report),
+        "entered_context": patient.clinical_context(),
+        "replaced": sorted(source.report.replaced.items()),
+        "redactions": patient.redactions.filter(report__isnull=True) | report.redactions.all(),
+        "redaction_form": RedactionForm(),
+        "page_images_setting": settings.DEID_PAGE_IMAGES,
+        "page_images_limit": settings.COUNCIL_PAGE_IMAGES,
+    }
+    return render(request, "runs/report_preview.html", context)
+
+
+@require_GET
+@never_cache
+def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """One page image exactly as it would be sent: painted out; 404 for a page that would not be sent."""
+    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    if number not in sources.pages_to_send(report):
+        raise Http404("This page image is not sent to the council.")
+    png, decision = sources.painted_page(report, number, sources.identifiers_for(report.patient, report))
+    if png is None:
+        raise Http404(f"This page image is not sent: {decision.reason}.")
+    return HttpResponse(png, content_type="image/png")

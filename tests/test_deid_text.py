@@ -179,3 +179,10 @@ def test_parse_date_reads_what_people_type(entered, expected):
 def test_parse_date_refuses_what_is_not_one_date():
     assert parse_date("next week") is None
     assert parse_date("2016-03-14 and more") is None
+
+
+def test_a_date_printed_as_a_date_of_birth_is_one_even_when_not_recorded():
+    text = "DOB: 03/14/2016. D.O.B. 14 March 2016, born on 2016-03-14. Session 1: 2024-03-01, Session 2: 2024-03-11"
+    assert clean(text, Identifiers()) == (
+        "DOB: [DOB]. D.O.B. [DOB], born on [DOB]. Session 1: day 0, Session 2: day 10"
+    )
