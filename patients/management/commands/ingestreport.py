@@ -35,4 +35,6 @@ class Command(BaseCommand):
             elif report.status == Report.Status.READY:
                 self.stdout.write(f"report {report_id}: ready, {report.page_count} page(s)")
             else:
-                self.stdout.write(f"report {report_id}: {report.status}: {report.error}")
+                # The log names reports by id: a file name often carries the patient's name.
+                reason = report.error.replace(report.original_name, "the file")
+                self.stdout.write(f"report {report_id}: {report.status}: {reason}")
