@@ -333,6 +333,12 @@ _ADDRESS_PATTERNS = [
         r"(?:,\s*\d{4,5}\s+[A-ZÄÖÜ][\wäöüß\-]*)?"
     ),
 ]
+# A name printed after a name label is one, recorded or not: "Patient: MÜLLER, Anna", "Name: A. Müller".
+_NAME_WORD = r"[A-ZÀ-ÖØ-Þ][\w'\u2019\-.]*"
+_NAME_LABELLED = re.compile(
+    r"(?<![\w])(?i:patient(?:'s)?(?:\s+name)?|(?:full\s+|client\s+|first\s+|last\s+|family\s+)?name|client)"
+    r"\s*:[ \t]*(?P<v>" + _NAME_WORD + r"(?:,?[ \t]" + _NAME_WORD + r"){0,3})"
+)
 _RECORD_LABEL = (
     r"MRN|MR\s?#|medical\s+record(?:\s+(?:number|no\.?|#))?|record\s+(?:number|no\.?|#)|"
     r"patient\s+(?:id|number|no\.?|#)|chart\s+(?:number|no\.?|#)|account\s+(?:number|no\.?|#)|acct\.?|"
@@ -462,6 +468,9 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     for match in _COMPACT_DATE.finditer(text):
         if match.group() in matcher.dob_compact:
             spans.append(_Span(match.start(), match.end(), DOB, 85))
+    for match in _NAME_LABELLED.finditer(text):
+        # The label is case-blind, the name is not: capitals only ("patient: stable" is no name).
+        spans.append(_Span(match.start("v"), match.end("v"), NAME, 58))
     for match in _RECORD_LABELLED.finditer(text):
         spans.append(_Span(match.start("v"), match.end("v"), ID, 60))
     for match in _PHONE_LABELLED.finditer(text):

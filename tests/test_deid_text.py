@@ -186,3 +186,16 @@ def test_a_date_printed_as_a_date_of_birth_is_one_even_when_not_recorded():
     assert clean(text, Identifiers()) == (
         "DOB: [DOB]. D.O.B. [DOB], born on [DOB]. Session 1: day 0, Session 2: day 10"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Patient: KOWALSKI, Jan   DOB: 2015-01-02", "Patient: [NAME]   DOB: [DOB]"),
+        ("Name: J. Kowalski-Nowak\nAge: 9", "Name: [NAME]\nAge: 9"),
+        ("Patient name: Jan Kowalski, referred for ADHD", "Patient name: [NAME], referred for ADHD"),
+        ("Patient: stable during recording", "Patient: stable during recording"),
+    ],
+)
+def test_a_name_printed_after_a_name_label_goes_even_when_not_recorded(text, expected):
+    assert clean(text, Identifiers()) == expected

@@ -66,15 +66,15 @@ def test_stage_1_gets_painted_page_images_when_configured(fake_upstream, tmp_pat
         else:
             assert isinstance(content, str)
     # The page heading prints the patient label (an identifier); where it was, the sent image is black.
-    page_png = report.folder / "pages" / "page-0001.png"
-    with Image.open(page_png) as original:
-        size = original.size
-    [label_box] = [b for b in boxes.text_layer_boxes(report.original_path, 1, size) if b.text == "SYNTH-001"]
+    words = [
+        box for line in boxes.page_lines(report, 1, report.folder / "pages" / "page-0001.png") for box in line
+    ]
+    [label_box] = [b for b in words if b.text == "SYNTH-001"]
     sent = _image(stage1[0].body["messages"][1]["content"][1]["image_url"]["url"]).convert("L")
     centre = (int((label_box.left + label_box.right) / 2), int((label_box.top + label_box.bottom) / 2))
     assert sent.getpixel(centre) == 0
     # …and measurements stay readable: the box of a Z-score on the page is not painted.
-    value_box = next(b for b in boxes.text_layer_boxes(report.original_path, 1, size) if b.text == "Fz")
+    value_box = next(b for b in words if b.text == "Fz")
     region = sent.crop((int(value_box.left), int(value_box.top), int(value_box.right), int(value_box.bottom)))
     assert region.getextrema()[1] > 200
 
