@@ -14,11 +14,6 @@ from patients import selectors, services
 from patients.forms import IdentifierForm, PatientForm, RedactionForm
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 # The list shows this many patients at most; the page says so when there are more, and search finds them.
 LIST_LIMIT = 200
 
@@ -38,7 +33,7 @@ def _list_context(request: HttpRequest, form: PatientForm | None = None) -> dict
 @require_GET
 def patient_list(request: HttpRequest) -> HttpResponse:
     context = _list_context(request)
-    if _is_htmx(request):
+    if request.htmx:
         return render(request, "patients/_patient_table.html", context)
     return render(request, "patients/list.html", context)
 
@@ -154,7 +149,7 @@ def _report_context(report: Report) -> dict:
 def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
     report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
     _resume_orphaned([report])
-    if _is_htmx(request):
+    if request.htmx:
         return render(request, "patients/_report_body.html", _report_context(report))
     return render(request, "patients/report.html", _report_context(report))
 

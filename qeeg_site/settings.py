@@ -80,6 +80,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "qeeg_site.auth.LoginRequiredPagesMiddleware",
+    "qeeg_site.htmx.HtmxMiddleware",  # request.htmx (django-htmx); a history restore gets the whole page
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
@@ -27,10 +28,6 @@ from patients.models import Patient, Report
 from runs import reading, selectors, services, sources
 from runs.models import Artifact, Run
 from runs.stream import stream_url
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def _posted_id(request: HttpRequest, name: str) -> int:
@@ -124,10 +121,8 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
 
 
 def _redirect(request: HttpRequest, url: str) -> HttpResponse:
-    if _is_htmx(request):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
     return redirect(url)
 
 
@@ -196,7 +191,7 @@ def _run(pk: int) -> Run:
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = _live_context(_run(pk))
-    if _is_htmx(request):
+    if request.htmx:
         return render(request, "runs/_run_body.html", context)
     return render(request, "runs/detail.html", context)
 
@@ -246,7 +241,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
         "selected_step": _selected_step(run),
         **page.context(run, step),
     }
-    if _is_htmx(request):
+    if request.htmx:
         return render(request, "runs/_stage.html", context)
     return render(request, "runs/stage.html", context)
 

@@ -172,6 +172,16 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(
     wizard.locator("button[type=submit]").click()
     page.wait_for_url("**/runs/*/")
     run_url = page.url
+    run_id = run_url.rstrip("/").rsplit("/", 1)[1]
+
+    # Back to the patient page while the run goes on: it is the page as it is now (the browser kept no copy),
+    # so its runs panel lists the new run; then forward to the run again.
+    page.go_back()
+    page.wait_for_url("**/patients/*/")
+    page.locator("#runs-panel .runs-table", has_text=f"Run {run_id}").wait_for(timeout=15_000)
+    shot(page, "02b-back-to-patient-while-running")
+    page.go_forward()
+    page.wait_for_url(run_url)
 
     # A second browser watches the same run through a proxy whose network drops for a while and comes back.
     proxy = FlakyProxy(int(app_url.rsplit(":", 1)[1]))
@@ -251,6 +261,18 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(
         if number == 5:
             assert "1 revise" in page.locator(".tally-line").inner_text()
             assert page.locator("ol.changes li").count() >= 1
+    # Back from Stage 6 to Stage 5, a URL htmx pushed: htmx keeps no copy of the page, so it asks the server
+    # as a history restore and gets the whole page (one top bar, the tabs), never the bare fragment.
+    page.go_back()
+    page.wait_for_url("**/stages/5/")
+    page.locator("#stage[data-stage='5']").wait_for()
+    assert page.locator("header.topbar").count() == 1 and page.locator(".stage-tabs").count() == 1
+    assert "Required changes, combined" in page.locator("#stage").inner_text()
+    shot(page, "09b-back-to-stage-5")
+    page.go_forward()
+    page.wait_for_url("**/stages/6/")
+    page.locator("#stage[data-stage='6']").wait_for()
+    assert page.locator("header.topbar").count() == 1
     assert page.locator(".draft").count() == 4
     assert page.locator(".draft .diff-box").count() == 4
     page.locator(".draft .diff-box summary").first.click()
