@@ -9,12 +9,11 @@ fields reserved for it here: a correction keeps the original reading, a lock say
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
+from documents.files import write_atomic
 from patients.layout import PageLayout
 from patients.readers import Reading, read_page
 from patients.readers.base import Fact, fold
@@ -177,18 +176,9 @@ def _metric_name(readings: list[tuple[PageLayout, Reading | None]], page: int, m
 
 
 def write_table(folder: Path, table: FactTable) -> Path:
-    """Write facts.json atomically: a temporary file in the same folder, fsync, rename."""
+    """Write facts.json whole or not at all (documents.files)."""
     path = folder / FACTS_FILE
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".facts-", suffix=".json")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(table, out, ensure_ascii=False, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(table, ensure_ascii=False, indent=1).encode("utf-8"))
     return path
 
 
