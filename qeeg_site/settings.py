@@ -218,7 +218,7 @@ COUNCIL_CONCURRENCY = env.int("COUNCIL_CONCURRENCY", default=3)
 COUNCIL_JSON_RETRIES = env.int("COUNCIL_JSON_RETRIES", default=2)
 COUNCIL_MAX_CONTINUATIONS = env.int("COUNCIL_MAX_CONTINUATIONS", default=2)
 COUNCIL_MAX_TOKENS = env.int("COUNCIL_MAX_TOKENS", default=8000)
-# Stage 1 may also see the first N page images (topographic maps, charts); 0 sends text only.
+# Stage 1 may also see the images of up to N pages that needed OCR (painted out); 0 sends text only.
 COUNCIL_PAGE_IMAGES = env.int("COUNCIL_PAGE_IMAGES", default=0)
 
 # De-identification (council/deid.py): page images leave only painted out ("paint") or never ("off").

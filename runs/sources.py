@@ -99,9 +99,9 @@ def council_source(*, patient: Patient, report: Report, with_images: bool = True
 
 
 def page_images(report: Report, identifiers: deid.Identifiers) -> list[tuple[str, PageImage]]:
-    """(data URL or "", what happened) for the first COUNCIL_PAGE_IMAGES pages, when DEID_PAGE_IMAGES is
-    "paint". A page goes only if every text on it could be located (text layer, and OCR of any bitmap on
-    it) and the identifying regions were painted out."""
+    """(data URL or "", what happened) for each page of `pages_to_send`. A page goes only if every text on
+    it could be located (text layer, and OCR of any bitmap on it) and the identifying regions were painted
+    out."""
     out: list[tuple[str, PageImage]] = []
     for number in pages_to_send(report):
         png, decision = painted_page(report, number, identifiers)
@@ -110,11 +110,18 @@ def page_images(report: Report, identifiers: deid.Identifiers) -> list[tuple[str
 
 
 def pages_to_send(report: Report) -> list[int]:
-    """The page numbers whose images would go with Stage 1 (none unless DEID_PAGE_IMAGES is "paint")."""
+    """The page numbers whose images would go with Stage 1 (none unless DEID_PAGE_IMAGES is "paint"): the
+    pages that needed OCR, whose text may be garbled, up to COUNCIL_PAGE_IMAGES. A text-layer page is read
+    exactly, so its image adds nothing but risk."""
     limit = settings.COUNCIL_PAGE_IMAGES
     if settings.DEID_PAGE_IMAGES != "paint" or limit <= 0:
         return []
-    return [p["page"] for p in report_pages(report) if p["image"] is not None][:limit]
+    needed_ocr = [
+        p["page"]
+        for p in report_pages(report)
+        if p["image"] is not None and (p["ocr_ran"] or p["ocr_reason"].endswith("OCR is off"))
+    ]
+    return needed_ocr[:limit]
 
 
 def painted_page(

@@ -8,7 +8,6 @@ from unittest import mock
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 from patients.services import report_ingest, report_upload
@@ -16,13 +15,6 @@ from runs import sources
 from tests.deid_samples import PLANTED, make_identified_report
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff_client(staff) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
 
 
 @pytest.fixture

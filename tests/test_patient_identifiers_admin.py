@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.test import Client
 
 from patients.models import Patient, PatientIdentifier
 
@@ -36,9 +35,8 @@ def _form(patient: Patient, rows: list[tuple[str, str]]) -> dict[str, str]:
     return data
 
 
-def test_staff_add_identifiers_inline_on_the_patient(staff):
-    client = Client()
-    client.force_login(staff)
+def test_staff_add_identifiers_inline_on_the_patient(staff, staff_client):
+    client = staff_client
     patient = Patient.objects.create(label="SYNTH-ADMIN")
     url = f"/admin/patients/patient/{patient.pk}/change/"
     assert "identifiers (kept here" in client.get(url).content.decode().lower()
@@ -56,9 +54,8 @@ def test_staff_add_identifiers_inline_on_the_patient(staff):
     assert "Müller" not in history and "00447192" not in history and "2016" not in history
 
 
-def test_a_date_of_birth_that_is_not_a_date_is_refused(staff):
-    client = Client()
-    client.force_login(staff)
+def test_a_date_of_birth_that_is_not_a_date_is_refused(staff_client):
+    client = staff_client
     patient = Patient.objects.create(label="SYNTH-ADMIN")
     response = client.post(
         f"/admin/patients/patient/{patient.pk}/change/", _form(patient, [("birth_date", "14th")])
