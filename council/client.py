@@ -211,6 +211,7 @@ class CLIProxyClient:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         guard: IdentifierGuard | None = None,
+        per_model_concurrency: int = 1,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.guard = guard or IdentifierGuard()
@@ -226,6 +227,10 @@ class CLIProxyClient:
         self._models: list[UpstreamModel] | None = None
         self._models_at = 0.0
         self._responses_only: set[str] = set()
+        # Each model is its own subscription: at most this many of its requests in flight from this client
+        # (retries and cooldown waits included), however many stages or steps ask it at once.
+        self.per_model_concurrency = max(1, per_model_concurrency)
+        self._model_gates: dict[str, asyncio.Semaphore] = {}
         headers = {"Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -249,6 +254,7 @@ class CLIProxyClient:
             "max_retry_seconds": settings.CLIPROXY_MAX_RETRY_SECONDS,
             "max_cooldown_seconds": settings.CLIPROXY_MAX_COOLDOWN_SECONDS,
             "models_cache_seconds": settings.CLIPROXY_MODELS_CACHE_SECONDS,
+            "per_model_concurrency": settings.COUNCIL_PER_MODEL_CONCURRENCY,
         }
         options.update(overrides)
         return cls(**options)
@@ -300,6 +306,13 @@ class CLIProxyClient:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+    ) -> Completion:
+        gate = self._model_gates.setdefault(model, asyncio.Semaphore(self.per_model_concurrency))
+        async with gate:
+            return await self._complete(model, messages, max_tokens=max_tokens, temperature=temperature)
+
+    async def _complete(
+        self, model: str, messages: list[dict], *, max_tokens: int | None, temperature: float | None
     ) -> Completion:
         started = self._clock()
         attempts = 0

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -26,9 +26,13 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from patients import ingest
 from patients.models import ORIGINAL_FILES, Patient, PatientIdentifier, Redaction, Report
 from qeeg_site.launcher import pid_alive
+
+if TYPE_CHECKING:
+    from patients import ingest
+# patients.ingest (PDF rendering, OCR) is imported where a report is read or checked, not here: this module is
+# imported by every process (the admin's autodiscovery), and a council runner never reads a PDF.
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,8 @@ def _stage(upload: UploadedFile, root: Path) -> _Staged:
         )
     upload.seek(0)
     head = upload.read(2048)
+    from patients import ingest
+
     try:
         kind = ingest.sniff_kind(head, name)
     except ingest.UnreadableReport as exc:
@@ -183,6 +189,8 @@ def _write_staged(upload: UploadedFile, folder: Path, *, name: str, kind: str) -
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())
+    from patients import ingest
+
     try:
         page_count = ingest.check_report_file(path, name=name, kind=kind, max_pages=settings.REPORT_MAX_PAGES)
     except ingest.UnreadableReport as exc:
@@ -283,6 +291,8 @@ def report_claim(*, report_id: int, pid: int) -> bool:
 
 
 def _ingest_options() -> ingest.IngestOptions:
+    from patients import ingest
+
     return ingest.IngestOptions(
         max_pages=settings.REPORT_MAX_PAGES,
         render_dpi=settings.REPORT_RENDER_DPI,
@@ -309,6 +319,8 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
     Returns None when another process holds it (or it is not pending), or when the report was deleted
     meanwhile. Nothing is held open in the database while pages render or OCR runs.
     """
+    from patients import ingest
+
     pid = pid or os.getpid()
     if not report_claim(report_id=report_id, pid=pid):
         return None

@@ -52,8 +52,9 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CSRF_FAILURE_VIEW = "qeeg_site.errors.csrf_failure"  # JSON under /api/
 
+# No "daphne" app: it only swaps `runserver` for daphne's, and as an app it is imported by every manage.py
+# process (0.5 s and 26 MiB in each runner); `manage.py serve` starts daphne itself.
 INSTALLED_APPS = [
-    "daphne",
     "csp",
     "django.contrib.admin",
     "django.contrib.auth",
@@ -214,7 +215,12 @@ CLIPROXY_HEALTH_CACHE_SECONDS = env.float("CLIPROXY_HEALTH_CACHE_SECONDS", defau
 # The council: defaults offered by the run wizard; each must be discovered upstream to be used.
 COUNCIL_MODELS = env.list("COUNCIL_MODELS", default=["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
 COUNCIL_CONSOLIDATOR = env.str("COUNCIL_CONSOLIDATOR", default="claude-sonnet-4-5")
-COUNCIL_CONCURRENCY = env.int("COUNCIL_CONCURRENCY", default=3)
+# Each model is its own subscription behind CLIProxyAPI, so the limit that matters is per model: at most
+# COUNCIL_PER_MODEL_CONCURRENCY requests to one model in flight from a runner. A stage asks each model one
+# thing, so every model of the council is in flight at once. COUNCIL_CONCURRENCY caps the calls of a stage in
+# flight together only when an operator sets it (unset or 0: no cap).
+COUNCIL_PER_MODEL_CONCURRENCY = max(1, env.int("COUNCIL_PER_MODEL_CONCURRENCY", default=1))
+COUNCIL_CONCURRENCY = env.int("COUNCIL_CONCURRENCY", default=0) or None
 COUNCIL_JSON_RETRIES = env.int("COUNCIL_JSON_RETRIES", default=2)
 COUNCIL_MAX_CONTINUATIONS = env.int("COUNCIL_MAX_CONTINUATIONS", default=2)
 COUNCIL_MAX_TOKENS = env.int("COUNCIL_MAX_TOKENS", default=8000)

@@ -11,6 +11,7 @@ council/ does the talking (prompts, reply rules); this module decides who is ask
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -241,10 +242,12 @@ async def _run_stage(
     todo = {m: call for m, call in calls.items() if m not in done_before}
     await _stage_begin(run_id=run_id, stage=stage, models=list(calls))
     progress.on_stage(stage, list(calls))
-    semaphore = asyncio.Semaphore(max(1, settings.COUNCIL_CONCURRENCY))
+    # Every call of the stage at once, unless an operator capped them (the client still limits each model).
+    cap = settings.COUNCIL_CONCURRENCY
+    gate = asyncio.Semaphore(cap) if cap else contextlib.nullcontext()
 
     async def one(model: str, call: Call) -> None:
-        async with semaphore:
+        async with gate:
             await _model_started(run_id=run_id, stage=stage, model_id=model)
             progress.on_model(stage, model, "started", None)
             try:

@@ -11,6 +11,7 @@ class Command(BaseCommand):
         "Ingest uploaded reports: text layer, page images and OCR. Claims each pending report "
         "(another process already on it is left alone); SIGTERM puts the current one back to pending."
     )
+    requires_system_checks: list[str] = []  # a worker the web server starts; checks are the server's business
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("report_ids", nargs="+", type=int)
