@@ -17,7 +17,6 @@ from django.conf import settings
 
 from council import deid
 from council.stages.base import CouncilInput
-from patients import boxes
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 from patients.selectors import report_pages, report_text
 from runs.models import Run
@@ -128,6 +127,8 @@ def painted_page(
     report: Report, number: int, identifiers: deid.Identifiers
 ) -> tuple[bytes | None, PageImage]:
     """Page `number`'s image with its identifying regions painted out, or None and the reason it cannot go."""
+    from patients import boxes  # PDF and OCR libraries: loaded only when a page image is painted
+
     image = next((p["image"] for p in report_pages(report) if p["page"] == number), None)
     if image is None:
         return None, PageImage(page=number, sent=False, reason="the page has no image")
