@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Lower
 
-from patients import facts
 from patients.models import Patient, Report
+
+if TYPE_CHECKING:
+    from patients import facts
 
 
 class PageData(TypedDict):
@@ -74,6 +76,8 @@ def report_facts(report: Report) -> facts.FactTable | None:
     when it was ingested before fact tables existed (reading it again makes one)."""
     if report.status != Report.Status.READY:
         return None
+    from patients import facts  # its readers import numpy and pypdfium2; a runner reads only the JSON
+
     return facts.load_table(report.folder)
 
 

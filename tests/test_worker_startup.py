@@ -20,6 +20,7 @@ NOT_IN_A_RUNNER = (
     "autobahn",
     "channels",
     "pypdfium2",
+    "numpy",
     "PIL",
     "rapidocr_onnxruntime",
     "onnxruntime",
