@@ -1,10 +1,12 @@
-"""Every stage's prompt: the contract's first system line, the report and clinical context, page citations,
-and Stage 2 anonymity (labels only, never the reviewer's own analysis)."""
+"""Every stage's prompt: the shared start (the council's rules, the clinical context, the report) byte for
+byte the same in every stage, then the stage's own line and task; page citations; and Stage 2 anonymity
+(labels only, never the reviewer's own analysis)."""
 
 from __future__ import annotations
 
 import pytest
 
+from council import prompts
 from council.schemas import FinalReview, PeerReview
 from council.stages import STEPS, stage2_peer_review, stage3_revision
 from council.stages.base import CouncilInput
@@ -17,6 +19,14 @@ REVIEW = PeerReview.model_validate(
     {"reviews": [{"analysis_label": "A", "weaknesses": ["TBR wrong (p. 2)"]}], "ranking_best_to_worst": ["A"]}
 )
 VOTE = FinalReview(vote="REVISE", required_changes=["fix TBR"], quality_score_1to10=6)
+NAMES = {
+    1: "Analysis",
+    2: "Peer review",
+    3: "Revision",
+    4: "Consolidation",
+    5: "Final review",
+    6: "Final draft",
+}
 
 
 def _messages(stage: int) -> list[dict]:
@@ -32,27 +42,45 @@ def _messages(stage: int) -> list[dict]:
     return module.build_messages(SOURCE, **kwargs)
 
 
+def _shared_start() -> tuple[str, str]:
+    return prompts.load("shared.v1").render(
+        clinical_context=SOURCE.context_block(), report_text=SOURCE.report_text
+    )
+
+
+def test_every_stage_starts_with_the_same_text_byte_for_byte():
+    system, start = _shared_start()
+    assert SOURCE.report_text in start and "- Age: 9" in start
+    for stage in range(1, 7):
+        messages = _messages(stage)
+        assert [m["role"] for m in messages] == ["system", "user"]
+        assert messages[0]["content"] == system
+        assert messages[1]["content"].startswith(start + "\n\n")
+    # Nothing of a stage, a model or a label in the shared start: it must not differ between calls.
+    assert "Stage 1" not in system + start and "Analysis A" not in system + start
+
+
 @pytest.mark.parametrize("stage", range(1, 7))
-def test_every_prompt_starts_with_the_stage_line_and_carries_the_source(stage):
+def test_the_stage_line_and_task_follow_the_report(stage):
     messages = _messages(stage)
-    names = {
-        1: "Analysis",
-        2: "Peer review",
-        3: "Revision",
-        4: "Consolidation",
-        5: "Final review",
-        6: "Final draft",
-    }
-    assert messages[0]["role"] == "system"
-    assert messages[0]["content"].splitlines()[0] == f"qEEG Council — Stage {stage}: {names[stage]}"
     user = messages[1]["content"]
-    assert "=== PAGE 2 / 2 ===" in user and "[OCR]\nTBR 4.1" in user
-    assert "- Age: 9" in user
+    lines = user.splitlines()
+    stage_line = f"qEEG Council — Stage {stage}: {NAMES[stage]}"
+    assert stage_line in lines
+    assert user.index(stage_line) > user.index("[OCR]\nTBR 4.1")
+    assert "=== PAGE 2 / 2 ===" in user and "- Age: 9" in user
     # A placeholder-looking string in pasted text stays as it is: rendering is one pass.
     assert "attention {{report_text}} concerns" in user
     assert "(p. 3)" in messages[0]["content"]
+    assert "<!-- END OF REPORT -->" in messages[0]["content"]
     if stage in (1, 3, 4, 6):
-        assert "<!-- END OF REPORT -->" in messages[0]["content"]
+        assert user.rstrip().endswith("<!-- END OF REPORT -->")
+
+
+def test_stages_5_and_6_share_the_consolidation_before_their_own_instructions():
+    five, six = _messages(5)[1]["content"], _messages(6)[1]["content"]
+    shared = five[: next(i for i, (a, b) in enumerate(zip(five, six, strict=False)) if a != b)]
+    assert shared.endswith("qEEG Council — Stage ") and "# Consolidated" in shared
 
 
 def test_stage2_shows_only_other_analyses_under_label_headings():
@@ -83,4 +111,10 @@ def test_stage1_adds_page_images_alongside_the_text():
 
 
 def test_prompt_versions_are_recorded_per_stage():
-    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v1"
+    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v2"
+
+
+def test_version_1_prompts_still_load_whole():
+    # Old runs name them; they are complete prompts of their own.
+    template = prompts.load("stage2_peer_review.v1")
+    assert not template.shared and template.system.startswith("qEEG Council — Stage 2: Peer review")

@@ -50,7 +50,7 @@ STEP = Step(
     key="consolidation",
     name="Consolidation",
     kind=Kind.MARKDOWN,
-    prompt="stage4_consolidation.v1",
+    prompt="stage4_consolidation.v2",
     calls=calls,
     takers=Takers(Who.CONSOLIDATOR),
     inputs=(Input("revision", required=True),),

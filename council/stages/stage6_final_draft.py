@@ -63,7 +63,7 @@ STEP = Step(
     key="final_draft",
     name="Final draft",
     kind=Kind.MARKDOWN,
-    prompt="stage6_final_draft.v1",
+    prompt="stage6_final_draft.v2",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("consolidation", required=True), Input("final_review")),

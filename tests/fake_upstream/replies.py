@@ -1,6 +1,6 @@
 """What the fake models say: stage-aware replies, plainly marked as fake, valid for every council stage.
 
-The stage comes from the first line of the first (system) message: `qEEG Council — Stage <n>: <Name>`.
+The stage comes from its line in the prompt: `qEEG Council — Stage <n>: <Name>`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ END_MARKER = "<!-- END OF REPORT -->"
 CONTINUE_PREFIX = "Continue exactly where you stopped"
 INVALID_PREFIX = "Your reply was not valid"
 
-_STAGE_LINE = re.compile(r"qEEG Council\s*[—-]+\s*Stage\s*(\d)\s*:\s*([^\n]*)")
+_STAGE_LINE = re.compile(r"^qEEG Council\s*[—-]+\s*Stage\s*(\d+)\s*:\s*([^\n]*)", re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(r"^##\s+Analysis\s+([A-Z]{1,2})\s*$", re.MULTILINE)
 _PAGE_MARK = re.compile(r"^=== PAGE (\d+) / (\d+) ===", re.MULTILINE)
 
@@ -57,12 +57,14 @@ def image_count(messages: list[dict[str, Any]]) -> int:
 
 
 def parse_stage(messages: list[dict[str, Any]]) -> int | None:
-    """The stage named on the first line of the first message, or None for a prompt from elsewhere."""
-    if not messages:
-        return None
-    first_line = message_text(messages[0]).strip().splitlines()[:1]
-    match = _STAGE_LINE.match(first_line[0].strip()) if first_line else None
-    return int(match.group(1)) if match else None
+    """The stage named on a line of its own (`qEEG Council — Stage <n>: <Name>`) in the first message that
+    has one (after the shared start of the user message, or first in an older system message); None for a
+    prompt from elsewhere."""
+    for message in messages:
+        match = _STAGE_LINE.search(message_text(message))
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def user_texts(messages: list[dict[str, Any]]) -> list[str]:
@@ -121,6 +123,25 @@ def markdown_report(*, model: str, stage: int, messages: list[dict[str, Any]]) -
         "- Replace the fake upstream with a real CLIProxyAPI for real output.\n\n"
         f"{END_MARKER}\n"
     )
+
+
+def padded(full: str, *, chars: int, model: str, stage: int) -> str:
+    """A markdown reply lengthened to at least `chars` characters with fake findings, as long as a real
+    model's output (for measuring what later prompts carry); the end marker stays last."""
+    body = full[: full.rindex(END_MARKER)] if END_MARKER in full else full
+    rng = _rng(model, stage, "padding")
+    sites = ["Fp1", "Fp2", "F3", "F4", "Fz", "C3", "C4", "Cz", "P3", "P4", "Pz", "O1", "O2", "T3", "T4"]
+    bands = ["delta", "theta", "alpha", "beta", "high beta"]
+    lines = ["## Further findings (fake)\n"]
+    size = len(body) + len(lines[0])
+    while size < chars:
+        line = (
+            f"- FAKE: {rng.choice(bands)} power at {rng.choice(sites)} is {rng.uniform(-3, 3):+.2f} SD from the "
+            f"norm (p. {rng.randint(1, 6)}); this placeholder sentence only makes the reply as long as a real one.\n"
+        )
+        lines.append(line)
+        size += len(line)
+    return body + "\n".join(["", *lines]) + "\n" + END_MARKER + "\n"
 
 
 def truncated_piece(full: str, *, part: int, parts: int) -> str:

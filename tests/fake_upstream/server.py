@@ -9,6 +9,8 @@ Failure tokens, consumed one per call to that model (any endpoint): "429" / "429
 (model_cooldown), "502", "503", "500", "401" (then 503 auth_unavailable for `auth_unavailable_seconds`),
 "auth_unavailable", "model_not_found", "unknown_provider" (legacy 502), "malformed" (200, broken JSON),
 "empty" (200, empty content), "sleep:<seconds>" (answers after that long).
+
+`latency` delays every answer of a model; `reply_chars` makes its markdown replies as long as real ones.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ModelBehaviour:
     invalid_json_times: int = 0  # Stage 2/5 replies are invalid this many times before a valid one
     json_fence: bool = False  # Stage 2/5 JSON wrapped in a ```json fence
     vote: str = "APPROVE"  # Stage 5
+    reply_chars: int = 0  # markdown replies padded to at least this many characters (real-length outputs)
 
 
 def default_models() -> dict[str, ModelBehaviour]:
@@ -391,6 +394,8 @@ class FakeUpstream:
         # Stages 2 and 5 answer JSON; every other numbered stage (a step a test adds too) answers markdown.
         if stage is not None and stage not in (2, 5):
             full = replies.markdown_report(model=model, stage=stage, messages=messages)
+            if behaviour.reply_chars:
+                full = replies.padded(full, chars=behaviour.reply_chars, model=model, stage=stage)
             if behaviour.truncate_times:
                 done = replies.continuation_count(messages)
                 parts = behaviour.truncate_times + 1
