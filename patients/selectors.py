@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from django.db.models import Count, Q, QuerySet
-from django.db.models.functions import Lower
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Lower
 
 from patients.models import Patient, Report
 
@@ -28,8 +28,11 @@ class PageData(TypedDict):
 
 def patient_search(q: str = "") -> QuerySet[Patient]:
     """Patients by label, each with `report_count`; `q` matches label, notes or reason for referral."""
-    # Explicit order: Django leaves Meta.ordering out of GROUP BY queries, and pages need a stable order.
-    patients = Patient.objects.annotate(report_count=Count("reports")).order_by(Lower("label"), "pk")
+    # The count as a correlated subquery, not Count("reports"): its GROUP BY made every page scan and sort
+    # the whole table, where this walks the label index and counts only the rows on the page.
+    reports = Report.objects.filter(patient=OuterRef("pk")).order_by().values("patient")
+    report_count = Coalesce(Subquery(reports.annotate(n=Count("pk")).values("n")), 0)
+    patients = Patient.objects.annotate(report_count=report_count).order_by(Lower("label"), "pk")
     if q := q.strip():
         patients = patients.filter(
             Q(label__icontains=q) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)

@@ -256,8 +256,9 @@ def patient_runs(request: HttpRequest, patient_id: int):
     patient = Patient.objects.filter(pk=patient_id).first()
     if patient is None:
         raise HttpError(404, f"There is no patient {patient_id}.")
-    # Each summary reads its run's artifacts: fetched in one query for the whole list, not one per run.
-    return [_summary(run) for run in patient.runs.prefetch_related("artifacts")]
+    # A summary reads only its run's Stage 1 outputs and failures (selectors.council_summary): those are
+    # fetched for the whole list in one query, not every artifact of every run (200 runs: 3,000 rows).
+    return [_summary(run) for run in patient.runs.prefetch_related(selectors.summary_artifacts())]
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])

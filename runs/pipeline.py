@@ -248,10 +248,17 @@ async def _run_stage(
 
     async def one(model: str, call: Call) -> None:
         async with gate:
-            await _model_started(run_id=run_id, stage=stage, model_id=model)
+            # The request goes out first; the database hears of it while the model thinks, so the last
+            # model of a stage does not wait for every other model's event to be written.
+            answer = asyncio.ensure_future(call())
+            try:
+                await _model_started(run_id=run_id, stage=stage, model_id=model)
+            except BaseException:
+                answer.cancel()
+                raise
             progress.on_model(stage, model, "started", None)
             try:
-                output = await call()
+                output = await answer
             except (NeedsAuth, IdentifierRefused):
                 raise  # not this model's fault: the whole run stops (sign in again / fix the identifiers)
             except (ModelFailed, UpstreamError) as exc:

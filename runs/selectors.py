@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from django.db.models import Prefetch, Q
+
 from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
 from runs.models import Artifact, Run
@@ -134,12 +136,20 @@ def run_progress(run: Run) -> dict[str, Any]:
     }
 
 
+def summary_artifacts() -> Prefetch:
+    """What `council_summary` reads of a run's artifacts, to prefetch for a list of runs."""
+    wanted = Q(stage=STEPS.first.number) | Q(status=Artifact.Status.FAILED)
+    fields = ("id", "run_id", "stage", "model_id", "status", "error")
+    return Prefetch("artifacts", queryset=Artifact.objects.filter(wanted).only(*fields))
+
+
 def council_summary(run: Run, artifacts: list[Artifact] | None = None) -> str:
     """ "3 of 3 models", or "2 of 3 models (gemini-2.5-pro failed Stage 1: …)": how many council members
     took part (the first stage), then every failure of any stage with its reason — a gap is never hidden."""
     artifacts = list(run.artifacts.all()) if artifacts is None else artifacts
     total = len(run.council_models)
-    stage1 = {a.model_id: a for a in artifacts if a.stage == STEPS.first.number}
+    first = STEPS.first.number  # once: the registry sorts its steps on every `first`
+    stage1 = {a.model_id: a for a in artifacts if a.stage == first}
     if not stage1:
         return f"{total} council models, not started" if total != 1 else "1 council model, not started"
     ok = [m for m in run.council_models if m in stage1 and stage1[m].status == Artifact.Status.OK]

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import apnumber
+from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -130,6 +131,7 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
 
 
 def _live_context(run: Run) -> dict[str, Any]:
+    prefetch_related_objects([run], "artifacts")  # read by the progress and here: one query, not two
     progress = selectors.run_progress(run)
     timings = reading.stage_timings(run)
     artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
