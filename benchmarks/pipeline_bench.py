@@ -1,0 +1,384 @@
+"""Benchmark the council pipeline against the fake upstream: overhead over the models' own latency, runner
+start, and the characters every run sends.
+
+    uv run python benchmarks/pipeline_bench.py [--quick] [--part pipeline|prompts]
+
+pipeline: every model answers after a fixed latency L (1 s), so a run's physical limit is 6 x L (six stages,
+each as slow as its slowest call). Runs are started the way the web app starts them (`run_start` launches
+`manage.py runpipeline <id>` as a child process); the figures come from the run's own events:
+  spawn → claim   the `queued` event → the runner's `running` event (process start, Django, claim);
+  run ÷ 6L        the `running` event → the `complete` event, divided by 6 x L;
+  overhead/stage  (stage_started → stage_finished) - L, and the gap between one stage's end and the next's start;
+  exit            the `complete` event → the runner process gone.
+Cases: one run of 3, 5 and 8 models; 4 runs of 5 models at once.
+
+prompts: the fake answers at once; every request body it received is read back, per run: prompt characters
+per stage and per run, and the share of them that is a prefix shared with an earlier call of the same run
+(what a provider's prompt cache can serve). With 3, 5 and 8 models, and with long (real-length) replies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PartResult, Target, median, remove, throwaway_django
+
+STAGES = 6
+SITES = [
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T3",
+    "C3",
+    "Cz",
+    "C4",
+    "T4",
+    "T5",
+    "P3",
+    "Pz",
+    "P4",
+    "T6",
+    "O1",
+    "O2",
+]
+BANDS = ["Delta", "Theta", "Alpha", "Beta", "High beta"]
+TERMINAL = {"complete", "failed", "needs_auth", "interrupted", "cancelled"}
+
+
+def report_text(pages: int = 6, seed: int = 3) -> str:
+    """A vendor-like report as dense as a real one (~2,000 characters a page): absolute and relative power
+    z-scores over the 19 sites of the 10-20 system, coherence, ERP, in page order."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for page in range(1, pages + 1):
+        out.append(f"Synthetic qEEG report (bench) — page {page} of {pages}\n")
+        for title in ("Absolute power, eyes closed (z)", "Relative power, eyes open (z)"):
+            out.append(f"{title}\nSite  " + "  ".join(f"{b:>9}" for b in BANDS))
+            for site in SITES:
+                out.append(f"{site:<5} " + "  ".join(f"{rng.gauss(0, 1.3):>9.2f}" for _ in BANDS))
+            out.append("")
+        pairs = [f"{a}-{b}" for a, b in itertools.pairwise(SITES)][:6]
+        out.append("Coherence (z): " + ", ".join(f"{p} {rng.gauss(0, 1.5):.2f}" for p in pairs))
+        out.append(
+            f"ERP P300 latency {rng.randint(260, 420)} ms, amplitude {rng.uniform(4, 14):.1f} uV; "
+            f"peak alpha frequency {rng.uniform(8, 11.5):.1f} Hz; theta/beta ratio {rng.uniform(1.5, 4):.2f}.\n"
+        )
+    return "\n".join(out)
+
+
+def _launcher():
+    try:
+        from jobs import launcher  # where the job runtime keeps it
+    except ImportError:
+        from qeeg_site import launcher
+    return launcher
+
+
+def ready_report(folder: Path):
+    from unittest import mock
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from patients.models import Patient, Report
+    from patients.services import report_ingest, report_upload
+
+    patient = Patient.objects.create(
+        label="BENCH-001", age=34, sex="female", medications="none", referral_reason="attention concerns"
+    )
+    path = folder / "bench-report.txt"
+    path.write_text(report_text(), encoding="utf-8")
+    upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="text/plain")
+    with mock.patch.object(_launcher(), "launch_command", return_value=0):
+        [report] = report_upload(patient=patient, files=[upload])
+    report_ingest(report_id=report.pk)
+    report.refresh_from_db()
+    assert report.status == Report.Status.READY, report.error
+    return patient, report
+
+
+def _events(run_id: int) -> list:
+    from runs.models import RunEvent
+
+    return list(RunEvent.objects.filter(run_id=run_id).order_by("id"))
+
+
+def _status_at(events: list, status: str) -> float | None:
+    for event in events:
+        if event.kind == "status" and event.data.get("status") == status:
+            return event.created_at.timestamp()
+    return None
+
+
+def _runner_pid(run) -> int | None:
+    pid = getattr(run, "runner_pid", None)
+    if pid is None and getattr(run, "job", None) is not None:
+        pid = getattr(run.job, "pid", None)
+    return pid
+
+
+def _start_and_wait(runs: list, timeout: float) -> dict[int, float | None]:
+    """Start every run as the web app does, wait for each to end; run id → seconds from its `complete` to
+    its runner process being gone (None when unknown)."""
+    from runs import services
+    from runs.models import Run
+
+    for run in runs:
+        services.run_start(run=run)
+    deadline = time.monotonic() + timeout
+    pids: dict[int, int | None] = {}
+    ended: dict[int, float] = {}
+    exits: dict[int, float | None] = {}
+    while len(exits) < len(runs) and time.monotonic() < deadline:
+        for run in Run.objects.filter(pk__in=[r.pk for r in runs]).select_related():
+            if run.pk in exits:
+                continue
+            pids[run.pk] = pids.get(run.pk) or _runner_pid(run)
+            if run.status in TERMINAL:
+                ended.setdefault(run.pk, time.time())
+                pid = pids.get(run.pk)
+                if pid is None:
+                    exits[run.pk] = None
+                elif not _alive(pid):
+                    done_at = _status_at(_events(run.pk), run.status) or ended[run.pk]
+                    exits[run.pk] = time.time() - done_at
+        time.sleep(0.02)
+    if len(exits) < len(runs):
+        raise RuntimeError(f"runs did not finish within {timeout:.0f} s")
+    return exits
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our child (the launcher's Popen): reap it if it is done
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _stage_figures(events: list, latency: float) -> tuple[list[float], list[float]]:
+    """(per-stage overhead beyond L, gaps between a stage's end and the next stage's start), seconds."""
+    started: dict[int, float] = {}
+    finished: dict[int, float] = {}
+    for event in events:
+        if event.kind == "stage_started":
+            started[event.stage] = event.created_at.timestamp()
+        elif event.kind == "stage_finished":
+            finished[event.stage] = event.created_at.timestamp()
+    overheads = [finished[s] - started[s] - latency for s in started if s in finished]
+    stages = sorted(started)
+    gaps = [started[b] - finished[a] for a, b in itertools.pairwise(stages) if a in finished]
+    return overheads, gaps
+
+
+def pipeline_part(fake, patient, report, *, latency: float, repeat: int) -> PartResult:
+    from runs import services
+
+    result = PartResult("pipeline")
+    six_l = STAGES * latency
+    cases = [(3, 1), (5, 1), (8, 1), (5, 4)]
+    for name in [f"bench-model-{i}" for i in range(1, 9)]:
+        fake.script(name, latency=latency)
+    for models, at_once in cases:
+        council = [f"bench-model-{i}" for i in range(1, models + 1)]
+        samples = []
+        for _ in range(repeat):
+            runs = [
+                services.run_create(
+                    patient=patient, report=report, council_models=council, consolidator=council[0]
+                )
+                for _ in range(at_once)
+            ]
+            exits = _start_and_wait(runs, timeout=six_l * 4 + 60)
+            for run in runs:
+                run.refresh_from_db()
+                events = _events(run.pk)
+                queued, running = _status_at(events, "queued"), _status_at(events, "running")
+                done = _status_at(events, "complete")
+                if run.status != "complete" or None in (queued, running, done):
+                    raise RuntimeError(f"run {run.pk} ended {run.status}: {run.error}")
+                overheads, gaps = _stage_figures(events, latency)
+                samples.append(
+                    {
+                        "spawn_to_claim_s": running - queued,
+                        "run_s": done - running,
+                        "stage_overhead_ms": 1000 * (sum(overheads) / len(overheads)),
+                        "between_stages_ms": 1000 * (sum(gaps) / len(gaps)) if gaps else 0.0,
+                        "exit_s": exits[run.pk],
+                    }
+                )
+        ratio = median([s["run_s"] / six_l for s in samples])
+        worst = max(s["run_s"] / six_l for s in samples)
+        row = {
+            "case": f"{at_once} run(s) x {models} models",
+            "models": models,
+            "runs_at_once": at_once,
+            "L_s": latency,
+            "samples": len(samples),
+            "run_s_median": round(median([s["run_s"] for s in samples]), 2),
+            "run_over_6L_median": round(ratio, 3),
+            "run_over_6L_worst": round(worst, 3),
+            "spawn_to_claim_s_median": round(median([s["spawn_to_claim_s"] for s in samples]), 3),
+            "spawn_to_claim_s_worst": round(max(s["spawn_to_claim_s"] for s in samples), 3),
+            "stage_overhead_ms_median": round(median([s["stage_overhead_ms"] for s in samples]), 1),
+            "between_stages_ms_median": round(median([s["between_stages_ms"] for s in samples]), 1),
+            "complete_to_exit_s_median": (
+                round(median([s["exit_s"] for s in samples if s["exit_s"] is not None]), 3)
+                if any(s["exit_s"] is not None for s in samples)
+                else None
+            ),
+        }
+        result.rows.append(row)
+        limit = 1.10 if at_once == 1 else 1.25
+        result.targets.append(
+            Target(f"run ÷ 6L, {row['case']}, L = {latency:g} s", round(ratio, 3), limit, "x")
+        )
+        result.targets.append(
+            Target(f"spawn → claim, {row['case']} (worst)", row["spawn_to_claim_s_worst"], 0.5, "s")
+        )
+    return result
+
+
+# -- prompts ----------------------------------------------------------------------------------------------
+
+
+def _serialised(body: dict) -> str:
+    """A request's prompt as a provider reads it, message by message in order (what a prompt cache keys)."""
+    from tests.fake_upstream.replies import message_text
+    from tests.fake_upstream.server import _messages_of
+
+    endpoint = "chat/completions" if "messages" in body else "responses"
+    return "".join(f"<|{m.get('role')}|>{message_text(m)}" for m in _messages_of(endpoint, body))
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """How many leading characters `a` and `b` share (binary search over slices: C speed on long prompts)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def prompt_figures(calls: list) -> dict:
+    """Per stage and per run: calls, prompt characters, and the characters that are a prefix shared with an
+    earlier call of the run (the longest common prefix with any earlier request, in arrival order), and with
+    an earlier call to the same model (what one provider's prompt cache can actually serve: each model is a
+    different subscription, so caches are not shared between models)."""
+    seen: list[tuple[str, str]] = []
+    stages: dict[int, dict[str, int]] = {}
+    for call in sorted(calls, key=lambda c: c.at):
+        if call.body is None or call.endpoint not in ("chat/completions", "responses"):
+            continue
+        text = _serialised(call.body)
+        shared = max((common_prefix_length(text, earlier) for _, earlier in seen), default=0)
+        same = max((common_prefix_length(text, e) for m, e in seen if m == call.model), default=0)
+        seen.append((call.model, text))
+        row = stages.setdefault(
+            call.stage or 0, {"calls": 0, "chars": 0, "shared_prefix_chars": 0, "same_model_prefix_chars": 0}
+        )
+        row["calls"] += 1
+        row["chars"] += len(text)
+        row["shared_prefix_chars"] += shared
+        row["same_model_prefix_chars"] += same
+    total = sum(r["chars"] for r in stages.values())
+    shared = sum(r["shared_prefix_chars"] for r in stages.values())
+    same = sum(r["same_model_prefix_chars"] for r in stages.values())
+    for row in stages.values():
+        row["shared_share"] = round(row["shared_prefix_chars"] / row["chars"], 3)
+    return {
+        "stages": {str(k): v for k, v in sorted(stages.items())},
+        "calls": sum(r["calls"] for r in stages.values()),
+        "chars": total,
+        "shared_prefix_chars": shared,
+        "shared_share": round(shared / total, 4) if total else None,
+        "same_model_share": round(same / total, 4) if total else None,
+    }
+
+
+def prompts_part(fake, patient, report, *, long_reply_chars: int) -> PartResult:
+    from runs import services
+    from runs.models import Run
+    from tests.run_helpers import run_pipeline_here
+
+    result = PartResult("prompts")
+    cases = [(3, 0), (5, 0), (8, 0), (3, long_reply_chars), (5, long_reply_chars), (8, long_reply_chars)]
+    report_chars = len(report_text())
+    for models, reply_chars in cases:
+        council = [f"bench-model-{i}" for i in range(1, models + 1)]
+        for name in council:
+            fake.script(name, latency=0.0, reply_chars=reply_chars)
+        run = services.run_create(
+            patient=patient, report=report, council_models=council, consolidator=council[0]
+        )
+        fake.reset_calls()
+        _code, output = run_pipeline_here(run)  # in this process, so every call is this run's
+        run.refresh_from_db()
+        if run.status != Run.Status.COMPLETE:
+            raise RuntimeError(f"prompts run {run.pk} ended {run.status}: {run.error}\n{output[-2000:]}")
+        figures = prompt_figures(fake.calls)
+        replies = "fake's short replies" if not reply_chars else f"replies of {reply_chars:,} characters"
+        row = {
+            "case": f"{models} models, {replies}",
+            "models": models,
+            "reply_chars": reply_chars,
+            "report_chars": report_chars,
+            **figures,
+        }
+        result.rows.append(row)
+        result.targets.append(
+            Target(f"shared prefix share, {row['case']}", figures["shared_share"], 0.70, "", below=False)
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one sample per case (default: 3)")
+    parser.add_argument("--part", choices=["pipeline", "prompts"], action="append")
+    parser.add_argument("--latency", type=float, default=1.0, help="L, seconds every model call takes")
+    parser.add_argument("--long-reply-chars", type=int, default=12000)
+    args = parser.parse_args()
+    parts = args.part or ["pipeline", "prompts"]
+
+    from tests.fake_upstream.server import FakeUpstream, ModelBehaviour
+
+    fake = FakeUpstream(models={f"bench-model-{i}": ModelBehaviour(owned_by="bench") for i in range(1, 9)})
+    fake.start()
+    data_dir = throwaway_django("pipeline", CLIPROXY_BASE_URL=fake.base_url)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            patient, report = ready_report(Path(folder))
+        if "pipeline" in parts:
+            pipeline_part(fake, patient, report, latency=args.latency, repeat=1 if args.quick else 3).emit()
+        if "prompts" in parts:
+            prompts_part(fake, patient, report, long_reply_chars=args.long_reply_chars).emit()
+    finally:
+        fake.stop()
+        remove(data_dir)
+
+
+if __name__ == "__main__":
+    main()
