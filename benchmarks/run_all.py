@@ -174,10 +174,9 @@ def _fmt(value) -> str:
 def print_part(part: dict) -> None:
     print(f"\n== {part['part']} ==")
     rows = part.get("rows") or []
-    if rows:
-        keys = [k for k in rows[0] if not isinstance(rows[0][k], (dict, list)) or k == "queries_by_page_size"]
-        for row in rows:
-            print("  " + " · ".join(f"{k} {_fmt(row.get(k))}" for k in keys if k in row))
+    for row in rows:
+        keys = [k for k, v in row.items() if not isinstance(v, dict | list) or k == "queries_by_page_size"]
+        print("  " + " · ".join(f"{k} {_fmt(row[k])}" for k in keys))
     for note in part.get("notes", []):
         print(f"  note: {note}")
 

@@ -126,7 +126,7 @@ def _refused(exc: services.RunRefused) -> HttpError:
     return HttpError(exc.status, exc.message)
 
 
-def _summary(run: Run) -> dict[str, Any]:
+def _summary(run: Run, council_summary: str | None = None) -> dict[str, Any]:
     return {
         "id": run.pk,
         "patient_id": run.patient_id,
@@ -137,7 +137,7 @@ def _summary(run: Run) -> dict[str, Any]:
         "stages_done": run.stages_done,
         "council_models": run.council_models,
         "consolidator": run.consolidator,
-        "council_summary": selectors.council_summary(run),
+        "council_summary": council_summary if council_summary is not None else selectors.council_summary(run),
         "selected_artifact_id": run.selected_artifact_id,
         "error": run.error,
         "created_at": run.created_at,
@@ -256,9 +256,11 @@ def patient_runs(request: HttpRequest, patient_id: int):
     patient = Patient.objects.filter(pk=patient_id).first()
     if patient is None:
         raise HttpError(404, f"There is no patient {patient_id}.")
-    # A summary reads only its run's Stage 1 outputs and failures (selectors.council_summary): those are
-    # fetched for the whole list in one query, not every artifact of every run (200 runs: 3,000 rows).
-    return [_summary(run) for run in patient.runs.prefetch_related(selectors.summary_artifacts())]
+    # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
+    # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
+    runs = list(patient.runs.all())
+    summaries = selectors.council_summaries(runs)
+    return [_summary(run, summaries[run.pk]) for run in runs]
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])
