@@ -138,22 +138,11 @@ def make_clinic(fake) -> dict:
 
 def _ready_text_report(patient):
     import tempfile
-    from unittest import mock
 
-    from django.core.files.uploadedfile import SimpleUploadedFile
-    from pipeline_bench import _launcher, report_text
-
-    from patients.services import report_ingest, report_upload
+    from pipeline_bench import ready_text_report
 
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "report.txt"
-        path.write_text(report_text(), encoding="utf-8")
-        upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="text/plain")
-        with mock.patch.object(_launcher(), "launch_command", return_value=0):
-            [report] = report_upload(patient=patient, files=[upload])
-    report_ingest(report_id=report.pk)
-    report.refresh_from_db()
-    return report
+        return ready_text_report(patient, Path(folder))
 
 
 def endpoints(ids: dict) -> dict[str, str]:

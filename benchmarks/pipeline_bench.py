@@ -88,17 +88,15 @@ def _launcher():
     return launcher
 
 
-def ready_report(folder: Path):
+def ready_text_report(patient, folder: Path):
+    """The bench report uploaded as a text file for `patient` and ingested here, ready for the council."""
     from unittest import mock
 
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from patients.models import Patient, Report
+    from patients.models import Report
     from patients.services import report_ingest, report_upload
 
-    patient = Patient.objects.create(
-        label="BENCH-001", age=34, sex="female", medications="none", referral_reason="attention concerns"
-    )
     path = folder / "bench-report.txt"
     path.write_text(report_text(), encoding="utf-8")
     upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="text/plain")
@@ -107,7 +105,16 @@ def ready_report(folder: Path):
     report_ingest(report_id=report.pk)
     report.refresh_from_db()
     assert report.status == Report.Status.READY, report.error
-    return patient, report
+    return report
+
+
+def ready_report(folder: Path):
+    from patients.models import Patient
+
+    patient = Patient.objects.create(
+        label="BENCH-001", age=34, sex="female", medications="none", referral_reason="attention concerns"
+    )
+    return patient, ready_text_report(patient, folder)
 
 
 def _events(run_id: int) -> list:

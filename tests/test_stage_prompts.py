@@ -19,14 +19,7 @@ REVIEW = PeerReview.model_validate(
     {"reviews": [{"analysis_label": "A", "weaknesses": ["TBR wrong (p. 2)"]}], "ranking_best_to_worst": ["A"]}
 )
 VOTE = FinalReview(vote="REVISE", required_changes=["fix TBR"], quality_score_1to10=6)
-NAMES = {
-    1: "Analysis",
-    2: "Peer review",
-    3: "Revision",
-    4: "Consolidation",
-    5: "Final review",
-    6: "Final draft",
-}
+NAMES = {step.number: step.name for step in STEPS}
 
 
 def _messages(stage: int) -> list[dict]:
