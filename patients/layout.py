@@ -221,7 +221,7 @@ ALLOWED = set(
 REC_HEIGHT = 48
 # White space between words pasted into one recognition strip, in strip heights: far wider than any gap
 # inside a word, so every recognised character lands unambiguously in its word's slot.
-SLOT_GAP = 0.5
+SLOT_GAP = 0.3
 STRIP_MAX_WIDTH = 1600  # recognition pixels; longer regions are recognised in several strips
 
 

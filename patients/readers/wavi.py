@@ -253,7 +253,7 @@ def read_p300(layout: PageLayout) -> Reading:
     for site, box in placed.items():
         panels[(site, "P300 Rare")] = (box, "placed")
     reading.labels_found = len(panels)
-    reading.labels_expected = len(ELECTRODES) + len(AVERAGES)
+    reading.labels_expected = len(ELECTRODES) + len(set(AVERAGES.values()))
 
     # Column anchors relative to the label centre, from the panels whose header was read whole.
     offsets: dict[str, list[float]] = {"#": [], "UV": [], "MS": []}
