@@ -95,3 +95,19 @@ def test_electrode_labels_are_repaired_from_the_10_20_vocabulary():
     assert repair_electrode("F2") == "Fz"  # F2 is no 10-20 site; Z read as 2
     assert repair_electrode("Tz") is None
     assert repair_electrode("Session") is None
+
+
+def test_letters_read_for_digits_are_repaired_only_where_the_cell_is_a_number_and_marked_unsure():
+    from patients.layout import Box, PageLayout
+    from patients.readers.base import make_fact, parse_value
+
+    assert parse_value("1o.5") == ("10.5", 10.5, False)
+    assert parse_value("N/A") == ("N/A", None, True)
+    assert parse_value("Session") == ("Session", None, False)
+    page = PageLayout(page=2, source=OCR, width=600, height=800)
+    sure = make_fact(page, reader="t", metric="m", boxes=[Box("352", 0, 0, 10, 5, 0.99)])
+    unsure = make_fact(page, reader="t", metric="m", boxes=[Box("35Z", 0, 0, 10, 5, 0.99)])
+    repaired = make_fact(page, reader="t", metric="m", boxes=[Box("3S2", 0, 0, 10, 5, 0.99)])
+    assert sure["read_as"] == "" and sure["confidence"] == 0.99
+    assert unsure["value"] == "35Z" and unsure["number"] is None  # not a number: left as read
+    assert repaired["value"] == "352" and repaired["read_as"] == "3S2" and repaired["confidence"] < 0.7

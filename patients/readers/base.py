@@ -49,6 +49,7 @@ class Fact(TypedDict):
     session: int | None
     session_date: str | None
     value: str  # as read from the page, dash variants folded to "-"
+    read_as: str  # the recogniser's text when letters in a number were taken for digits ("" otherwise)
     number: float | None  # parsed value; None for placeholders (-, N/A, <0)
     placeholder: bool
     unit: str
@@ -79,9 +80,22 @@ def fold(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("\u03bc", "\u00b5")).strip()
 
 
+# Letters OCR reads for digits; only used where a whole cell becomes a number by them.
+_DIGIT_LOOKALIKES = str.maketrans({"o": "0", "O": "0", "D": "0", "l": "1", "I": "1", "|": "1", "S": "5", "B": "8"})
+
+
+def repair_number(text: str) -> str:
+    """ "1o.5" -> "10.5" when the cell is a number but for letters that look like digits; else as read."""
+    value = fold(text)
+    if _NUMBER.match(value) or not re.search(r"\d", value):
+        return value
+    repaired = value.translate(_DIGIT_LOOKALIKES)
+    return repaired if _NUMBER.match(repaired) else value
+
+
 def parse_value(text: str) -> tuple[str, float | None, bool]:
     """(value as read, number or None, is a placeholder)."""
-    value = fold(text)
+    value = repair_number(text)
     if value in PLACEHOLDERS or value.upper() in PLACEHOLDERS:
         return value, None, True
     core = value.lstrip("<>")
@@ -197,8 +211,11 @@ def make_fact(
     norm: str = "",
     certainty: float = 1.0,
 ) -> Fact:
-    value, number, placeholder = parse_value(text if text is not None else joined(boxes))
+    raw = fold(text if text is not None else joined(boxes))
+    value, number, placeholder = parse_value(raw)
     score = min((box.score for box in boxes), default=0.0)
+    if value != raw:
+        certainty *= 0.6  # a letter taken for a digit: keep the reading, say it is unsure
     key = "|".join(str(part) for part in (layout.page, reader, metric, site, band, session))
     return Fact(
         id=key,
@@ -210,6 +227,7 @@ def make_fact(
         session=session,
         session_date=session_date,
         value=value,
+        read_as=raw if raw != value else "",
         number=number,
         placeholder=placeholder,
         unit=unit,
