@@ -108,7 +108,7 @@ def main() -> None:
             f"{'read':>7} {'wall':>7} {'cpu':>7}"
         )
         total = found = 0
-        for kind in KINDS + ("generic_rows",):
+        for kind in (*KINDS, "generic_rows"):
             for mode in ("image", "text"):
                 rows = [p for r in runs for p in r["pages"] if p["kind"] == kind and p["mode"] == mode]
                 if not rows:
