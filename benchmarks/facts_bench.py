@@ -44,7 +44,9 @@ def run_case(seed: int, dpi: int) -> dict:
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    pages = [(kind, "image") for kind in KINDS] + [(kind, "text") for kind in KINDS] + [("generic_rows", "text")]
+    pages = (
+        [(kind, "image") for kind in KINDS] + [(kind, "text") for kind in KINDS] + [("generic_rows", "text")]
+    )
     engine = ocr_engine()
     with tempfile.TemporaryDirectory(prefix="qeeg-facts-bench-") as tmp:
         path = Path(tmp) / "vendor.pdf"
@@ -69,7 +71,8 @@ def run_case(seed: int, dpi: int) -> dict:
     for entry, quality in zip(per_page, table["pages"], strict=True):
         number = quality["page"]
         share, _ = recovered(
-            [f for f in table["facts"] if f["page"] == number], [t for t in truth["facts"] if t["page"] == number]
+            [f for f in table["facts"] if f["page"] == number],
+            [t for t in truth["facts"] if t["page"] == number],
         )
         entry.update(recovered=share, facts=sum(1 for t in truth["facts"] if t["page"] == number))
         entry.update(fully_read=quality["fully_read"], merged=quality["merged_tokens"])
@@ -127,7 +130,9 @@ def main() -> None:
                     f"{median('detect'):>7} {median('layout'):>7} {median('read'):>7} {median('wall'):>7} "
                     f"{median('cpu'):>7}"
                 )
-        print(f"{'all':<22} {total:>6} {found / total:>9.2%}   peak RSS {max(r['peak_rss_mb'] for r in runs)} MB")
+        print(
+            f"{'all':<22} {total:>6} {found / total:>9.2%}   peak RSS {max(r['peak_rss_mb'] for r in runs)} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,9 @@ def fold(text: str) -> str:
 
 
 # Letters OCR reads for digits; only used where a whole cell becomes a number by them.
-_DIGIT_LOOKALIKES = str.maketrans({"o": "0", "O": "0", "D": "0", "l": "1", "I": "1", "|": "1", "S": "5", "B": "8"})
+_DIGIT_LOOKALIKES = str.maketrans(
+    {"o": "0", "O": "0", "D": "0", "l": "1", "I": "1", "|": "1", "S": "5", "B": "8"}
+)
 
 
 def repair_number(text: str) -> str:
