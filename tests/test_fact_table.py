@@ -133,3 +133,28 @@ def test_report_page_shows_the_fact_table_and_how_each_page_was_read(
     ]
     assert f'<td class="value">{value}</td>' in html
     assert "Trail Making Test B" in html and "60-120 sec" in html
+
+
+def test_a_site_by_band_z_table_of_another_vendor_is_read_whole_in_the_rows_it_prints(tmp_path):
+    from tests.synthetic_reports import make_qeeg_pdf
+
+    pdf = tmp_path / "plain.pdf"
+    content = make_qeeg_pdf(pdf, pages=1, image_only_pages=())
+    document = pdfium.PdfDocument(pdf)
+    try:
+        layout = read_text_layer(document[0], number=1)
+    finally:
+        document.close()
+    table = facts.build_table(facts.read_layouts([layout]), page_count=1)
+    got = {(f["site"], f["band"]): f["value"] for f in table["facts"]}
+    assert got == {
+        (site, band): value
+        for site, bands in content["pages"][0]["z_scores"].items()
+        for band, value in bands.items()
+    }
+    assert {f["metric"] for f in table["facts"]} == {"Absolute Band Power Z"}
+    assert (
+        table["missing"] == []
+        and table["pages"][0]["fully_read"]
+        and table["pages"][0]["labels_expected"] == 5
+    )

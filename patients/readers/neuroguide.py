@@ -40,12 +40,14 @@ def _header(layout: PageLayout):
 
 
 def matches(layout: PageLayout) -> bool:
-    return "z score" in text_of(layout) and _header(layout)[0] is not None
+    return re.search(r"z[\s-]?scores?", text_of(layout)) is not None and _header(layout)[0] is not None
 
 
 def _metric(layout: PageLayout) -> str:
     text = fold(" ".join(b.text for b in layout.boxes))
-    match = re.search(r"((?:absolute|relative)\s+power|coherence|phase|amplitude asymmetry)\s+z", text, re.I)
+    match = re.search(
+        r"((?:absolute|relative)\s+(?:band\s+)?power|coherence|phase|amplitude asymmetry)[,\s]+z", text, re.I
+    )
     return f"{match.group(1).title()} Z" if match else "Z-score"
 
 
@@ -60,10 +62,9 @@ def read(layout: PageLayout) -> Reading:
         r"recorded\s+(\d{1,2}/\d{1,2}/\d{4})", fold(" ".join(b.text for b in layout.boxes)), re.I
     )
     session_date = recorded.group(1) if recorded else None
-    reading.labels_expected = len(ELECTRODES)
-    for site in ELECTRODES:
-        for band, _ in bands:
-            reading.expected.append((metric, site, band, 1))
+    # A NeuroGuide table lists all 19 sites; another vendor's Z table is expected to be whole in the rows
+    # it prints.
+    full = "neuroguide" in text_of(layout)
     step = min((b[1] - a[1] for a, b in itertools.pairwise(bands)), default=40.0)
     rows = layout.rows()
     seen: set[str] = set()
@@ -100,4 +101,7 @@ def read(layout: PageLayout) -> Reading:
                     norm=NORM,
                 )
             )
+    sites = ELECTRODES if full else sorted(seen)
+    reading.labels_expected = len(sites)
+    reading.expected = [(metric, site, band, 1) for site in sites for band, _ in bands]
     return reading
