@@ -60,13 +60,16 @@ user = get_user_model().objects.create_user(username="bench", password="bench-pa
 _, token = ApiToken.issue(user=user, name="bench")
 patient = Patient.objects.create(label="Bench patient")
 report = Report.objects.create(patient=patient, original_name="bench.pdf", sha256="0" * 64, status="ready")
-# "Running", with a heartbeat far ahead and the benchmark's own pid, so the stale-runner check leaves them be.
+# "Running", with a job whose heartbeat is far ahead, so the stale-runner check leaves them be.
 from datetime import timedelta
 from django.utils import timezone
+from jobs.models import Job
 ahead = timezone.now() + timedelta(days=1)
 ids = [Run.objects.create(patient=patient, report=report, council_models=["gpt-5"], consolidator="gpt-5",
-                          status="running", runner_pid=int(sys.argv[2]), heartbeat_at=ahead).pk
-       for _ in range(int(sys.argv[1]))]
+                          status="running", job=Job.objects.create(
+                              kind="runpipeline", target=f"bench-{n}", status="running", host="bench",
+                              pid=int(sys.argv[2]), heartbeat_at=ahead)).pk
+       for n in range(int(sys.argv[1]))]
 print(token, *ids)
 """
 

@@ -102,7 +102,7 @@ class ReportAdmin(admin.ModelAdmin):
         "page_count",
         "status",
         "error",
-        "worker_pid",
+        "job",
         "uploaded_by",
         "created_at",
         "updated_at",

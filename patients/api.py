@@ -189,16 +189,29 @@ def report_upload(request: HttpRequest, patient_id: int, files: File[list[Upload
 @router.get("/patients/{int:patient_id}/reports", response=list[ReportOut])
 @paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def report_list(request: HttpRequest, patient_id: int):
-    return _patient(patient_id).reports.order_by("-created_at", "-pk")
+    patient = _patient(patient_id)
+    services.reports_settled(patient.reports.filter(status=Report.Status.PROCESSING))
+    return patient.reports.order_by("-created_at", "-pk")
 
 
 @router.get("/reports/{int:report_id}", response={200: ReportOut, 404: ErrorOut})
 def report_detail(request: HttpRequest, report_id: int):
     report = _report(report_id)
     # A client polls this until ready; an ingester that died meanwhile must not leave it "processing".
-    if report.status == Report.Status.PROCESSING and services.reports_resume_orphaned():
+    if services.reports_settled([report]):
         report.refresh_from_db()
     return report
+
+
+@router.post("/reports/{int:report_id}/reingest", response={202: ReportOut, 404: ErrorOut, 409: ErrorOut})
+def report_reingest(request: HttpRequest, report_id: int):
+    """Read the report again: a ready or failed one, or a pending one whose ingestion stopped."""
+    report = _report(report_id)
+    services.reports_settled([report])
+    if not services.report_reingest(report=report):
+        raise HttpError(409, f"Report {report.pk} is being read right now; wait for it to finish.")
+    report.refresh_from_db()
+    return Status(202, report)
 
 
 @router.get(

@@ -91,8 +91,9 @@ class Report(models.Model):
     page_count = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
-    # The ingesting process: a report left "processing" whose process is gone is picked up again at start.
-    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    # The ingestion job that reads (or will read) it; a report "processing" whose job is dead goes back to
+    # pending and is read again (jobs/).
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(null=True, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -4,7 +4,7 @@ Report files live under data/reports/<id>/ and appear there only whole:
 - an upload is checked and written to a work folder first; the row is inserted and the folder renamed to
   its id inside one transaction, so a rejected or crashed upload leaves neither row nor files;
 - ingestion builds a complete new folder (original hard-linked, pages, thumbs, text.md, pages.json) beside
-  it and swaps it in with two renames; `reports_resume_pending` repairs a swap a crash interrupted.
+  it and swaps it in with two renames; `reports_sweep_files` repairs a swap a crash interrupted.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from jobs import selectors as job_selectors
+from jobs.launcher import pid_alive
+from jobs.models import Job
+from jobs.services import dead_rows, job_submit
 from patients.models import ORIGINAL_FILES, Patient, PatientIdentifier, Redaction, Report
-from qeeg_site.launcher import pid_alive
 
 if TYPE_CHECKING:
     from patients import ingest
@@ -232,8 +236,7 @@ def report_upload(*, patient: Patient, files: Iterable[UploadedFile], user: Any 
                 item.folder.rename(report.folder)
                 moved.append(report.folder)
                 reports.append(report)
-            ids = [str(report.pk) for report in reports]
-            transaction.on_commit(lambda: _launch_ingest(ids))
+            _submit_ingest([report.pk for report in reports])
     except BaseException:
         # The transaction rolled back: no row survives, so neither may any file.
         for folder in [item.folder for item in staged] + moved:
@@ -242,15 +245,15 @@ def report_upload(*, patient: Patient, files: Iterable[UploadedFile], user: Any 
     return reports
 
 
-def _launch_ingest(report_ids: list[str]) -> None:
-    from qeeg_site import launcher
+INGEST = "ingestreport"
 
-    try:
-        # One process for a batch: the OCR models load once and the two cores are not oversubscribed.
-        launcher.launch_command("ingestreport", *report_ids)
-    except Exception:
-        # The reports stay pending; the next start of the server picks them up.
-        log.exception("could not start ingestion of reports %s", ", ".join(report_ids))
+
+def _submit_ingest(report_ids: list[int]) -> Job:
+    """One ingestion job for a batch: the OCR models load once. It is launched when the transaction commits
+    and a slot is free; if the launch fails the reports stay pending for the next recovery."""
+    job = job_submit(kind=INGEST, args=[str(pk) for pk in report_ids])
+    Report.objects.filter(pk__in=report_ids, status=Report.Status.PENDING).update(job=job)
+    return job
 
 
 def report_delete(*, report: Report) -> None:
@@ -260,12 +263,15 @@ def report_delete(*, report: Report) -> None:
 
 
 def report_reingest(*, report: Report) -> bool:
-    """Queue a finished report for ingestion again (e.g. after changing OCR settings)."""
-    updated = Report.objects.filter(pk=report.pk, status__in=Report.FINISHED).update(
-        status=Report.Status.PENDING, error="", worker_pid=None, updated_at=timezone.now()
-    )
-    if updated:
-        transaction.on_commit(lambda: _launch_ingest([str(report.pk)]))
+    """Queue a report for ingestion again: a finished one (e.g. after changing OCR settings), or a pending
+    one that no live job will read (its runner died). False when it is being read right now."""
+    with transaction.atomic():
+        updated = Report.objects.filter(
+            Q(status__in=Report.FINISHED) | Q(status=Report.Status.PENDING) & job_selectors.dead_q("job"),
+            pk=report.pk,
+        ).update(status=Report.Status.PENDING, error="", job=None, updated_at=timezone.now())
+        if updated:
+            _submit_ingest([report.pk])
     return bool(updated)
 
 
@@ -276,12 +282,12 @@ class Interrupted(BaseException):
     """SIGTERM reached the ingesting process; the report goes back to pending."""
 
 
-def report_claim(*, report_id: int, pid: int) -> bool:
-    """Compare-and-set pending → processing; exactly one process wins."""
+def report_claim(*, report_id: int, job: Job | None) -> bool:
+    """Compare-and-set pending → processing for this job; exactly one process wins."""
     return (
         Report.objects.filter(pk=report_id, status=Report.Status.PENDING).update(
             status=Report.Status.PROCESSING,
-            worker_pid=pid,
+            job=job,
             started_at=timezone.now(),
             error="",
             updated_at=timezone.now(),
@@ -313,21 +319,26 @@ def _swap_in(work: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
-    """Claim a pending report, build its text and images, and mark it ready or failed.
+def _held(report: Report, job: Job | None):
+    """The report, only while it is still being read by this job (a job judged dead has lost it)."""
+    return Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, job=job)
+
+
+def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
+    """Claim a pending report for `job` (None: this process, in a test or by hand), build its text and
+    images, and mark it ready or failed.
 
     Returns None when another process holds it (or it is not pending), or when the report was deleted
     meanwhile. Nothing is held open in the database while pages render or OCR runs.
     """
     from patients import ingest
 
-    pid = pid or os.getpid()
-    if not report_claim(report_id=report_id, pid=pid):
+    if not report_claim(report_id=report_id, job=job):
         return None
     report = Report.objects.filter(pk=report_id).first()
     if report is None:
         return None
-    work = _reports_root() / f".ingest-{report.pk}-{pid}"
+    work = _reports_root() / f".ingest-{report.pk}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:
         source = report.original_path
@@ -346,9 +357,7 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
         _swap_in(work, report.folder)
     except Interrupted:
         shutil.rmtree(work, ignore_errors=True)
-        Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
-            status=Report.Status.PENDING, worker_pid=None, updated_at=timezone.now()
-        )
+        _held(report, job).update(status=Report.Status.PENDING, updated_at=timezone.now())
         raise
     except Exception as exc:
         shutil.rmtree(work, ignore_errors=True)
@@ -357,19 +366,17 @@ def report_ingest(*, report_id: int, pid: int | None = None) -> Report | None:
         else:
             log.exception("ingestion of report %s failed", report.pk)
             message = f"Ingestion failed: {type(exc).__name__}: {exc}"
-        Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
+        _held(report, job).update(
             status=Report.Status.FAILED,
             error=message,
-            worker_pid=None,
             processed_at=timezone.now(),
             updated_at=timezone.now(),
         )
         return _after_ingest(report)
-    Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
+    _held(report, job).update(
         status=Report.Status.READY,
         page_count=result.page_count,
         error="",
-        worker_pid=None,
         processed_at=timezone.now(),
         updated_at=timezone.now(),
     )
@@ -405,19 +412,45 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-# --- recovery at start ---------------------------------------------------------------------------------------
+# --- recovery: what a dead ingester left (jobs/ calls these, see PatientsConfig.ready) --------------------
+
+STOPPED = (
+    "Its ingestion stopped before it finished (the process died, or its host went away). It is read again "
+    "with the next upload or server start, or when you press Try again."
+)
 
 
-def _ingest_process_alive(pid: int | None) -> bool:
-    """Is `pid` alive and (where /proc tells) still an ingestreport process? A pid reused by some other
-    program after a crash must not keep a report "processing" forever."""
-    if not pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc (or no access): trust the pid
-    return b"ingestreport" in cmdline
+def reports_settle() -> int:
+    """Reports "processing" by a job that is no longer alive go back to pending, saying so. Writes only
+    (compare-and-set on the job we judged), never launches: pages and the API call it before they show
+    reports, so a report is never shown processing by a runner that is gone."""
+    settled = 0
+    for report, _ in dead_rows(Report.objects.filter(status=Report.Status.PROCESSING)):
+        settled += Report.objects.filter(
+            pk=report.pk, status=Report.Status.PROCESSING, job_id=report.job_id
+        ).update(status=Report.Status.PENDING, error=STOPPED, updated_at=timezone.now())
+    return settled
+
+
+def reports_settled(reports: Iterable[Report]) -> bool:
+    """Before showing reports: if any is "processing", settle those whose ingester died. True when something
+    changed, so the caller reads them again."""
+    return any(report.status == Report.Status.PROCESSING for report in reports) and reports_settle() > 0
+
+
+def reports_resume_pending() -> int:
+    """Pending reports that no live job will read get one new ingestion job (its claims skip what another
+    process holds). Only where launching is allowed: server start, uploads, a finishing runner."""
+    waiting = list(
+        Report.objects.filter(status=Report.Status.PENDING)
+        .filter(job_selectors.dead_q("job"))
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    if waiting:
+        with transaction.atomic():
+            _submit_ingest(waiting)
+    return len(waiting)
 
 
 def reports_sweep_files() -> int:
@@ -459,47 +492,6 @@ def _set_aside(folder: Path) -> Path:
     folder.rename(target)
     log.warning("report folder %s has no database row; moved to %s", folder, target)
     return target
-
-
-def reports_resume_pending() -> int:
-    """At server start: relaunch ingestion of reports left pending, or processing by a process now gone."""
-    reports_sweep_files()
-    _requeue_orphaned()
-    return _launch_pending()
-
-
-def reports_resume_orphaned() -> int:
-    """Between restarts: reports whose ingesting process is gone (killed, out of memory) go back to
-    pending and ingestion starts again, so they do not stay "processing" until the next start. Pages
-    showing a processing report call this; it costs a query and a pid check while nothing is wrong."""
-    if _requeue_orphaned():
-        return _launch_pending()
-    return 0
-
-
-def _requeue_orphaned() -> int:
-    processing = Report.objects.filter(status=Report.Status.PROCESSING).values_list("pk", "worker_pid")
-    requeued = 0
-    for pk, pid in processing:
-        if _ingest_process_alive(pid):
-            continue
-        # Compare-and-set on the pid we judged dead.
-        requeued += Report.objects.filter(pk=pk, status=Report.Status.PROCESSING, worker_pid=pid).update(
-            status=Report.Status.PENDING, worker_pid=None, updated_at=timezone.now()
-        )
-    return requeued
-
-
-def _launch_pending() -> int:
-    """One ingestion process for every pending report (its claims skip what another process holds)."""
-    pending = list(
-        Report.objects.filter(status=Report.Status.PENDING)
-        .order_by("created_at")
-        .values_list("pk", flat=True)
-    )
-    if pending:
-        _launch_ingest([str(pk) for pk in pending])
-    return len(pending)
 
 
 # --- identifiers and redactions (what de-identification removes; never sent, never logged) -------------------

@@ -52,12 +52,6 @@ def patient_create(request: HttpRequest) -> HttpResponse:
     return render(request, "patients/list.html", _list_context(request, form), status=422)
 
 
-def _resume_orphaned(reports: list[Report]) -> None:
-    # An ingesting process killed meanwhile would leave its report "processing" until the next restart.
-    if any(report.status == Report.Status.PROCESSING for report in reports):
-        services.reports_resume_orphaned()
-
-
 def may_handle_identifiers(user) -> bool:
     """The one check for seeing and recording a patient's identifiers (names, date of birth, record
     numbers). Staff only, for now; a role permission replaces it in this one place."""
@@ -77,7 +71,8 @@ def _detail_context(
     identifier_form: IdentifierForm | None = None,
 ) -> dict:
     reports = list(patient.reports.all())
-    _resume_orphaned(reports)
+    if services.reports_settled(reports):
+        reports = list(patient.reports.all())
     context = {
         "patient": patient,
         "form": form or PatientForm(instance=patient),
@@ -148,7 +143,8 @@ def _report_context(report: Report) -> dict:
 @require_GET
 def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
     report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
-    _resume_orphaned([report])
+    if services.reports_settled([report]):
+        report.refresh_from_db()
     if request.htmx:
         return render(request, "patients/_report_body.html", _report_context(report))
     return render(request, "patients/report.html", _report_context(report))

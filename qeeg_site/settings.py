@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import environ
@@ -65,6 +66,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "ninja",
     "qeeg_site",
+    "jobs",
     "patients",
     "runs",
     "council",
@@ -236,9 +238,13 @@ DEID_DATE_ORDER = env.str("DEID_DATE_ORDER", default="mdy").strip().lower()
 if DEID_DATE_ORDER not in ("mdy", "dmy"):
     raise ImproperlyConfigured(f"DEID_DATE_ORDER must be 'mdy' or 'dmy', not {DEID_DATE_ORDER!r}")
 
-# Runs: the runner heartbeats; a run whose heartbeat is older than RUN_STALE_SECONDS has lost its runner.
+# Jobs (ingestion, runs): every runner heartbeats; one silent for RUN_STALE_SECONDS is dead, on any host.
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
 RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
+# Who this machine is on a job's claim (several hosts may share one PostgreSQL), and how many jobs may be in
+# flight at once; more wait queued and start as slots free.
+QEEG_HOST_ID = env.str("QEEG_HOST_ID", default=socket.gethostname())
+JOBS_MAX_RUNNING = env.int("JOBS_MAX_RUNNING", default=6)
 
 # Live stream: how often the one per-process reader looks for new run events, and the keep-alive period.
 SSE_POLL_SECONDS = env.float("SSE_POLL_SECONDS", default=0.1)

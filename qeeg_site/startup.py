@@ -7,10 +7,8 @@ from collections.abc import Iterator
 
 def recover() -> Iterator[str]:
     """Yield one line per thing recovered, for the operator's terminal."""
-    from patients.services import reports_resume_pending
-    from runs.services import runs_mark_stale_interrupted
+    from jobs.services import jobs_recover
+    from patients.services import reports_sweep_files
 
-    if resumed := reports_resume_pending():
-        yield f"Resumed ingestion of {resumed} report(s) left unfinished."
-    if interrupted := runs_mark_stale_interrupted():
-        yield f"Marked {interrupted} run(s) interrupted: their runner stopped without a word."
+    reports_sweep_files()
+    yield from jobs_recover()

@@ -59,6 +59,12 @@ class StartOut(Schema):
     run: RunDetail
 
 
+class CancelOut(Schema):
+    cancelled: bool
+    detail: str
+    run: RunDetail
+
+
 class ArtifactOut(Schema):
     id: int
     stage: int
@@ -116,7 +122,9 @@ class StageOut(Schema):
 
 
 def _run(run_id: int) -> Run:
-    run = Run.objects.filter(pk=run_id).first()
+    # A run whose runner died is never returned as running: settle it first (a write, never a launch).
+    services.runs_mark_stale_interrupted()
+    run = Run.objects.select_related("job").filter(pk=run_id).first()
     if run is None:
         raise HttpError(404, f"There is no run {run_id}.")
     return run
@@ -153,7 +161,7 @@ def _detail(run: Run) -> dict[str, Any]:
         **_summary(run),
         "label_map": run.label_map,
         "prompt_versions": run.prompt_versions,
-        "heartbeat_at": run.heartbeat_at,
+        "heartbeat_at": run.job.heartbeat_at if run.job else None,
         "stages": progress["stages"],
         "votes": selectors.final_votes(run),
         "exports": exports,
@@ -246,6 +254,28 @@ def run_start(request: HttpRequest, run_id: int):
     return Status(202, {"started": started, "detail": detail, "run": _detail(run)})
 
 
+@router.post("/runs/{run_id}/cancel", response={202: CancelOut})
+def run_cancel(request: HttpRequest, run_id: int):
+    """Stop a queued or running run: it ends `cancelled` (a running one at its runner's next heartbeat, within
+    RUN_HEARTBEAT_SECONDS) and keeps its finished calls; start it again to resume. 409 if it is not
+    queued or running."""
+    run = _run(run_id)
+    try:
+        cancelled = services.run_cancel(run=run)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    run.refresh_from_db()
+    if run.status == Run.Status.CANCELLED:
+        detail = "Cancelled; start it again to resume."
+    elif cancelled:
+        detail = (
+            f"Cancelling: the runner stops at its next heartbeat; follow it at /api/runs/{run.pk}/stream."
+        )
+    else:
+        detail = f"Nothing to cancel: the run is {run.status}."
+    return Status(202, {"cancelled": cancelled, "detail": detail, "run": _detail(run)})
+
+
 @router.get("/runs/{run_id}", response=RunDetail)
 def run_detail(request: HttpRequest, run_id: int):
     return _detail(_run(run_id))
@@ -256,6 +286,7 @@ def patient_runs(request: HttpRequest, patient_id: int):
     patient = Patient.objects.filter(pk=patient_id).first()
     if patient is None:
         raise HttpError(404, f"There is no patient {patient_id}.")
+    services.runs_mark_stale_interrupted()
     # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
     # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
     runs = list(patient.runs.all())

@@ -5,3 +5,15 @@ from django.apps import AppConfig
 
 class RunsConfig(AppConfig):
     name = "runs"
+
+    def ready(self) -> None:
+        from jobs.kinds import JobKind, register
+        from runs import services
+
+        register(
+            JobKind(
+                name=services.RUNPIPELINE,
+                settle=services.runs_mark_stale_interrupted,
+                settled_line="Marked {n} run(s) interrupted: their runner stopped without a word.",
+            )
+        )

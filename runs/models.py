@@ -19,6 +19,7 @@ class Run(models.Model):
         FAILED = "failed", "Failed"
         NEEDS_AUTH = "needs_auth", "Needs sign-in"
         INTERRUPTED = "interrupted", "Interrupted"
+        CANCELLED = "cancelled", "Cancelled"
 
     # The exported files of the selected artifact: name in data/exports/<run_id>/ → (what it is, content type).
     EXPORT_MARKDOWN = "final.md"
@@ -28,8 +29,8 @@ class Run(models.Model):
         EXPORT_PDF: ("PDF", "application/pdf"),
     }
 
-    FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
-    RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED)
+    FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
+    RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="runs")
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
@@ -46,8 +47,8 @@ class Run(models.Model):
         "Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     error = models.TextField(blank=True)
-    runner_pid = models.PositiveIntegerField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The job that runs (or will run) it: its runner's host, pid and heartbeat (jobs/).
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -25,6 +25,8 @@ from council.deid import IdentifierRefused
 from council.stages import STEPS
 from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed
 from council.stages.registry import Call, Step, StepCannotStart
+from jobs.models import Job
+from jobs.services import Beat
 from runs import selectors, services, sources
 from runs.models import Artifact, Run
 
@@ -37,6 +39,10 @@ class StageFailed(Exception):
 
 class ClaimLost(Exception):
     """Another process took the run from this runner (it was judged dead); stop without touching it."""
+
+
+class CancelRequested(Exception):
+    """Someone asked this run to stop (POST /api/runs/{id}/cancel); it ends cancelled, resumable."""
 
 
 @dataclass
@@ -116,35 +122,41 @@ def limits_from_settings() -> CallLimits:
     )
 
 
-async def drive(run_id: int, *, pid: int, client: CompletionClient, progress: Progress | None = None) -> str:
-    """Run a run this process has claimed to its end; returns the final status. Heartbeats meanwhile.
-    Cancelling the task (SIGTERM) leaves the run interrupted, resumable."""
+async def drive(run_id: int, *, job: Job, client: CompletionClient, progress: Progress | None = None) -> str:
+    """Run a run this process has claimed (with `job`) to its end; returns the final status. Heartbeats
+    meanwhile. Cancelling the task (SIGTERM) leaves the run interrupted, a cancel request cancelled; both
+    resumable."""
     progress = progress or Progress()
     work = asyncio.create_task(execute(run_id, client=client, progress=progress))
-    beat = asyncio.create_task(_heartbeat_loop(run_id, pid=pid, work=work))
+    beat = asyncio.create_task(_heartbeat_loop(run_id, job=job, work=work))
     try:
         status = await work
-        await _finish(run_id=run_id, status=status, pid=pid)
+        await _finish(run_id=run_id, status=status, job=job)
         return status
     except asyncio.CancelledError:
-        if beat.done() and isinstance(beat.exception(), ClaimLost):
+        stopped_by = beat.exception() if beat.done() and not beat.cancelled() else None
+        if isinstance(stopped_by, ClaimLost):
             log.error("run %s: this runner lost its claim; stopping without touching the run", run_id)
             return "lost"
+        if isinstance(stopped_by, CancelRequested):
+            log.warning("run %s: cancelled on request", run_id)
+            await _finish(run_id=run_id, status=Run.Status.CANCELLED, error=services.CANCELLED, job=job)
+            return Run.Status.CANCELLED
         await _finish(
             run_id=run_id,
             status=Run.Status.INTERRUPTED,
             error="Stopped before it finished (the runner was told to stop). Start the run again to resume.",
-            pid=pid,
+            job=job,
         )
         return Run.Status.INTERRUPTED
     except _Stop as stop:
         level = logging.WARNING if stop.status == Run.Status.NEEDS_AUTH else logging.ERROR
         log.log(level, "run %s: %s: %s", run_id, stop.status, stop.message)
-        await _finish(run_id=run_id, status=stop.status, error=stop.message, pid=pid)
+        await _finish(run_id=run_id, status=stop.status, error=stop.message, job=job)
         return stop.status
     except Exception as exc:
         log.exception("run %s: the runner failed", run_id)
-        await _finish(run_id=run_id, status=Run.Status.FAILED, error=f"Internal error: {exc}", pid=pid)
+        await _finish(run_id=run_id, status=Run.Status.FAILED, error=f"Internal error: {exc}", job=job)
         return Run.Status.FAILED
     finally:
         beat.cancel()
@@ -152,18 +164,21 @@ async def drive(run_id: int, *, pid: int, client: CompletionClient, progress: Pr
             work.cancel()
 
 
-async def _heartbeat_loop(run_id: int, *, pid: int, work: asyncio.Task) -> None:
+async def _heartbeat_loop(run_id: int, *, job: Job, work: asyncio.Task) -> None:
     while True:
         await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
         try:
-            held = await _heartbeat(run_id=run_id, pid=pid)
+            beat = await _heartbeat(run_id=run_id, job=job)
         except Exception:
             # A busy database now and then must not silence the runner for good; the next beat may pass.
             log.warning("run %s: heartbeat failed; trying again", run_id, exc_info=True)
             continue
-        if not held:
+        if beat is Beat.LOST:
             work.cancel()
             raise ClaimLost(run_id)
+        if beat is Beat.CANCEL:
+            work.cancel()
+            raise CancelRequested(run_id)
 
 
 class _Stop(Exception):

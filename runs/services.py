@@ -8,20 +8,19 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from council.stages import STEPS
 from council.stages.stage2_peer_review import assign_labels
 from documents.files import write_atomic
+from jobs.models import Job
+from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
 from patients.models import Patient, Report
-from qeeg_site.launcher import pid_alive
 from runs import events
 from runs.models import Artifact, Run
 
@@ -127,10 +126,12 @@ def run_create(
     )
 
 
-def run_start(*, run: Run) -> bool:
-    """Queue the run and launch its runner. False when there was nothing to do (it is running or queued)."""
-    from qeeg_site import launcher
+RUNPIPELINE = "runpipeline"
 
+
+def run_start(*, run: Run) -> bool:
+    """Queue the run and submit its runner's job: launched at once if fewer than JOBS_MAX_RUNNING jobs are in
+    flight, else when a slot frees. False when there was nothing to do (it is running or queued)."""
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
@@ -141,32 +142,55 @@ def run_start(*, run: Run) -> bool:
             "--from-stage N.",
             status=409,
         )
-    queued = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
-        status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
-    )
-    if not queued:
-        return False  # someone else queued or claimed it between our read and write
-    events.event_emit(run=run, kind=events.STATUS, status=Run.Status.QUEUED, error="")
-    try:
-        launcher.launch_command("runpipeline", str(run.pk))
-    except OSError as exc:
-        log.exception("run %s: could not launch its runner", run.pk)
-        run_finish(run_id=run.pk, status=Run.Status.FAILED, error=f"Could not start the runner: {exc}")
-        raise RunRefused(f"Could not start the runner: {exc}", status=503) from exc
+    with transaction.atomic():
+        queued = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
+            status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
+        )
+        if not queued:
+            return False  # someone else queued or claimed it between our read and write
+        job = job_submit(kind=RUNPIPELINE, args=[str(run.pk)])
+        Run.objects.filter(pk=run.pk).update(job=job)
+        # Inside the transaction, so the event is written before the runner (launched on commit) writes its own.
+        events.event_emit(run=run, kind=events.STATUS, status=Run.Status.QUEUED, error="")
+    job.refresh_from_db()
+    if job.status == Job.Status.LOST and job.error:  # the launch itself failed
+        run_finish(run_id=run.pk, status=Run.Status.FAILED, error=job.error)
+        raise RunRefused(job.error, status=503)
     run.refresh_from_db()
     return True
+
+
+def run_cancel(*, run: Run) -> bool:
+    """Stop a queued or running run; it ends `cancelled` and Start resumes it. A queued one stops at once; a
+    running one when its runner next heartbeats (RUN_HEARTBEAT_SECONDS). False if it had already ended."""
+    runs_mark_stale_interrupted()
+    run.refresh_from_db()
+    if run.status not in (Run.Status.QUEUED, Run.Status.RUNNING):
+        raise RunRefused(
+            f"Run {run.pk} is {run.get_status_display().lower()}; only a queued or running run can be cancelled.",
+            status=409,
+        )
+    if run.job is None or not job_cancel(job=run.job):
+        return False
+    if run.status == Run.Status.QUEUED:
+        # Its job never began, so no runner will say so: the run ends here (compare-and-set on the job).
+        run_finish(run_id=run.pk, status=Run.Status.CANCELLED, error=CANCELLED, job=run.job, held=False)
+    return True
+
+
+CANCELLED = "Cancelled before it finished; finished calls are kept. Start the run again to resume."
 
 
 # -- the runner's side ------------------------------------------------------------------------------------
 
 
-def run_claim(*, run_id: int, pid: int, reopen_complete: bool = False) -> Run | None:
+def run_claim(*, run_id: int, job: Job, reopen_complete: bool = False) -> Run | None:
     """Take the run for this runner with a compare-and-set update; None if another runner has it (or it is
     not in a state a runner may take). `reopen_complete` is for `--from-stage` on a finished run."""
     statuses = [*CLAIMABLE, Run.Status.COMPLETE] if reopen_complete else list(CLAIMABLE)
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status__in=statuses).update(
-        status=Run.Status.RUNNING, runner_pid=pid, heartbeat_at=now, finished_at=None, error=""
+        status=Run.Status.RUNNING, job=job, finished_at=None, error=""
     )
     if claimed != 1:
         return None
@@ -175,14 +199,15 @@ def run_claim(*, run_id: int, pid: int, reopen_complete: bool = False) -> Run | 
     return Run.objects.get(pk=run_id)
 
 
-def run_heartbeat(*, run_id: int, pid: int) -> bool:
-    """Say this runner is alive. False when the run is no longer ours (marked stale, stopped elsewhere)."""
-    return (
-        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, runner_pid=pid).update(
-            heartbeat_at=timezone.now()
-        )
-        == 1
-    )
+def run_heartbeat(*, run_id: int, job: Job) -> Beat:
+    """Say this runner is alive; LOST when the job or the run is no longer ours (judged dead, taken over)."""
+    beat = job_heartbeat(job=job)
+    if (
+        beat is not Beat.LOST
+        and not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, job=job).exists()
+    ):
+        return Beat.LOST
+    return beat
 
 
 def run_reset_from_stage(*, run: Run, stage: int) -> int:
@@ -289,43 +314,35 @@ def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome)
     return artifact
 
 
-def run_finish(*, run_id: int, status: str, error: str = "", pid: int | None = None) -> bool:
-    """End a runner's work on the run. With `pid`, only if this runner still holds it."""
+def run_finish(
+    *, run_id: int, status: str, error: str = "", job: Job | None = None, held: bool = True
+) -> bool:
+    """End a runner's work on the run. With `job`, only if that job still holds it (running, or with
+    `held=False` queued for it)."""
     runs = Run.objects.filter(pk=run_id)
-    if pid is not None:
-        runs = runs.filter(status=Run.Status.RUNNING, runner_pid=pid)
-    updated = runs.update(status=status, error=error, finished_at=timezone.now(), runner_pid=None)
+    if job is not None:
+        runs = runs.filter(status=Run.Status.RUNNING if held else Run.Status.QUEUED, job=job)
+    updated = runs.update(status=status, error=error, finished_at=timezone.now())
     if updated:
         events.event_emit(run=run_id, kind=events.STATUS, status=status, error=error)
     return updated == 1
 
 
 def runs_mark_stale_interrupted() -> int:
-    """Runs whose runner died without a word (kill -9, a reboot) become interrupted, so they can resume.
-    Dead means: a heartbeat older than RUN_STALE_SECONDS, or a runner pid that no longer exists here, or
-    queued that long with no runner ever claiming it."""
-    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_SECONDS)
-    candidates = Run.objects.filter(
-        Q(status=Run.Status.RUNNING) | Q(status=Run.Status.QUEUED, queued_at__lt=cutoff)
-    ).values("pk", "status", "runner_pid", "heartbeat_at")
+    """Runs whose runner died without a word (kill -9, a reboot, its host gone) or never started become
+    interrupted, so they can resume. Dead is judged by the job's heartbeat (jobs/), wherever it ran. Writes by
+    compare-and-set and launches nothing, so pages, the API and the stream call it before showing a run."""
     marked = 0
-    for row in candidates:
-        if row["status"] == Run.Status.QUEUED:
-            reason = "Its runner never started; start the run again."
-        elif row["heartbeat_at"] is None or row["heartbeat_at"] < cutoff:
-            reason = f"Its runner (pid {row['runner_pid']}) went silent; start the run again to resume."
-        elif row["runner_pid"] and not pid_alive(row["runner_pid"]):
-            reason = f"Its runner (pid {row['runner_pid']}) is gone; start the run again to resume."
-        else:
-            continue
-        # Compare-and-set on the heartbeat we judged, so a runner that just beat is left alone.
-        updated = Run.objects.filter(
-            pk=row["pk"], status=row["status"], heartbeat_at=row["heartbeat_at"]
-        ).update(status=Run.Status.INTERRUPTED, error=reason, runner_pid=None, finished_at=timezone.now())
+    candidates = Run.objects.filter(status__in=(Run.Status.RUNNING, Run.Status.QUEUED))
+    for row, why in dead_rows(candidates):
+        reason = f"{why} Start the run again to resume; finished calls are kept."
+        updated = Run.objects.filter(pk=row.pk, status=row.status, job_id=row.job_id).update(
+            status=Run.Status.INTERRUPTED, error=reason, finished_at=timezone.now()
+        )
         if updated:
             marked += 1
-            log.warning("run %s: marked interrupted: %s", row["pk"], reason)
-            events.event_emit(run=row["pk"], kind=events.STATUS, status=Run.Status.INTERRUPTED, error=reason)
+            log.warning("run %s: marked interrupted: %s", row.pk, reason)
+            events.event_emit(run=row.pk, kind=events.STATUS, status=Run.Status.INTERRUPTED, error=reason)
     return marked
 
 

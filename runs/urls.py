@@ -12,6 +12,7 @@ urlpatterns = [
     path("<int:pk>/", views.run_detail, name="detail"),
     path("<int:pk>/live/", views.run_live, name="live"),
     path("<int:pk>/resume/", views.run_resume, name="resume"),
+    path("<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path("<int:pk>/stages/<int:stage>/", views.run_stage, name="stage"),
     path("<int:pk>/select/", views.run_select, name="select"),
     path("<int:pk>/export/", views.run_export, name="export"),

@@ -41,6 +41,7 @@ def _posted_id(request: HttpRequest, name: str) -> int:
 
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
+    services.runs_mark_stale_interrupted()
     runs = Run.objects.select_related("patient", "report")[:200]
     return render(request, "runs/list.html", {"runs": runs})
 
@@ -69,6 +70,7 @@ def _model_choices(health: UpstreamHealth) -> dict[str, Any]:
 
 
 def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") -> dict[str, Any]:
+    services.runs_mark_stale_interrupted()
     reports = list(patient.reports.all())
     ready = [r for r in reports if r.status == Report.Status.READY]
     return {
@@ -187,7 +189,11 @@ def _exports(run: Run) -> dict[str, str]:
 
 
 def _run(pk: int) -> Run:
-    return get_object_or_404(Run.objects.select_related("patient", "report", "selected_artifact"), pk=pk)
+    # Never shown running when its runner died: settled first (a compare-and-set write, never a launch).
+    services.runs_mark_stale_interrupted()
+    return get_object_or_404(
+        Run.objects.select_related("patient", "report", "selected_artifact", "job"), pk=pk
+    )
 
 
 @require_GET
@@ -218,6 +224,18 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
             )
         else:
             messages.info(request, f"Run {run.pk} is already {run.get_status_display().lower()}.")
+    return _redirect(request, reverse("runs:detail", args=[run.pk]))
+
+
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(pk)
+    try:
+        services.run_cancel(run=run)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, f"Run {run.pk}: cancelling. Finished calls are kept; Resume continues it.")
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
 

@@ -93,10 +93,11 @@ def current_database_url() -> str:
 
 @pytest.fixture
 def launched(monkeypatch) -> list[tuple[str, ...]]:
-    """Records what the app would have started in a child process (`launch_command` args) instead of
-    starting it; each call answers with a made-up pid."""
+    """Records what the job runtime would have started in a child process (`launch_command` args) instead of
+    starting it; each call answers with a made-up pid. The jobs stay launched ("starting") until they go
+    stale, as a process that never claimed them would leave them."""
     calls: list[tuple[str, ...]] = []
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", lambda *args: calls.append(args) or 4242)
+    monkeypatch.setattr("jobs.launcher.launch_command", lambda *args, **kwargs: calls.append(args) or 4242)
     return calls
 
 

@@ -29,7 +29,7 @@ def make_ready_report(patient: Patient, folder: Path, *, seed: int = 11) -> Repo
     path = folder / f"report-{seed}.txt"
     make_text_report(path, seed=seed)
     upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="text/plain")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)
     report.refresh_from_db()

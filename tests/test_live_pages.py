@@ -4,12 +4,12 @@ export — against a real pipeline run over the fake upstream."""
 from __future__ import annotations
 
 import re
-from unittest import mock
 
 import pytest
 
 from runs import services
 from runs.models import Artifact, Run
+from tests.job_helpers import runner_job
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,41 +65,38 @@ def test_wizard_says_when_the_upstream_is_down(clinician_client, patient_report,
     assert re.search(r'<button type="submit" class="primary" disabled>Start the council', html)
 
 
-def test_starting_from_the_wizard_creates_and_launches_the_run(clinician_client, patient_report):
+def test_starting_from_the_wizard_creates_and_launches_the_run(clinician_client, patient_report, launched):
     patient, report = patient_report
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=4242) as launch:
-        response = clinician_client.post(
-            f"/runs/patients/{patient.pk}/start/",
-            {"report": report.pk, "council_models": ["gpt-5", "gemini-2.5-pro"], "consolidator": "gpt-5"},
-        )
+    response = clinician_client.post(
+        f"/runs/patients/{patient.pk}/start/",
+        {"report": report.pk, "council_models": ["gpt-5", "gemini-2.5-pro"], "consolidator": "gpt-5"},
+    )
     run = Run.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
     assert run.council_models == ["gpt-5", "gemini-2.5-pro"] and run.consolidator == "gpt-5"
     assert run.status == Run.Status.QUEUED
-    launch.assert_called_once_with("runpipeline", str(run.pk))
+    assert launched == [("runpipeline", str(run.pk))]
 
 
-def test_wizard_refuses_a_model_the_upstream_does_not_list(clinician_client, patient_report):
+def test_wizard_refuses_a_model_the_upstream_does_not_list(clinician_client, patient_report, launched):
     patient, report = patient_report
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=1) as launch:
-        response = clinician_client.post(
-            f"/runs/patients/{patient.pk}/start/",
-            {"report": report.pk, "council_models": ["gpt-5", "made-up"], "consolidator": "gpt-5"},
-            follow=True,
-        )
+    response = clinician_client.post(
+        f"/runs/patients/{patient.pk}/start/",
+        {"report": report.pk, "council_models": ["gpt-5", "made-up"], "consolidator": "gpt-5"},
+        follow=True,
+    )
     assert not Run.objects.exists()
-    launch.assert_not_called()
+    assert launched == []
     assert "Not offered by CLIProxyAPI right now: made-up" in response.content.decode()
 
 
-def test_htmx_start_answers_with_a_redirect_header(clinician_client, patient_report):
+def test_htmx_start_answers_with_a_redirect_header(clinician_client, patient_report, launched):
     patient, report = patient_report
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=1):
-        response = clinician_client.post(
-            f"/runs/patients/{patient.pk}/start/",
-            {"report": report.pk, "council_models": ["gpt-5"], "consolidator": "gpt-5"},
-            headers={"HX-Request": "true"},
-        )
+    response = clinician_client.post(
+        f"/runs/patients/{patient.pk}/start/",
+        {"report": report.pk, "council_models": ["gpt-5"], "consolidator": "gpt-5"},
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 200  # django-htmx HttpResponseClientRedirect: htmx follows HX-Redirect
     assert response["HX-Redirect"] == f"/runs/{Run.objects.get().pk}/"
 
@@ -109,7 +106,7 @@ def test_live_page_of_a_running_run_listens_to_its_stream(clinician_client, pati
     run = services.run_create(
         patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
     )
-    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING, current_stage=1)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING, current_stage=1, job=runner_job())
     html = clinician_client.get(f"/runs/{run.pk}/").content.decode()
     assert f'sse-connect="/api/runs/{run.pk}/stream"' in html
     assert 'sse-close="end"' in html
@@ -133,7 +130,7 @@ def test_finished_run_page_shows_counts_and_no_stream(clinician_client, finished
     assert 'id="resume"' not in html
 
 
-def test_needs_auth_run_explains_and_offers_resume(clinician_client, patient_report):
+def test_needs_auth_run_explains_and_offers_resume(clinician_client, patient_report, launched):
     patient, report = patient_report
     run = services.run_create(
         patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR
@@ -142,10 +139,9 @@ def test_needs_auth_run_explains_and_offers_resume(clinician_client, patient_rep
     html = clinician_client.get(f"/runs/{run.pk}/").content.decode()
     assert "CLIProxyAPI needs sign-in." in html and "gpt-5: 401 token expired" in html
     assert 'id="resume"' in html
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=1) as launch:
-        response = clinician_client.post(f"/runs/{run.pk}/resume/")
+    response = clinician_client.post(f"/runs/{run.pk}/resume/")
     assert response.status_code == 302
-    launch.assert_called_once_with("runpipeline", str(run.pk))
+    assert launched == [("runpipeline", str(run.pk))]
     run.refresh_from_db()
     assert run.status == Run.Status.QUEUED
 

@@ -28,7 +28,7 @@ def _ready_pdf(tmp_path, *, pages: int = 3, image_only_pages: tuple[int, ...] = 
     patient = make_patient()
     make_qeeg_pdf(tmp_path / "r.pdf", pages=pages, image_only_pages=image_only_pages)
     upload = SimpleUploadedFile("r.pdf", (tmp_path / "r.pdf").read_bytes(), content_type="application/pdf")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)
     report.refresh_from_db()

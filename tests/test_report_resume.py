@@ -1,17 +1,22 @@
-"""Reports left pending, or processing by a process that is gone, are picked up again at start;
-crash leftovers in the data folder are cleaned and an interrupted folder swap is repaired."""
+"""Reports left pending, or processing by a job whose runner went silent, are picked up again at start;
+crash leftovers in the data folder are cleaned and an interrupted folder swap is repaired. Pages showing
+such a report say so and launch nothing."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
+from jobs.models import Job
 from patients import services
 from patients.models import Patient, Report
 from qeeg_site import startup
+from tests.job_helpers import runner_job
 from tests.synthetic_reports import make_long_pdf
 
 
@@ -39,28 +44,35 @@ def dead_pid() -> int:
     return proc.pid
 
 
-@pytest.fixture
-def live_ingester():
-    """A live process that looks like an ingestreport worker."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ingestreport"])
-    yield proc.pid
-    proc.kill()
-    proc.wait()
+def silent_job(**fields) -> Job:
+    """An ingestion job whose runner stopped beating a minute ago (killed, out of memory, host gone)."""
+    return runner_job(kind="ingestreport", heartbeat_at=timezone.now() - timedelta(seconds=60), **fields)
 
 
-def test_resume_relaunches_pending_and_orphaned_processing_reports(patient, launched, live_ingester):
+def test_resume_relaunches_pending_and_orphaned_processing_reports(
+    patient, launched, django_capture_on_commit_callbacks
+):
     pending = stored_report(patient)
-    orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
-    # The pid lives, but it is some other program now (pid reuse after a crash).
-    reused = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=os.getpid())
-    alive = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=live_ingester)
+    orphaned = stored_report(patient, status=Report.Status.PROCESSING, job=silent_job())
+    # Processing with no job at all: left by a version before jobs, or a row written by hand.
+    unowned = stored_report(patient, status=Report.Status.PROCESSING)
+    # Alive on another host: a pid means nothing here, the fresh heartbeat is what counts.
+    alive = stored_report(
+        patient, status=Report.Status.PROCESSING, job=runner_job(kind="ingestreport", host="elsewhere", pid=1)
+    )
     ready = stored_report(patient, status=Report.Status.READY)
 
-    assert list(startup.recover()) == ["Resumed ingestion of 3 report(s) left unfinished."]
+    with django_capture_on_commit_callbacks(execute=True):
+        lines = list(startup.recover())
+    assert lines == [
+        "2 report(s) whose ingestion stopped without a word are pending again.",
+        "Resumed ingestion of 3 report(s) left unfinished.",
+    ]
 
-    assert launched == [("ingestreport", str(pending.pk), str(orphaned.pk), str(reused.pk))]
+    assert launched == [("ingestreport", str(pending.pk), str(orphaned.pk), str(unowned.pk))]
     orphaned.refresh_from_db()
-    assert orphaned.status == Report.Status.PENDING and orphaned.worker_pid is None
+    assert orphaned.status == Report.Status.PENDING and orphaned.job.status == Job.Status.STARTING
+    assert Job.objects.filter(status=Job.Status.LOST).count() == 1
     alive.refresh_from_db()
     assert alive.status == Report.Status.PROCESSING
     ready.refresh_from_db()
@@ -84,7 +96,7 @@ def test_resume_sweeps_crash_leftovers_and_repairs_an_interrupted_swap(patient, 
     swapped = stored_report(patient, status=Report.Status.READY)
     swapped.folder.rename(root / f".old-{swapped.pk}")
 
-    services.reports_resume_pending()
+    services.reports_sweep_files()
 
     assert sorted(p.name for p in root.iterdir()) == sorted([str(kept.pk), str(swapped.pk), ".orphaned"])
     assert swapped.original_path.exists()
@@ -94,11 +106,12 @@ def test_resume_sweeps_crash_leftovers_and_repairs_an_interrupted_swap(patient, 
 
 def test_only_one_process_claims_a_report(patient):
     report = stored_report(patient)
-    assert services.report_claim(report_id=report.pk, pid=101) is True
-    assert services.report_claim(report_id=report.pk, pid=102) is False
+    first, second = runner_job(kind="ingestreport"), runner_job(kind="ingestreport")
+    assert services.report_claim(report_id=report.pk, job=first) is True
+    assert services.report_claim(report_id=report.pk, job=second) is False
     report.refresh_from_db()
-    assert report.worker_pid == 101
-    assert services.report_ingest(report_id=report.pk, pid=102) is None
+    assert report.job == first
+    assert services.report_ingest(report_id=report.pk, job=second) is None
 
 
 def test_sigterm_puts_the_report_back_to_pending(patient, monkeypatch, data_dir):
@@ -158,34 +171,45 @@ def test_ingestreport_runs_in_its_own_process(subprocess_env, data_dir, settings
     assert f"report {report.pk}: ready, 1 page(s)" in done.stdout
     report.refresh_from_db()
     assert report.status == Report.Status.READY
-    assert report.worker_pid is None and report.processed_at is not None
+    assert report.processed_at is not None
+    # The process claimed its own job (nobody launched one), with this host's id, and ended it.
+    assert report.job.kind == "ingestreport" and report.job.status == Job.Status.DONE
+    assert report.job.host == settings.QEEG_HOST_ID and report.job.pid not in (None, os.getpid())
     assert (
         "=== PAGE 1 / 1 ===\n[text layer]\nSynthetic filler page 1" in (report.folder / "text.md").read_text()
     )
 
 
-def test_a_report_whose_ingester_died_is_resumed_by_the_page_showing_it(
-    clinician_client, patient, launched, live_ingester
+def test_a_page_showing_a_report_whose_ingester_died_says_so_and_launches_nothing(
+    clinician_client, patient, launched, django_capture_on_commit_callbacks
 ):
-    """Killed (out of memory, kill -9) between restarts: the polling page notices, not only the next start."""
-    waiting = stored_report(patient)  # the rest of the dead process's batch
-    orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
+    """Killed (out of memory, kill -9) between restarts: the polling page shows it is not being read, and
+    only an explicit Try again (a POST) starts ingestion again."""
+    job = silent_job()
+    waiting = stored_report(patient, job=job)  # the rest of the dead process's batch
+    orphaned = stored_report(patient, status=Report.Status.PROCESSING, job=job)
     page = clinician_client.get(f"/patients/{patient.pk}/reports/", HTTP_HX_REQUEST="true")
     assert page.status_code == 200
-    assert launched == [("ingestreport", str(waiting.pk), str(orphaned.pk))]
+    assert launched == []
     orphaned.refresh_from_db()
-    assert orphaned.status == Report.Status.PENDING and orphaned.worker_pid is None
+    assert orphaned.status == Report.Status.PENDING and orphaned.error == services.STOPPED
+    assert "Its ingestion stopped before it finished" in page.content.decode()
 
-    # A live ingester is left alone, and nothing is launched while all is well.
-    Report.objects.filter(pk=orphaned.pk).update(status=Report.Status.PROCESSING, worker_pid=live_ingester)
-    clinician_client.get(f"/reports/{orphaned.pk}/", HTTP_HX_REQUEST="true")
-    clinician_client.get(f"/patients/{patient.pk}/")
-    assert len(launched) == 1
-    orphaned.refresh_from_db()
-    assert orphaned.status == Report.Status.PROCESSING
+    body = clinician_client.get(f"/reports/{orphaned.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "Not being read right now." in body and "Try again" in body
+    assert launched == []
 
-
-def test_the_report_page_resumes_its_orphaned_report_too(clinician_client, patient, launched):
-    orphaned = stored_report(patient, status=Report.Status.PROCESSING, worker_pid=dead_pid())
-    clinician_client.get(f"/reports/{orphaned.pk}/")
+    with django_capture_on_commit_callbacks(execute=True):
+        clinician_client.post(f"/reports/{orphaned.pk}/reingest/")
     assert launched == [("ingestreport", str(orphaned.pk))]
+    orphaned.refresh_from_db()
+    assert orphaned.error == "" and orphaned.job.status == Job.Status.STARTING
+    assert Report.objects.get(pk=waiting.pk).status == Report.Status.PENDING
+
+
+def test_a_live_ingester_is_left_alone_by_the_pages(clinician_client, patient, launched):
+    report = stored_report(patient, status=Report.Status.PROCESSING, job=runner_job(kind="ingestreport"))
+    clinician_client.get(f"/reports/{report.pk}/", HTTP_HX_REQUEST="true")
+    clinician_client.get(f"/patients/{patient.pk}/")
+    report.refresh_from_db()
+    assert report.status == Report.Status.PROCESSING and launched == []

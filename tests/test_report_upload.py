@@ -87,10 +87,10 @@ def test_original_comes_back_byte_for_byte(api, patient, tmp_path, launched):
 def test_a_failed_launch_leaves_the_report_pending_for_the_next_start(
     api, patient, tmp_path, monkeypatch, django_capture_on_commit_callbacks
 ):
-    def refuse(*args):
+    def refuse(*args, **kwargs):
         raise OSError("no processes left")
 
-    monkeypatch.setattr("qeeg_site.launcher.launch_command", refuse)
+    monkeypatch.setattr("jobs.launcher.launch_command", refuse)
     pdf = tmp_path / "r.pdf"
     make_long_pdf(pdf, pages=1)
     with django_capture_on_commit_callbacks(execute=True):
@@ -101,7 +101,7 @@ def test_a_failed_launch_leaves_the_report_pending_for_the_next_start(
 
 def test_a_large_batch_still_starts_its_ingestion(data_dir, monkeypatch):
     """The log file was named after every id in the batch; past 255 bytes the launch itself failed."""
-    from qeeg_site import launcher
+    from jobs import launcher
 
     started: list[list[str]] = []
 

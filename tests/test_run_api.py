@@ -3,16 +3,15 @@ read progress, list per patient, read artifacts."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from runs import services
 from runs.models import Run
+from tests.job_helpers import runner_job
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,9 +97,7 @@ def test_start_answers_202_and_launches_one_runner(api, fake_upstream, patient_r
     assert launched == [("runpipeline", str(run_id))]
     # Queued or running: starting again does nothing and launches nothing.
     assert api.post(f"/api/runs/{run_id}/start").json()["started"] is False
-    Run.objects.filter(pk=run_id).update(
-        status="running", runner_pid=os.getpid(), heartbeat_at=timezone.now()
-    )
+    Run.objects.filter(pk=run_id).update(status="running", job=runner_job())
     response = api.post(f"/api/runs/{run_id}/start")
     assert response.status_code == 202 and response.json()["started"] is False
     assert len(launched) == 1

@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import CommandError
-from django.utils import timezone
 
+from jobs.services import Beat
 from runs import services
 from runs.models import Run
+from tests.job_helpers import runner_job
 from tests.run_helpers import run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_the_second_claim_loses(run):
-    assert services.run_claim(run_id=run.pk, pid=111) is not None
-    assert services.run_claim(run_id=run.pk, pid=222) is None
+    first, second = runner_job(pid=111), runner_job(pid=222)
+    assert services.run_claim(run_id=run.pk, job=first) is not None
+    assert services.run_claim(run_id=run.pk, job=second) is None
     run.refresh_from_db()
-    assert run.runner_pid == 111
-    assert not services.run_heartbeat(run_id=run.pk, pid=222)
-    assert services.run_heartbeat(run_id=run.pk, pid=111)
+    assert run.job == first
+    assert services.run_heartbeat(run_id=run.pk, job=second) is Beat.LOST
+    assert services.run_heartbeat(run_id=run.pk, job=first) is Beat.HELD
 
 
 def test_runpipeline_refuses_a_run_another_live_runner_holds(run):
-    Run.objects.filter(pk=run.pk).update(
-        status="running", runner_pid=os.getpid(), heartbeat_at=timezone.now()
-    )
-    with pytest.raises(CommandError, match="already being worked"):
+    job = runner_job(target=str(run.pk), host="other-host", pid=99999)
+    Run.objects.filter(pk=run.pk).update(status="running", job=job)
+    with pytest.raises(CommandError, match="already being worked by other-host pid 99999"):
         run_pipeline_here(run)
 
 

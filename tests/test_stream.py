@@ -4,7 +4,6 @@ Requests go through the project's whole ASGI application, as daphne sends them."
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 
 import pytest
@@ -13,11 +12,13 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from django.utils import timezone
 
+from jobs.models import Job
 from patients.models import Patient, Report
 from runs import feed
 from runs.events import event_emit
 from runs.models import Run, RunEvent
 from runs.stream import RunStreamConsumer
+from tests.job_helpers import runner_job
 from tests.stream_helpers import SSEReader, asgi_request, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,10 +45,8 @@ def make_run(status: str = Run.Status.RUNNING) -> Run:
         council_models=["gpt-5", "claude-sonnet-4-5"],
         consolidator="claude-sonnet-4-5",
         status=status,
-        # A live runner as far as anyone can tell (this process, a fresh heartbeat), so the stale-runner check
-        # leaves it alone.
-        runner_pid=os.getpid() if status == Run.Status.RUNNING else None,
-        heartbeat_at=timezone.now(),
+        # A live runner as far as anyone can tell (a fresh heartbeat), so the stale-runner check leaves it alone.
+        job=runner_job() if status == Run.Status.RUNNING else None,
     )
 
 
@@ -295,9 +294,7 @@ async def test_event_ids_match_the_table(client, run):
 async def test_a_silent_runner_is_found_while_someone_watches_and_the_stream_ends(client, run, settings):
     """kill -9 on the runner: no final event is ever written by it. The watched run turns interrupted."""
     settings.RUN_STALE_SECONDS = 1
-    await Run.objects.filter(pk=run.pk).aupdate(
-        heartbeat_at=timezone.now() - timedelta(seconds=30), runner_pid=2**22 + 7
-    )
+    await Job.objects.filter(pk=run.job_id).aupdate(heartbeat_at=timezone.now() - timedelta(seconds=30))
     stream = await open_stream(client, run.pk)
     assert (await stream.event()).data["status"] == "running"
     status = await stream.event(timeout=5)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import os
+import signal
+
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.heartbeat import Heartbeat
+from jobs.models import Job
+from jobs.services import Beat, job_claim, job_finish
 from patients import services
 from patients.models import Report
 
@@ -9,7 +15,8 @@ from patients.models import Report
 class Command(BaseCommand):
     help = (
         "Ingest uploaded reports: text layer, page images and OCR. Claims each pending report "
-        "(another process already on it is left alone); SIGTERM puts the current one back to pending."
+        "(another process already on it is left alone); SIGTERM or a cancel puts the current one back to "
+        "pending."
     )
     requires_system_checks: list[str] = []  # a worker the web server starts; checks are the server's business
 
@@ -23,19 +30,36 @@ class Command(BaseCommand):
         )
         if unknown:
             raise CommandError(f"No report with id {', '.join(map(str, unknown))}.")
-        for report_id in report_ids:
-            try:
-                report = services.report_ingest(report_id=report_id)
-            except services.Interrupted:
-                self.stderr.write(f"report {report_id}: interrupted, back to pending")
-                raise SystemExit(1) from None
-            if report is None:
-                self.stdout.write(
-                    f"report {report_id}: not pending (another process has it, it is done, or it was deleted)"
-                )
-            elif report.status == Report.Status.READY:
-                self.stdout.write(f"report {report_id}: ready, {report.page_count} page(s)")
-            else:
-                # The log names reports by id: a file name often carries the patient's name.
-                reason = report.error.replace(report.original_name, "the file")
-                self.stdout.write(f"report {report_id}: {report.status}: {reason}")
+        job = job_claim(kind=services.INGEST, args=[str(pk) for pk in report_ids])
+        if job is None:
+            raise CommandError("Another runner is reading these reports right now.")
+        # Cancelled, or judged dead and taken over: stop the way SIGTERM stops (the report goes back).
+        beat = Heartbeat(job, on_stop=lambda why: os.kill(os.getpid(), signal.SIGTERM))
+        try:
+            with beat:
+                for report_id in report_ids:
+                    self._ingest(report_id, job)
+        except services.Interrupted:
+            cancelled = beat.stopped is Beat.CANCEL
+            job_finish(
+                job=job, status=Job.Status.CANCELLED if cancelled else Job.Status.DONE, error="Stopped."
+            )
+            self.stderr.write("interrupted: the current report is back to pending")
+            raise SystemExit(1) from None
+        except BaseException as exc:
+            job_finish(job=job, error=f"The runner failed: {type(exc).__name__}: {exc}")
+            raise
+        job_finish(job=job)
+
+    def _ingest(self, report_id: int, job: Job) -> None:
+        report = services.report_ingest(report_id=report_id, job=job)
+        if report is None:
+            self.stdout.write(
+                f"report {report_id}: not pending (another process has it, it is done, or it was deleted)"
+            )
+        elif report.status == Report.Status.READY:
+            self.stdout.write(f"report {report_id}: ready, {report.page_count} page(s)")
+        else:
+            # The log names reports by id: a file name often carries the patient's name.
+            reason = report.error.replace(report.original_name, "the file")
+            self.stdout.write(f"report {report_id}: {report.status}: {reason}")

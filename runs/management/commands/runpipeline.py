@@ -1,14 +1,14 @@
 """`manage.py runpipeline <run_id>`: run (or resume) one council run in this process.
 
-The web app launches this for POST /api/runs/{id}/start; operators may run it by hand. It claims the run with
-a compare-and-set update (two runners never work the same run), heartbeats, stops cleanly on SIGTERM (the run
-becomes interrupted) and, run again, resumes where the run stopped without re-asking any finished call.
+The web app launches this for POST /api/runs/{id}/start (as a job, jobs/); operators may run it by hand. It
+claims the run's job and then the run with compare-and-set updates (two runners never work the same run, on
+one host or several), heartbeats, stops cleanly on SIGTERM (the run becomes interrupted) or on a cancel
+request (cancelled) and, run again, resumes where the run stopped without re-asking any finished call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -18,6 +18,8 @@ from asgiref.sync import sync_to_async
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from council.stages import STEPS
+from jobs.models import Job
+from jobs.services import job_claim, job_finish
 from runs import pipeline, selectors, services, sources
 from runs.models import Artifact, Run
 
@@ -48,17 +50,24 @@ class Command(BaseCommand):
             return
         if run_id is None:
             raise CommandError("Give a run id (see `runpipeline --list`).")
-        # A runner that died without a word must not block this one.
-        services.runs_mark_stale_interrupted()
         run = Run.objects.filter(pk=run_id).first()
         if run is None:
             raise CommandError(f"There is no run {run_id}.")
-        pid = os.getpid()
-        claimed = services.run_claim(run_id=run_id, pid=pid, reopen_complete=from_stage is not None)
+        # The job first (a runner that died without a word is judged by its heartbeat and set aside), then the
+        # run: each a compare-and-set, so of two runners started at once, on any hosts, one goes on.
+        job = job_claim(kind=services.RUNPIPELINE, args=[str(run_id)])
+        if job is None:
+            run.refresh_from_db()
+            if run.job and run.job.status == Job.Status.RUNNING:
+                raise CommandError(f"Run {run_id} is already being worked by {run.job.runner}.")
+            raise CommandError(
+                f"Run {run_id}: nothing to do (its job was cancelled or another runner took it)."
+            )
+        services.runs_mark_stale_interrupted()  # the run of a runner just set aside becomes resumable
+        claimed = services.run_claim(run_id=run_id, job=job, reopen_complete=from_stage is not None)
         if claimed is None:
             run.refresh_from_db()
-            if run.status == Run.Status.RUNNING:
-                raise CommandError(f"Run {run_id} is already being worked by runner pid {run.runner_pid}.")
+            job_finish(job=job, error=f"Nothing to do: the run is {run.status}.")
             raise CommandError(
                 f"Run {run_id} is {run.get_status_display().lower()}; nothing to do "
                 "(use --from-stage N to redo stages of a complete run)."
@@ -77,12 +86,19 @@ class Command(BaseCommand):
             f"{', '.join(claimed.council_models)} · consolidator {claimed.consolidator}"
         )
         started = time.monotonic()
-        status = asyncio.run(self._drive(run_id, pid=pid, started=started))
+        status = Run.Status.FAILED
+        try:
+            status = asyncio.run(self._drive(run_id, job=job, started=started))
+        finally:
+            # Whatever happened, the slot is free now; the next queued job is launched from here.
+            job_finish(
+                job=job, status=Job.Status.CANCELLED if status == Run.Status.CANCELLED else Job.Status.DONE
+            )
         self._summary(run_id, started)
         if status != Run.Status.COMPLETE:
             sys.exit(1)
 
-    async def _drive(self, run_id: int, *, pid: int, started: float) -> str:
+    async def _drive(self, run_id: int, *, job: Job, started: float) -> str:
         from council.client import CLIProxyClient
 
         def on_stage(stage: int, models: list[str]) -> None:
@@ -121,7 +137,7 @@ class Command(BaseCommand):
         guard = await sync_to_async(sources.guard_for_run)(run_id)
         async with CLIProxyClient.from_settings(guard=guard) as client:
             drive = asyncio.create_task(
-                pipeline.drive(run_id, pid=pid, client=client, progress=pipeline.Progress(on_stage, on_model))
+                pipeline.drive(run_id, job=job, client=client, progress=pipeline.Progress(on_stage, on_model))
             )
             waiter = asyncio.create_task(stop.wait())
             ticker = asyncio.create_task(self._tick(in_flight, started))
@@ -172,14 +188,17 @@ class Command(BaseCommand):
 
     def _list(self) -> None:
         services.runs_mark_stale_interrupted()
-        runs = Run.objects.select_related("patient").prefetch_related("artifacts")[:100]
-        header = f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':<20} {'council':<40} {'created':<16}"
+        runs = Run.objects.select_related("patient", "job").prefetch_related("artifacts")[:100]
+        header = (
+            f"{'id':>5}  {'status':<12} {'stage':>5}  {'patient':<20} {'council':<40} {'created':<16} runner"
+        )
         self.stdout.write(header)
         self.stdout.write("-" * len(header))
         for run in runs:
             self.stdout.write(
                 f"{run.pk:>5}  {run.status:<12} {run.stages_done:>3}/{STEPS.last.number}  {str(run.patient)[:20]:<20} "
-                f"{selectors.council_summary(run)[:40]:<40} {run.created_at:%Y-%m-%d %H:%M}"
+                f"{selectors.council_summary(run)[:40]:<40} {run.created_at:%Y-%m-%d %H:%M} "
+                f"{run.job.runner if run.job and run.status == Run.Status.RUNNING else ''}"
             )
             if run.error:
                 self.stdout.write(f"{'':>7}{run.error[:150]}")

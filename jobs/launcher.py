@@ -1,8 +1,9 @@
 """Start a management command in its own process, detached from the web server.
 
-Long work (report ingestion, council runs) runs in `manage.py <command>` processes the web server launches:
-no daemon has to be running, the web server stays responsive, and the work survives a restart of the web
-server. What a process was doing is in the database, so a lost process is detected and resumed from there.
+Long work (report ingestion, council runs) runs in `manage.py <command>` processes: no daemon has to be
+running, the web server stays responsive, and the work survives a restart of the web server. What a process
+was doing is in the database (jobs.models.Job), so a lost process is detected by its heartbeat and its work
+picked up from there. Only jobs/services.py calls this.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from django.conf import settings
 
 log = logging.getLogger(__name__)
 
 
-def launch_command(name: str, *args: str) -> int:
-    """Start `manage.py name args…` in a new session and return its pid. Output goes to data/logs/."""
-    log_dir = settings.DATA_DIR / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{_log_stem(name, *args)}.log"
+def launch_command(
+    name: str, *args: str, log_path: Path | None = None, env: dict[str, str] | None = None
+) -> int:
+    """Start `manage.py name args…` in a new session and return its pid. Output goes to `log_path`
+    (default data/logs/<name>-<args>.log), appended; `env` is added to this process's environment."""
+    log_path = log_path or log_dir() / f"{log_stem(name, *args)}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, str(settings.BASE_DIR / "manage.py"), name, *args],
@@ -31,7 +35,7 @@ def launch_command(name: str, *args: str) -> int:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=settings.BASE_DIR,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
     # Reap the child when it exits so it never lingers as a zombie of the web server.
@@ -40,7 +44,11 @@ def launch_command(name: str, *args: str) -> int:
     return proc.pid
 
 
-def _log_stem(name: str, *args: str) -> str:
+def log_dir() -> Path:
+    return settings.DATA_DIR / "logs"
+
+
+def log_stem(name: str, *args: str) -> str:
     """`ingestreport-12-13`; a long batch is cut and made unique with a hash, since a file name over
     255 bytes would stop the launch itself."""
     stem = "-".join((name, *args))
@@ -50,8 +58,8 @@ def _log_stem(name: str, *args: str) -> str:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Does a process with this pid exist on this machine? (Launched work records its pid; a pid that is
-    gone means the work stopped without a word and can be picked up again.)"""
+    """Does a process with this pid exist on this machine? Only for files a process of this host left
+    (work folders named by pid); whether a job's runner is alive is judged by its heartbeat, never its pid."""
     if not pid:
         return False
     try:
