@@ -63,7 +63,7 @@ def test_an_identifier_inside_a_bitmap_is_painted_from_its_ocr_box(tmp_path, set
     upload = SimpleUploadedFile(
         "img.pdf", (tmp_path / "img.pdf").read_bytes(), content_type="application/pdf"
     )
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)
     report.refresh_from_db()

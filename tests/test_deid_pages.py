@@ -23,7 +23,7 @@ def report(tmp_path) -> Report:
     PatientIdentifier.objects.create(patient=patient, kind="name", value=PLANTED["name"])
     make_identified_report(tmp_path / "r.txt")
     upload = SimpleUploadedFile("r.txt", (tmp_path / "r.txt").read_bytes(), content_type="text/plain")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)
     report.refresh_from_db()
@@ -103,7 +103,7 @@ def test_a_redaction_for_one_report_stays_with_that_report(clinician_client, rep
     other_path = tmp_path / "other.txt"
     other_path.write_text("NeuroClinic follow-up, Session 1 2024-05-01\n", encoding="utf-8")
     upload = SimpleUploadedFile("other.txt", other_path.read_bytes(), content_type="text/plain")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [other] = report_upload(patient=report.patient, files=[upload])
     report_ingest(report_id=other.pk)
     other.refresh_from_db()

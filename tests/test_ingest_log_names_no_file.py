@@ -22,7 +22,7 @@ def test_a_failed_ingestion_is_logged_without_the_file_name(tmp_path):
     make_long_pdf(tmp_path / "Mueller_Anna_qEEG.pdf", pages=1)
     data = (tmp_path / "Mueller_Anna_qEEG.pdf").read_bytes()
     upload = SimpleUploadedFile("Mueller_Anna_qEEG.pdf", data, content_type="application/pdf")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     make_corrupt_pdf(report.original_path)  # damaged after the upload's checks: the ingestion fails
     out = io.StringIO()

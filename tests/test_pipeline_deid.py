@@ -42,7 +42,7 @@ def _identified_run(tmp_path: Path) -> Run:
     make_identified_report(tmp_path / "anna-report.txt")
     data = (tmp_path / "anna-report.txt").read_bytes()
     upload = SimpleUploadedFile("anna-report.txt", data, content_type="text/plain")
-    with mock.patch("qeeg_site.launcher.launch_command", return_value=0):
+    with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)
     report.refresh_from_db()
