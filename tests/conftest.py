@@ -68,9 +68,12 @@ def api(api_token) -> Client:
 
 
 @pytest.fixture
-def subprocess_env(data_dir: Path) -> dict[str, str]:
+def subprocess_env(request, data_dir: Path) -> dict[str, str]:
     """Environment for a `manage.py` child process that must see this test's database and data folder.
-    Use with `transactional_db`, so the rows the test made are committed where the child can read them."""
+    Use with `transactional_db`, so the rows the test made are committed where the child can read them, or
+    with `postgres_db` (tests/postgres.py), whose database it then names, whatever the fixtures' order."""
+    if "postgres_db" in request.fixturenames:
+        return request.getfixturevalue("postgres_db").child_env()
     env = dict(os.environ)
     env["QEEG_DATA_DIR"] = str(data_dir)
     env["DATABASE_URL"] = current_database_url()

@@ -46,3 +46,8 @@ def test_a_child_process_reads_and_writes_the_tests_rows(postgres_db):
 def test_each_test_gets_its_own_database(postgres_db):
     assert not Patient.objects.filter(label="written by the test").exists()
     assert connection.settings_dict["NAME"] in postgres_db.url
+
+
+def test_subprocess_env_names_the_shared_database_in_any_order(subprocess_env, postgres_db):
+    assert subprocess_env["DATABASE_URL"] == postgres_db.url
+    assert subprocess_env["QEEG_DATA_DIR"] == str(postgres_db.data_dir)
