@@ -1,0 +1,96 @@
+"""council.numbers: every number of a draft checked against the fact table; planted errors all flagged."""
+
+from __future__ import annotations
+
+import pytest
+
+from council import numbers
+from tests.synthetic_drafts import KINDS, correct_draft, fact_rows, planted_errors
+from tests.synthetic_vendor import make_vendor_pdf
+
+PAGES = [("wavi_summary", "text"), ("wavi_p300", "text"), ("neuroguide_z", "text"), ("generic_rows", "text")]
+
+
+@pytest.fixture(scope="module", params=[3, 11])
+def rows(request, tmp_path_factory):
+    truth = make_vendor_pdf(tmp_path_factory.mktemp("v") / "v.pdf", pages=PAGES, seed=request.param)
+    return fact_rows(truth["facts"])
+
+
+def test_every_planted_error_is_flagged_with_its_kind(rows):
+    planted = planted_errors(rows, seed=1, per_kind=25)
+    assert {kind for kind, *_ in planted} == set(KINDS)
+    expected = {
+        "dropped_decimal": {"no_match"},
+        "swapped_session": {"wrong_session"},
+        "wrong_site": {"wrong_site"},
+        "not_in_report": {"no_match"},
+        "wrong_page": {"wrong_page"},
+    }
+    missed = []
+    for kind, text, wrong in planted:
+        checks = [c for c in numbers.check(text, rows) if c.mention.text.split()[0] == wrong]
+        assert checks, (text, [c.mention.text for c in numbers.check(text, rows)])
+        if checks[0].status not in expected[kind]:
+            missed.append((kind, text, checks[0].status, checks[0].title()))
+    assert not missed, missed[:5]
+
+
+def test_a_correct_draft_is_almost_never_flagged(rows):
+    draft = correct_draft(rows, seed=2)
+    checks = numbers.check(draft, rows)
+    flagged = [
+        (c.mention.text, c.status, draft[max(0, c.mention.start - 60) : c.mention.end + 20])
+        for c in checks
+        if c.flagged
+    ]
+    assert len(checks) > 150
+    assert len(flagged) / len(checks) <= 0.02, flagged
+
+
+def test_derived_changes_are_checked_against_the_facts_they_come_from(rows):
+    a = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 1)
+    b = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 3)
+    change = int(b["value"]) - int(a["value"])
+    good = f"Reaction time went from {a['value']} ms in session 1 to {b['value']} ms in session 3 [p1], a change of {abs(change)} ms."
+    checks = numbers.check(good, rows)
+    assert [c.status for c in checks] == ["match", "match", "match"], [c.title() for c in checks]
+    assert checks[2].mention.kind == "change" and set(checks[2].facts) == {a["id"], b["id"]}
+    bad = good.replace(f"change of {abs(change)} ms", f"change of {abs(change) + 9} ms")
+    assert numbers.check(bad, rows)[2].status == "no_match"
+    percent = (int(b["value"]) - int(a["value"])) / int(a["value"]) * 100
+    with_percent = good.rstrip(".") + f" ({percent:+.1f}%)."
+    assert numbers.check(with_percent, rows)[3].status == "match"
+    wrong_percent = good.rstrip(".") + f" ({percent + 4:+.1f}%)."
+    assert numbers.check(wrong_percent, rows)[3].flagged
+
+
+def test_numbers_that_are_not_measurements_are_ignored():
+    text = (
+        "## 2. Findings\n\n1. Stage 4 used the 10-20 system in Session 2 (S2) on 03/12/2024, in 2024 [p3].\n"
+        "2. PHQ-9, Fp1, O2, Alpha 1 and Beta 3 are names (p. 4); 3 sessions over 19 sites.\n"
+    )
+    assert numbers.extract(text) == []
+
+
+def test_context_is_read_from_the_sentence_and_table(rows):
+    z = next(
+        r for r in rows if r["metric"] == "Absolute Power Z" and r["site"] == "Fz" and r["band"] == "Theta"
+    )
+    mention = numbers.extract(f"At Fz, theta absolute power was Z = {z['value']} (p. {z['page']}).")[0]
+    assert (mention.site, mention.band, mention.unit, mention.page) == ("Fz", "Theta", "z", z["page"])
+    rt = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 2)
+    table = (
+        f"| Measure | Session 1 | Session 2 |\n|---|---|---|\n| Reaction Time [p1] | x | {rt['value']} ms |\n"
+    )
+    (check,) = numbers.check(table, rows)
+    assert check.status == "match" and check.mention.session == 2 and check.fact["id"] == rt["id"]
+
+
+def test_a_corrected_fact_is_what_the_draft_is_checked_against(rows):
+    fact = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 1)
+    text = f"Reaction time in session 1 was {fact['value']} ms [p1]."
+    assert numbers.check(text, rows)[0].status == "match"
+    corrected = [dict(r, correction={"value": "999", "number": 999.0}) if r is fact else r for r in rows]
+    assert numbers.check(text, corrected)[0].flagged
+    assert numbers.check(text.replace(fact["value"], "999"), corrected)[0].status == "match"
