@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "patients",
     "runs",
     "council",
+    "accounts",
 ]
 
 MIDDLEWARE = [

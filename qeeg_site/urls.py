@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("runs/", include("runs.urls")),
+    path("account/", include("accounts.urls")),
     path("", include("patients.urls")),
 ]

@@ -13,8 +13,8 @@ from ninja.errors import HttpError
 
 from council.stages import STEPS
 from patients.models import Patient, Report
-from runs import selectors, services
-from runs.models import Artifact, Run
+from runs import selectors, services, versions
+from runs.models import Artifact, DraftVersion, Run
 
 router = Router(tags=["runs"])
 
@@ -354,3 +354,77 @@ def run_export_download(request: HttpRequest, run_id: int, name: str):
     return FileResponse(
         path.open("rb"), as_attachment=True, filename=f"run-{run.pk}-{name}", content_type=content_type
     )
+
+
+# -- the clinician's write-up: versions and signatures -----------------------------------------------------
+
+
+class VersionIn(Schema):
+    text: str
+
+
+class VersionOut(Schema):
+    number: int
+    artifact_id: int  # the model draft it was edited from
+    sha256: str
+    author: str
+    created_at: datetime
+    signed: bool
+    signer_name: str
+    signer_credentials: str
+    signed_at: datetime | None
+
+
+class VersionDetail(VersionOut):
+    text: str
+
+
+def _version(version: DraftVersion) -> dict[str, Any]:
+    return {
+        "number": version.number,
+        "artifact_id": version.base_id,
+        "sha256": version.sha256,
+        "author": version.author.get_username() if version.author else "",
+        "created_at": version.created_at,
+        "signed": version.signed,
+        "signer_name": version.signer_name,
+        "signer_credentials": version.signer_credentials,
+        "signed_at": version.signed_at,
+    }
+
+
+@router.get("/runs/{run_id}/versions", response=list[VersionOut])
+def run_versions(request: HttpRequest, run_id: int):
+    """The saved versions of the selected draft, oldest first (the export uses the last)."""
+    return [_version(v) for v in versions.versions_of(_run(run_id))]
+
+
+@router.post("/runs/{run_id}/versions", response={201: VersionOut})
+def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
+    try:
+        version = versions.version_save(run=_run(run_id), text=payload.text, user=request.user)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return Status(201, _version(version))
+
+
+@router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
+def run_version(request: HttpRequest, run_id: int, number: int):
+    version = DraftVersion.objects.filter(run_id=_run(run_id).pk, number=number).first()
+    if version is None:
+        raise HttpError(404, f"Run {run_id} has no version {number}.")
+    try:
+        text = versions.version_text(version)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return {**_version(version), "text": text}
+
+
+@router.post("/runs/{run_id}/versions/{number}/sign", response=VersionOut)
+def run_version_sign(request: HttpRequest, run_id: int, number: int):
+    """Sign a version as the caller (name and credentials from their profile); only the latest, only once."""
+    try:
+        version = versions.version_sign(run=_run(run_id), number=number, user=request.user)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    return _version(version)

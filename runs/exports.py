@@ -1,9 +1,11 @@
-"""Export of a run's selected artifact: data/exports/<run_id>/final.md and final.pdf, each ending with the run
+"""Export of a run's selected artifact as the clinician left it (its latest version, signed or marked
+"Draft — not signed" on every page): data/exports/<run_id>/final.md and final.pdf, each ending with the run
 card (when, which report, which council, how Stage 5 voted, which prompt versions). Both files are rendered in
 memory first and then put in place by rename, so a failed export leaves the previous one whole."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,12 +13,15 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from accounts.models import profile_of
 from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
 from documents.markdown_pdf import Card, render_markdown_pdf
 from runs import selectors
 from runs.models import Artifact, Run
+from runs.services import RunRefused
+from runs.versions import Edited, current_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +46,16 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
             f"{_artifact_name(artifact)} is not a finished markdown report and cannot be exported."
         )
     try:
-        report_markdown = artifact.path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as error:
-        raise ExportError(f"The text of {_artifact_name(artifact)} could not be read: {error}") from error
+        edited = current_text(run, artifact)
+    except RunRefused as error:
+        raise ExportError(error.message) from error
 
-    card = run_card(run=run, artifact=artifact)
+    card = run_card(run=run, artifact=artifact, edited=edited)
+    report_markdown = signature_block(edited) + "\n\n" + edited.text.strip() + "\n"
     final_md = final_markdown(report_markdown, card)
     final_pdf = render_markdown_pdf(
         report_markdown,
-        title=export_title(run),
+        title=export_title(run, signed=edited.signed),
         card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
     )
 
@@ -66,12 +72,32 @@ CARD_HEADING = "Run card"
 CARD_CAPTION = "How this document was produced: the council, its final review and the prompt versions."
 
 
-def export_title(run: Run) -> str:
-    # The patient label on every page header: loose printed pages stay attributable.
-    return f"qEEG Council report — {run.patient.label}"
+NOT_SIGNED = "Draft — not signed"
 
 
-def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
+def export_title(run: Run, *, signed: bool) -> str:
+    # The patient label on every page header: loose printed pages stay attributable; so does a draft.
+    title = f"qEEG Council report — {run.patient.label}"
+    return title if signed else f"{title} — {NOT_SIGNED}"
+
+
+def signature_block(edited: Edited) -> str:
+    """The first lines of an export: who signed which version (and its hash), or that nobody has."""
+    version = edited.version
+    if version is None:
+        return f"> **{NOT_SIGNED}.** The model's draft as written; nobody has reviewed or signed it."
+    if not version.signed:
+        return (
+            f"> **{NOT_SIGNED}.** Version {version.number}, edited by {_person(version.author)}; "
+            "it becomes final only when a clinician signs it."
+        )
+    return (
+        f"> **Signed** by {version.signature_line()}.  \n"
+        f"> Version {version.number}, sha256 `{version.sha256}`."
+    )
+
+
+def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str, str]]:
     """(label, value) rows describing how the exported text was produced."""
     report = run.report
     first = STEPS.first
@@ -86,6 +112,9 @@ def run_card(*, run: Run, artifact: Artifact) -> list[tuple[str, str]]:
         ("Council", f"{council} ({completed} of {total} completed Stage {first.number})"),
         ("Consolidator", run.consolidator),
         ("Exported text", _artifact_name(artifact)),
+        ("Write-up", _write_up_line(edited)),
+        ("Signature", edited.version.signature_line() if edited.signed else NOT_SIGNED),
+        ("Text sha256", edited.version.sha256 if edited.version else _sha256(edited.text)),
     ]
     rows.extend(_stage5_rows(run))
     rows.append(("Prompt versions", _prompt_versions(run.prompt_versions)))
@@ -108,6 +137,23 @@ def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _write_up_line(edited: Edited) -> str:
+    version = edited.version
+    if version is None:
+        return "the model's draft, not edited"
+    return f"version {version.number}, saved by {_person(version.author)} {_when(version.created_at)}"
+
+
+def _person(user) -> str:
+    if user is None:
+        return "a removed user"
+    return profile_of(user).signature_line()
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _artifact_name(artifact: Artifact) -> str:

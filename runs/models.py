@@ -4,6 +4,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from patients.models import Patient, Report
 
@@ -141,3 +142,51 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} (run {self.run_id})"
+
+
+class DraftVersion(models.Model):
+    """One saved edit of the clinician's write-up, starting from the selected model draft (`base`). Its text
+    is on disk at data/versions/<run>/v<number>.md and never rewritten: a signed version stays as signed, and a
+    later change is a new version. The signer's name and credentials are copied at signing, so a later
+    profile edit does not change what was signed."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    base = models.ForeignKey(
+        Artifact, on_delete=models.PROTECT, related_name="versions", help_text="The model draft edited."
+    )
+    file_path = models.CharField(max_length=500, help_text="Relative to the data folder.")
+    sha256 = models.CharField(max_length=64)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    signer_name = models.CharField(max_length=120, blank=True)
+    signer_credentials = models.CharField(max_length=120, blank=True)
+    signed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="version_one_per_number")]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} version {self.number}{' (signed)' if self.signed_at else ''}"
+
+    @property
+    def path(self) -> Path:
+        return settings.DATA_DIR / self.file_path
+
+    @property
+    def signed(self) -> bool:
+        return self.signed_at is not None
+
+    def signature_line(self) -> str:
+        if not self.signed_at:
+            return ""
+        who = (
+            f"{self.signer_name}, {self.signer_credentials}" if self.signer_credentials else self.signer_name
+        )
+        return f"{who}, {timezone.localtime(self.signed_at):%Y-%m-%d %H:%M %Z}"

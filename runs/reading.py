@@ -19,7 +19,7 @@ from council.schemas import PeerReview
 from council.stages import STEPS
 from council.stages.registry import Step
 from documents.markdown import page_html
-from runs import events, selectors
+from runs import events, selectors, versions
 from runs.models import Artifact, Run, RunEvent
 
 
@@ -64,12 +64,13 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
     return outputs
 
 
-def draft_diff(consolidation: str, draft: str) -> tuple[list[tuple[str, str]], int, int]:
-    """Line diff of a final draft against the consolidation, as (kind, line) pairs for the template to
-    escape: kind is "add", "del", "ctx" or "gap". Unchanged stretches are cut to two lines of context."""
+def draft_diff(before: str, after: str) -> tuple[list[tuple[str, str]], int, int]:
+    """Line diff of `after` against `before` (a final draft against the consolidation, an edited write-up
+    against the model's draft), as (kind, line) pairs for runs/_diff.html to escape: kind is "add", "del",
+    "ctx" or "gap". Unchanged stretches are cut to two lines of context."""
     lines: list[tuple[str, str]] = []
     added = removed = 0
-    a, b = consolidation.splitlines(), draft.splitlines()
+    a, b = before.splitlines(), after.splitlines()
     for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(2):
         if lines:
             lines.append(("gap", "…"))
@@ -227,7 +228,9 @@ def _final_review_context(run: Run, step: Step) -> dict[str, Any]:
 
 def _final_draft_context(run: Run, step: Step) -> dict[str, Any]:
     consolidation, drafts = final_drafts(run)
-    return {"consolidation": consolidation, "drafts": drafts}
+    version = versions.latest_version(run)
+    write_up = {"version": version, "signed": bool(version and version.signed)}
+    return {"consolidation": consolidation, "drafts": drafts, "write_up": write_up}
 
 
 OUTPUTS_PAGE = StagePage("runs/_stage_outputs.html", _outputs_context)

@@ -16,6 +16,10 @@ urlpatterns = [
     path("<int:pk>/stages/<int:stage>/", views.run_stage, name="stage"),
     path("<int:pk>/select/", views.run_select, name="select"),
     path("<int:pk>/export/", views.run_export, name="export"),
+    path("<int:pk>/write-up/", views.write_up, name="write_up"),
+    path("<int:pk>/write-up/preview/", views.write_up_preview, name="write_up_preview"),
+    path("<int:pk>/write-up/save/", views.write_up_save, name="write_up_save"),
+    path("<int:pk>/write-up/<int:number>/sign/", views.write_up_sign, name="write_up_sign"),
     path("reports/<int:pk>/council-view/", views.report_preview, name="report_preview"),
     path(
         "reports/<int:pk>/council-view/pages/<int:number>.png",

@@ -21,12 +21,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from accounts.models import profile_of
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step
+from documents.markdown import page_html
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
-from runs import reading, selectors, services, sources
+from runs import reading, selectors, services, sources, versions
 from runs.models import Artifact, Run
 from runs.stream import stream_url
 
@@ -339,3 +341,95 @@ def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpRespo
     if png is None:
         raise Http404(f"This page image is not sent: {decision.reason}.")
     return HttpResponse(png, content_type="image/png")
+
+
+# -- edit and sign the write-up ----------------------------------------------------------------------------
+
+
+def _write_up_context(
+    request: HttpRequest, run: Run, *, text: str | None = None, error: str = ""
+) -> dict[str, Any]:
+    """The editor: the current text (or what was just posted and refused), its preview, the versions of the
+    selected draft and the diff of the current text against the model's draft."""
+    edited = versions.current_text(run)
+    model_text = selectors.artifact_text(edited.artifact)
+    shown = edited.text if text is None else text
+    diff, added, removed = reading.draft_diff(model_text, shown)
+    history = versions.versions_of(run)
+    latest = history[-1] if history else None
+    return {
+        "run": run,
+        "edited": edited,
+        "text": shown,
+        "preview": page_html(shown),
+        "diff": diff,
+        "added": added,
+        "removed": removed,
+        "versions": list(reversed(history)),
+        "latest": latest,
+        "can_sign": latest is not None and not latest.signed and text is None,
+        "draft_name": STEPS[edited.artifact.stage].output_name(edited.artifact.model_id),
+        "max_chars": versions.MAX_VERSION_CHARS,
+        "error": error,
+        "profile": profile_of(request.user),
+    }
+
+
+def _write_up_page(request: HttpRequest, run: Run, **kwargs: Any) -> HttpResponse:
+    if run.selected_artifact_id is None:
+        messages.error(request, "Select a final draft (or the consolidation) before editing it.")
+        return _redirect(
+            request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
+        )
+    try:
+        context = _write_up_context(request, run, **kwargs)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+        return _redirect(
+            request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
+        )
+    return render(request, "runs/write_up.html", context, status=422 if kwargs.get("error") else 200)
+
+
+@require_GET
+def write_up(request: HttpRequest, pk: int) -> HttpResponse:
+    return _write_up_page(request, _run(pk))
+
+
+@require_POST
+def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live preview htmx asks for while the clinician types: the posted markdown through the one cleaner."""
+    _run(pk)
+    text = request.POST.get("text", "")
+    if len(text) > versions.MAX_VERSION_CHARS:
+        return HttpResponse(
+            f"<p class='error'>Too long to preview: at most {versions.MAX_VERSION_CHARS:,} characters.</p>",
+            status=413,
+        )
+    return HttpResponse(page_html(text))
+
+
+@require_POST
+def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(pk)
+    text = request.POST.get("text", "")
+    try:
+        version = versions.version_save(run=run, text=text, user=request.user)
+    except services.RunRefused as exc:
+        return _write_up_page(request, run, text=text, error=exc.message)
+    messages.success(request, f"Saved version {version.number}. Sign it when it is final.")
+    return _redirect(request, reverse("runs:write_up", args=[run.pk]))
+
+
+@require_POST
+def write_up_sign(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    run = _run(pk)
+    try:
+        version = versions.version_sign(run=run, number=number, user=request.user)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(
+            request, f"Version {version.number} signed by {version.signature_line()}. Export it to send it."
+        )
+    return _redirect(request, reverse("runs:write_up", args=[run.pk]))

@@ -98,7 +98,8 @@ def test_export_writes_both_files_under_the_run_folder(run, data_dir):
 def test_final_md_is_the_selected_text_then_the_run_card(run):
     paths = export_run(run=run, artifact=stage(run, 6, "gpt-5"))
     md = paths.md_path.read_text(encoding="utf-8")
-    assert md.startswith(FINAL_DRAFT.rstrip())
+    assert md.startswith("> **Draft — not signed.**")
+    assert md.split("\n\n", 1)[1].startswith(FINAL_DRAFT.rstrip())
     card = md[md.index("## Run card") :]
     assert "| Patient | P-0042 |" in card
     assert "| Report | wavi_2026-11-20.pdf (14 pages, uploaded " in card
@@ -131,7 +132,7 @@ def test_final_pdf_has_report_tables_unicode_and_run_card(run):
 def test_stage4_consolidation_exports_too(run):
     paths = export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
     md = paths.md_path.read_text(encoding="utf-8")
-    assert md.startswith("# Consolidation")
+    assert md.split("\n\n", 1)[1].startswith("# Consolidation")
     assert "| Exported text | Stage 4 consolidation by claude-sonnet-4-5 |" in md
     assert "Theta excess, Z = +2.6." in "".join(pdf_pages_text(paths.pdf_path.read_bytes()))
 
@@ -200,12 +201,12 @@ def test_failure_while_writing_leaves_no_temporary_file(run, monkeypatch):
         export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
     assert len(calls) == 2
     assert first.pdf_path.read_bytes() == previous_pdf
-    assert first.md_path.read_text(encoding="utf-8").startswith(FINAL_DRAFT.rstrip())
+    assert first.md_path.read_text(encoding="utf-8").split("\n\n", 1)[1].startswith(FINAL_DRAFT.rstrip())
     assert sorted(p.name for p in run.exports_dir.iterdir()) == ["final.md", "final.pdf"]
 
 
 def test_exporting_again_replaces_the_files(run):
     export_run(run=run, artifact=stage(run, 6, "gpt-5"))
     paths = export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
-    assert paths.md_path.read_text(encoding="utf-8").startswith("# Consolidation")
+    assert paths.md_path.read_text(encoding="utf-8").split("\n\n", 1)[1].startswith("# Consolidation")
     assert "Consolidation" in pdf_pages_text(paths.pdf_path.read_bytes())[0]

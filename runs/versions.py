@@ -1,0 +1,157 @@
+"""The clinician's write-up: versions of the selected draft, saved and signed. Pages and the API call these.
+
+Each save is a new `DraftVersion` whose text is a file under data/versions/<run>/ (named with its number and
+hash, written whole by documents.files) and whose sha256 is in the row; nothing ever rewrites a version, so a
+signed version stays exactly as it was signed and a later change is a new, unsigned version. Versions belong
+to the model draft they were edited from (`base`): selecting another draft starts its own history."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts.models import profile_of
+from documents.files import write_atomic
+from runs.models import Artifact, DraftVersion, Run
+from runs.services import RunRefused
+
+# The longest write-up a version may hold (characters); model drafts are a few thousand.
+MAX_VERSION_CHARS = 200_000
+
+
+@dataclass(frozen=True)
+class Edited:
+    """What the export and the editor take as the current write-up: the latest version of the selected draft,
+    or the draft itself when nobody has edited it."""
+
+    artifact: Artifact
+    text: str
+    version: DraftVersion | None
+
+    @property
+    def signed(self) -> bool:
+        return self.version is not None and self.version.signed
+
+
+def versions_of(run: Run) -> list[DraftVersion]:
+    """The versions of the selected draft, oldest first."""
+    if run.selected_artifact_id is None:
+        return []
+    return list(
+        DraftVersion.objects.filter(run=run, base_id=run.selected_artifact_id).select_related("author")
+    )
+
+
+def latest_version(run: Run, artifact: Artifact | None = None) -> DraftVersion | None:
+    """The newest version of `artifact` (default: the selected draft)."""
+    artifact_id = artifact.pk if artifact is not None else run.selected_artifact_id
+    if artifact_id is None:
+        return None
+    return DraftVersion.objects.filter(run=run, base_id=artifact_id).order_by("-number").first()
+
+
+def version_text(version: DraftVersion) -> str:
+    """The text of `version`, refused when the file on disk no longer has the hash recorded for it."""
+    try:
+        data = version.path.read_bytes()
+    except OSError as error:
+        raise RunRefused(f"Version {version.number} could not be read: {error}", status=409) from error
+    if hashlib.sha256(data).hexdigest() != version.sha256:
+        raise RunRefused(
+            f"Version {version.number} on disk does not match its recorded hash; it was changed outside "
+            "the app. Save the text again as a new version.",
+            status=409,
+        )
+    return data.decode("utf-8")
+
+
+def current_text(run: Run, artifact: Artifact | None = None) -> Edited:
+    """`artifact` (default: the selected draft) as it stands now: its latest version, else the model's text."""
+    artifact = artifact or run.selected_artifact
+    if artifact is None:
+        raise RunRefused("Select a final draft (or the consolidation) before editing it.", status=409)
+    version = latest_version(run, artifact)
+    if version is not None:
+        return Edited(artifact=artifact, text=version_text(version), version=version)
+    try:
+        text = artifact.path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:
+        raise RunRefused(f"The selected draft could not be read: {error}", status=409) from error
+    return Edited(artifact=artifact, text=text, version=None)
+
+
+def _normalised(text: str) -> str:
+    # A textarea posts CRLF; the file keeps LF and one final newline.
+    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip() + "\n"
+
+
+def version_save(*, run: Run, text: str, user) -> DraftVersion:
+    """Save `text` as the next version of the selected draft. Refused when empty, too long, or unchanged."""
+    text = _normalised(text)
+    if not text.strip():
+        raise RunRefused("The write-up is empty; write something before saving.")
+    if len(text) > MAX_VERSION_CHARS:
+        raise RunRefused(
+            f"The write-up is {len(text):,} characters; at most {MAX_VERSION_CHARS:,} can be saved.",
+            status=413,
+        )
+    current = current_text(run)
+    if _normalised(current.text) == text:
+        what = f"version {current.version.number}" if current.version else "the model's draft"
+        raise RunRefused(f"Nothing changed since {what}; there is no new version to save.", status=409)
+    # The number check of the fidelity work belongs here (on `text`, before it is saved) once it is on main.
+    data = text.encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    number = (DraftVersion.objects.filter(run=run).aggregate(n=Max("number"))["n"] or 0) + 1
+    relpath = f"versions/{run.pk}/v{number}-{digest[:12]}.md"
+    version = DraftVersion(
+        run=run, number=number, base=current.artifact, file_path=relpath, sha256=digest, author=user
+    )
+    write_atomic(version.path, data)
+    try:
+        with transaction.atomic():
+            version.save()
+    except IntegrityError as error:
+        version.path.unlink(missing_ok=True)
+        raise RunRefused(
+            f"Someone else saved version {number} a moment ago; reload the editor and apply your change "
+            "to their version.",
+            status=409,
+        ) from error
+    return version
+
+
+def version_sign(*, run: Run, number: int, user) -> DraftVersion:
+    """Sign version `number` as `user` (name and credentials from their profile, now). Only the latest
+    version of the selected draft can be signed, and only once; its text must still match its hash."""
+    version = DraftVersion.objects.filter(run=run, number=number).first()
+    if version is None:
+        raise RunRefused(f"Run {run.pk} has no version {number}.", status=404)
+    latest = latest_version(run)
+    if latest is None or latest.pk != version.pk:
+        newest = f"version {latest.number}" if latest else "a version of the selected draft"
+        raise RunRefused(f"Version {number} is not the current write-up; sign {newest} instead.", status=409)
+    if version.signed:
+        raise RunRefused(
+            f"Version {number} is already signed by {version.signer_name}; change the text to make a new "
+            "version to sign.",
+            status=409,
+        )
+    profile = profile_of(user)
+    if not profile.display_name.strip():
+        raise RunRefused("Add your name (and credentials) to your profile before signing.", status=422)
+    version_text(version)  # refuses a text that no longer matches its hash
+    claimed = DraftVersion.objects.filter(pk=version.pk, signed_at__isnull=True).update(
+        signed_by=user,
+        signer_name=profile.display_name.strip(),
+        signer_credentials=profile.credentials.strip(),
+        signed_at=timezone.now(),
+    )
+    if claimed != 1:
+        raise RunRefused(f"Version {number} was signed a moment ago by someone else.", status=409)
+    version.refresh_from_db()
+    return version
