@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,6 +29,10 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 FONT_DIR = Path(__file__).resolve().parent.parent / "static" / "fonts"
 SANS = "dejavusans"
 MONO = "dejavusansmono"
+# What DejaVu lacks, Noto Sans CJK prints (a subset, see static/fonts/README.md); anything neither has is
+# refused with its code point (Unprintable), never dropped.
+FALLBACK = "notosanscjk"
+FALLBACK_FILE = "NotoSansCJKsc-Regular-subset.otf"
 
 # Layout, in mm and pt. A4 with margins that survive office printers and hole punches.
 MARGIN_LEFT = 20.0
@@ -372,6 +377,34 @@ def _table_data(node: Node) -> TableData:
 # ---------------------------------------------------------------- the document
 
 
+class Unprintable(ValueError):
+    """The text holds characters no embedded font can print; `characters` names each one."""
+
+    def __init__(self, code_points: list[int]) -> None:
+        self.characters = [describe_character(cp) for cp in dict.fromkeys(code_points)]  # as they come
+        shown = ", ".join(self.characters[:12]) + (" …" if len(self.characters) > 12 else "")
+        count = len(self.characters)
+        super().__init__(
+            f"The PDF cannot print {count} character{'s' if count != 1 else ''} of this text: {shown}. "
+            "Nothing was exported; replace or remove them and export again."
+        )
+
+
+def describe_character(cp: int) -> str:
+    name = unicodedata.name(chr(cp), "unnamed character")
+    return f"U+{cp:04X} {chr(cp)!r} ({name.lower()})"
+
+
+def printed_whole(pdf: FPDF) -> bytes:
+    """The PDF's bytes, or Unprintable when a font had no glyph for a character it was asked to print (fpdf2
+    would draw nothing there and only log it)."""
+    data = bytes(pdf.output())
+    missing = [cp for font in pdf.fonts.values() for cp in getattr(font, "missing_glyphs", [])]
+    if missing:
+        raise Unprintable(missing)
+    return data
+
+
 class ClinicalPDF(FPDF):
     def __init__(self, *, title: str) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
@@ -388,6 +421,8 @@ class ClinicalPDF(FPDF):
         ):
             self.add_font(SANS, style, FONT_DIR / file)
         self.add_font(MONO, "", FONT_DIR / "DejaVuSansMono.ttf")
+        self.add_font(FALLBACK, "", FONT_DIR / FALLBACK_FILE)
+        self.set_fallback_fonts([FALLBACK], exact_match=False)
         self.set_title(title)
         self.set_creator("qEEG Council")
         self.set_lang("en")
@@ -436,7 +471,7 @@ class Renderer:
         self.blocks(tree.children, indent=0.0)
         if card and card.rows:
             self.card(card)
-        return bytes(self.pdf.output())
+        return printed_whole(self.pdf)
 
     def title_block(self) -> None:
         pdf = self.pdf
@@ -829,7 +864,7 @@ def _render_plain(markdown: str, *, title: str, card: Card | None) -> bytes:
             pdf.multi_cell(
                 pdf.epw, LINE_MM, f"{label}: {value}", align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT
             )
-    return bytes(pdf.output())
+    return printed_whole(pdf)
 
 
 def render_markdown_pdf(markdown: str, *, title: str, card: Card | None = None) -> bytes:
@@ -846,6 +881,8 @@ def render_markdown_pdf(markdown: str, *, title: str, card: Card | None = None) 
                     raise
                 logger.warning("table %d drawn as text: %s", failed.index + 1, failed)
                 text_tables.add(failed.index)
+    except Unprintable:
+        raise
     except Exception:
         logger.exception("PDF layout failed; writing the report as plain text")
         return _render_plain(markdown, title=title, card=card)

@@ -17,7 +17,8 @@ from accounts.models import profile_of
 from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
-from documents.markdown_pdf import Card, render_markdown_pdf
+from documents.markdown_pdf import Card, Unprintable, render_markdown_pdf
+from patients import selectors as selectors_patients
 from runs import selectors
 from runs.models import Artifact, Run
 from runs.services import RunRefused
@@ -51,13 +52,19 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
         raise ExportError(error.message) from error
 
     card = run_card(run=run, artifact=artifact, edited=edited)
-    report_markdown = signature_block(edited) + "\n\n" + edited.text.strip() + "\n"
+    parts = [signature_block(edited), clinical_context_section(run), edited.text.strip()]
+    parts.append(facts_appendix(selectors_patients.report_facts(run.report)))
+    report_markdown = "\n\n".join(part for part in parts if part) + "\n"
     final_md = final_markdown(report_markdown, card)
-    final_pdf = render_markdown_pdf(
-        report_markdown,
-        title=export_title(run, signed=edited.signed),
-        card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
-    )
+    try:
+        final_pdf = render_markdown_pdf(
+            report_markdown,
+            title=export_title(run, signed=edited.signed),
+            card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
+        )
+    except Unprintable as error:
+        # Refused whole, never printed with holes: the Markdown is not written either.
+        raise ExportError(str(error)) from error
 
     paths = ExportPaths(
         md_path=run.export_path(Run.EXPORT_MARKDOWN), pdf_path=run.export_path(Run.EXPORT_PDF)
@@ -95,6 +102,55 @@ def signature_block(edited: Edited) -> str:
         f"> **Signed** by {version.signature_line()}.  \n"
         f"> Version {version.number}, sha256 `{version.sha256}`."
     )
+
+
+CONTEXT_HEADING = "Clinical context"
+FACTS_HEADING = "Appendix: values read from the report"
+
+
+def clinical_context_section(run: Run) -> str:
+    """What the clinician entered about the patient (age, sex, medications, referral reason), as a table."""
+    rows = [("Patient", run.patient.label), *run.patient.clinical_context().items()]
+    lines = [f"## {CONTEXT_HEADING}", "", "| Item | Detail |", "|---|---|"]
+    lines += [f"| {_md_cell(label)} | {_md_cell(value)} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def facts_appendix(table: dict | None) -> str:
+    """The report's fact table (patients/facts.py) with the page of every value, or a line saying there is
+    none; a corrected value shows the reading it replaced."""
+    lines = [f"## {FACTS_HEADING}", ""]
+    facts = (table or {}).get("facts") or []
+    if not facts:
+        lines.append("No table of values was read from this report; check the numbers against its pages.")
+        return "\n".join(lines)
+    lines.append(
+        f"{len(facts)} values as read from the report's pages (text layer or OCR), for checking the text above "
+        "against the source."
+    )
+    lines += ["", "| Page | Metric | Site | Band | Session | Value | Unit |", "|---|---|---|---|---|---|---|"]
+    for fact in sorted(facts, key=lambda f: (f.get("page") or 0, str(f.get("metric")), str(f.get("site")))):
+        session = fact.get("session")
+        if fact.get("session_date"):
+            session = f"{session or ''} ({fact['session_date']})".strip()
+        cells = [
+            fact.get("page"),
+            fact.get("metric"),
+            fact.get("site"),
+            fact.get("band"),
+            session,
+            _fact_value(fact),
+            fact.get("unit"),
+        ]
+        lines.append("| " + " | ".join(_md_cell("" if c is None else c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _fact_value(fact: dict) -> str:
+    correction = fact.get("correction")
+    if isinstance(correction, dict) and correction.get("value") not in (None, ""):
+        return f"{correction['value']} (read as {fact.get('value')})"
+    return str(fact.get("value", ""))
 
 
 def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str, str]]:

@@ -3,16 +3,18 @@ running `runpipeline` in this process the way the launcher would in a child."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from unittest import mock
 
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from patients.models import Patient, Report
 from patients.services import report_ingest, report_upload
-from runs.models import Run
+from runs.models import Artifact, Run
 from tests.synthetic_reports import make_text_report
 
 COUNCIL = ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"]
@@ -46,3 +48,23 @@ def run_pipeline_here(run: Run | int, *args: str) -> tuple[int, str]:
     except SystemExit as exit_:
         return int(exit_.code or 0), out.getvalue()
     return 0, out.getvalue()
+
+
+def add_artifact(run: Run, *, stage: int, model_id: str, text: str | None, error: str = "") -> Artifact:
+    """An artifact of `run` with `text` on disk where the pipeline would put it (None: a failed call)."""
+    kind = Artifact.Kind.JSON if stage in (2, 5) else Artifact.Kind.MARKDOWN
+    relative = f"artifacts/{run.pk}/stage-{stage}/{model_id}.{kind}"
+    if text is not None:
+        path = settings.DATA_DIR / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return Artifact.objects.create(
+        run=run,
+        stage=stage,
+        model_id=model_id,
+        kind=kind,
+        file_path=relative if text is not None else "",
+        sha256=hashlib.sha256((text or "").encode()).hexdigest(),
+        status=Artifact.Status.OK if text is not None else Artifact.Status.FAILED,
+        error=error,
+    )

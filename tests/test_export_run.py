@@ -4,12 +4,10 @@ a failed export never leaves half a file or loses the previous one."""
 from __future__ import annotations
 
 # ruff: noqa: RUF001  (Unicode signs in the report are part of what is checked)
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from documents import files
@@ -19,30 +17,12 @@ from runs.exports import ExportError, export_run
 from runs.models import Artifact, Run
 from runs.selectors import final_votes
 from tests.export_samples import FINAL_DRAFT, pdf_pages_text, ruled_lines
+from tests.run_helpers import add_artifact
 
 COUNCIL = ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"]
 PROMPTS = {str(n): f"stage{n}_{name}.v1" for n, name in enumerate(
     ["analysis", "peer_review", "revision", "consolidation", "final_review", "final_draft"], start=1
 )}  # fmt: skip
-
-
-def add_artifact(run: Run, *, stage: int, model_id: str, text: str | None, error: str = "") -> Artifact:
-    kind = Artifact.Kind.JSON if stage in (2, 5) else Artifact.Kind.MARKDOWN
-    relative = f"artifacts/{run.pk}/stage-{stage}/{model_id}.{kind}"
-    if text is not None:
-        path = settings.DATA_DIR / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return Artifact.objects.create(
-        run=run,
-        stage=stage,
-        model_id=model_id,
-        kind=kind,
-        file_path=relative if text is not None else "",
-        sha256=hashlib.sha256((text or "").encode()).hexdigest(),
-        status=Artifact.Status.OK if text is not None else Artifact.Status.FAILED,
-        error=error,
-    )
 
 
 @pytest.fixture
@@ -99,7 +79,7 @@ def test_final_md_is_the_selected_text_then_the_run_card(run):
     paths = export_run(run=run, artifact=stage(run, 6, "gpt-5"))
     md = paths.md_path.read_text(encoding="utf-8")
     assert md.startswith("> **Draft — not signed.**")
-    assert md.split("\n\n", 1)[1].startswith(FINAL_DRAFT.rstrip())
+    assert md.index("## Clinical context") < md.index(FINAL_DRAFT.rstrip()) < md.index("## Run card")
     card = md[md.index("## Run card") :]
     assert "| Patient | P-0042 |" in card
     assert "| Report | wavi_2026-11-20.pdf (14 pages, uploaded " in card
@@ -132,7 +112,7 @@ def test_final_pdf_has_report_tables_unicode_and_run_card(run):
 def test_stage4_consolidation_exports_too(run):
     paths = export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
     md = paths.md_path.read_text(encoding="utf-8")
-    assert md.split("\n\n", 1)[1].startswith("# Consolidation")
+    assert "\n# Consolidation\n" in md
     assert "| Exported text | Stage 4 consolidation by claude-sonnet-4-5 |" in md
     assert "Theta excess, Z = +2.6." in "".join(pdf_pages_text(paths.pdf_path.read_bytes()))
 
@@ -201,12 +181,12 @@ def test_failure_while_writing_leaves_no_temporary_file(run, monkeypatch):
         export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
     assert len(calls) == 2
     assert first.pdf_path.read_bytes() == previous_pdf
-    assert first.md_path.read_text(encoding="utf-8").split("\n\n", 1)[1].startswith(FINAL_DRAFT.rstrip())
+    assert FINAL_DRAFT.rstrip() in first.md_path.read_text(encoding="utf-8")
     assert sorted(p.name for p in run.exports_dir.iterdir()) == ["final.md", "final.pdf"]
 
 
 def test_exporting_again_replaces_the_files(run):
     export_run(run=run, artifact=stage(run, 6, "gpt-5"))
     paths = export_run(run=run, artifact=stage(run, 4, "claude-sonnet-4-5"))
-    assert paths.md_path.read_text(encoding="utf-8").split("\n\n", 1)[1].startswith("# Consolidation")
+    assert "\n# Consolidation\n" in paths.md_path.read_text(encoding="utf-8")
     assert "Consolidation" in pdf_pages_text(paths.pdf_path.read_bytes())[0]

@@ -10,31 +10,15 @@ import hashlib
 import html
 
 import pytest
-from django.conf import settings
 
 from accounts.models import profile_of
-from runs.models import Artifact, DraftVersion, Run
+from runs.models import DraftVersion, Run
 from tests.export_samples import pdf_pages_text
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, make_patient
 
 pytestmark = pytest.mark.django_db
 
 MODEL_DRAFT = "# Final draft\n\nTheta excess at Fz, Z = +2.6.\n\n## Next steps\n\nReview in 3 months.\n"
-
-
-def _artifact(run: Run, *, stage: int, model_id: str, text: str) -> Artifact:
-    relative = f"artifacts/{run.pk}/stage-{stage}/{model_id}.md"
-    path = settings.DATA_DIR / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return Artifact.objects.create(
-        run=run,
-        stage=stage,
-        model_id=model_id,
-        kind=Artifact.Kind.MARKDOWN,
-        file_path=relative,
-        sha256=hashlib.sha256(text.encode()).hexdigest(),
-    )
 
 
 @pytest.fixture
@@ -52,8 +36,8 @@ def run(data_dir) -> Run:
         consolidator=CONSOLIDATOR,
         status=Run.Status.COMPLETE,
     )
-    draft = _artifact(run, stage=6, model_id="gpt-5", text=MODEL_DRAFT)
-    _artifact(run, stage=6, model_id="claude-sonnet-4-5", text="# Another draft\n")
+    draft = add_artifact(run, stage=6, model_id="gpt-5", text=MODEL_DRAFT)
+    add_artifact(run, stage=6, model_id="claude-sonnet-4-5", text="# Another draft\n")
     Run.objects.filter(pk=run.pk).update(selected_artifact=draft)
     run.refresh_from_db()
     return run
