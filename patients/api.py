@@ -76,6 +76,12 @@ class ReportOut(Schema):
     text_url: str
     original_url: str
     page_image_urls: list[str]
+    duplicate_of: int | None  # the first earlier report of this patient with the same content (sha256)
+
+    @staticmethod
+    def resolve_duplicate_of(report: Report) -> int | None:
+        earlier = selectors.report_duplicate_of(report)
+        return earlier.pk if earlier else None
 
     @staticmethod
     def resolve_text_url(report: Report) -> str:

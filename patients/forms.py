@@ -18,6 +18,16 @@ class PatientForm(forms.ModelForm):
             "age": forms.NumberInput(attrs={"min": 0, "max": 130}),
         }
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # No maxlength in the page: a browser would cut a longer paste without a word; the form says so.
+        self.fields["label"].widget.attrs.pop("maxlength", None)
+        limit = Patient._meta.get_field("label").max_length
+        self.fields["label"].error_messages["max_length"] = (
+            f"The label is too long: at most {limit} characters (this one has %(show_value)d). Shorten it; "
+            "nothing was cut."
+        )
+
     def clean_label(self) -> str:
         return self.cleaned_data["label"].strip()
 

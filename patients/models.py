@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from datetime import date
 from pathlib import Path
 
@@ -8,6 +9,16 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
+
+# Letters that are not a base letter plus an accent, so NFKD leaves them: folded by hand.
+_LETTERS = str.maketrans({"ø": "o", "đ": "d", "ħ": "h", "\u0131": "i", "ł": "l", "œ": "oe", "æ": "ae", "þ": "th",
+                          "ŧ": "t", "ð": "d"})  # fmt: skip
+
+
+def fold(text: str) -> str:
+    """`text` without case or accents, for search: "Ødegård" and "odegard" fold to the same."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_LETTERS)
 
 
 class Patient(models.Model):
@@ -24,6 +35,8 @@ class Patient(models.Model):
         AMBIDEXTROUS = "ambidextrous", "Ambidextrous"
 
     label = models.CharField(max_length=100, help_text="How the clinic refers to this patient; unique.")
+    # The label folded (no case, no accents; see fold), kept by save() for accent-insensitive search.
+    label_folded = models.CharField(max_length=300, editable=False, default="", db_index=True)
     notes = models.TextField(blank=True)
     age = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MaxValueValidator(130)])
     sex = models.CharField(max_length=16, choices=Sex.choices, blank=True, default=Sex.UNKNOWN)
@@ -48,6 +61,12 @@ class Patient(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+    def save(self, *args, **kwargs) -> None:
+        self.label_folded = fold(self.label)
+        if kwargs.get("update_fields") is not None and "label" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "label_folded"}
+        super().save(*args, **kwargs)
 
     def clinical_context(self) -> dict[str, str]:
         """What the clinician entered about the patient, in words, for the council's prompts."""

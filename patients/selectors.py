@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypedDict
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 
-from patients.models import Patient, Report
+from patients.models import Patient, Report, fold
 
 if TYPE_CHECKING:
     from patients import facts
@@ -27,17 +27,28 @@ class PageData(TypedDict):
 
 
 def patient_search(q: str = "") -> QuerySet[Patient]:
-    """Patients by label, each with `report_count`; `q` matches label, notes or reason for referral."""
+    """Patients by label, each with `report_count`; `q` matches label (ignoring case and accents), notes or
+    reason for referral."""
     # The count as a correlated subquery, not Count("reports"): its GROUP BY made every page scan and sort
     # the whole table, where this walks the label index and counts only the rows on the page.
     reports = Report.objects.filter(patient=OuterRef("pk")).order_by().values("patient")
     report_count = Coalesce(Subquery(reports.annotate(n=Count("pk")).values("n")), 0)
     patients = Patient.objects.annotate(report_count=report_count).order_by(Lower("label"), "pk")
     if q := q.strip():
+        # The label ignoring case and accents ("odegard" finds "Ødegård"); notes and referral ignoring case.
         patients = patients.filter(
-            Q(label__icontains=q) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
+            Q(label_folded__contains=fold(q)) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
         )
     return patients
+
+
+def report_duplicate_of(report: Report) -> Report | None:
+    """The first report of the same patient uploaded before this one with the same content (sha256)."""
+    return (
+        Report.objects.filter(patient_id=report.patient_id, sha256=report.sha256, pk__lt=report.pk)
+        .order_by("pk")
+        .first()
+    )
 
 
 def report_text(report: Report) -> str:

@@ -8,6 +8,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from patients import selectors, services
@@ -128,6 +131,21 @@ def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         names = ", ".join(report.original_name for report in reports)
         messages.success(request, f"Uploaded {names}; reading the pages now.")
+        for report in reports:
+            earlier = selectors.report_duplicate_of(report)
+            if earlier is not None:
+                messages.warning(
+                    request,
+                    format_html(
+                        '{} has the same content as <a href="{}">{}</a> (report {}, uploaded {}); '
+                        "delete one of them if it was uploaded twice by mistake.",
+                        report.original_name,
+                        reverse("patients:report", args=[earlier.pk]),
+                        earlier.original_name,
+                        earlier.pk,
+                        date_format(timezone.localtime(earlier.created_at), "Y-m-d H:i"),
+                    ),
+                )
     return redirect("patients:detail", pk=patient.pk)
 
 

@@ -59,25 +59,43 @@ def _model_choices(health: UpstreamHealth) -> dict[str, Any]:
     ordered = [m for m in configured if m in discovered] + sorted(
         m for m in discovered if m not in configured
     )
-    council = [{"id": m, "available": True, "checked": m in configured} for m in ordered]
-    council += [{"id": m, "available": False, "checked": False} for m in configured if m not in discovered]
+    owners = {m.id: m.owned_by or "" for m in health.models}
+    council = [
+        {"id": m, "available": True, "checked": m in configured, **_owner(owners[m])} for m in ordered
+    ]
+    council += [
+        {"id": m, "available": False, "checked": False, **_owner("")} for m in configured if m not in discovered
+    ]
     consolidator = settings.COUNCIL_CONSOLIDATOR
     return {
         "council_choices": council,
-        "consolidator_choices": ordered,
+        "consolidator_choices": [{"id": m, **_owner(owners[m])} for m in ordered],
         "consolidator_default": consolidator,
         "consolidator_available": consolidator in discovered,
         "has_unavailable": any(not m["available"] for m in council),
     }
 
 
+def _owner(owned_by: str) -> dict[str, Any]:
+    """Who /v1/models says owns a model; one whose owner calls it fake (a stand-in that writes made-up text,
+    like the project's fake upstream) is marked so nobody takes its output for a real model's."""
+    return {"owner": owned_by, "fake": "fake" in owned_by.lower()}
+
+
 def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") -> dict[str, Any]:
     services.runs_mark_stale_interrupted()
     reports = list(patient.reports.all())
     ready = [r for r in reports if r.status == Report.Status.READY]
+    # The same file uploaded twice shows once as itself and then as "same content as report n".
+    first_of: dict[str, Report] = {}
+    for report in sorted(ready, key=lambda r: (r.created_at, r.pk)):
+        report.same_as = first_of.setdefault(report.sha256, report)
+        if report.same_as is report:
+            report.same_as = None
     return {
         "patient": patient,
         "ready_reports": ready,
+        "default_report_id": next((r.pk for r in ready if r.same_as is None), None),
         "reports_unfinished": any(
             r.status in (Report.Status.PENDING, Report.Status.PROCESSING) for r in reports
         ),
