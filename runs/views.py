@@ -60,11 +60,11 @@ def _model_choices(health: UpstreamHealth) -> dict[str, Any]:
         m for m in discovered if m not in configured
     )
     owners = {m.id: m.owned_by or "" for m in health.models}
-    council = [
-        {"id": m, "available": True, "checked": m in configured, **_owner(owners[m])} for m in ordered
-    ]
+    council = [{"id": m, "available": True, "checked": m in configured, **_owner(owners[m])} for m in ordered]
     council += [
-        {"id": m, "available": False, "checked": False, **_owner("")} for m in configured if m not in discovered
+        {"id": m, "available": False, "checked": False, **_owner("")}
+        for m in configured
+        if m not in discovered
     ]
     consolidator = settings.COUNCIL_CONSOLIDATOR
     return {

@@ -13,7 +13,7 @@ def fold_labels(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("patients", "0005_identifiers_redactions"),
+        ("patients", "0006_report_job"),
     ]
 
     operations = [

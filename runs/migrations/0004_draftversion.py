@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0002_run_stages_done"),
+        ("runs", "0003_run_job_cancelled"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
