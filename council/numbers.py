@@ -124,6 +124,11 @@ class Check:
     note: str = ""
 
     @property
+    def key(self) -> str:
+        """Names the number within its artifact (for an acknowledgement): offset and text as written."""
+        return f"{self.mention.start}:{self.mention.text}"
+
+    @property
     def flagged(self) -> bool:
         return self.status in FLAGGED
 
@@ -131,6 +136,7 @@ class Check:
         nearest = self.fact
         return {
             **{k: v for k, v in asdict(self.mention).items() if k != "words"},
+            "key": self.key,
             "status": self.status,
             "flagged": self.flagged,
             "fact": _fact_summary(nearest) if nearest else None,
@@ -398,6 +404,11 @@ def _session_items(text: str, left: int, right: int, dates: dict[str, int]) -> l
     return sorted(items)
 
 
+def citations(text: str) -> list[tuple[int, int, int]]:
+    """Every page citation in `text`: (start, end, page)."""
+    return [(m.start(), m.end(), int(m.group(1) or m.group(2))) for m in _CITATION.finditer(text)]
+
+
 def _cited_page(scope: str, position: int | None) -> int | None:
     """The first citation after the number in its sentence, else the last one before it."""
     citations = [(m.start(), int(m.group(1) or m.group(2))) for m in _CITATION.finditer(scope)]
@@ -589,3 +600,27 @@ def summary(checks: list[Check]) -> dict[str, Any]:
     for item in checks:
         counts[item.status] += 1
     return {"numbers": len(checks), "flagged": sum(counts[s] for s in FLAGGED), **counts}
+
+
+STATUS_WORDS = {
+    "match": "match",
+    "wrong_page": "wrong page",
+    "wrong_session": "wrong session",
+    "wrong_site": "wrong site",
+    "no_match": "match nothing",
+}
+
+
+def summary_line(checks: list[Check]) -> str:
+    """ "41 numbers checked: 38 match, 3 flagged (1 wrong session, 2 match nothing)"."""
+    counts = summary(checks)
+    if not checks:
+        return "No numbers to check."
+    line = (
+        f"{counts['numbers']} number{'s' if counts['numbers'] != 1 else ''} checked against the fact table: "
+    )
+    line += f"{counts['match']} match"
+    if counts["flagged"]:
+        parts = [f"{counts[s]} {STATUS_WORDS[s]}" for s in STATUSES if s in FLAGGED and counts[s]]
+        line += f", {counts['flagged']} flagged ({', '.join(parts)})"
+    return line

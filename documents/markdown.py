@@ -7,6 +7,7 @@ images, links open without a referrer; the PDF asks for its own, smaller allowli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 
 import markdown as markdown_lib
@@ -50,3 +51,42 @@ def safe_html(
 def page_html(text: str) -> SafeString:
     """Markdown for a web page: safe to put in a template unescaped."""
     return mark_safe(safe_html(text, tags=PAGE_TAGS, attributes=PAGE_ATTRIBUTES))
+
+
+# Private-use characters carry inserted markup through Markdown and the cleaner untouched; model text never
+# keeps its own (they are removed first), so only the markup this module inserts comes back as tags.
+_OPEN, _CLOSE, _END = "\ue000", "\ue001", "\ue002"
+_PRIVATE = re.compile("[\ue000-\ue002]")
+
+
+def annotated_page_html(text: str, spans: list[tuple[int, int, str, str]]) -> SafeString:
+    """`page_html`, with trusted markup around character ranges of the markdown: each span is
+    (start, end, opening tag, closing tag), spans not overlapping. The text is cleaned as ever; the tags are
+    put in after cleaning, so they are never subject to (or a way around) the allowlist. A span the
+    markdown split apart (across a table cell or a line of a list) loses its markup, never its text."""
+    if not spans:
+        return page_html(text)
+    tags: list[tuple[str, str]] = []
+    pieces: list[str] = []
+    at = 0
+    clean = _PRIVATE.sub("", text)
+    if clean != text:  # offsets were taken on `text`: only shift-free when nothing was removed
+        return page_html(clean)
+    for start, end, opening, closing in sorted(spans):
+        if start < at or end <= start:
+            continue
+        index = len(tags)
+        tags.append((opening, closing))
+        pieces += [text[at:start], f"{_OPEN}{index}{_CLOSE}", text[start:end], f"{_END}{index}{_CLOSE}"]
+        at = end
+    pieces.append(text[at:])
+    html = safe_html("".join(pieces), tags=PAGE_TAGS, attributes=PAGE_ATTRIBUTES)
+
+    def put(match: re.Match) -> str:
+        if html.rfind("<", 0, match.start()) > html.rfind(">", 0, match.start()):
+            return ""  # inside a tag (a link's address): no markup there
+        opening, closing = tags[int(match.group(2))]
+        return opening if match.group(1) == _OPEN else closing
+
+    html = re.sub(f"([{_OPEN}{_END}])(\\d+){_CLOSE}", put, html)
+    return mark_safe(_PRIVATE.sub("", html))

@@ -3,6 +3,7 @@ read. The live stream (/api/runs/{id}/stream) is in runs/stream.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -327,11 +328,30 @@ def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
     return _detail(run)
 
 
-@router.post("/runs/{run_id}/export", response=ExportOut)
+def _acknowledged(request: HttpRequest) -> list[str]:
+    """Keys of flagged numbers (from a 409 answer's `unresolved`) the clinician acknowledges: an optional
+    JSON body `{"acknowledge": ["key", …]}`; no JSON body acknowledges nothing."""
+    if request.content_type != "application/json" or not request.body.strip():
+        return []
+    try:
+        body = json.loads(request.body)
+    except ValueError as exc:
+        raise HttpError(422, f"The body is not JSON: {exc}.") from exc
+    keys = body.get("acknowledge", []) if isinstance(body, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise HttpError(422, 'Send {"acknowledge": ["key", …]} with the keys of the numbers to acknowledge.')
+    return keys
+
+
+@router.post("/runs/{run_id}/export", response={200: ExportOut, 409: dict})
 def run_export(request: HttpRequest, run_id: int):
+    """Export the selected text. 409 lists its flagged numbers not yet acknowledged (`unresolved`, each
+    with its `key`, status and nearest fact); post again with their keys in `acknowledge`."""
     run = _run(run_id)
     try:
-        services.run_export(run=run)
+        services.run_export(run=run, acknowledge=_acknowledged(request), user=request.user)
+    except services.NumbersUnresolved as exc:
+        return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     return {

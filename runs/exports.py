@@ -14,6 +14,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from accounts.models import profile_of
+from council import numbers
 from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
@@ -173,7 +174,33 @@ def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str,
         ("Text sha256", edited.version.sha256 if edited.version else _sha256(edited.text)),
     ]
     rows.extend(_stage5_rows(run))
+    rows.extend(_verification_rows(run, artifact, edited.text))
     rows.append(("Prompt versions", _prompt_versions(run.prompt_versions)))
+    return rows
+
+
+def _verification_rows(run: Run, artifact: Artifact, text: str) -> list[tuple[str, str]]:
+    """The fact table's state and the exported text's numbers checked against it, with every flagged
+    number the clinician acknowledged: what it said, who and when."""
+    table = selectors.fact_table(run)
+    if table is None:
+        return [("Fact table", "none (this report has no fact table; numbers not checked)")]
+    lock = table.get("lock")
+    rows = [
+        ("Fact table", f"locked by {lock['by']} at {lock['at']}" if lock else "not locked by a clinician")
+    ]
+    if not selectors.has_numbers(table):
+        return [*rows, ("Numbers checked", "not checked: no page of the report was read into numbers")]
+    checks = selectors.number_checks(artifact, table, text)
+    if checks is None:
+        return rows
+    rows.append(("Numbers checked", numbers.summary_line(checks)))
+    acknowledged = {a.key: a for a in artifact.acknowledgements.select_related("by")}
+    for check in checks:
+        if check.flagged:
+            ack = acknowledged.get(check.key)
+            who = f"acknowledged by {ack.by or 'unknown'} {_when(ack.at)}" if ack else "not acknowledged"
+            rows.append((f"Number “{check.mention.text}”", f"{check.title()} — {who}"))
     return rows
 
 

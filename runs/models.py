@@ -190,3 +190,26 @@ class DraftVersion(models.Model):
             f"{self.signer_name}, {self.signer_credentials}" if self.signer_credentials else self.signer_name
         )
         return f"{who}, {timezone.localtime(self.signed_at):%Y-%m-%d %H:%M %Z}"
+
+
+class NumberAcknowledgement(models.Model):
+    """A clinician's acknowledgement of one flagged number of an artifact (council/numbers.py), so the
+    artifact can be exported with it: who, when, and which number (its key: offset and text as written)."""
+
+    artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="acknowledgements")
+    key = models.CharField(max_length=200)
+    status = models.CharField(max_length=20)
+    title = models.TextField(blank=True, help_text="What the check said when it was acknowledged.")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["artifact", "at"]
+        constraints = [
+            models.UniqueConstraint(fields=["artifact", "key"], name="acknowledgement_one_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} of artifact {self.artifact_id}"

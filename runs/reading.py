@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.urls import reverse
+from django.utils.html import escape
 from django.utils.safestring import SafeString
 
+from council import numbers
 from council.schemas import PeerReview
 from council.stages import STEPS
 from council.stages.registry import Step
-from documents.markdown import page_html
+from documents.markdown import annotated_page_html
 from runs import events, selectors, versions
 from runs.models import Artifact, Run, RunEvent
 
@@ -38,15 +41,46 @@ class ModelOutput:
     diff: list[tuple[str, str]] = field(default_factory=list)
     added: int = 0
     removed: int = 0
+    # Its numbers checked against the fact table (None: the step does not check, or there is no table).
+    checks: list[numbers.Check] | None = None
+    numbers_line: str = ""
+
+    @property
+    def flagged(self) -> list[numbers.Check]:
+        return [check for check in self.checks or [] if check.flagged]
+
+
+def rendered(text: str, report_id: int, checks: list[numbers.Check] | None) -> SafeString:
+    """Model markdown as safe HTML: flagged numbers in a <mark> whose title names the nearest fact and its
+    page, and every page citation (`[p3]`, `(p. 3)`) a link to that page's image."""
+    spans = []
+    for check in checks or []:
+        if check.flagged:
+            opening = (
+                f'<mark class="number-flag {check.status}" title="{escape(check.title())}" '
+                f'data-status="{check.status}">'
+            )
+            spans.append((check.mention.start, check.mention.end, opening, "</mark>"))
+    flagged = [(start, end) for start, end, *_ in spans]
+    for start, end, page in numbers.citations(text):
+        if any(a < end and start < b for a, b in flagged):
+            continue
+        href = reverse("patients:report_page", args=[report_id, page])
+        opening = f'<a class="citation" href="{href}" title="Page {page} of the report">'
+        spans.append((start, end, opening, "</a>"))
+    return annotated_page_html(text, spans)
 
 
 def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
     labels = selectors.labels_by_model(run)
     step = STEPS.get(stage)
+    table = selectors.fact_table(run) if step is not None and step.checks_numbers else None
     outputs = []
     for artifact in run.artifacts.filter(stage=stage).order_by("model_id"):
         ok = artifact.status == Artifact.Status.OK
         text = selectors.artifact_text(artifact) if ok else ""
+        markdown = ok and artifact.kind == Artifact.Kind.MARKDOWN
+        checks = selectors.number_checks(artifact, table, text) if markdown else None
         outputs.append(
             ModelOutput(
                 artifact=artifact,
@@ -54,11 +88,13 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
                 label=labels.get(artifact.model_id, ""),
                 ok=ok,
                 error=artifact.error,
-                html=page_html(text) if ok and artifact.kind == Artifact.Kind.MARKDOWN else None,
+                html=rendered(text, run.report_id, checks) if markdown else None,
                 text=text,
                 output_name=step.output_name(artifact.model_id) if step else "",
                 selectable=ok and step is not None and step.selectable,
                 selected=run.selected_artifact_id == artifact.pk,
+                checks=checks,
+                numbers_line=numbers.summary_line(checks) if checks is not None else "",
             )
         )
     return outputs

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from django.db.models import Q
 
+from council import numbers
 from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
 from runs.models import Artifact, Run
@@ -198,3 +199,41 @@ def final_votes(run: Run) -> list[dict[str, Any]]:
                 }
             )
     return votes
+
+
+# -- numbers checked against the fact table ----------------------------------------------------------------
+
+
+def fact_table(run: Run) -> dict[str, Any] | None:
+    """The run's report's fact table as it is now (corrections and lock included), or None without one."""
+    from patients.facts import load_table  # patients.facts reads pages: numpy and pdfium load with it
+
+    return load_table(run.report.folder)
+
+
+def number_checks(
+    artifact: Artifact, table: dict[str, Any] | None, text: str | None = None
+) -> list[numbers.Check] | None:
+    """Every number of a markdown artifact of a step that checks its numbers, checked against `table`; None
+    when the step does not check numbers, the artifact failed, or the report has no fact table. Computed on
+    read: a correction or lock of the table after the run changes the verdict at once. A table with no
+    numbers (no reader knew the report's layout) checks nothing: the run card says so."""
+    step = STEPS.get(artifact.stage)
+    if table is None or step is None or not step.checks_numbers or artifact.status != Artifact.Status.OK:
+        return None
+    if not has_numbers(table):  # no reader knew the report's layout: nothing to check against
+        return None
+    return numbers.check(artifact_text(artifact) if text is None else text, table["facts"])
+
+
+def has_numbers(table: dict[str, Any] | None) -> bool:
+    return bool(table) and any(fact.get("number") is not None for fact in table["facts"])
+
+
+def unresolved_numbers(
+    artifact: Artifact, table: dict[str, Any] | None, text: str | None = None
+) -> list[numbers.Check]:
+    """The flagged numbers of `artifact` (or of `text`, the write-up edited from it) nobody acknowledged."""
+    checks = number_checks(artifact, table, text) or []
+    acknowledged = set(artifact.acknowledgements.values_list("key", flat=True))
+    return [check for check in checks if check.flagged and check.key not in acknowledged]

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,8 @@ from documents.files import write_atomic
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
 from patients.models import Patient, Report
-from runs import events
-from runs.models import Artifact, Run
+from runs import events, selectors
+from runs.models import Artifact, NumberAcknowledgement, Run
 
 if TYPE_CHECKING:
     from council.stages.base import Usage
@@ -369,14 +370,49 @@ def run_select(*, run: Run, artifact: Artifact) -> Run:
     return run
 
 
-def run_export(*, run: Run) -> ExportPaths:
-    """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/)."""
+class NumbersUnresolved(RunRefused):
+    """The selected draft has flagged numbers nobody acknowledged: `unresolved` lists them (Check.as_dict)."""
+
+    def __init__(self, unresolved: list[dict]) -> None:
+        count = len(unresolved)
+        super().__init__(
+            f"{count} number{'s' if count != 1 else ''} of the selected text do not match the fact table: "
+            "acknowledge each one (or correct the draft) before exporting.",
+            status=409,
+        )
+        self.unresolved = unresolved
+
+
+def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
+    """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
+    were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
+    names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
     from runs.exports import ExportError, export_run
 
     run.refresh_from_db()
     artifact = run.selected_artifact
     if artifact is None:
         raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
+    from runs.versions import current_text
+
+    table = selectors.fact_table(run)
+    # The text that is exported: the clinician's latest edit of the draft, else the model's text.
+    unresolved = selectors.unresolved_numbers(artifact, table, current_text(run, artifact).text)
+    wanted = set(acknowledge)
+    for check in unresolved:
+        if check.key in wanted:
+            NumberAcknowledgement.objects.get_or_create(
+                artifact=artifact,
+                key=check.key,
+                defaults={
+                    "status": check.status,
+                    "title": check.title(),
+                    "by": user if getattr(user, "is_authenticated", False) else None,
+                },
+            )
+    left = [check.as_dict() for check in unresolved if check.key not in wanted]
+    if left:
+        raise NumbersUnresolved(left)
     try:
         paths = export_run(run=run, artifact=artifact)
     except ExportError as exc:

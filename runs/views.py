@@ -196,6 +196,14 @@ def _live_context(run: Run) -> dict[str, Any]:
     }
 
 
+def _unresolved(run: Run) -> list:
+    """The selected text's flagged numbers nobody acknowledged yet: exporting asks for each."""
+    if run.selected_artifact is None:
+        return []
+    text = versions.current_text(run, run.selected_artifact).text
+    return selectors.unresolved_numbers(run.selected_artifact, selectors.fact_table(run), text)
+
+
 def _selected_step(run: Run) -> Step | None:
     return STEPS.get(run.selected_artifact.stage) if run.selected_artifact_id else None
 
@@ -279,6 +287,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
         "label_map": sorted(run.label_map.items()),
         "exports": _exports(run),
         "selected_step": _selected_step(run),
+        "unresolved": _unresolved(run) if step.number == STEPS.selection_step.number else [],
         **page.context(run, step),
     }
     if request.htmx:
@@ -311,7 +320,7 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
 def run_export(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(pk)
     try:
-        services.run_export(run=run)
+        services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request.user)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:

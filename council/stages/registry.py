@@ -88,6 +88,8 @@ class Step:
     inputs: tuple[Input, ...] = ()
     schema: type[BaseModel] | None = None  # the JSON a JSON step stores, from council/schemas.py
     selectable: bool = False  # the clinician may pick its output for export
+    # Its numbers are checked against the report's fact table (council/numbers.py) when shown and exported.
+    checks_numbers: bool = False
     # Done when at least this many of its calls succeeded (or it had none): Stage 1 may finish with some
     # models missing; every step today needs one.
     at_least_ok: int = 1

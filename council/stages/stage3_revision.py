@@ -89,4 +89,5 @@ STEP = Step(
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("analysis"), Input("peer_review")),
+    checks_numbers=True,
 )

@@ -55,4 +55,5 @@ STEP = Step(
     takers=Takers(Who.CONSOLIDATOR),
     inputs=(Input("revision", required=True),),
     selectable=True,
+    checks_numbers=True,
 )

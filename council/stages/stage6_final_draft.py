@@ -68,4 +68,5 @@ STEP = Step(
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("consolidation", required=True), Input("final_review")),
     selectable=True,
+    checks_numbers=True,
 )

@@ -1,0 +1,116 @@
+"""Numbers of Stages 3, 4 and 6 checked against the report's fact table when shown and exported: flagged
+numbers marked with the nearest fact, citations linked to page images, exporting a draft with flagged
+numbers refused (409 with the list) until each is acknowledged, the acknowledgement kept with who and when."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from patients import facts
+from patients.models import Patient, Report
+from runs.models import NumberAcknowledgement, Run
+from tests.synthetic_drafts import fact_rows
+from tests.synthetic_vendor import make_vendor_pdf
+from tests.test_export_run import add_artifact
+
+PAGES = [("wavi_summary", "text"), ("wavi_p300", "text"), ("neuroguide_z", "text"), ("generic_rows", "text")]
+
+
+@pytest.fixture
+def checked_run(db, data_dir: Path, tmp_path: Path):
+    patient = Patient.objects.create(label="SYNTH-NUM")
+    report = Report.objects.create(
+        patient=patient, original_name="v.pdf", sha256="1" * 64, page_count=4, status=Report.Status.READY
+    )
+    rows = fact_rows(make_vendor_pdf(tmp_path / "v.pdf", pages=PAGES, seed=4)["facts"])
+    report.folder.mkdir(parents=True, exist_ok=True)
+    facts.write_table(report.folder, {"schema": 1, "facts": rows, "pages": [], "missing": [], "lock": None})
+    rt = {r["session"]: r for r in rows if r["metric"] == "Reaction Time"}
+    wrong = next(v["value"] for s, v in rt.items() if s != 2 and v["value"] != rt[2]["value"])
+    draft = (
+        "# Final draft\n\n"
+        f"Reaction time in session 1 was {rt[1]['value']} ms [p1].\n\n"
+        f"Reaction time in session 2 was {wrong} ms (p. 1).\n\n"
+        'A model wrote <mark class="number-flag no_match" title="fine">this</mark> itself.\n'
+    )
+    run = Run.objects.create(
+        patient=patient,
+        report=report,
+        council_models=["gpt-5"],
+        consolidator="gpt-5",
+        status=Run.Status.COMPLETE,
+        finished_at=timezone.now(),
+    )
+    artifact = add_artifact(run, stage=6, model_id="gpt-5", text=draft)
+    run.selected_artifact = artifact
+    run.save()
+    return run, artifact, rt, wrong
+
+
+def test_the_final_draft_page_marks_the_flagged_number_and_links_citations(checked_run, clinician_client):
+    run, _artifact, _rt, wrong = checked_run
+    html = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+    assert "2 numbers checked against the fact table: 1 match, 1 flagged (1 wrong session)" in html
+    marked = html.split('<mark class="number-flag wrong_session" title=')[1].split("</mark>")[0]
+    assert f">{wrong} ms" in marked
+    # The title names the fact the value really is, with its page.
+    assert "Wrong session; this value is Reaction Time session" in marked and "[p1]" in marked
+    assert html.count('class="number-flag') == 2  # the draft's mark and the acknowledgement list's
+    assert '<mark title="fine">this</mark>' in html  # the model's own mark: never styled as a flag
+    page = reverse("patients:report_page", args=[run.report_id, 1])
+    assert f'<a class="citation" href="{page}"' in html and html.count(f'href="{page}"') == 2
+
+
+def test_export_asks_for_each_flagged_number_then_keeps_who_and_when(checked_run, api, clinician):
+    run, artifact, _rt, wrong = checked_run
+    refused = api.post(f"/api/runs/{run.pk}/export", {}, content_type="application/json")
+    assert refused.status_code == 409, refused.content
+    body = refused.json()
+    assert "acknowledge" in body["detail"] and len(body["unresolved"]) == 1
+    flagged = body["unresolved"][0]
+    assert flagged["status"] == "wrong_session" and flagged["text"] == f"{wrong} ms"
+    assert flagged["fact"]["page"] == 1 and flagged["fact"]["metric"] == "Reaction Time"
+    assert not run.export_path(Run.EXPORT_MARKDOWN).exists()
+    ok = api.post(
+        f"/api/runs/{run.pk}/export", {"acknowledge": [flagged["key"]]}, content_type="application/json"
+    )
+    assert ok.status_code == 200, ok.content
+    ack = NumberAcknowledgement.objects.get(artifact=artifact)
+    assert ack.by == clinician and ack.key == flagged["key"] and ack.status == "wrong_session"
+    card = run.export_path(Run.EXPORT_MARKDOWN).read_text()
+    assert "| Fact table | not locked by a clinician |" in card
+    assert "1 match, 1 flagged (1 wrong session)" in card
+    assert f"Number “{wrong} ms”" in card and "acknowledged by clinician" in card
+    # Acknowledged once is acknowledged: exporting again asks nothing.
+    assert api.post(f"/api/runs/{run.pk}/export").status_code == 200
+
+
+def test_the_page_export_form_lists_the_numbers_and_records_the_acknowledgement(
+    checked_run, clinician_client, clinician
+):
+    run, artifact, _rt, _wrong = checked_run
+    page = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+    assert 'name="acknowledge"' in page and "Acknowledge and export" in page
+    key = page.split('name="acknowledge" value="')[1].split('"')[0]
+    refused = clinician_client.post(reverse("runs:export", args=[run.pk]), follow=True)
+    assert "do not match the fact table" in refused.content.decode()
+    assert not run.export_path(Run.EXPORT_MARKDOWN).exists()
+    clinician_client.post(reverse("runs:export", args=[run.pk]), {"acknowledge": [key]})
+    assert run.export_path(Run.EXPORT_MARKDOWN).exists()
+    assert NumberAcknowledgement.objects.get(artifact=artifact).by == clinician
+
+
+def test_a_correction_in_the_table_changes_the_verdict_on_read(checked_run, api):
+    run, _artifact, rt, wrong = checked_run
+    table = facts.load_table(run.report.folder)
+    for row in table["facts"]:
+        if row["id"] == rt[2]["id"]:
+            row["correction"] = {"value": wrong, "number": float(wrong), "by": "clinician", "at": "now"}
+    facts.write_table(run.report.folder, table)
+    assert api.post(f"/api/runs/{run.pk}/export").status_code == 200
+    assert json.loads(json.dumps(NumberAcknowledgement.objects.count())) == 0
