@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -56,9 +57,28 @@ class PatientAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["label", "notes"]}),
         ("Clinical context", {"fields": ["age", "sex", "handedness", "medications", "referral_reason"]}),
+        ("Access", {"fields": ["clinicians"]}),
         ("Record", {"fields": ["created_by", "created_at", "updated_at"]}),
     ]
+    filter_horizontal = ["clinicians"]
     inlines = [PatientIdentifierInline, RedactionInline, ReportInline]
+
+    def formfield_for_manytomany(self, db_field, request: HttpRequest, **kwargs):
+        if db_field.name == "clinicians":
+            # Those whose role works on runs (the Clinicians group, or granted one by one), not everyone.
+            reads_runs = Q(groups__permissions__codename="view_run") | Q(
+                user_permissions__codename="view_run"
+            )
+            kwargs["queryset"] = (
+                get_user_model().objects.filter(reads_runs, is_active=True).distinct().order_by("username")
+            )
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Patient | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm("patients.assign_clinicians"):
+            readonly.append("clinicians")
+        return readonly
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
         return super().get_queryset(request).annotate(report_count=Count("reports"))

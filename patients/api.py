@@ -12,7 +12,8 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import Field
 
-from patients import selectors, services
+import audit
+from patients import access, selectors, services
 from patients.models import Patient, Report
 
 router = Router(tags=["patients"])
@@ -121,20 +122,6 @@ class ErrorOut(Schema):
     detail: str
 
 
-def _patient(patient_id: int) -> Patient:
-    patient = Patient.objects.filter(pk=patient_id).first()
-    if patient is None:
-        raise HttpError(404, f"No patient with id {patient_id}.")
-    return patient
-
-
-def _report(report_id: int) -> Report:
-    report = Report.objects.filter(pk=report_id).first()
-    if report is None:
-        raise HttpError(404, f"No report with id {report_id}.")
-    return report
-
-
 def _ready(report: Report) -> Report:
     if report.status == Report.Status.FAILED:
         raise HttpError(409, f"Report {report.pk} failed: {report.error}")
@@ -147,33 +134,39 @@ def _ready(report: Report) -> Report:
 @paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def patient_list(request: HttpRequest, q: str = ""):
     """Patients by label; `q` searches label, notes and reason for referral."""
-    return selectors.patient_search(q)
+    return selectors.patient_search(q, within=access.patients_for(request.user))
 
 
 @router.post("/patients", response={201: PatientOut, 409: ErrorOut})
 def patient_create(request: HttpRequest, payload: PatientIn):
+    access.require_action(request.user, "create")
     try:
         patient = services.patient_create(**payload.dict(), user=request.user)
     except services.PatientLabelTaken as exc:
         raise HttpError(409, exc.message) from exc
+    audit.record(request, "patient.created", patient)
     return Status(201, patient)
 
 
 @router.get("/patients/{int:patient_id}", response={200: PatientOut, 404: ErrorOut})
 def patient_detail(request: HttpRequest, patient_id: int):
-    return _patient(patient_id)
+    patient = access.patient_for(request.user, patient_id)
+    audit.record(request, "patient.viewed", patient)
+    return patient
 
 
 @router.put("/patients/{int:patient_id}", response={200: PatientOut, 404: ErrorOut, 409: ErrorOut})
 def patient_update(request: HttpRequest, patient_id: int, payload: PatientUpdate):
-    patient = _patient(patient_id)
+    patient = access.patient_for(request.user, patient_id, "edit")
     changes = payload.dict(exclude_unset=True)
     if changes.get("label", "") is None:
         raise HttpError(422, "label: may not be null")
     try:
-        return services.patient_update(patient=patient, **changes)
+        patient = services.patient_update(patient=patient, **changes)
     except services.PatientLabelTaken as exc:
         raise HttpError(409, exc.message) from exc
+    audit.record(request, "patient.edited", patient, fields=sorted(changes))
+    return patient
 
 
 @router.post(
@@ -184,25 +177,27 @@ def report_upload(request: HttpRequest, patient_id: int, files: File[list[Upload
     """Upload one or more reports (multipart field `files`: PDF, .txt or .md). Answers at once with the
     reports `pending`; poll `GET /api/reports/{id}` until `ready` or `failed`. If any file is refused,
     none is kept."""
-    patient = _patient(patient_id)
+    patient = access.patient_for(request.user, patient_id, "upload")
     try:
         reports = services.report_upload(patient=patient, files=files, user=request.user)
     except services.ReportRejected as exc:
         raise HttpError(exc.status, exc.message) from exc
+    for report in reports:
+        audit.record(request, "report.uploaded", report)
     return Status(201, reports)
 
 
 @router.get("/patients/{int:patient_id}/reports", response=list[ReportOut])
 @paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def report_list(request: HttpRequest, patient_id: int):
-    patient = _patient(patient_id)
+    patient = access.patient_for(request.user, patient_id)
     services.reports_settled(patient.reports.filter(status=Report.Status.PROCESSING))
     return patient.reports.order_by("-created_at", "-pk")
 
 
 @router.get("/reports/{int:report_id}", response={200: ReportOut, 404: ErrorOut})
 def report_detail(request: HttpRequest, report_id: int):
-    report = _report(report_id)
+    report = access.report_for(request.user, report_id)
     # A client polls this until ready; an ingester that died meanwhile must not leave it "processing".
     if services.reports_settled([report]):
         report.refresh_from_db()
@@ -212,10 +207,11 @@ def report_detail(request: HttpRequest, report_id: int):
 @router.post("/reports/{int:report_id}/reingest", response={202: ReportOut, 404: ErrorOut, 409: ErrorOut})
 def report_reingest(request: HttpRequest, report_id: int):
     """Read the report again: a ready or failed one, or a pending one whose ingestion stopped."""
-    report = _report(report_id)
+    report = access.report_for(request.user, report_id, "reingest")
     services.reports_settled([report])
     if not services.report_reingest(report=report):
         raise HttpError(409, f"Report {report.pk} is being read right now; wait for it to finish.")
+    audit.record(request, "report.reingested", report)
     report.refresh_from_db()
     return Status(202, report)
 
@@ -228,7 +224,8 @@ def report_reingest(request: HttpRequest, report_id: int):
 def report_text(request: HttpRequest, report_id: int, format: Literal["text", "json"] = "text"):
     """The page-marked text (`=== PAGE i / N ===`, sources labelled `[text layer]`, `[OCR]`) as text/plain;
     `?format=json` gives it per page with what each source yielded."""
-    report = _ready(_report(report_id))
+    report = _ready(access.report_for(request.user, report_id))
+    audit.record(request, "report.viewed", report, part="text")
     text = selectors.report_text(report)
     if format == "text":
         return HttpResponse(text, content_type="text/plain; charset=utf-8")
@@ -257,10 +254,11 @@ def report_facts(request: HttpRequest, report_id: int):
     value as printed, parsed number, unit, target range or Z norm, reader, confidence and box; per page how
     well it was read; expected facts that are missing; disagreements between readers. Schema in
     docs/design.md ("Fact table")."""
-    report = _ready(_report(report_id))
+    report = _ready(access.report_for(request.user, report_id))
     table = selectors.report_facts(report)
     if table is None:
         raise HttpError(404, f"Report {report.pk} has no fact table yet; read it again to make one.")
+    audit.record(request, "report.viewed", report, part="facts")
     return table
 
 
@@ -271,7 +269,7 @@ def report_facts(request: HttpRequest, report_id: int):
 )
 def report_page(request: HttpRequest, report_id: int, number: int, thumb: bool = False):
     """One page rendered as PNG (1-based); `?thumb=true` for a small one."""
-    report = _ready(_report(report_id))
+    report = _ready(access.report_for(request.user, report_id))
     path = selectors.report_page_image(report, number, thumb=thumb)
     if path is None:
         raise HttpError(404, f"Report {report.pk} has no page image {number}.")
@@ -281,10 +279,11 @@ def report_page(request: HttpRequest, report_id: int, number: int, thumb: bool =
 @router.get("/reports/{int:report_id}/original", response={404: ErrorOut}, url_name="report_original")
 def report_original(request: HttpRequest, report_id: int):
     """The uploaded file, byte for byte."""
-    report = _report(report_id)
+    report = access.report_for(request.user, report_id)
     path = report.original_path
     if not path.exists():
         raise HttpError(404, f"The original file of report {report.pk} is missing.")
+    audit.record(request, "report.downloaded", report)
     return FileResponse(
         open(path, "rb"),
         as_attachment=True,

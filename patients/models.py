@@ -43,6 +43,13 @@ class Patient(models.Model):
     handedness = models.CharField(max_length=16, choices=Handedness.choices, blank=True, default="")
     medications = models.TextField(blank=True)
     referral_reason = models.TextField("reason for referral", blank=True)
+    # Who may open this patient besides staff: a clinician sees only the patients assigned to them.
+    clinicians = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="assigned_patients",
+        help_text="Clinicians who may see this patient, start runs and export.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -51,6 +58,12 @@ class Patient(models.Model):
 
     class Meta:
         ordering = ["label"]
+        permissions = [
+            ("assign_clinicians", "Can assign clinicians to a patient"),
+            ("view_identifiers", "Can view a patient's identifiers"),
+            ("change_identifiers", "Can record a patient's identifiers"),
+            ("correct_facts", "Can correct facts read from a patient's reports"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 Lower("label"),

@@ -26,14 +26,18 @@ class PageData(TypedDict):
     thumb: Path | None
 
 
-def patient_search(q: str = "") -> QuerySet[Patient]:
-    """Patients by label, each with `report_count`; `q` matches label (ignoring case and accents), notes or
-    reason for referral."""
+def patient_search(q: str = "", *, within: QuerySet[Patient] | None = None) -> QuerySet[Patient]:
+    """Patients by label (of `within`, e.g. those a user may see), each with `report_count`; `q` matches
+    label (ignoring case and accents), notes or reason for referral."""
     # The count as a correlated subquery, not Count("reports"): its GROUP BY made every page scan and sort
     # the whole table, where this walks the label index and counts only the rows on the page.
     reports = Report.objects.filter(patient=OuterRef("pk")).order_by().values("patient")
     report_count = Coalesce(Subquery(reports.annotate(n=Count("pk")).values("n")), 0)
-    patients = Patient.objects.annotate(report_count=report_count).order_by(Lower("label"), "pk")
+    patients = (
+        (Patient.objects.all() if within is None else within)
+        .annotate(report_count=report_count)
+        .order_by(Lower("label"), "pk")
+    )
     if q := q.strip():
         # The label ignoring case and accents ("odegard" finds "Ødegård"); notes and referral ignoring case.
         patients = patients.filter(

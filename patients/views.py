@@ -4,7 +4,6 @@ only the fragment it asked for, rendered from the same template the full page in
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -13,7 +12,8 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
-from patients import selectors, services
+import audit
+from patients import access, selectors, services
 from patients.forms import IdentifierForm, PatientForm, RedactionForm
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 
@@ -23,13 +23,14 @@ LIST_LIMIT = 200
 
 def _list_context(request: HttpRequest, form: PatientForm | None = None) -> dict:
     q = request.GET.get("q", "")
-    patients = list(selectors.patient_search(q)[: LIST_LIMIT + 1])
+    patients = list(selectors.patient_search(q, within=access.patients_for(request.user))[: LIST_LIMIT + 1])
     return {
         "patients": patients[:LIST_LIMIT],
         "more_patients": len(patients) > LIST_LIMIT,
         "list_limit": LIST_LIMIT,
         "q": q,
         "form": form or PatientForm(),
+        "may": access.abilities(request.user),
     }
 
 
@@ -43,6 +44,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def patient_create(request: HttpRequest) -> HttpResponse:
+    access.require_action(request.user, "create")
     form = PatientForm(request.POST)
     if form.is_valid():
         try:
@@ -50,27 +52,17 @@ def patient_create(request: HttpRequest) -> HttpResponse:
         except services.PatientLabelTaken as exc:
             form.add_error("label", exc.message)
         else:
+            audit.record(request, "patient.created", patient)
             messages.success(request, f"Patient {patient.label} created.")
             return redirect("patients:detail", pk=patient.pk)
     return render(request, "patients/list.html", _list_context(request, form), status=422)
 
 
-def may_handle_identifiers(user) -> bool:
-    """The one check for seeing and recording a patient's identifiers (names, date of birth, record
-    numbers). Staff only, for now; a role permission replaces it in this one place."""
-    return bool(user.is_authenticated and user.is_staff)
-
-
-def _require_identifier_access(request: HttpRequest) -> None:
-    if not may_handle_identifiers(request.user):
-        raise PermissionDenied("Only staff may see or record patient identifiers.")
-
-
 def _detail_context(
+    request: HttpRequest,
     patient: Patient,
     form: PatientForm | None = None,
     *,
-    user=None,
     identifier_form: IdentifierForm | None = None,
 ) -> dict:
     reports = list(patient.reports.all())
@@ -81,7 +73,8 @@ def _detail_context(
         "form": form or PatientForm(instance=patient),
         "reports": reports,
         "reports_unfinished": selectors.reports_unfinished(reports),
-        "may_handle_identifiers": user is not None and may_handle_identifiers(user),
+        "may": access.abilities(request.user),
+        "may_handle_identifiers": access.can(request.user, "view_identifiers"),
     }
     if context["may_handle_identifiers"]:
         context["identifiers"] = list(patient.identifiers.all())
@@ -91,13 +84,17 @@ def _detail_context(
 
 @require_GET
 def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient, pk=pk)
-    return render(request, "patients/detail.html", _detail_context(patient, user=request.user))
+    patient = access.patient_for(request.user, pk)
+    context = _detail_context(request, patient)
+    audit.record(request, "patient.viewed", patient)
+    if context.get("identifiers"):
+        audit.record(request, "identifiers.viewed", patient, count=len(context["identifiers"]))
+    return render(request, "patients/detail.html", context)
 
 
 @require_POST
 def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient, pk=pk)
+    patient = access.patient_for(request.user, pk, "edit")
     form = PatientForm(request.POST, instance=Patient.objects.get(pk=pk))
     if form.is_valid():
         try:
@@ -105,23 +102,22 @@ def patient_update(request: HttpRequest, pk: int) -> HttpResponse:
         except services.PatientLabelTaken as exc:
             form.add_error("label", exc.message)
         else:
+            audit.record(request, "patient.edited", patient, fields=sorted(form.changed_data))
             messages.success(request, "Saved.")
             return redirect("patients:detail", pk=patient.pk)
-    return render(
-        request, "patients/detail.html", _detail_context(patient, form, user=request.user), status=422
-    )
+    return render(request, "patients/detail.html", _detail_context(request, patient, form), status=422)
 
 
 @require_GET
 def patient_reports(request: HttpRequest, pk: int) -> HttpResponse:
     """The reports fragment; it polls itself every 2 s while a report is unfinished."""
-    patient = get_object_or_404(Patient, pk=pk)
-    return render(request, "patients/_reports.html", _detail_context(patient))
+    patient = access.patient_for(request.user, pk)
+    return render(request, "patients/_reports.html", _detail_context(request, patient))
 
 
 @require_POST
 def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient, pk=pk)
+    patient = access.patient_for(request.user, pk, "upload")
     try:
         reports = services.report_upload(
             patient=patient, files=request.FILES.getlist("files"), user=request.user
@@ -129,6 +125,8 @@ def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
     except services.ReportRejected as exc:
         messages.error(request, f"Nothing was uploaded: {exc.message}")
     else:
+        for report in reports:
+            audit.record(request, "report.uploaded", report)
         names = ", ".join(report.original_name for report in reports)
         messages.success(request, f"Uploaded {names}; reading the pages now.")
         for report in reports:
@@ -149,38 +147,42 @@ def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("patients:detail", pk=patient.pk)
 
 
-def _report_context(report: Report) -> dict:
+def _report_context(request: HttpRequest, report: Report) -> dict:
     return {
         "report": report,
         "patient": report.patient,
         "pages": selectors.report_pages(report),
         "facts": selectors.report_facts(report),
+        "may": access.abilities(request.user),
     }
 
 
 @require_GET
 def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    report = access.report_for(request.user, pk)
     if services.reports_settled([report]):
         report.refresh_from_db()
     if request.htmx:
-        return render(request, "patients/_report_body.html", _report_context(report))
-    return render(request, "patients/report.html", _report_context(report))
+        return render(request, "patients/_report_body.html", _report_context(request, report))
+    audit.record(request, "report.viewed", report)
+    return render(request, "patients/report.html", _report_context(request, report))
 
 
 @require_POST
 def report_reingest(request: HttpRequest, pk: int) -> HttpResponse:
-    report = get_object_or_404(Report, pk=pk)
+    report = access.report_for(request.user, pk, "reingest")
     if services.report_reingest(report=report):
+        audit.record(request, "report.reingested", report)
         messages.success(request, f"Reading {report.original_name} again.")
     return redirect("patients:report", pk=report.pk)
 
 
 @require_GET
 def report_original(request: HttpRequest, pk: int) -> FileResponse:
-    report = get_object_or_404(Report, pk=pk)
+    report = access.report_for(request.user, pk)
     if not report.original_path.exists():
         raise Http404("The original file is missing.")
+    audit.record(request, "report.downloaded", report)
     return FileResponse(
         open(report.original_path, "rb"),
         as_attachment=True,
@@ -189,8 +191,8 @@ def report_original(request: HttpRequest, pk: int) -> FileResponse:
     )
 
 
-def _page_png(pk: int, number: int, *, thumb: bool) -> FileResponse:
-    report = get_object_or_404(Report, pk=pk)
+def _page_png(request: HttpRequest, pk: int, number: int, *, thumb: bool) -> FileResponse:
+    report = access.report_for(request.user, pk)
     path = selectors.report_page_image(report, number, thumb=thumb)
     if path is None:
         raise Http404("No such page image.")
@@ -202,12 +204,12 @@ def _page_png(pk: int, number: int, *, thumb: bool) -> FileResponse:
 
 @require_GET
 def report_page_image(request: HttpRequest, pk: int, number: int) -> FileResponse:
-    return _page_png(pk, number, thumb=False)
+    return _page_png(request, pk, number, thumb=False)
 
 
 @require_GET
 def report_thumb(request: HttpRequest, pk: int, number: int) -> FileResponse:
-    return _page_png(pk, number, thumb=True)
+    return _page_png(request, pk, number, thumb=True)
 
 
 # --- identifiers (staff) and redactions (whoever reads the report) -------------------------------------------
@@ -215,8 +217,7 @@ def report_thumb(request: HttpRequest, pk: int, number: int) -> FileResponse:
 
 @require_POST
 def identifier_add(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_identifier_access(request)
-    patient = get_object_or_404(Patient, pk=pk)
+    patient = access.patient_for(request.user, pk, "change_identifiers")
     form = IdentifierForm(request.POST)
     if form.is_valid():
         try:
@@ -224,17 +225,19 @@ def identifier_add(request: HttpRequest, pk: int) -> HttpResponse:
         except services.IdentifierRejected as exc:
             form.add_error("value", exc.message)
         else:
+            audit.record(request, "identifiers.changed", patient, change="added")
             messages.success(request, "Identifier recorded; it is removed from everything the council sees.")
             return redirect(reverse("patients:detail", args=[patient.pk]) + "#identifiers")
-    context = _detail_context(patient, user=request.user, identifier_form=form)
+    context = _detail_context(request, patient, identifier_form=form)
     return render(request, "patients/detail.html", context, status=422)
 
 
 @require_POST
 def identifier_delete(request: HttpRequest, pk: int, identifier_id: int) -> HttpResponse:
-    _require_identifier_access(request)
-    identifier = get_object_or_404(PatientIdentifier, pk=identifier_id, patient_id=pk)
+    patient = access.patient_for(request.user, pk, "change_identifiers")
+    identifier = get_object_or_404(PatientIdentifier, pk=identifier_id, patient_id=patient.pk)
     services.identifier_delete(identifier=identifier)
+    audit.record(request, "identifiers.changed", patient, change="removed")
     messages.success(request, "Identifier removed.")
     return redirect(reverse("patients:detail", args=[pk]) + "#identifiers")
 
@@ -245,7 +248,7 @@ def _preview_url(report: Report) -> str:
 
 @require_POST
 def redaction_add(request: HttpRequest, pk: int) -> HttpResponse:
-    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    report = access.report_for(request.user, pk, "redact")
     form = RedactionForm(request.POST)
     if not form.is_valid():
         return HttpResponse(
@@ -267,7 +270,7 @@ def redaction_add(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def redaction_delete(request: HttpRequest, pk: int, redaction_id: int) -> HttpResponse:
-    report = get_object_or_404(Report, pk=pk)
+    report = access.report_for(request.user, pk, "redact")
     redaction = get_object_or_404(Redaction, pk=redaction_id, patient_id=report.patient_id)
     services.redaction_delete(redaction=redaction)
     messages.success(request, "Redaction removed.")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.core.exceptions import ValidationError as ModelValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, ValidationError
 
 from patients.api import router as patients_router
 from qeeg_site.auth import api_auth, docs_access
+from qeeg_site.tokens_api import router as tokens_router
 from qeeg_site.upstream_api import router as upstream_router
 from runs.api import router as runs_router
 
@@ -25,6 +27,7 @@ api = NinjaAPI(
 api.add_router("", upstream_router)
 api.add_router("", patients_router)
 api.add_router("", runs_router)
+api.add_router("", tokens_router)
 
 
 def _readable(errors: list[dict]) -> str:
@@ -44,9 +47,8 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
 
 @api.exception_handler(AuthenticationError)
 def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return api.create_response(
-        request, {"detail": "Sign in, or send Authorization: Bearer <token>."}, status=401
-    )
+    detail = getattr(request, "token_refusal", "") or "Sign in, or send Authorization: Bearer <token>."
+    return api.create_response(request, {"detail": detail}, status=401)
 
 
 @api.exception_handler(ModelValidationError)
@@ -57,3 +59,15 @@ def on_model_validation_error(request: HttpRequest, exc: ModelValidationError) -
     else:
         detail = " ".join(exc.messages)
     return api.create_response(request, {"detail": detail}, status=422)
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    """What is missing, in words: "No patient with id 7." (also for a patient out of the user's reach)."""
+    return api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+
+
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    """Within reach, but not in the user's role (patients.access, runs.access say which)."""
+    return api.create_response(request, {"detail": str(exc) or "Your role does not allow this."}, status=403)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from asgiref.sync import sync_to_async
 from channels.middleware import BaseMiddleware
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
 from django.utils import timezone
 from ninja.security import HttpBearer, SessionAuth
 
+import audit
 from qeeg_site.models import ApiToken, hash_token
 
 
@@ -28,6 +35,51 @@ class LoginRequiredPagesMiddleware(LoginRequiredMiddleware):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
 
+    def handle_no_permission(self, request: HttpRequest, view_func) -> HttpResponse:
+        if request.headers.get("HX-Request") == "true":
+            # An htmx fragment (a poll, a search) must not get the sign-in page swapped into it: the whole
+            # page goes to sign in, and comes back to where it was.
+            page = urlsplit(request.headers.get("HX-Current-URL", "")).path or "/"
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = (
+                f"{resolve_url(self.get_login_url(view_func))}?{urlencode({'next': page})}"
+            )
+            return response
+        return super().handle_no_permission(request, view_func)
+
+
+class IdleTimeoutMiddleware:
+    """Signs a session out after SESSION_IDLE_TIMEOUT_SECONDS without a request, on top of the absolute
+    SESSION_COOKIE_AGE. The last request's time is written at most every minute (a tenth of the timeout when
+    that is shorter), so a page that polls does not write the session every two seconds. A poll counts as
+    activity: it runs only while something the clinician is watching is unfinished."""
+
+    KEY = "last_request_at"
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            now = int(time.time())
+            limit = settings.SESSION_IDLE_TIMEOUT_SECONDS
+            seen = request.session.get(self.KEY)
+            if seen is not None and now - seen > limit:
+                request.audit_sign_out_reason = "session.idle_timeout"
+                logout(request)
+                messages.info(request, f"You were signed out after {_duration(limit)} without activity.")
+            elif seen is None or now - seen >= min(60, max(limit // 10, 1)):
+                request.session[self.KEY] = now
+        return self.get_response(request)
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} seconds"
+
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -37,12 +89,17 @@ class BearerTokenAuth(HttpBearer):
         row = ApiToken.objects.select_related("user").filter(token_hash=hash_token(token)).first()
         if row is None or not row.user.is_active:
             return None
+        if refusal := row.refusal():  # expired or revoked: the 401 says which
+            request.token_refusal = refusal
+            return None
+        request.user = row.user
         # Once a minute is news enough; a write per call would queue every polling client behind the
         # SQLite write lock the runners use.
         now = timezone.now()
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
-        request.user = row.user
+            # As often as the last use is written: a trail of which token was used when, from where.
+            audit.record(request if isinstance(request, HttpRequest) else row.user, "token.used", row)
         return row.user
 
 

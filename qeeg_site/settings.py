@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -65,12 +66,14 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "ninja",
+    "axes",
     "qeeg_site",
     "jobs",
     "patients",
     "runs",
     "council",
     "accounts",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -86,7 +89,9 @@ MIDDLEWARE = [
     "qeeg_site.auth.LoginRequiredPagesMiddleware",
     "qeeg_site.htmx.HtmxMiddleware",  # request.htmx (django-htmx); a history restore gets the whole page
     "django.contrib.messages.middleware.MessageMiddleware",
+    "qeeg_site.auth.IdleTimeoutMiddleware",  # after messages: it leaves one on the sign-in page
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the locked-out page
 ]
 
 # Served over HTTPS only (behind TLS or a TLS proxy): secure cookies, http -> https redirects and HSTS.
@@ -167,6 +172,22 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "patients:list"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
+# On top of the absolute age: a session without a request for this long is signed out (qeeg_site/auth.py).
+SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=15 * 60)
+
+# Failed sign-ins (login page and admin) counted by django-axes, per username and per address: the next one
+# is refused for LOGIN_LOCKOUT_MINUTES (0: until an administrator lifts it, Admin -> Axes -> Access attempts).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=m) if (m := env.int("LOGIN_LOCKOUT_MINUTES", default=15)) else None
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+
+# API tokens: a new token lasts API_TOKEN_DAYS unless asked otherwise, never more than API_TOKEN_MAX_DAYS.
+API_TOKEN_DAYS = env.int("API_TOKEN_DAYS", default=90)
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
 
 NINJA_PAGINATION_CLASS = "qeeg_site.pagination.BoundedPageNumberPagination"
 
@@ -261,5 +282,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "loggers": {"httpx": {"level": "WARNING"}, "daphne": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -12,9 +12,10 @@ from django.http import FileResponse, HttpRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 
+import audit
 from council.stages import STEPS
-from patients.models import Patient, Report
-from runs import selectors, services, versions
+from patients import access as patient_access
+from runs import access, selectors, services, versions
 from runs.models import Artifact, DraftVersion, Run
 
 router = Router(tags=["runs"])
@@ -122,15 +123,6 @@ class StageOut(Schema):
     requirement: str
 
 
-def _run(run_id: int) -> Run:
-    # A run whose runner died is never returned as running: settle it first (a write, never a launch).
-    services.runs_mark_stale_interrupted()
-    run = Run.objects.select_related("job").filter(pk=run_id).first()
-    if run is None:
-        raise HttpError(404, f"There is no run {run_id}.")
-    return run
-
-
 def _refused(exc: services.RunRefused) -> HttpError:
     return HttpError(exc.status, exc.message)
 
@@ -218,10 +210,11 @@ def stages(request: HttpRequest):
 
 @router.post("/runs", response={201: RunDetail})
 def run_create(request: HttpRequest, payload: RunIn):
-    patient = Patient.objects.filter(pk=payload.patient_id).first()
+    access.require(request.user, *access.ACTIONS["start"])
+    patient = patient_access.patients_for(request.user).filter(pk=payload.patient_id).first()
     if patient is None:
         raise HttpError(422, f"There is no patient {payload.patient_id}.")
-    report = Report.objects.filter(pk=payload.report_id).first()
+    report = patient_access.reports_for(request.user).filter(pk=payload.report_id).first()
     if report is None:
         raise HttpError(422, f"There is no report {payload.report_id}.")
     try:
@@ -236,16 +229,20 @@ def run_create(request: HttpRequest, payload: RunIn):
         )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "run.created", run)
     return Status(201, _detail(run))
 
 
 @router.post("/runs/{run_id}/start", response={202: StartOut})
 def run_start(request: HttpRequest, run_id: int):
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id, "start")
+    was = run.status
     try:
         started = services.run_start(run=run)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    if started:
+        audit.record(request, "run.started" if was == Run.Status.CREATED else "run.resumed", run)
     run.refresh_from_db()
     detail = (
         f"Started; follow it at /api/runs/{run.pk}/stream."
@@ -260,11 +257,12 @@ def run_cancel(request: HttpRequest, run_id: int):
     """Stop a queued or running run: it ends `cancelled` (a running one at its runner's next heartbeat, within
     RUN_HEARTBEAT_SECONDS) and keeps its finished calls; start it again to resume. 409 if it is not
     queued or running."""
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id, "cancel")
     try:
         cancelled = services.run_cancel(run=run)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "run.cancelled", run)
     run.refresh_from_db()
     if run.status == Run.Status.CANCELLED:
         detail = "Cancelled; start it again to resume."
@@ -279,14 +277,12 @@ def run_cancel(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}", response=RunDetail)
 def run_detail(request: HttpRequest, run_id: int):
-    return _detail(_run(run_id))
+    return _detail(access.run_for(request.user, run_id))
 
 
 @router.get("/patients/{patient_id}/runs", response=list[RunSummary])
 def patient_runs(request: HttpRequest, patient_id: int):
-    patient = Patient.objects.filter(pk=patient_id).first()
-    if patient is None:
-        raise HttpError(404, f"There is no patient {patient_id}.")
+    patient = access.patient_runs_for(request.user, patient_id)
     services.runs_mark_stale_interrupted()
     # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
     # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
@@ -297,16 +293,15 @@ def patient_runs(request: HttpRequest, patient_id: int):
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])
 def run_artifacts(request: HttpRequest, run_id: int):
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id)
     labels = selectors.labels_by_model(run)
     return [_artifact(a, labels) for a in run.artifacts.all()]
 
 
 @router.get("/runs/{run_id}/artifacts/{artifact_id}", response=ArtifactDetail)
 def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
-    artifact = Artifact.objects.select_related("run").filter(pk=artifact_id, run_id=run_id).first()
-    if artifact is None:
-        raise HttpError(404, f"Run {run_id} has no artifact {artifact_id}.")
+    artifact = access.artifact_for(request.user, run_id, artifact_id)
+    audit.record(request, "artifact.viewed", artifact, stage=artifact.stage)
     parsed = selectors.artifact_parsed(artifact)
     return {
         **_artifact(artifact, selectors.labels_by_model(artifact.run)),
@@ -317,7 +312,7 @@ def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
 
 @router.post("/runs/{run_id}/select", response=RunDetail)
 def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id, "select")
     artifact = Artifact.objects.filter(pk=payload.artifact_id).first()
     if artifact is None:
         raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
@@ -325,6 +320,7 @@ def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
         run = services.run_select(run=run, artifact=artifact)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "run.selected", run, artifact=artifact.pk)
     return _detail(run)
 
 
@@ -347,13 +343,14 @@ def _acknowledged(request: HttpRequest) -> list[str]:
 def run_export(request: HttpRequest, run_id: int):
     """Export the selected text. 409 lists its flagged numbers not yet acknowledged (`unresolved`, each
     with its `key`, status and nearest fact); post again with their keys in `acknowledge`."""
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id, "export")
     try:
         services.run_export(run=run, acknowledge=_acknowledged(request), user=request.user)
     except services.NumbersUnresolved as exc:
         return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "run.exported", run, artifact=run.selected_artifact_id)
     return {
         "artifact_id": run.selected_artifact_id,
         "md_url": f"/api/runs/{run.pk}/export/{Run.EXPORT_MARKDOWN}",
@@ -363,7 +360,7 @@ def run_export(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}/export/{name}")
 def run_export_download(request: HttpRequest, run_id: int, name: str):
-    run = _run(run_id)
+    run = access.run_for(request.user, run_id)
     try:
         path = run.export_path(name)
     except ValueError as exc:
@@ -371,6 +368,7 @@ def run_export_download(request: HttpRequest, run_id: int, name: str):
     if not path.is_file():
         raise HttpError(404, f"Run {run.pk} has not been exported yet: POST /api/runs/{run.pk}/export first.")
     content_type = Run.EXPORTS[name][1]
+    audit.record(request, "export.downloaded", run, file=name)
     return FileResponse(
         path.open("rb"), as_attachment=True, filename=f"run-{run.pk}-{name}", content_type=content_type
     )
@@ -416,13 +414,13 @@ def _version(version: DraftVersion) -> dict[str, Any]:
 @router.get("/runs/{run_id}/versions", response=list[VersionOut])
 def run_versions(request: HttpRequest, run_id: int):
     """The saved versions of the selected draft, oldest first (the export uses the last)."""
-    return [_version(v) for v in versions.versions_of(_run(run_id))]
+    return [_version(v) for v in versions.versions_of(access.run_for(request.user, run_id))]
 
 
 @router.post("/runs/{run_id}/versions", response={201: VersionOut})
 def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
     try:
-        version = versions.version_save(run=_run(run_id), text=payload.text, user=request.user)
+        version = versions.version_save(run=access.run_for(request.user, run_id, "edit"), text=payload.text, user=request.user)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     return Status(201, _version(version))
@@ -430,7 +428,7 @@ def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
 
 @router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
 def run_version(request: HttpRequest, run_id: int, number: int):
-    version = DraftVersion.objects.filter(run_id=_run(run_id).pk, number=number).first()
+    version = DraftVersion.objects.filter(run_id=access.run_for(request.user, run_id).pk, number=number).first()
     if version is None:
         raise HttpError(404, f"Run {run_id} has no version {number}.")
     try:
@@ -444,7 +442,7 @@ def run_version(request: HttpRequest, run_id: int, number: int):
 def run_version_sign(request: HttpRequest, run_id: int, number: int):
     """Sign a version as the caller (name and credentials from their profile); only the latest, only once."""
     try:
-        version = versions.version_sign(run=_run(run_id), number=number, user=request.user)
+        version = versions.version_sign(run=access.run_for(request.user, run_id, "sign"), number=number, user=request.user)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     return _version(version)

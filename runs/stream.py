@@ -27,10 +27,12 @@ from urllib.parse import parse_qs
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.urls import URLPattern, path, reverse
 
 from runs import feed
-from runs.models import Run
+from runs.access import run_for
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,16 @@ SIGN_IN = "Sign in, or send Authorization: Bearer <token>."
 
 
 def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
-    """Who may watch a run's live stream: None if `user` may, else the HTTP status and the reason. The one
-    place that decides; extend it here (it runs on the stream's reader thread, so the ORM is fine)."""
+    """Who may watch a run's live stream: None if `user` may, else the HTTP status and the reason. The rule is
+    runs.access.run_for, the same as the run's page and API (it runs on the stream's reader thread, so the ORM is fine)."""
     if user is None or not user.is_authenticated or not user.is_active:
         return 401, SIGN_IN
-    if not Run.objects.filter(pk=run_id).exists():
-        return 404, f"Run {run_id} not found."
+    try:
+        run_for(user, run_id)
+    except Http404 as exc:
+        return 404, str(exc)
+    except PermissionDenied as exc:
+        return 403, str(exc)
     return None
 
 

@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import apnumber
 from django.db.models import prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -22,13 +22,14 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from accounts.models import profile_of
+import audit
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step
 from documents.markdown import page_html
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
-from runs import reading, selectors, services, sources, versions
+from runs import access, reading, selectors, services, sources, versions
 from runs.models import Artifact, Run
 from runs.stream import stream_url
 
@@ -44,7 +45,7 @@ def _posted_id(request: HttpRequest, name: str) -> int:
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
     services.runs_mark_stale_interrupted()
-    runs = Run.objects.select_related("patient", "report")[:200]
+    runs = access.runs_for(request.user).select_related("patient", "report")[:200]
     return render(request, "runs/list.html", {"runs": runs})
 
 
@@ -115,7 +116,7 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
     health = await cached_upstream_health()
 
     def render_panel() -> str:
-        patient = get_object_or_404(Patient, pk=patient_id)
+        patient = access.patient_runs_for(request.user, patient_id)
         return render_to_string("runs/_patient_runs.html", _panel_context(patient, health), request=request)
 
     return HttpResponse(await sync_to_async(render_panel)())
@@ -123,7 +124,7 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
 
 @require_POST
 def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse:
-    patient = get_object_or_404(Patient, pk=patient_id)
+    patient = access.patient_runs_for(request.user, patient_id, "start")
     report = patient.reports.filter(pk=_posted_id(request, "report")).first()
     try:
         if report is None:
@@ -135,10 +136,12 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
             consolidator=request.POST.get("consolidator", ""),
             user=request.user,
         )
+        audit.record(request, "run.created", run)
         services.run_start(run=run)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
         return _redirect(request, reverse("patients:detail", args=[patient.pk]) + "#runs-panel")
+    audit.record(request, "run.started", run)
     messages.success(request, f"Run {run.pk} started: {len(run.council_models)} council models.")
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
@@ -216,17 +219,20 @@ def _exports(run: Run) -> dict[str, str]:
     }
 
 
-def _run(pk: int) -> Run:
+def _run(request: HttpRequest, pk: int, action: str = "view") -> Run:
     # Never shown running when its runner died: settled first (a compare-and-set write, never a launch).
     services.runs_mark_stale_interrupted()
-    return get_object_or_404(
-        Run.objects.select_related("patient", "report", "selected_artifact", "job"), pk=pk
+    return access.run_for(
+        request.user,
+        pk,
+        action,
+        queryset=Run.objects.select_related("patient", "report", "selected_artifact", "job"),
     )
 
 
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    context = _live_context(_run(pk))
+    context = _live_context(_run(request, pk))
     if request.htmx:
         return render(request, "runs/_run_body.html", context)
     return render(request, "runs/detail.html", context)
@@ -235,18 +241,19 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def run_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The status and progress fragment the run page re-fetches when the stream says something happened."""
-    return render(request, "runs/_live.html", _live_context(_run(pk)))
+    return render(request, "runs/_live.html", _live_context(_run(request, pk)))
 
 
 @require_POST
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "start")
     try:
         started = services.run_start(run=run)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
         if started:
+            audit.record(request, "run.resumed", run)
             messages.success(
                 request, f"Run {run.pk} resumed: finished calls are kept, the rest are made now."
             )
@@ -257,12 +264,13 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "cancel")
     try:
         services.run_cancel(run=run)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
+        audit.record(request, "run.cancelled", run)
         messages.info(request, f"Run {run.pk}: cancelling. Finished calls are kept; Resume continues it.")
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
@@ -275,7 +283,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
     step = STEPS.get(stage)
     if step is None:
         raise Http404(f"Stages are numbered {STEPS.number_range()}.")
-    run = _run(pk)
+    run = _run(request, pk)
     page = reading.stage_page(step)
     context: dict[str, Any] = {
         "run": run,
@@ -290,6 +298,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
         "unresolved": _unresolved(run) if step.number == STEPS.selection_step.number else [],
         **page.context(run, step),
     }
+    audit.record(request, "artifact.viewed", run, stage=step.number)
     if request.htmx:
         return render(request, "runs/_stage.html", context)
     return render(request, "runs/stage.html", context)
@@ -300,7 +309,7 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
 
 @require_POST
 def run_select(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "select")
     artifact = Artifact.objects.filter(pk=_posted_id(request, "artifact"), run=run).first()
     try:
         if artifact is None:
@@ -309,6 +318,7 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
+        audit.record(request, "run.selected", run, artifact=artifact.pk)
         who = STEPS[artifact.stage].output_name(artifact.model_id)
         messages.success(request, f"Selected {who}. Export it to get the Markdown and PDF.")
     return _redirect(
@@ -318,12 +328,13 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def run_export(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "export")
     try:
         services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request.user)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
+        audit.record(request, "run.exported", run, artifact=run.selected_artifact_id)
         messages.success(request, "Exported: download the Markdown or the PDF below.")
     return _redirect(
         request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
@@ -337,7 +348,7 @@ def run_export(request: HttpRequest, pk: int) -> HttpResponse:
 def report_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """The report as every stage gets it (de-identified text, context, page images), beside the original,
     with the redactions that apply and a form to add one. Built by the same function the pipeline uses."""
-    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    report = access.report_for_runs(request.user, pk)
     if report.status != Report.Status.READY:
         raise Http404("The report is not read yet; there is nothing the council would see.")
     patient = report.patient
@@ -354,6 +365,7 @@ def report_preview(request: HttpRequest, pk: int) -> HttpResponse:
         "page_images_setting": settings.DEID_PAGE_IMAGES,
         "page_images_limit": settings.COUNCIL_PAGE_IMAGES,
     }
+    audit.record(request, "deid.preview_viewed", report)
     return render(request, "runs/report_preview.html", context)
 
 
@@ -361,7 +373,7 @@ def report_preview(request: HttpRequest, pk: int) -> HttpResponse:
 @never_cache
 def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     """One page image exactly as it would be sent: painted out; 404 for a page that would not be sent."""
-    report = get_object_or_404(Report.objects.select_related("patient"), pk=pk)
+    report = access.report_for_runs(request.user, pk)
     if number not in sources.pages_to_send(report):
         raise Http404("This page image is not sent to the council.")
     png, decision = sources.painted_page(report, number, sources.identifiers_for(report.patient, report))
@@ -420,13 +432,13 @@ def _write_up_page(request: HttpRequest, run: Run, **kwargs: Any) -> HttpRespons
 
 @require_GET
 def write_up(request: HttpRequest, pk: int) -> HttpResponse:
-    return _write_up_page(request, _run(pk))
+    return _write_up_page(request, _run(request, pk))
 
 
 @require_POST
 def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """The live preview htmx asks for while the clinician types: the posted markdown through the one cleaner."""
-    _run(pk)
+    _run(request, pk, "edit")
     text = request.POST.get("text", "")
     if len(text) > versions.MAX_VERSION_CHARS:
         return HttpResponse(
@@ -438,7 +450,7 @@ def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "edit")
     text = request.POST.get("text", "")
     try:
         version = versions.version_save(run=run, text=text, user=request.user)
@@ -450,7 +462,7 @@ def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def write_up_sign(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    run = _run(pk)
+    run = _run(request, pk, "sign")
     try:
         version = versions.version_sign(run=run, number=number, user=request.user)
     except services.RunRefused as exc:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth.models import Group
+from django.db.models.signals import post_save
 from django.test import Client
 
+from patients.models import Patient
 from qeeg_site.models import ApiToken
+from qeeg_site.roles import AUDITORS, CLINICIANS, STAFF
 
-pytest_plugins = ["tests.fake_upstream.fixtures", "tests.postgres"]
+pytest_plugins = ["tests.fake_upstream.fixtures", "tests.postgres", "tests.access_world"]
 
 
 @pytest.fixture(autouse=True)
@@ -23,16 +28,87 @@ def data_dir(settings, tmp_path: Path) -> Path:
     return path
 
 
+def with_role(user, role: str):
+    # The groups exist: a migration makes them, and every migrate (also a test's flush) tops them up.
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture(autouse=True, scope="session")
+def audit_trail_flushable() -> Iterator[None]:
+    """Transactional tests flush the test database between tests, and the audit trail's triggers refuse that,
+    as they must everywhere else: around a flush (only) they are lifted and made again, with the very SQL the
+    migration ran, so every test still meets them."""
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    from audit.triggers import DROP, TABLE, create_sql
+
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        if any(TABLE in sql for sql in sql_list):
+            vendor = self.connection.vendor
+            sql_list = [*DROP[vendor], *sql_list, *create_sql(vendor)]
+        return original(self, sql_list)
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
+    yield
+    BaseDatabaseOperations.execute_sql_flush = original
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Personas are made with passwords in nearly every test; the production hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def clinician(django_user_model):
-    return django_user_model.objects.create_user(username="clinician", password="clinician-pass-123")
+    """A clinician assigned to every patient the test makes, before or after asking for this persona, so a
+    test that makes a patient and reads it as `clinician` means what it meant before roles existed."""
+    user = with_role(
+        django_user_model.objects.create_user(username="clinician", password="clinician-pass-123"), CLINICIANS
+    )
+    user.assigned_patients.add(*Patient.objects.all())
+
+    def assign(sender, instance: Patient, created: bool, **kwargs) -> None:
+        if created:
+            instance.clinicians.add(user)
+
+    post_save.connect(assign, sender=Patient, weak=False, dispatch_uid="tests.assign_clinician")
+    yield user
+    post_save.disconnect(sender=Patient, dispatch_uid="tests.assign_clinician")
+
+
+@pytest.fixture
+def other_clinician(django_user_model):
+    """A clinician assigned to no patient: every patient is out of reach."""
+    return with_role(
+        django_user_model.objects.create_user(username="other-clinician", password="other-pass-123"),
+        CLINICIANS,
+    )
 
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user(
-        username="staff", password="staff-pass-123", is_staff=True, is_superuser=True
+    """Keeps patient records (the admin, uploads, assignments); reads no council runs."""
+    return with_role(
+        django_user_model.objects.create_user(username="staff", password="staff-pass-123", is_staff=True),
+        STAFF,
     )
+
+
+@pytest.fixture
+def auditor(django_user_model):
+    """Reads the audit log, and nothing about patients."""
+    return with_role(
+        django_user_model.objects.create_user(username="auditor", password="auditor-pass-123"), AUDITORS
+    )
+
+
+@pytest.fixture
+def administrator(django_user_model):
+    return django_user_model.objects.create_superuser(username="administrator", password="admin-pass-123")
 
 
 @pytest.fixture
@@ -41,11 +117,26 @@ def outsider() -> Client:
     return Client()
 
 
+def signed_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def token_client(user) -> Client:
+    """An API client that authenticates as `user` with a bearer token."""
+    _, token = ApiToken.issue(user=user, name="tests")
+    return Client(headers={"Authorization": f"Bearer {token}"})
+
+
 @pytest.fixture
 def clinician_client(clinician) -> Client:
-    client = Client()
-    client.force_login(clinician)
-    return client
+    return signed_in(clinician)
+
+
+@pytest.fixture
+def staff_client(staff) -> Client:
+    return signed_in(staff)
 
 
 @pytest.fixture
@@ -65,6 +156,12 @@ def api_token(clinician) -> str:
 def api(api_token) -> Client:
     """An API client that authenticates as the clinician with a bearer token."""
     return Client(headers={"Authorization": f"Bearer {api_token}"})
+
+
+@pytest.fixture
+def staff_api(staff) -> Client:
+    """An API client that authenticates as the staff member with a bearer token."""
+    return token_client(staff)
 
 
 @pytest.fixture

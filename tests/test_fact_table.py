@@ -23,11 +23,11 @@ TEXT_PAGES = [
 ]
 
 
-def _ingested(api, tmp_path, *, pages=TEXT_PAGES, seed=5):
+def _ingested(staff_api, tmp_path, *, pages=TEXT_PAGES, seed=5):
     patient = Patient.objects.create(label="SYNTH-FACTS")
     pdf = tmp_path / "vendor.pdf"
     truth = make_vendor_pdf(pdf, pages=pages, seed=seed)
-    response = api.post(
+    response = staff_api.post(
         f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("vendor.pdf", pdf.read_bytes())]}
     )
     assert response.status_code == 201, response.content
@@ -36,10 +36,12 @@ def _ingested(api, tmp_path, *, pages=TEXT_PAGES, seed=5):
     return report, truth
 
 
-def test_ingestion_writes_the_fact_table_beside_the_text_and_the_api_serves_it(api, db, tmp_path, launched):
-    report, truth = _ingested(api, tmp_path)
+def test_ingestion_writes_the_fact_table_beside_the_text_and_the_api_serves_it(
+    staff_api, db, tmp_path, launched
+):
+    report, truth = _ingested(staff_api, tmp_path)
     assert (report.folder / "text.md").exists() and (report.folder / facts.FACTS_FILE).exists()
-    response = api.get(f"/api/reports/{report.pk}/facts")
+    response = staff_api.get(f"/api/reports/{report.pk}/facts")
     assert response.status_code == 200
     table = response.json()
     assert table == json.loads((report.folder / facts.FACTS_FILE).read_text())
@@ -58,19 +60,19 @@ def test_ingestion_writes_the_fact_table_beside_the_text_and_the_api_serves_it(a
     assert p300["session_date"] and p300["unit"] == "ms" and p300["correction"] is None
 
 
-def test_fact_api_refuses_unknown_unready_and_anonymous(api, outsider, db, tmp_path, launched):
-    assert api.get("/api/reports/999999/facts").status_code == 404
+def test_fact_api_refuses_unknown_unready_and_anonymous(staff_api, outsider, db, tmp_path, launched):
+    assert staff_api.get("/api/reports/999999/facts").status_code == 404
     patient = Patient.objects.create(label="SYNTH-PENDING")
     pdf = tmp_path / "v.pdf"
     make_vendor_pdf(pdf, pages=[("generic_rows", "text")])
-    report_id = api.post(
+    report_id = staff_api.post(
         f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("v.pdf", pdf.read_bytes())]}
     ).json()[0]["id"]
-    pending = api.get(f"/api/reports/{report_id}/facts")
+    pending = staff_api.get(f"/api/reports/{report_id}/facts")
     assert pending.status_code == 409 and "pending" in pending.json()["detail"]
     services.report_ingest(report_id=report_id)
     assert outsider.get(f"/api/reports/{report_id}/facts").status_code == 401
-    assert api.get(f"/api/reports/{report_id}/facts").status_code == 200
+    assert staff_api.get(f"/api/reports/{report_id}/facts").status_code == 200
 
 
 def _text_layouts(tmp_path, pages, seed=5):
@@ -122,9 +124,9 @@ def test_two_readers_that_disagree_are_both_kept_and_marked(tmp_path):
 
 
 def test_report_page_shows_the_fact_table_and_how_each_page_was_read(
-    api, clinician_client, db, tmp_path, launched
+    staff_api, clinician_client, db, tmp_path, launched
 ):
-    report, truth = _ingested(api, tmp_path, pages=[("generic_rows", "text")])
+    report, truth = _ingested(staff_api, tmp_path, pages=[("generic_rows", "text")])
     html = clinician_client.get(f"/reports/{report.pk}/").content.decode()
     assert "Facts read from the pages" in html
     assert "Merged tokens left" in html and "Fully read" in html

@@ -18,11 +18,11 @@ def page_sections(text: str) -> dict[int, str]:
     return {int(parts[i]): parts[i + 2] for i in range(1, len(parts), 3)}
 
 
-def test_image_only_table_numbers_appear_via_ocr_on_their_page(api, db, tmp_path, launched, capsys):
+def test_image_only_table_numbers_appear_via_ocr_on_their_page(staff_api, db, tmp_path, launched, capsys):
     patient = Patient.objects.create(label="SYNTH-OCR")
     pdf = tmp_path / "vendor.pdf"
     content = make_qeeg_pdf(pdf, pages=3, image_only_pages=(2,))
-    response = api.post(
+    response = staff_api.post(
         f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("vendor.pdf", pdf.read_bytes())]}
     )
     report_id = response.json()[0]["id"]
@@ -70,10 +70,10 @@ def test_image_only_table_numbers_appear_via_ocr_on_their_page(api, db, tmp_path
             f"\n[ingest] 3-page report with 1 OCR page: {elapsed:.2f} s; OCR of page 2: {page2['ocr_seconds']} s"
         )
 
-    as_json = api.get(f"/api/reports/{report.pk}/text?format=json").json()
+    as_json = staff_api.get(f"/api/reports/{report.pk}/text?format=json").json()
     assert as_json["pages"][1]["ocr_ran"] is True
     assert image_page["p300_latency_ms"] in as_json["pages"][1]["sources"]["OCR"]
-    png = api.get(f"/api/reports/{report.pk}/pages/2.png")
+    png = staff_api.get(f"/api/reports/{report.pk}/pages/2.png")
     assert png.status_code == 200 and png["Content-Type"] == "image/png"
     assert b"".join(png.streaming_content).startswith(b"\x89PNG")
     assert set(SITES) <= set(re.findall(r"\b(Fz|Cz|Pz|O1|O2)\b", sections[1]))

@@ -1,4 +1,4 @@
-"""Clinician pages: list with search and create, patient page with edit and upload, htmx fragments,
+"""Patient pages: list with search, create, edit and upload (as staff, who keep the records), htmx fragments,
 status polling only while unfinished; the admin for staff; nobody signed out gets in."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def test_search_from_htmx_gets_only_the_table(clinician_client, patient):
     assert "<html" not in fragment and "SYNTH-201" in fragment
 
 
-def test_create_patient_from_the_list(clinician_client, clinician, db):
-    response = clinician_client.post(
+def test_create_patient_from_the_list(staff_client, staff, db):
+    response = staff_client.post(
         "/patients/new/",
         {
             "label": " SYNTH-203 ",
@@ -48,19 +48,19 @@ def test_create_patient_from_the_list(clinician_client, clinician, db):
         41,
         "male",
         "sertraline",
-        clinician,
+        staff,
     )
 
 
-def test_duplicate_label_on_the_form_says_so(clinician_client, patient):
-    response = clinician_client.post("/patients/new/", {"label": "synth-201"})
+def test_duplicate_label_on_the_form_says_so(staff_client, patient):
+    response = staff_client.post("/patients/new/", {"label": "synth-201"})
     assert response.status_code == 422
     assert "already exists" in response.content.decode()
     assert Patient.objects.count() == 1
 
 
-def test_edit_every_clinical_field(clinician_client, patient):
-    response = clinician_client.post(
+def test_edit_every_clinical_field(staff_client, patient):
+    response = staff_client.post(
         f"/patients/{patient.pk}/edit/",
         {
             "label": "SYNTH-201",
@@ -85,34 +85,30 @@ def test_edit_every_clinical_field(clinician_client, patient):
 
 
 def test_upload_several_files_from_the_patient_page(
-    clinician_client, patient, tmp_path, launched, django_capture_on_commit_callbacks
+    staff_client, patient, tmp_path, launched, django_capture_on_commit_callbacks
 ):
     files = []
     for name in ("a.pdf", "b.pdf"):
         make_long_pdf(tmp_path / name, pages=1)
         files.append(SimpleUploadedFile(name, (tmp_path / name).read_bytes()))
     with django_capture_on_commit_callbacks(execute=True):
-        response = clinician_client.post(f"/patients/{patient.pk}/reports/upload/", {"files": files})
+        response = staff_client.post(f"/patients/{patient.pk}/reports/upload/", {"files": files})
     assert response.status_code == 302
     assert sorted(patient.reports.values_list("original_name", "status")) == [
         ("a.pdf", "pending"),
         ("b.pdf", "pending"),
     ]
     assert len(launched) == 1
-    page = clinician_client.get(f"/patients/{patient.pk}/").content.decode()
+    page = staff_client.get(f"/patients/{patient.pk}/").content.decode()
     assert "Uploaded a.pdf, b.pdf" in page
     assert 'hx-trigger="every 2s"' in page
     assert "{# runs panel" not in page  # the marker is a template comment, invisible on the page
 
 
-def test_rejected_upload_on_the_page_explains_and_keeps_nothing(
-    clinician_client, patient, tmp_path, data_dir
-):
+def test_rejected_upload_on_the_page_explains_and_keeps_nothing(staff_client, patient, tmp_path, data_dir):
     make_encrypted_pdf(tmp_path / "locked.pdf")
     upload = SimpleUploadedFile("locked.pdf", (tmp_path / "locked.pdf").read_bytes())
-    response = clinician_client.post(
-        f"/patients/{patient.pk}/reports/upload/", {"files": [upload]}, follow=True
-    )
+    response = staff_client.post(f"/patients/{patient.pk}/reports/upload/", {"files": [upload]}, follow=True)
     assert "Nothing was uploaded: locked.pdf is password-protected" in response.content.decode()
     assert not Report.objects.exists()
     assert not any((data_dir / "reports").iterdir())
@@ -169,18 +165,18 @@ def test_admin_is_closed_to_clinicians(clinician_client):
     assert clinician_client.get("/admin/patients/patient/").status_code == 302
 
 
-def test_list_says_when_it_shows_only_the_first_patients(clinician_client, db, monkeypatch):
+def test_list_says_when_it_shows_only_the_first_patients(staff_client, db, monkeypatch):
     monkeypatch.setattr("patients.views.LIST_LIMIT", 3)
     Patient.objects.bulk_create(Patient(label=f"SYNTH-3{n:02d}") for n in range(4))
-    page = clinician_client.get("/").content.decode()
+    page = staff_client.get("/").content.decode()
     assert "SYNTH-302" in page and "SYNTH-303" not in page
     assert "Showing the first 3 patients; search to find the others." in page
     Patient.objects.filter(label="SYNTH-303").delete()
-    assert "Showing the first" not in clinician_client.get("/").content.decode()
+    assert "Showing the first" not in staff_client.get("/").content.decode()
 
 
-def test_an_age_past_130_is_refused_on_the_form_as_in_the_api(clinician_client, patient):
-    response = clinician_client.post(f"/patients/{patient.pk}/edit/", {"label": "SYNTH-201", "age": "410"})
+def test_an_age_past_130_is_refused_on_the_form_as_in_the_api(staff_client, patient):
+    response = staff_client.post(f"/patients/{patient.pk}/edit/", {"label": "SYNTH-201", "age": "410"})
     assert response.status_code == 422
     assert "Ensure this value is less than or equal to 130." in response.content.decode()
     patient.refresh_from_db()

@@ -49,14 +49,14 @@ def test_text_upload_shows_text_without_an_image(clinician_client, patient):
     assert content["pages"][0]["p300_latency_ms"] in page
 
 
-def test_unfinished_report_polls_with_its_fragment_only(clinician_client, patient):
+def test_unfinished_report_polls_with_its_fragment_only(staff_client, patient):
     report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="0" * 64)
-    page = clinician_client.get(f"/reports/{report.pk}/").content.decode()
+    page = staff_client.get(f"/reports/{report.pk}/").content.decode()
     assert "<html" in page and 'hx-trigger="every 2s"' in page
-    fragment = clinician_client.get(f"/reports/{report.pk}/", **HX).content.decode()
+    fragment = staff_client.get(f"/reports/{report.pk}/", **HX).content.decode()
     assert fragment.lstrip().startswith('<div id="report-body" hx-get=') and "<html" not in fragment
     Report.objects.filter(pk=report.pk).update(status="failed", error="r.pdf has no pages.")
-    fragment = clinician_client.get(f"/reports/{report.pk}/", **HX).content.decode()
+    fragment = staff_client.get(f"/reports/{report.pk}/", **HX).content.decode()
     assert "every 2s" not in fragment and "r.pdf has no pages." in fragment and "Try again" in fragment
 
 

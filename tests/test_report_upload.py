@@ -17,18 +17,18 @@ def patient(db) -> Patient:
     return Patient.objects.create(label="SYNTH-001")
 
 
-def upload(api, patient: Patient, *paths: Path):
+def upload(client, patient: Patient, *paths: Path):
     files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in paths]
-    return api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
+    return client.post(f"/api/patients/{patient.pk}/reports", {"files": files})
 
 
 def test_upload_answers_at_once_with_pending_and_launches_ingestion(
-    api, patient, tmp_path, launched, django_capture_on_commit_callbacks
+    staff_api, patient, tmp_path, launched, django_capture_on_commit_callbacks
 ):
     pdf = tmp_path / "report.pdf"
     make_qeeg_pdf(pdf, pages=2, image_only_pages=())
     with django_capture_on_commit_callbacks(execute=True):
-        response = upload(api, patient, pdf)
+        response = upload(staff_api, patient, pdf)
     assert response.status_code == 201, response.content
     (body,) = response.json()
     assert body["status"] == "pending"
@@ -43,7 +43,7 @@ def test_upload_answers_at_once_with_pending_and_launches_ingestion(
 
 
 def test_several_files_make_several_reports_ingested_by_one_process(
-    api, patient, tmp_path, launched, django_capture_on_commit_callbacks
+    staff_api, patient, tmp_path, launched, django_capture_on_commit_callbacks
 ):
     pdf = tmp_path / "a.pdf"
     make_long_pdf(pdf, pages=1)
@@ -52,7 +52,7 @@ def test_several_files_make_several_reports_ingested_by_one_process(
     markdown = tmp_path / "summary.md"
     make_text_report(markdown, markdown=True)
     with django_capture_on_commit_callbacks(execute=True):
-        response = upload(api, patient, pdf, text, markdown)
+        response = upload(staff_api, patient, pdf, text, markdown)
     assert response.status_code == 201, response.content
     kinds = sorted(item["kind"] for item in response.json())
     assert kinds == ["markdown", "pdf", "text"]
@@ -60,24 +60,24 @@ def test_several_files_make_several_reports_ingested_by_one_process(
     assert launched == [("ingestreport", *ids)]
 
 
-def test_text_upload_ingests_to_one_labelled_page(api, patient, tmp_path, launched):
+def test_text_upload_ingests_to_one_labelled_page(staff_api, patient, tmp_path, launched):
     text = tmp_path / "notes.md"
     content = make_text_report(text, markdown=True)
-    (body,) = upload(api, patient, text).json()
+    (body,) = upload(staff_api, patient, text).json()
     report = services.report_ingest(report_id=body["id"])
     assert report is not None and report.status == Report.Status.READY
-    stored = api.get(f"/api/reports/{report.pk}/text").content.decode()
+    stored = staff_api.get(f"/api/reports/{report.pk}/text").content.decode()
     assert stored.startswith("=== PAGE 1 / 1 ===\n[text file]\n# Synthetic qEEG report")
     for number in content["pages"][0]["numbers"]:
         assert number in stored
-    assert api.get(f"/api/reports/{report.pk}").json()["page_image_urls"] == []
+    assert staff_api.get(f"/api/reports/{report.pk}").json()["page_image_urls"] == []
 
 
-def test_original_comes_back_byte_for_byte(api, patient, tmp_path, launched):
+def test_original_comes_back_byte_for_byte(staff_api, patient, tmp_path, launched):
     pdf = tmp_path / "vendor export.pdf"
     make_long_pdf(pdf, pages=1)
-    (body,) = upload(api, patient, pdf).json()
-    response = api.get(body["original_url"])
+    (body,) = upload(staff_api, patient, pdf).json()
+    response = staff_api.get(body["original_url"])
     assert response.status_code == 200
     assert response["Content-Type"] == "application/pdf"
     assert b"".join(response.streaming_content) == pdf.read_bytes()
@@ -85,7 +85,7 @@ def test_original_comes_back_byte_for_byte(api, patient, tmp_path, launched):
 
 
 def test_a_failed_launch_leaves_the_report_pending_for_the_next_start(
-    api, patient, tmp_path, monkeypatch, django_capture_on_commit_callbacks
+    staff_api, patient, tmp_path, monkeypatch, django_capture_on_commit_callbacks
 ):
     def refuse(*args, **kwargs):
         raise OSError("no processes left")
@@ -94,7 +94,7 @@ def test_a_failed_launch_leaves_the_report_pending_for_the_next_start(
     pdf = tmp_path / "r.pdf"
     make_long_pdf(pdf, pages=1)
     with django_capture_on_commit_callbacks(execute=True):
-        response = upload(api, patient, pdf)
+        response = upload(staff_api, patient, pdf)
     assert response.status_code == 201
     assert Report.objects.get().status == Report.Status.PENDING
 

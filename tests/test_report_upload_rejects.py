@@ -38,13 +38,13 @@ def assert_nothing_left(data_dir: Path) -> None:
     ],
 )
 def test_bad_file_gets_clear_answer_and_leaves_nothing(
-    api, patient, tmp_path, data_dir, settings, launched, maker, name, status, words
+    staff_api, patient, tmp_path, data_dir, settings, launched, maker, name, status, words
 ):
     settings.REPORT_MAX_PAGES = 5
     settings.REPORT_MAX_BYTES = 20_000
     path = tmp_path / name
     maker(path)
-    response = api.post(
+    response = staff_api.post(
         f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile(name, path.read_bytes())]}
     )
     assert response.status_code == status, response.content
@@ -55,19 +55,21 @@ def test_bad_file_gets_clear_answer_and_leaves_nothing(
     assert launched == []
 
 
-def test_one_bad_file_in_a_batch_keeps_none_of_them(api, patient, tmp_path, data_dir, launched):
+def test_one_bad_file_in_a_batch_keeps_none_of_them(staff_api, patient, tmp_path, data_dir, launched):
     good = tmp_path / "good.pdf"
     synth.make_long_pdf(good, pages=1)
     bad = tmp_path / "locked.pdf"
     synth.make_encrypted_pdf(bad)
     files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in (good, bad)]
-    response = api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
+    response = staff_api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
     assert response.status_code == 422
     assert "locked.pdf" in response.json()["detail"]
     assert_nothing_left(data_dir)
 
 
-def test_a_crash_while_storing_leaves_no_row_and_no_files(api, patient, tmp_path, data_dir, monkeypatch):
+def test_a_crash_while_storing_leaves_no_row_and_no_files(
+    staff_api, patient, tmp_path, data_dir, monkeypatch
+):
     def explode(*args, **kwargs):
         raise RuntimeError("disk vanished")
 
@@ -82,16 +84,16 @@ def test_a_crash_while_storing_leaves_no_row_and_no_files(api, patient, tmp_path
     assert_nothing_left(data_dir)
 
 
-def test_upload_without_files_is_refused(api, patient):
-    response = api.post(f"/api/patients/{patient.pk}/reports", {})
+def test_upload_without_files_is_refused(staff_api, patient):
+    response = staff_api.post(f"/api/patients/{patient.pk}/reports", {})
     assert response.status_code == 422
     assert "files" in response.json()["detail"]
 
 
-def test_upload_to_unknown_patient_is_404(api, db, tmp_path, data_dir):
+def test_upload_to_unknown_patient_is_404(staff_api, db, tmp_path, data_dir):
     path = tmp_path / "r.pdf"
     synth.make_long_pdf(path, pages=1)
-    response = api.post(
+    response = staff_api.post(
         "/api/patients/999/reports", {"files": [SimpleUploadedFile("r.pdf", path.read_bytes())]}
     )
     assert response.status_code == 404
@@ -100,7 +102,7 @@ def test_upload_to_unknown_patient_is_404(api, db, tmp_path, data_dir):
 
 
 def test_a_file_over_the_cap_is_not_written_to_disk_past_it(
-    api, patient, tmp_path, data_dir, settings, launched, monkeypatch
+    staff_api, patient, tmp_path, data_dir, settings, launched, monkeypatch
 ):
     """Django would spool the whole upload to a temporary file before the view could refuse it."""
     from django.core.files import uploadedfile
@@ -119,7 +121,7 @@ def test_a_file_over_the_cap_is_not_written_to_disk_past_it(
     big = synth.make_padded_pdf(tmp_path / "huge.pdf", size_bytes=3_000_000)
     small = synth.make_long_pdf(tmp_path / "fine.pdf", pages=1)
     files = [SimpleUploadedFile(p.name, p.read_bytes()) for p in (small, big)]
-    response = api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
+    response = staff_api.post(f"/api/patients/{patient.pk}/reports", {"files": files})
     assert response.status_code == 413, response.content
     assert response.json()["detail"] == "huge.pdf is 2.9 MB; the limit is 0.2 MB (REPORT_MAX_BYTES)."
     assert sum(written) <= 200_000 + small.stat().st_size
@@ -128,12 +130,12 @@ def test_a_file_over_the_cap_is_not_written_to_disk_past_it(
 
 
 def test_the_patient_page_says_why_an_upload_over_the_cap_was_refused(
-    clinician_client, patient, tmp_path, data_dir, settings, launched
+    staff_client, patient, tmp_path, data_dir, settings, launched
 ):
     settings.REPORT_MAX_BYTES = 200_000
     settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000
     big = synth.make_padded_pdf(tmp_path / "huge.pdf", size_bytes=600_000)
-    response = clinician_client.post(
+    response = staff_client.post(
         f"/patients/{patient.pk}/reports/upload/",
         {"files": [SimpleUploadedFile("huge.pdf", big.read_bytes())]},
         follow=True,

@@ -12,9 +12,9 @@ from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_re
 pytestmark = pytest.mark.django_db
 
 
-def test_admin_lists_and_shows_runs_artifacts_and_events_read_only(staff, tmp_path):
+def test_admin_lists_and_shows_runs_artifacts_and_events_read_only(administrator, tmp_path):
     client = Client()
-    client.force_login(staff)
+    client.force_login(administrator)
     patient = make_patient()
     run = services.run_create(
         patient=patient,

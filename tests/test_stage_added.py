@@ -73,7 +73,7 @@ def test_the_pipeline_runs_an_added_step_after_the_six_with_redacted_inputs(
 
 
 def test_pages_api_export_and_runpipeline_pick_up_the_added_step(
-    fake_upstream, plain_summary, run, clinician_client, api, staff
+    fake_upstream, plain_summary, run, clinician_client, api, administrator
 ):
     code, output = run_pipeline_here(run)
     assert code == 0, output
@@ -88,7 +88,7 @@ def test_pages_api_export_and_runpipeline_pick_up_the_added_step(
     panel = clinician_client.get(f"/runs/patients/{run.patient_id}/panel/").content.decode()
     assert "Seven stages;" in panel
     admin = Client()
-    admin.force_login(staff)
+    admin.force_login(administrator)
     assert "7 · Plain summary" in admin.get("/admin/runs/artifact/").content.decode()
 
     detail = api.get(f"/api/runs/{run.pk}").json()

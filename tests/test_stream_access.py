@@ -1,8 +1,10 @@
-"""Who may open a run's stream: a signed-in user or a bearer token; everyone else gets a JSON 401."""
+"""Who may open a run's stream: a signed-in user or a bearer token whose role reads the run's patient;
+anyone else gets a JSON 401 (signed out), 404 (patient out of reach) or 403 (role reads no runs)."""
 
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from runs import feed
 from tests.stream_helpers import SSEReader, asgi_request, session_cookie
@@ -58,7 +60,7 @@ async def test_unknown_run_is_404_json(clinician):
         "/api/runs/999999/stream", headers={"Cookie": await session_cookie(clinician)}
     )
     assert response.status == 404
-    assert "not found" in response.json()["detail"]
+    assert response.json()["detail"] == "There is no run 999999."
 
 
 async def test_inactive_user_is_refused(run, clinician, api_token):
@@ -82,3 +84,27 @@ async def test_other_paths_still_reach_django(clinician):
     response = await asgi_request("/api/patients", headers={"Cookie": await session_cookie(clinician)})
     assert response.status == 200
     assert "items" in response.json()
+
+
+async def test_a_clinician_not_assigned_to_the_patient_gets_404(run, other_clinician):
+    response = await asgi_request(
+        f"/api/runs/{run.pk}/stream", headers={"Cookie": await session_cookie(other_clinician)}
+    )
+    assert response.status == 404
+    assert response.json()["detail"] == f"There is no run {run.pk}."
+
+
+async def test_a_token_of_a_clinician_not_assigned_gets_404_too(run, other_clinician):
+    from qeeg_site.models import ApiToken
+
+    _, token = await sync_to_async(ApiToken.issue)(user=other_clinician)
+    response = await asgi_request(f"/api/runs/{run.pk}/stream", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 404
+
+
+async def test_staff_reach_the_patient_but_read_no_runs(run, staff):
+    response = await asgi_request(
+        f"/api/runs/{run.pk}/stream", headers={"Cookie": await session_cookie(staff)}
+    )
+    assert response.status == 403
+    assert response.json()["detail"] == "Your role cannot read council runs."

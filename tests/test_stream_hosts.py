@@ -151,7 +151,7 @@ def listeners() -> int:
 
 def test_events_written_elsewhere_stream_through_two_servers_and_resume_across_them(postgres_db, servers):
     run = make_run()
-    _, token = ApiToken.issue(user=make_user(), name="hosts")
+    _, token = ApiToken.issue(user=make_user(run), name="hosts")
     first, second = (f"{url}/api/runs/{run.pk}/stream" for url in servers)
 
     on_first = Watcher(first, token)
@@ -193,17 +193,25 @@ def test_a_runs_events_commit_in_id_order(postgres_db):
     assert times["other_run"] < times["first_commit"]
 
 
-def make_user():
+def make_user(*runs):
+    """A clinician assigned to the patients of `runs`: who may watch them."""
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_user(username="watcher", password="watcher-pass-123")
+    from tests.conftest import with_role
+
+    user = with_role(
+        get_user_model().objects.create_user(username="watcher", password="watcher-pass-123"), "Clinicians"
+    )
+    for run in runs:
+        run.patient.clinicians.add(user)
+    return user
 
 
 def test_a_lost_listen_connection_is_made_again_and_nothing_is_missed(postgres_db, servers):
     """PostgreSQL restarts, a proxy drops the connection: events committed while a server was not listening
     were announced to nobody, so its streams read them from the table once it listens again."""
     run = make_run()
-    _, token = ApiToken.issue(user=make_user(), name="hosts")
+    _, token = ApiToken.issue(user=make_user(run), name="hosts")
     watcher = Watcher(f"{servers[0]}/api/runs/{run.pk}/stream", token)
     watcher.start()
     assert watcher.opened.wait(20)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from audit.actions import ACTIONS
+
+
+class AuditEvent(models.Model):
+    """One thing someone did: who, what, to which record (and which patient), when, from where. Append-only:
+    the code never updates or deletes a row, the admin cannot, and the database refuses (audit/triggers.py).
+
+    No foreign keys to the records: a deleted patient or user must not take its trail with it (nor be kept
+    from deletion by it). `detail` holds ids and counts, never identifiers or free text from a record."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The user's id and name as they were; db_constraint=False and DO_NOTHING so deleting a user touches no row.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    username = models.CharField(max_length=150, blank=True, db_index=True)
+    action = models.CharField(max_length=40, choices=sorted(ACTIONS.items()), db_index=True)
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    patient_id = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        indexes = [models.Index(fields=["patient_id", "at"]), models.Index(fields=["action", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'anonymous'} {self.action}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk is not None:
+            raise PermissionError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Audit events are append-only.")

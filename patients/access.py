@@ -1,0 +1,89 @@
+"""Who may see and do what with a patient: the one place pages, the API, the stream and downloads ask.
+
+Reach: a user with `patients.view_patient` (the Staff and Administrators roles) reaches every patient;
+anyone else reaches only the patients assigned to them (`Patient.clinicians`). A patient out of reach answers
+404, as if it did not exist, and lists leave it out. Within reach, an action the user's role does not include
+answers 403 with the reason. An API token acts as its user, so it gets exactly these answers too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from patients.models import Patient, Report
+
+# What each action on a patient needs beyond reaching it, and the reason given when the role lacks it.
+ACTIONS: dict[str, tuple[str | None, str]] = {
+    "view": (None, ""),  # the record, its reports, their text, page images and originals
+    "create": ("patients.add_patient", "Your role cannot create patient records."),
+    "edit": ("patients.change_patient", "Your role cannot change patient records."),
+    "upload": ("patients.add_report", "Your role cannot upload reports."),
+    "reingest": ("patients.change_report", "Your role cannot have reports read again."),
+    "assign": ("patients.assign_clinicians", "Your role cannot assign clinicians."),
+    "view_identifiers": ("patients.view_identifiers", "Your role cannot see patient identifiers."),
+    "change_identifiers": ("patients.change_identifiers", "Your role cannot record patient identifiers."),
+    "correct_facts": ("patients.correct_facts", "Your role cannot correct facts."),
+    "redact": ("patients.add_redaction", "Your role cannot add or remove redactions."),
+}
+
+
+def _active(user: Any) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def patients_for(user: Any) -> QuerySet[Patient]:
+    """Every patient `user` may see (none for anonymous or inactive users)."""
+    if not _active(user):
+        return Patient.objects.none()
+    if user.has_perm("patients.view_patient"):
+        return Patient.objects.all()
+    # A subquery rather than a join, so callers can annotate counts without the join multiplying rows.
+    assigned = Patient.clinicians.through.objects.filter(user_id=user.pk).values("patient_id")
+    return Patient.objects.filter(pk__in=assigned)
+
+
+def reports_for(user: Any) -> QuerySet[Report]:
+    return Report.objects.filter(patient__in=patients_for(user))
+
+
+def can(user: Any, action: str) -> bool:
+    """May `user`'s role do `action` on a patient it reaches? (For showing or hiding a button.)"""
+    permission, _ = ACTIONS[action]
+    return _active(user) and (permission is None or user.has_perm(permission))
+
+
+def require(user: Any, permission: str | None, reason: str) -> None:
+    """403 with `reason` unless `user` holds `permission` (None: nothing beyond being signed in)."""
+    if not _active(user) or (permission is not None and not user.has_perm(permission)):
+        raise PermissionDenied(reason)
+
+
+def require_action(user: Any, action: str) -> None:
+    require(user, *ACTIONS[action])
+
+
+def patient_for(user: Any, pk: int, action: str = "view") -> Patient:
+    """The patient `pk` if `user` reaches it (else 404) and may do `action` on it (else 403)."""
+    patient = patients_for(user).filter(pk=pk).first()
+    if patient is None:
+        raise Http404(f"No patient with id {pk}.")
+    require_action(user, action)
+    return patient
+
+
+def report_for(user: Any, pk: int, action: str = "view") -> Report:
+    """The report `pk` (its patient loaded) if `user` reaches its patient (else 404) and may do `action`."""
+    report = reports_for(user).select_related("patient").filter(pk=pk).first()
+    if report is None:
+        raise Http404(f"No report with id {pk}.")
+    require_action(user, action)
+    return report
+
+
+def abilities(user: Any) -> dict[str, bool]:
+    """Every action's answer for `user`, for templates to show only the buttons that will work."""
+    return {action: can(user, action) for action in ACTIONS}

@@ -1,0 +1,67 @@
+"""Who may see and do what with a council run, built on patients.access: a run is reached through its
+patient (out of reach: 404, as if it did not exist), and each action needs the role's run permission
+(within reach but not in the role: 403). Pages, the API, the live stream and the export downloads all ask here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+
+from patients.access import patient_for, patients_for, report_for, require
+from patients.models import Patient, Report
+from runs.models import Artifact, Run
+
+ACTIONS: dict[str, tuple[str, str]] = {
+    "view": ("runs.view_run", "Your role cannot read council runs."),  # every stage, artifacts, exports
+    "start": ("runs.add_run", "Your role cannot start council runs."),  # create, start, resume
+    "select": ("runs.change_run", "Your role cannot select a draft."),
+    "export": ("runs.change_run", "Your role cannot export a run."),
+    "cancel": ("runs.change_run", "Your role cannot cancel a run."),
+    "edit": ("runs.change_run", "Your role cannot edit the write-up."),
+    "sign": ("runs.change_run", "Your role cannot sign the write-up."),
+}
+
+
+def runs_for(user: Any) -> QuerySet[Run]:
+    """The runs of every patient `user` reaches, if the role reads runs at all (else none)."""
+    if not user.is_authenticated or not user.has_perm(ACTIONS["view"][0]):
+        return Run.objects.none()
+    return Run.objects.filter(patient__in=patients_for(user))
+
+
+def run_for(user: Any, pk: int, action: str = "view", *, queryset: QuerySet[Run] | None = None) -> Run:
+    """The run `pk` if `user` reaches its patient (else 404) and may do `action` (else 403)."""
+    rows = Run.objects.all() if queryset is None else queryset
+    run = rows.filter(pk=pk, patient__in=patients_for(user)).first()
+    if run is None:
+        raise Http404(f"There is no run {pk}.")
+    require(user, *ACTIONS[action])
+    return run
+
+
+def patient_runs_for(user: Any, patient_id: int, action: str = "view") -> Patient:
+    """A patient whose runs `user` would list (`view`) or start (`start`): 404 out of reach, else 403."""
+    patient = patient_for(user, patient_id)
+    require(user, *ACTIONS[action])
+    return patient
+
+
+def artifact_for(user: Any, run_id: int, artifact_id: int) -> Artifact:
+    """An artifact of a run `user` may read (404 for an unknown pair or a run out of reach)."""
+    run = run_for(user, run_id)
+    artifact = Artifact.objects.filter(pk=artifact_id, run=run).first()
+    if artifact is None:
+        raise Http404(f"Run {run_id} has no artifact {artifact_id}.")
+    artifact.run = run
+    return artifact
+
+
+def report_for_runs(user: Any, pk: int) -> Report:
+    """A report as the council would see it (the de-identification preview): reached through its patient
+    (else 404), for a role that reads runs (else 403)."""
+    report = report_for(user, pk)
+    require(user, *ACTIONS["view"])
+    return report
