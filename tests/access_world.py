@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from patients.models import Patient, Report
+from patients.models import Patient, PatientIdentifier, Redaction, Report
 from patients.services import report_ingest, report_upload
 from runs.models import Artifact, Run
 from tests.run_helpers import CONSOLIDATOR, COUNCIL
@@ -21,12 +21,16 @@ class World:
     report: Report
     run: Run
     artifact: Artifact
+    identifier: PatientIdentifier
+    redaction: Redaction
 
 
 @pytest.fixture
-def world(clinician, tmp_path, data_dir, launched, fake_upstream) -> World:
+def world(clinician, tmp_path, data_dir, launched, fake_upstream, settings) -> World:
     """A patient assigned to `clinician`, a ready one-page PDF report, a complete run with a selectable final
     draft, already exported: every route has something real to answer about."""
+    # Page images go to the council (painted), so the preview's page image has something to show.
+    settings.DEID_PAGE_IMAGES, settings.COUNCIL_PAGE_IMAGES = "paint", 1
     patient = Patient.objects.create(label="SYNTH-ACL", age=40)
     make_long_pdf(tmp_path / "r.pdf", pages=1)
     [report] = report_upload(
@@ -54,4 +58,6 @@ def world(clinician, tmp_path, data_dir, launched, fake_upstream) -> World:
     run.exports_dir.mkdir(parents=True)
     (run.exports_dir / "final.md").write_text("# Final\n")
     (run.exports_dir / "final.pdf").write_bytes(b"%PDF-1.4\n")
-    return World(patient, report, run, artifact)
+    identifier = PatientIdentifier.objects.create(patient=patient, kind="name", value="Synthetic Person")
+    redaction = Redaction.objects.create(patient=patient, report=report, phrase="synthetic phrase")
+    return World(patient, report, run, artifact, identifier, redaction)

@@ -57,6 +57,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /patients/{pk}/reports/upload/": KEEPS_THE_RECORD,
     "GET /reports/{pk}/": SEES_THE_PATIENT,
     "POST /reports/{pk}/reingest/": KEEPS_THE_RECORD,
+    "POST /patients/{pk}/identifiers/": KEEPS_THE_RECORD,
+    "POST /patients/{pk}/identifiers/{identifier_id}/delete/": KEEPS_THE_RECORD,
+    "POST /reports/{pk}/redactions/": SEES_THE_PATIENT,  # staff and clinicians both redact
+    "POST /reports/{pk}/redactions/{redaction_id}/delete/": SEES_THE_PATIENT,
+    "GET /runs/reports/{pk}/council-view/": WORKS_THE_RUNS,  # what the council will see
+    "GET /runs/reports/{pk}/council-view/pages/{number}.png": WORKS_THE_RUNS,
     "GET /reports/{pk}/original/": SEES_THE_PATIENT,
     "GET /reports/{pk}/pages/{number}.png": SEES_THE_PATIENT,
     "GET /reports/{pk}/thumbs/{number}.png": SEES_THE_PATIENT,
@@ -176,12 +182,16 @@ def _url(route: Route, world: World) -> str:
         "stage": 6,
         "name": "final.md",
         "token_id": 999_999,
+        "identifier_id": world.identifier.pk,
+        "redaction_id": world.redaction.pk,
     }
     if route.name == "account-token-revoke":
         values["pk"] = 999_999
+    elif route.name.startswith(("patients:report", "runs:report_preview")):
+        values["pk"] = world.report.pk
     elif route.name.startswith("runs:"):
         values["pk"] = world.run.pk
-    elif route.name.startswith("patients:report"):
+    elif route.name.startswith("patients:redaction"):
         values["pk"] = world.report.pk
     else:
         values["pk"] = world.patient.pk
@@ -212,6 +222,8 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
         ),
         "POST /api/runs/{run_id}/select": ({"artifact_id": world.artifact.pk}, "application/json"),
         "POST /account/tokens/": ({"name": "matrix"}, None),
+        "POST /patients/{pk}/identifiers/": ({"kind": "record_number", "value": "SYN-0042"}, None),
+        "POST /reports/{pk}/redactions/": ({"phrase": "another phrase", "scope": "report"}, None),
         "POST /api/tokens": ({"name": "matrix"}, "application/json"),
     }
     return bodies.get(route.key, ({}, None))
