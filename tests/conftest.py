@@ -140,13 +140,6 @@ def staff_client(staff) -> Client:
 
 
 @pytest.fixture
-def staff_client(staff) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def api_token(clinician) -> str:
     _, token = ApiToken.issue(user=clinician, name="tests")
     return token
