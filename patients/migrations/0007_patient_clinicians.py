@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("patients", "0005_identifiers_redactions"),
+        ("patients", "0006_report_job"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
