@@ -54,23 +54,23 @@ def test_report_list_is_paginated_newest_first(api, patient):
 
 
 def test_polling_a_report_whose_ingester_died_shows_it_pending_and_launches_nothing(
-    api, patient, launched, django_capture_on_commit_callbacks
+    staff_api, patient, launched, django_capture_on_commit_callbacks
 ):
     silent = runner_job(kind="ingestreport", heartbeat_at=timezone.now() - timedelta(seconds=60))
     report = Report.objects.create(
         patient=patient, original_name="r.pdf", sha256="0" * 64, status="processing", job=silent
     )
-    body = api.get(f"/api/reports/{report.pk}").json()
+    body = staff_api.get(f"/api/reports/{report.pk}").json()
     assert body["status"] == "pending" and "stopped before it finished" in body["error"]
     assert launched == []
     # Asking for it explicitly starts it again.
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(f"/api/reports/{report.pk}/reingest")
+        response = staff_api.post(f"/api/reports/{report.pk}/reingest")
     assert response.status_code == 202 and response.json()["status"] == "pending"
     assert launched == [("ingestreport", str(report.pk))]
 
 
-def test_reingest_refuses_a_report_being_read_right_now(api, patient, launched):
+def test_reingest_refuses_a_report_being_read_right_now(staff_api, patient, launched):
     report = Report.objects.create(
         patient=patient,
         original_name="r.pdf",
@@ -78,6 +78,6 @@ def test_reingest_refuses_a_report_being_read_right_now(api, patient, launched):
         status="processing",
         job=runner_job(kind="ingestreport"),
     )
-    response = api.post(f"/api/reports/{report.pk}/reingest")
+    response = staff_api.post(f"/api/reports/{report.pk}/reingest")
     assert response.status_code == 409 and "being read right now" in response.json()["detail"]
     assert launched == []

@@ -181,26 +181,26 @@ def test_ingestreport_runs_in_its_own_process(subprocess_env, data_dir, settings
 
 
 def test_a_page_showing_a_report_whose_ingester_died_says_so_and_launches_nothing(
-    clinician_client, patient, launched, django_capture_on_commit_callbacks
+    staff_client, patient, launched, django_capture_on_commit_callbacks
 ):
     """Killed (out of memory, kill -9) between restarts: the polling page shows it is not being read, and
     only an explicit Try again (a POST) starts ingestion again."""
     job = silent_job()
     waiting = stored_report(patient, job=job)  # the rest of the dead process's batch
     orphaned = stored_report(patient, status=Report.Status.PROCESSING, job=job)
-    page = clinician_client.get(f"/patients/{patient.pk}/reports/", HTTP_HX_REQUEST="true")
+    page = staff_client.get(f"/patients/{patient.pk}/reports/", HTTP_HX_REQUEST="true")
     assert page.status_code == 200
     assert launched == []
     orphaned.refresh_from_db()
     assert orphaned.status == Report.Status.PENDING and orphaned.error == services.STOPPED
     assert "Its ingestion stopped before it finished" in page.content.decode()
 
-    body = clinician_client.get(f"/reports/{orphaned.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    body = staff_client.get(f"/reports/{orphaned.pk}/", HTTP_HX_REQUEST="true").content.decode()
     assert "Not being read right now." in body and "Try again" in body
     assert launched == []
 
     with django_capture_on_commit_callbacks(execute=True):
-        clinician_client.post(f"/reports/{orphaned.pk}/reingest/")
+        staff_client.post(f"/reports/{orphaned.pk}/reingest/")
     assert launched == [("ingestreport", str(orphaned.pk))]
     orphaned.refresh_from_db()
     assert orphaned.error == "" and orphaned.job.status == Job.Status.STARTING
