@@ -123,6 +123,12 @@ class StageOut(Schema):
     requirement: str
 
 
+def _run(request: HttpRequest, run_id: int, action: str = "view") -> Run:
+    # A run whose runner died is never returned as running: settle it first (a write, never a launch).
+    services.runs_mark_stale_interrupted()
+    return access.run_for(request.user, run_id, action, queryset=Run.objects.select_related("job"))
+
+
 def _refused(exc: services.RunRefused) -> HttpError:
     return HttpError(exc.status, exc.message)
 
@@ -235,7 +241,7 @@ def run_create(request: HttpRequest, payload: RunIn):
 
 @router.post("/runs/{run_id}/start", response={202: StartOut})
 def run_start(request: HttpRequest, run_id: int):
-    run = access.run_for(request.user, run_id, "start")
+    run = _run(request, run_id, "start")
     was = run.status
     try:
         started = services.run_start(run=run)
@@ -257,7 +263,7 @@ def run_cancel(request: HttpRequest, run_id: int):
     """Stop a queued or running run: it ends `cancelled` (a running one at its runner's next heartbeat, within
     RUN_HEARTBEAT_SECONDS) and keeps its finished calls; start it again to resume. 409 if it is not
     queued or running."""
-    run = access.run_for(request.user, run_id, "cancel")
+    run = _run(request, run_id, "cancel")
     try:
         cancelled = services.run_cancel(run=run)
     except services.RunRefused as exc:
@@ -277,7 +283,7 @@ def run_cancel(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}", response=RunDetail)
 def run_detail(request: HttpRequest, run_id: int):
-    return _detail(access.run_for(request.user, run_id))
+    return _detail(_run(request, run_id))
 
 
 @router.get("/patients/{patient_id}/runs", response=list[RunSummary])
@@ -293,7 +299,7 @@ def patient_runs(request: HttpRequest, patient_id: int):
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])
 def run_artifacts(request: HttpRequest, run_id: int):
-    run = access.run_for(request.user, run_id)
+    run = _run(request, run_id)
     labels = selectors.labels_by_model(run)
     return [_artifact(a, labels) for a in run.artifacts.all()]
 
@@ -312,7 +318,7 @@ def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
 
 @router.post("/runs/{run_id}/select", response=RunDetail)
 def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
-    run = access.run_for(request.user, run_id, "select")
+    run = _run(request, run_id, "select")
     artifact = Artifact.objects.filter(pk=payload.artifact_id).first()
     if artifact is None:
         raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
@@ -343,7 +349,7 @@ def _acknowledged(request: HttpRequest) -> list[str]:
 def run_export(request: HttpRequest, run_id: int):
     """Export the selected text. 409 lists its flagged numbers not yet acknowledged (`unresolved`, each
     with its `key`, status and nearest fact); post again with their keys in `acknowledge`."""
-    run = access.run_for(request.user, run_id, "export")
+    run = _run(request, run_id, "export")
     try:
         services.run_export(run=run, acknowledge=_acknowledged(request), user=request.user)
     except services.NumbersUnresolved as exc:
@@ -360,7 +366,7 @@ def run_export(request: HttpRequest, run_id: int):
 
 @router.get("/runs/{run_id}/export/{name}")
 def run_export_download(request: HttpRequest, run_id: int, name: str):
-    run = access.run_for(request.user, run_id)
+    run = _run(request, run_id)
     try:
         path = run.export_path(name)
     except ValueError as exc:
