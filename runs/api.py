@@ -426,7 +426,9 @@ def run_versions(request: HttpRequest, run_id: int):
 @router.post("/runs/{run_id}/versions", response={201: VersionOut})
 def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
     try:
-        version = versions.version_save(run=access.run_for(request.user, run_id, "edit"), text=payload.text, user=request.user)
+        version = versions.version_save(
+            run=access.run_for(request.user, run_id, "edit"), text=payload.text, user=request.user
+        )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     return Status(201, _version(version))
@@ -434,7 +436,9 @@ def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
 
 @router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
 def run_version(request: HttpRequest, run_id: int, number: int):
-    version = DraftVersion.objects.filter(run_id=access.run_for(request.user, run_id).pk, number=number).first()
+    version = DraftVersion.objects.filter(
+        run_id=access.run_for(request.user, run_id).pk, number=number
+    ).first()
     if version is None:
         raise HttpError(404, f"Run {run_id} has no version {number}.")
     try:
@@ -448,7 +452,9 @@ def run_version(request: HttpRequest, run_id: int, number: int):
 def run_version_sign(request: HttpRequest, run_id: int, number: int):
     """Sign a version as the caller (name and credentials from their profile); only the latest, only once."""
     try:
-        version = versions.version_sign(run=access.run_for(request.user, run_id, "sign"), number=number, user=request.user)
+        version = versions.version_sign(
+            run=access.run_for(request.user, run_id, "sign"), number=number, user=request.user
+        )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     return _version(version)

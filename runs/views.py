@@ -21,8 +21,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from accounts.models import profile_of
 import audit
+from accounts.models import profile_of
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step

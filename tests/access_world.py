@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 from patients.services import report_ingest, report_upload
+from runs import versions
 from runs.models import Artifact, Run
 from tests.run_helpers import CONSOLIDATOR, COUNCIL
 from tests.synthetic_reports import make_long_pdf
@@ -58,6 +59,7 @@ def world(clinician, tmp_path, data_dir, launched, fake_upstream, settings) -> W
     run.exports_dir.mkdir(parents=True)
     (run.exports_dir / "final.md").write_text("# Final\n")
     (run.exports_dir / "final.pdf").write_bytes(b"%PDF-1.4\n")
+    versions.version_save(run=run, text="# Final draft\n\nSynthetic text, edited.\n", user=clinician)
     identifier = PatientIdentifier.objects.create(patient=patient, kind="name", value="Synthetic Person")
     redaction = Redaction.objects.create(patient=patient, report=report, phrase="synthetic phrase")
     return World(patient, report, run, artifact, identifier, redaction)

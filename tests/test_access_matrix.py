@@ -78,6 +78,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GET /runs/{pk}/stages/{stage}/": WORKS_THE_RUNS,
     "POST /runs/{pk}/select/": WORKS_THE_RUNS,
     "POST /runs/{pk}/export/": WORKS_THE_RUNS,
+    "GET /runs/{pk}/write-up/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/write-up/preview/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/write-up/save/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/write-up/{number}/sign/": WORKS_THE_RUNS,
+    "GET /account/profile/": EVERYONE,  # each user's own profile
+    "POST /account/profile/": EVERYONE,
     "GET /api/docs": EVERYONE,
     "GET /api/openapi.json": EVERYONE,
     "GET /api/health": EVERYONE,
@@ -108,6 +114,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /api/runs/{run_id}/select": WORKS_THE_RUNS,
     "POST /api/runs/{run_id}/export": WORKS_THE_RUNS,
     "GET /api/runs/{run_id}/export/{name}": WORKS_THE_RUNS,
+    "GET /api/runs/{run_id}/versions": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/versions": WORKS_THE_RUNS,
+    "GET /api/runs/{run_id}/versions/{number}": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/versions/{number}/sign": WORKS_THE_RUNS,
     "GET /api/tokens": EVERYONE,
     "POST /api/tokens": EVERYONE,
     "POST /api/tokens/{token_id}/revoke": NOT_YOURS,
@@ -225,6 +235,9 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
         "POST /patients/{pk}/identifiers/": ({"kind": "record_number", "value": "SYN-0042"}, None),
         "POST /reports/{pk}/redactions/": ({"phrase": "another phrase", "scope": "report"}, None),
         "POST /api/tokens": ({"name": "matrix"}, "application/json"),
+        "POST /api/runs/{run_id}/versions": ({"text": "# Final draft\n\nMatrix edit.\n"}, "application/json"),
+        "POST /runs/{pk}/write-up/save/": ({"text": "# Final draft\n\nMatrix page edit.\n"}, None),
+        "POST /runs/{pk}/write-up/preview/": ({"text": "# Preview"}, None),
     }
     return bodies.get(route.key, ({}, None))
 

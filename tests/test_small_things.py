@@ -41,27 +41,27 @@ def test_search_ignores_case_and_accents_on_the_page_and_the_api(clinician_clien
 
 
 @pytest.mark.django_db
-def test_a_renamed_patient_is_found_by_its_new_label(clinician_client):
+def test_a_renamed_patient_is_found_by_its_new_label(staff_client):
     patient = Patient.objects.create(label="Old name")
-    response = clinician_client.post(f"/patients/{patient.pk}/edit/", {"label": "Émile Ångström"})
+    response = staff_client.post(f"/patients/{patient.pk}/edit/", {"label": "Émile Ångström"})
     assert response.status_code in (200, 302)
     patient.refresh_from_db()
     assert patient.label_folded == "emile angstrom"
-    assert [p["label"] for p in clinician_client.get("/api/patients?q=angstrom").json()["items"]] == [
+    assert [p["label"] for p in staff_client.get("/api/patients?q=angstrom").json()["items"]] == [
         "Émile Ångström"
     ]
 
 
 @pytest.mark.django_db
-def test_a_label_too_long_is_refused_with_its_length_not_cut(clinician_client):
-    form_page = clinician_client.get("/").content.decode()
+def test_a_label_too_long_is_refused_with_its_length_not_cut(staff_client):
+    form_page = staff_client.get("/").content.decode()
     assert 'name="label"' in form_page and 'maxlength="100"' not in form_page  # the browser does not cut it
     long_label = "L" * 130
-    response = clinician_client.post("/patients/new/", {"label": long_label})
+    response = staff_client.post("/patients/new/", {"label": long_label})
     body = html.unescape(response.content.decode())
     assert "at most 100 characters (this one has 130)" in body and "nothing was cut" in body
     assert not Patient.objects.exists()
-    api = clinician_client.post("/api/patients", {"label": long_label}, content_type="application/json")
+    api = staff_client.post("/api/patients", {"label": long_label}, content_type="application/json")
     assert api.status_code == 422 and "at most 100 characters" in api.json()["detail"]
     assert not Patient.objects.exists()
 
@@ -72,25 +72,25 @@ def _upload(client, patient, path):
 
 
 @pytest.mark.django_db
-def test_a_duplicate_upload_warns_and_links_the_earlier_report(clinician_client, api, tmp_path, launched):
+def test_a_duplicate_upload_warns_and_links_the_earlier_report(staff_client, staff_api, tmp_path, launched):
     patient = make_patient()
     path = tmp_path / "wavi-export.txt"
     make_text_report(path, seed=3)
-    first_page = _upload(clinician_client, patient, path).content.decode()
+    first_page = _upload(staff_client, patient, path).content.decode()
     assert "same content" not in first_page
     first = Report.objects.get()
-    page = html.unescape(_upload(clinician_client, patient, path).content.decode())
+    page = html.unescape(_upload(staff_client, patient, path).content.decode())
     assert "wavi-export.txt has the same content as" in page
     assert f'<a href="/reports/{first.pk}/">wavi-export.txt</a> (report {first.pk}' in page
     second = Report.objects.exclude(pk=first.pk).get()
     upload = SimpleUploadedFile("again.txt", path.read_bytes(), content_type="text/plain")
-    response = api.post(f"/api/patients/{patient.pk}/reports", {"files": [upload]})
+    response = staff_api.post(f"/api/patients/{patient.pk}/reports", {"files": [upload]})
     assert response.status_code == 201 and response.json()[0]["duplicate_of"] == first.pk
-    assert api.get(f"/api/reports/{first.pk}").json()["duplicate_of"] is None
-    assert api.get(f"/api/reports/{second.pk}").json()["duplicate_of"] == first.pk
+    assert staff_api.get(f"/api/reports/{first.pk}").json()["duplicate_of"] is None
+    assert staff_api.get(f"/api/reports/{second.pk}").json()["duplicate_of"] == first.pk
     # The same content for another patient is not a duplicate.
     other = make_patient("SYNTH-002")
-    assert "same content" not in _upload(clinician_client, other, path).content.decode()
+    assert "same content" not in _upload(staff_client, other, path).content.decode()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
         ("qeeg_site", "0001_initial"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("patients", "0007_patient_clinicians"),
+        ("patients", "0008_patient_clinicians"),
         ("runs", "0002_run_stages_done"),
     ]
 

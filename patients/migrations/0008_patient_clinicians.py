@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("patients", "0006_report_job"),
+        ("patients", "0007_patient_label_folded"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
