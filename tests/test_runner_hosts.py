@@ -136,4 +136,7 @@ def test_two_hosts_starting_the_same_run_at_once_get_one_runner(shared, fake_ups
 def _user():
     from django.contrib.auth import get_user_model
 
-    return get_user_model().objects.create_user(username=f"host-b-{os.getpid()}", password="x-pass-12345")
+    # An administrator: host B's operator reaches every patient (the roles are tested elsewhere).
+    return get_user_model().objects.create_superuser(
+        username=f"host-b-{os.getpid()}", password="x-pass-12345"
+    )
