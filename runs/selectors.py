@@ -206,9 +206,9 @@ def final_votes(run: Run) -> list[dict[str, Any]]:
 
 def fact_table(run: Run) -> dict[str, Any] | None:
     """The run's report's fact table as it is now (corrections and lock included), or None without one."""
-    from patients.facts import load_table  # patients.facts reads pages: numpy and pdfium load with it
+    from patients.selectors import report_facts
 
-    return load_table(run.report.folder)
+    return report_facts(run.report)
 
 
 def number_checks(
