@@ -275,6 +275,11 @@ def _order(text: str, default: str) -> str:
     return default
 
 
+def date_order(text: str, default: str = "mdy") -> str:
+    """How `text` writes its numeric dates ("dmy" or "mdy"), as de-identification reads them."""
+    return _order(text, default)
+
+
 @dataclass(frozen=True)
 class _DateHit:
     start: int

@@ -154,10 +154,30 @@ def text_width(text: str, size: float, *, bold: bool = False) -> float:
 
 @dataclass
 class Sessions:
+    """The three sessions a report prints. With `history` (a seed for one patient's whole history), every
+    number of a session is drawn from that seed and the session's date, so two reports that both print a
+    session print the same numbers for it, as two exports of one patient do; without it, from the page's
+    own generator, in the order the pages always drew them."""
+
     dates: list[date]
+    history: int | None = None
 
     def label(self, index: int) -> str:
         return self.dates[index - 1].strftime("%m/%d/%Y")
+
+    def rng(self, page_rng: random.Random, index: int, key: str) -> random.Random:
+        if self.history is None:
+            return page_rng
+        return random.Random(f"{self.history}|{self.dates[index - 1].isoformat()}|{key}")
+
+
+def patient_history(seed: int = 5, count: int = 6) -> list[date]:
+    """One patient's visit dates, two to five months apart: reports of this patient print three at a time."""
+    rng = random.Random(seed)
+    dates = [date(2024, 1, 8) + timedelta(days=rng.randint(0, 60))]
+    for _ in range(count - 1):
+        dates.append(dates[-1] + timedelta(days=rng.randint(60, 150)))
+    return dates
 
 
 def make_sessions(rng: random.Random, count: int = 3) -> Sessions:
@@ -206,9 +226,13 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
     def measure(name: str, unit: str, values: list[str], target: str) -> tuple[str, list[str], str, str]:
         return (name, values, unit, target)
 
-    rt = [str(rng.randint(240, 380)) for _ in range(3)]
-    rtv = [str(rng.randint(30, 80)) for _ in range(3)]
-    errors = [str(rng.randint(0, 4)), "N/A", str(rng.randint(0, 4))]
+    def draw(key: str) -> list[random.Random]:
+        return [sessions.rng(rng, index, key) for index in (1, 2, 3)]
+
+    rt = [str(r.randint(240, 380)) for r in draw("rt")]
+    rtv = [str(r.randint(30, 80)) for r in draw("rtv")]
+    first, _, third = draw("errors")
+    errors = [str(first.randint(0, 4)), "N/A", str(third.randint(0, 4))]
     rows.append(
         (
             "Performance",
@@ -219,9 +243,9 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
             ],
         )
     )
-    p3l = [str(rng.randint(290, 380)) for _ in range(3)]
-    p3v = [f"{rng.uniform(4, 16):.1f}" for _ in range(3)]
-    n1l = [str(rng.randint(85, 130)) for _ in range(3)]
+    p3l = [str(r.randint(290, 380)) for r in draw("p3l")]
+    p3v = [f"{r.uniform(4, 16):.1f}" for r in draw("p3v")]
+    n1l = [str(r.randint(85, 130)) for r in draw("n1l")]
     retest_l = ["-", str(abs(int(p3l[1]) - int(p3l[0]))), str(abs(int(p3l[2]) - int(p3l[1])))]
     retest_v = ["-", f"{abs(float(p3v[1]) - float(p3v[0])):.1f}", "<0"]
     rows.append(
@@ -236,8 +260,8 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
             ],
         )
     )
-    paf_ec = [f"{rng.uniform(8.5, 11.5):.1f}" for _ in range(3)]
-    paf_eo = [f"{rng.uniform(8.5, 11.5):.1f}" for _ in range(3)]
+    paf_ec = [f"{r.uniform(8.5, 11.5):.1f}" for r in draw("paf_ec")]
+    paf_eo = [f"{r.uniform(8.5, 11.5):.1f}" for r in draw("paf_eo")]
     rows.append(
         (
             "Peak Frequencies",
@@ -247,8 +271,8 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
             ],
         )
     )
-    tbr = [f"{rng.uniform(0.8, 3.4):.2f}" for _ in range(3)]
-    ab = [f"{rng.uniform(0.2, 0.9):.2f}" for _ in range(3)]
+    tbr = [f"{r.uniform(0.8, 3.4):.2f}" for r in draw("tbr")]
+    ab = [f"{r.uniform(0.2, 0.9):.2f}" for r in draw("ab")]
     rows.append(
         (
             "State Ratios",
@@ -258,8 +282,8 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
             ],
         )
     )
-    phq = [str(rng.randint(0, 20)) for _ in range(3)]
-    sleep = [str(rng.randint(0, 21)) for _ in range(3)]
+    phq = [str(r.randint(0, 20)) for r in draw("phq")]
+    sleep = [str(r.randint(0, 21)) for r in draw("sleep")]
     rows.append(
         (
             "Assessment Scores",
@@ -321,6 +345,7 @@ def _p300_panel(
     site: str,
     metric: str,
     n100: bool,
+    sessions: Sessions,
 ) -> None:
     """A tiny `# UV MS` table, its rows the sessions in colour, ordered by latency (not by session)."""
     size = 5.6
@@ -335,13 +360,14 @@ def _p300_panel(
     page.text(x + col_ms, y + line, "MS", size=size, align="right")
     rows = []
     for session in (1, 2, 3):
-        count = str(rng.randint(18, 64))
+        draw = sessions.rng(rng, session, f"{metric}|{printed}")
+        count = str(draw.randint(18, 64))
         if n100:
-            uv = f"{-rng.uniform(1.5, 9.5):.1f}"
-            ms = str(rng.randint(80, 140))
+            uv = f"{-draw.uniform(1.5, 9.5):.1f}"
+            ms = str(draw.randint(80, 140))
         else:
-            uv = f"{rng.uniform(2.0, 19.9):.1f}"
-            ms = str(rng.randint(250, 460))
+            uv = f"{draw.uniform(2.0, 19.9):.1f}"
+            ms = str(draw.randint(250, 460))
         rows.append((int(ms), session, count, uv, ms))
     for row_index, (_, session, count, uv, ms) in enumerate(sorted(rows)):
         ry = y + line * (2 + row_index)
@@ -389,11 +415,31 @@ def wavi_p300(rng: random.Random, sessions: Sessions, *, label: str) -> VendorPa
     for printed, canonical, fx, fy in HEAD_LAYOUT:
         px = left + fx * width - 20
         py = top + fy * height
-        _p300_panel(page, rng, x=px, y=py, printed=printed, site=canonical, metric="P300 Rare", n100=False)
+        _p300_panel(
+            page,
+            rng,
+            x=px,
+            y=py,
+            printed=printed,
+            site=canonical,
+            metric="P300 Rare",
+            n100=False,
+            sessions=sessions,
+        )
     # Averages below the head.
     ay = top + height + 40
     page.text(60, ay - 14, "Averages", size=7, bold=True)
-    _p300_panel(page, rng, x=90, y=ay, printed="AVG", site="Average", metric="P300 Rare", n100=False)
+    _p300_panel(
+        page,
+        rng,
+        x=90,
+        y=ay,
+        printed="AVG",
+        site="Average",
+        metric="P300 Rare",
+        n100=False,
+        sessions=sessions,
+    )
     _p300_panel(
         page,
         rng,
@@ -403,6 +449,7 @@ def wavi_p300(rng: random.Random, sessions: Sessions, *, label: str) -> VendorPa
         site="Central-frontal average",
         metric="P300 Rare",
         n100=False,
+        sessions=sessions,
     )
     _p300_panel(
         page,
@@ -413,6 +460,7 @@ def wavi_p300(rng: random.Random, sessions: Sessions, *, label: str) -> VendorPa
         site="Central-frontal average",
         metric="N100",
         n100=True,
+        sessions=sessions,
     )
     page.text(
         36,
@@ -447,7 +495,7 @@ def neuroguide_z(rng: random.Random, sessions: Sessions, *, label: str, session:
     for site in NEUROGUIDE_SITES:
         page.text(site_x, y, site, size=size)
         for i, band in enumerate(NEUROGUIDE_BANDS):
-            value = f"{rng.uniform(-3.2, 3.2):.2f}"
+            value = f"{sessions.rng(rng, session, f'{site}|{band}').uniform(-3.2, 3.2):.2f}"
             if value == "-0.00":
                 value = "0.00"
             page.text(first + i * step, y, value, size=size, align="right")
@@ -490,7 +538,7 @@ def generic_rows(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
     for name, unit, (low, high), normal in GENERIC_TESTS:
         page.text(36, y, name, size=7)
         for index in (1, 2, 3):
-            value = str(rng.randint(low, high))
+            value = str(sessions.rng(rng, index, name).randint(low, high))
             page.text(200 + (index - 1) * 70, y, f"{value} {unit}".strip(), size=7)
             page.fact(name, value, unit=unit, session=index, target=f"{normal} {unit}".strip())
         page.text(420, y, f"{normal} {unit}".strip(), size=7)
@@ -569,8 +617,10 @@ def make_vendor_pdf(
     label: str = "SYNTH-V01",
     dpi: int = 200,
     jpeg_quality: int | None = 88,
+    sessions: Sessions | None = None,
 ) -> VendorReport:
     """Write a vendor-like report; `pages` lists (kind, "image" | "text"). Returns the facts it printed.
+    `sessions`: the three sessions it prints (e.g. three visits of a `patient_history`); else made up.
 
     Image pages are rasterised at `dpi` and embedded as JPEG (as vendor exporters do, with its artefacts
     around small coloured print) or PNG when `jpeg_quality` is None, with no text layer at all.
@@ -582,7 +632,8 @@ def make_vendor_pdf(
         ("generic_rows", "text"),
     ]
     rng = random.Random(seed)
-    sessions = make_sessions(rng)
+    made = make_sessions(rng)  # drawn either way, so a seed prints the same numbers as it always did
+    sessions = sessions or made
     pdf = FPDF(unit="pt", format=A4)
     pdf.set_auto_page_break(auto=False)
     pdf.add_font("DejaVu", "", str(FONT))
