@@ -33,6 +33,8 @@ ACTIONS: dict[str, str] = {
     "run.selected": "selected a draft",
     "run.acknowledged": "acknowledged",
     "run.exported": "exported a run",
+    "version.saved": "saved a version of a write-up",
+    "version.signed": "signed a version of a write-up",
     "export.downloaded": "downloaded an export",
     # API tokens.
     "token.created": "created an API token",

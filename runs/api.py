@@ -397,10 +397,13 @@ class VersionOut(Schema):
     signer_name: str
     signer_credentials: str
     signed_at: datetime | None
+    numbers: dict[str, int] | None  # what the number check said of the text when it was saved
 
 
 class VersionDetail(VersionOut):
     text: str
+    numbers_now: str  # the check on read (a correction of the fact table since the save shows here)
+    unresolved: list[dict[str, Any]]  # flagged numbers not yet acknowledged: signing asks for each
 
 
 def _version(version: DraftVersion) -> dict[str, Any]:
@@ -414,6 +417,7 @@ def _version(version: DraftVersion) -> dict[str, Any]:
         "signer_name": version.signer_name,
         "signer_credentials": version.signer_credentials,
         "signed_at": version.signed_at,
+        "numbers": version.numbers,
     }
 
 
@@ -425,36 +429,49 @@ def run_versions(request: HttpRequest, run_id: int):
 
 @router.post("/runs/{run_id}/versions", response={201: VersionOut})
 def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
+    """Save the next version of the selected draft; its numbers are checked as it is saved (`numbers`)."""
     try:
         version = versions.version_save(
             run=access.run_for(request.user, run_id, "edit"), text=payload.text, user=request.user
         )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "version.saved", version, number=version.number)
     return Status(201, _version(version))
 
 
 @router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
 def run_version(request: HttpRequest, run_id: int, number: int):
-    version = DraftVersion.objects.filter(
-        run_id=access.run_for(request.user, run_id).pk, number=number
-    ).first()
+    run = access.run_for(request.user, run_id)
+    version = DraftVersion.objects.filter(run_id=run.pk, number=number).select_related("base").first()
     if version is None:
         raise HttpError(404, f"Run {run_id} has no version {number}.")
     try:
         text = versions.version_text(version)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
-    return {**_version(version), "text": text}
+    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text)
+    return {
+        **_version(version),
+        "text": text,
+        "numbers_now": checked.line,
+        "unresolved": [check.as_dict() for check in checked.unresolved],
+    }
 
 
-@router.post("/runs/{run_id}/versions/{number}/sign", response=VersionOut)
+@router.post("/runs/{run_id}/versions/{number}/sign", response={200: VersionOut, 409: dict})
 def run_version_sign(request: HttpRequest, run_id: int, number: int):
-    """Sign a version as the caller (name and credentials from their profile); only the latest, only once."""
+    """Sign a version as the caller (name and credentials from their profile); only the latest, only once.
+    As for an export, 409 lists its flagged numbers not yet acknowledged (`unresolved`); post again with
+    their keys in `{"acknowledge": [...]}`."""
+    run = access.run_for(request.user, run_id, "sign")
     try:
         version = versions.version_sign(
-            run=access.run_for(request.user, run_id, "sign"), number=number, user=request.user
+            run=run, number=number, user=request.user, acknowledge=_acknowledged(request)
         )
+    except services.NumbersUnresolved as exc:
+        return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "version.signed", version, number=version.number)
     return _version(version)

@@ -167,6 +167,9 @@ class DraftVersion(models.Model):
     signer_name = models.CharField(max_length=120, blank=True)
     signer_credentials = models.CharField(max_length=120, blank=True)
     signed_at = models.DateTimeField(null=True, blank=True)
+    # What the number check said of this text when it was saved (council.numbers.summary); None: nothing to
+    # check against. Pages check again on read.
+    numbers = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "number"]

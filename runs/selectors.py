@@ -4,6 +4,7 @@ export and `runpipeline` all read through these."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
 from django.db.models import Q
@@ -230,10 +231,34 @@ def has_numbers(table: dict[str, Any] | None) -> bool:
     return bool(table) and any(fact.get("number") is not None for fact in table["facts"])
 
 
+@dataclass(frozen=True)
+class TextNumbers:
+    """A text's numbers checked against the fact table, for a page: every check (None when nothing is
+    checked), the flagged ones nobody acknowledged, and the one-line summary."""
+
+    checks: list[numbers.Check] | None
+    unresolved: list[numbers.Check]
+
+    @property
+    def line(self) -> str:
+        return numbers.summary_line(self.checks) if self.checks is not None else ""
+
+    @property
+    def flagged(self) -> list[numbers.Check]:
+        return [check for check in self.checks or [] if check.flagged]
+
+
+def text_numbers(artifact: Artifact, table: dict[str, Any] | None, text: str | None = None) -> TextNumbers:
+    """`text` (default: the artifact's own; else the write-up edited from it) checked once: the checks and
+    the flagged numbers not acknowledged for `artifact`."""
+    checks = number_checks(artifact, table, text)
+    flagged = [check for check in checks or [] if check.flagged]
+    acknowledged = set(artifact.acknowledgements.values_list("key", flat=True)) if flagged else set()
+    return TextNumbers(checks=checks, unresolved=[c for c in flagged if c.key not in acknowledged])
+
+
 def unresolved_numbers(
     artifact: Artifact, table: dict[str, Any] | None, text: str | None = None
 ) -> list[numbers.Check]:
     """The flagged numbers of `artifact` (or of `text`, the write-up edited from it) nobody acknowledged."""
-    checks = number_checks(artifact, table, text) or []
-    acknowledged = set(artifact.acknowledgements.values_list("key", flat=True))
-    return [check for check in checks if check.flagged and check.key not in acknowledged]
+    return text_numbers(artifact, table, text).unresolved

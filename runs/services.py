@@ -371,33 +371,26 @@ def run_select(*, run: Run, artifact: Artifact) -> Run:
 
 
 class NumbersUnresolved(RunRefused):
-    """The selected draft has flagged numbers nobody acknowledged: `unresolved` lists them (Check.as_dict)."""
+    """A text has flagged numbers nobody acknowledged: `unresolved` lists them (Check.as_dict)."""
 
-    def __init__(self, unresolved: list[dict]) -> None:
+    def __init__(self, unresolved: list[dict], *, doing: str = "exporting") -> None:
         count = len(unresolved)
         super().__init__(
-            f"{count} number{'s' if count != 1 else ''} of the selected text do not match the fact table: "
-            "acknowledge each one (or correct the draft) before exporting.",
+            f"{count} number{'s' if count != 1 else ''} of the selected text "
+            f"{'do' if count != 1 else 'does'} not match the fact table: "
+            f"acknowledge each one (or correct the text) before {doing}.",
             status=409,
         )
         self.unresolved = unresolved
 
 
-def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
-    """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
-    were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
-    names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
-    from runs.exports import ExportError, export_run
-
-    run.refresh_from_db()
-    artifact = run.selected_artifact
-    if artifact is None:
-        raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
-    from runs.versions import current_text
-
-    table = selectors.fact_table(run)
-    # The text that is exported: the clinician's latest edit of the draft, else the model's text.
-    unresolved = selectors.unresolved_numbers(artifact, table, current_text(run, artifact).text)
+def numbers_acknowledge(
+    *, run: Run, artifact: Artifact, text: str, acknowledge: Sequence[str] = (), user=None, doing: str
+) -> None:
+    """The one acknowledgement path (export and signing alike): `text` (the model's `artifact`, or a version
+    edited from it) goes ahead only once each of its flagged numbers is acknowledged. `acknowledge` names
+    numbers by key, recorded with `user` and the time; NumbersUnresolved lists the rest."""
+    unresolved = selectors.unresolved_numbers(artifact, selectors.fact_table(run), text)
     wanted = set(acknowledge)
     for check in unresolved:
         if check.key in wanted:
@@ -412,7 +405,30 @@ def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> Expor
             )
     left = [check.as_dict() for check in unresolved if check.key not in wanted]
     if left:
-        raise NumbersUnresolved(left)
+        raise NumbersUnresolved(left, doing=doing)
+
+
+def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
+    """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
+    were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
+    names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
+    from runs.exports import ExportError, export_run
+
+    run.refresh_from_db()
+    artifact = run.selected_artifact
+    if artifact is None:
+        raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
+    from runs.versions import current_text
+
+    # The text that is exported: the clinician's latest edit of the draft, else the model's text.
+    numbers_acknowledge(
+        run=run,
+        artifact=artifact,
+        text=current_text(run, artifact).text,
+        acknowledge=acknowledge,
+        user=user,
+        doing="exporting",
+    )
     try:
         paths = export_run(run=run, artifact=artifact)
     except ExportError as exc:

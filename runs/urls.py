@@ -20,6 +20,7 @@ urlpatterns = [
     path("<int:pk>/write-up/preview/", views.write_up_preview, name="write_up_preview"),
     path("<int:pk>/write-up/save/", views.write_up_save, name="write_up_save"),
     path("<int:pk>/write-up/<int:number>/sign/", views.write_up_sign, name="write_up_sign"),
+    path("<int:pk>/write-up/versions/<int:number>/", views.write_up_version, name="write_up_version"),
     path("reports/<int:pk>/council-view/", views.report_preview, name="report_preview"),
     path(
         "reports/<int:pk>/council-view/pages/<int:number>.png",

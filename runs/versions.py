@@ -8,6 +8,7 @@ to the model draft they were edited from (`base`): selecting another draft start
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -15,9 +16,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from accounts.models import profile_of
+from council import numbers
 from documents.files import write_atomic
+from runs import selectors
 from runs.models import Artifact, DraftVersion, Run
-from runs.services import RunRefused
+from runs.services import RunRefused, numbers_acknowledge
 
 # The longest write-up a version may hold (characters); model drafts are a few thousand.
 MAX_VERSION_CHARS = 200_000
@@ -103,13 +106,21 @@ def version_save(*, run: Run, text: str, user) -> DraftVersion:
     if _normalised(current.text) == text:
         what = f"version {current.version.number}" if current.version else "the model's draft"
         raise RunRefused(f"Nothing changed since {what}; there is no new version to save.", status=409)
-    # The number check of the fidelity work belongs here (on `text`, before it is saved) once it is on main.
+    # The number check of the fidelity work, on the text as saved: its summary stays with the version (pages
+    # check again on read, so a correction of the fact table after the save shows at once).
+    checked = selectors.text_numbers(current.artifact, selectors.fact_table(run), text)
     data = text.encode("utf-8")
     digest = hashlib.sha256(data).hexdigest()
     number = (DraftVersion.objects.filter(run=run).aggregate(n=Max("number"))["n"] or 0) + 1
     relpath = f"versions/{run.pk}/v{number}-{digest[:12]}.md"
     version = DraftVersion(
-        run=run, number=number, base=current.artifact, file_path=relpath, sha256=digest, author=user
+        run=run,
+        number=number,
+        base=current.artifact,
+        file_path=relpath,
+        sha256=digest,
+        author=user,
+        numbers=numbers.summary(checked.checks) if checked.checks is not None else None,
     )
     write_atomic(version.path, data)
     try:
@@ -125,9 +136,11 @@ def version_save(*, run: Run, text: str, user) -> DraftVersion:
     return version
 
 
-def version_sign(*, run: Run, number: int, user) -> DraftVersion:
+def version_sign(*, run: Run, number: int, user, acknowledge: Sequence[str] = ()) -> DraftVersion:
     """Sign version `number` as `user` (name and credentials from their profile, now). Only the latest
-    version of the selected draft can be signed, and only once; its text must still match its hash."""
+    version of the selected draft can be signed, and only once; its text must still match its hash, and each
+    of its flagged numbers must be acknowledged first (`acknowledge`, as for an export; else
+    NumbersUnresolved lists them)."""
     version = DraftVersion.objects.filter(run=run, number=number).first()
     if version is None:
         raise RunRefused(f"Run {run.pk} has no version {number}.", status=404)
@@ -144,7 +157,10 @@ def version_sign(*, run: Run, number: int, user) -> DraftVersion:
     profile = profile_of(user)
     if not profile.display_name.strip():
         raise RunRefused("Add your name (and credentials) to your profile before signing.", status=422)
-    version_text(version)  # refuses a text that no longer matches its hash
+    text = version_text(version)  # refuses a text that no longer matches its hash
+    numbers_acknowledge(
+        run=run, artifact=version.base, text=text, acknowledge=acknowledge, user=user, doing="signing"
+    )
     claimed = DraftVersion.objects.filter(pk=version.pk, signed_at__isnull=True).update(
         signed_by=user,
         signer_name=profile.display_name.strip(),

@@ -388,25 +388,30 @@ def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpRespo
 def _write_up_context(
     request: HttpRequest, run: Run, *, text: str | None = None, error: str = ""
 ) -> dict[str, Any]:
-    """The editor: the current text (or what was just posted and refused), its preview, the versions of the
-    selected draft and the diff of the current text against the model's draft."""
+    """The editor: the current text (or what was just posted and refused), its preview with the numbers
+    the check flags, the versions of the selected draft and the diff of the current text against the model's
+    draft."""
     edited = versions.current_text(run)
     model_text = selectors.artifact_text(edited.artifact)
     shown = edited.text if text is None else text
     diff, added, removed = reading.draft_diff(model_text, shown)
     history = versions.versions_of(run)
     latest = history[-1] if history else None
+    checked = selectors.text_numbers(edited.artifact, selectors.fact_table(run), shown)
     return {
         "run": run,
         "edited": edited,
         "text": shown,
-        "preview": page_html(shown),
+        "preview": reading.rendered(shown, run.report_id, checked.checks),
+        "numbers": checked,
         "diff": diff,
         "added": added,
         "removed": removed,
         "versions": list(reversed(history)),
         "latest": latest,
         "can_sign": latest is not None and not latest.signed and text is None,
+        # Signing asks for these, as the export does: the latest version's flagged numbers not acknowledged.
+        "unresolved": checked.unresolved if text is None else [],
         "draft_name": STEPS[edited.artifact.stage].output_name(edited.artifact.model_id),
         "max_chars": versions.MAX_VERSION_CHARS,
         "error": error,
@@ -414,19 +419,20 @@ def _write_up_context(
     }
 
 
+def _to_selection(request: HttpRequest, run: Run, message: str) -> HttpResponse:
+    messages.error(request, message)
+    return _redirect(
+        request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
+    )
+
+
 def _write_up_page(request: HttpRequest, run: Run, **kwargs: Any) -> HttpResponse:
     if run.selected_artifact_id is None:
-        messages.error(request, "Select a final draft (or the consolidation) before editing it.")
-        return _redirect(
-            request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
-        )
+        return _to_selection(request, run, "Select a final draft (or the consolidation) before editing it.")
     try:
         context = _write_up_context(request, run, **kwargs)
     except services.RunRefused as exc:
-        messages.error(request, exc.message)
-        return _redirect(
-            request, reverse("runs:stage", args=[run.pk, STEPS.selection_step.number]) + "#selection"
-        )
+        return _to_selection(request, run, exc.message)
     return render(request, "runs/write_up.html", context, status=422 if kwargs.get("error") else 200)
 
 
@@ -437,15 +443,20 @@ def write_up(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_POST
 def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
-    """The live preview htmx asks for while the clinician types: the posted markdown through the one cleaner."""
-    _run(request, pk, "edit")
+    """The live preview htmx asks for while the clinician types: the posted markdown through the one cleaner,
+    its numbers checked against the fact table (flagged ones marked, with the summary line above)."""
+    run = _run(request, pk, "edit")
     text = request.POST.get("text", "")
     if len(text) > versions.MAX_VERSION_CHARS:
         return HttpResponse(
             f"<p class='error'>Too long to preview: at most {versions.MAX_VERSION_CHARS:,} characters.</p>",
             status=413,
         )
-    return HttpResponse(page_html(text))
+    if run.selected_artifact is None:
+        return HttpResponse(page_html(text))
+    checked = selectors.text_numbers(run.selected_artifact, selectors.fact_table(run), text)
+    context = {"numbers": checked, "preview": reading.rendered(text, run.report_id, checked.checks)}
+    return render(request, "runs/_write_up_preview.html", context)
 
 
 @require_POST
@@ -456,7 +467,12 @@ def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
         version = versions.version_save(run=run, text=text, user=request.user)
     except services.RunRefused as exc:
         return _write_up_page(request, run, text=text, error=exc.message)
-    messages.success(request, f"Saved version {version.number}. Sign it when it is final.")
+    audit.record(request, "version.saved", version, number=version.number)
+    flagged = (version.numbers or {}).get("flagged", 0)
+    said = (
+        f" {flagged} number{'s' if flagged != 1 else ''} flagged against the fact table." if flagged else ""
+    )
+    messages.success(request, f"Saved version {version.number}.{said} Sign it when it is final.")
     return _redirect(request, reverse("runs:write_up", args=[run.pk]))
 
 
@@ -464,11 +480,41 @@ def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
 def write_up_sign(request: HttpRequest, pk: int, number: int) -> HttpResponse:
     run = _run(request, pk, "sign")
     try:
-        version = versions.version_sign(run=run, number=number, user=request.user)
+        version = versions.version_sign(
+            run=run, number=number, user=request.user, acknowledge=request.POST.getlist("acknowledge")
+        )
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
+        audit.record(request, "version.signed", version, number=version.number)
         messages.success(
             request, f"Version {version.number} signed by {version.signature_line()}. Export it to send it."
         )
     return _redirect(request, reverse("runs:write_up", args=[run.pk]))
+
+
+@require_GET
+def write_up_version(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """One saved version as it reads: its text with the numbers the check flags now, who saved and signed
+    it, its hash, and what the check said when it was saved."""
+    run = _run(request, pk)
+    version = run.versions.select_related("author", "base").filter(number=number).first()
+    if version is None:
+        raise Http404(f"Run {run.pk} has no version {number}.")
+    try:
+        text = versions.version_text(version)
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+        return _redirect(request, reverse("runs:write_up", args=[run.pk]))
+    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text)
+    latest = versions.latest_version(run, version.base)
+    context = {
+        "run": run,
+        "version": version,
+        "html": reading.rendered(text, run.report_id, checked.checks),
+        "numbers": checked,
+        "current": latest is not None and latest.pk == version.pk,
+        "draft_name": STEPS[version.base.stage].output_name(version.base.model_id),
+    }
+    audit.record(request, "artifact.viewed", version.base, stage=version.base.stage, version=version.number)
+    return render(request, "runs/version.html", context)

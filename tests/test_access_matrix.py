@@ -82,6 +82,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /runs/{pk}/write-up/preview/": WORKS_THE_RUNS,
     "POST /runs/{pk}/write-up/save/": WORKS_THE_RUNS,
     "POST /runs/{pk}/write-up/{number}/sign/": WORKS_THE_RUNS,
+    "GET /runs/{pk}/write-up/versions/{number}/": WORKS_THE_RUNS,
     "GET /account/profile/": EVERYONE,  # each user's own profile
     "POST /account/profile/": EVERYONE,
     "GET /api/docs": EVERYONE,
