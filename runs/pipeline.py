@@ -99,7 +99,19 @@ def _outputs(artifacts: list[Artifact], step: Step) -> dict[int, dict[str, str]]
     return outputs
 
 
-_record = sync_to_async(services.artifact_record)
+async def _record(*, run_id: int, stage: int, model_id: str, outcome: services.Outcome) -> Artifact:
+    """The answer's file from a thread of its own (the answers of a stage are fsync'd side by side), then its
+    row and events in Django's sync thread, one short transaction."""
+    stored = None
+    if outcome.text is not None:
+        stored = await asyncio.to_thread(
+            services.artifact_store_text, run_id=run_id, stage=stage, model_id=model_id, text=outcome.text
+        )
+    return await sync_to_async(services.artifact_record)(
+        run_id=run_id, stage=stage, model_id=model_id, outcome=outcome, stored=stored
+    )
+
+
 _stage_begin = sync_to_async(services.stage_begin)
 _stage_end = sync_to_async(services.stage_end)
 _model_started = sync_to_async(services.model_started)

@@ -257,8 +257,31 @@ class Outcome:
     error: str = ""  # the failure reason, or a caveat on an OK artifact
 
 
-def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome) -> Artifact:
-    """Write the artifact's file (temp + rename) and its row the moment its call finishes."""
+@dataclass(frozen=True)
+class StoredText:
+    """An artifact's text, already on disk: where (relative to DATA_DIR) and its SHA-256."""
+
+    relpath: str
+    sha256: str
+
+
+def artifact_store_text(*, run_id: int, stage: int, model_id: str, text: str) -> StoredText:
+    """Write an answer's file (temp + fsync + rename). No database: the runner calls it from a thread of its
+    own, so the answers of a stage are written side by side instead of one after another in Django's one
+    sync thread; `artifact_record` then writes the row."""
+    kind = STEPS.kind_of(stage).value
+    relpath = artifact_relpath(run_id=run_id, stage=stage, model_id=model_id, kind=kind)
+    data = text.encode("utf-8")
+    write_atomic(settings.DATA_DIR / relpath, data)
+    return StoredText(relpath=relpath, sha256=hashlib.sha256(data).hexdigest())
+
+
+def artifact_record(
+    *, run_id: int, stage: int, model_id: str, outcome: Outcome, stored: StoredText | None = None
+) -> Artifact:
+    """Record a finished call the moment it finishes: the file (unless `stored` says it is written already),
+    then its row and its events in ONE transaction, so a killed runner leaves the row with its events or
+    neither (a missing row means the call is asked again on resume; a file without a row is overwritten)."""
     kind = STEPS.kind_of(stage).value
     usage = outcome.usage
     fields = {
@@ -271,47 +294,44 @@ def artifact_record(*, run_id: int, stage: int, model_id: str, outcome: Outcome)
         "error": outcome.error,
     }
     if outcome.text is not None:
-        relpath = artifact_relpath(run_id=run_id, stage=stage, model_id=model_id, kind=kind)
-        data = outcome.text.encode("utf-8")
-        write_atomic(settings.DATA_DIR / relpath, data)
-        fields |= {
-            "file_path": relpath,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "status": Artifact.Status.OK,
-        }
+        if stored is None:
+            stored = artifact_store_text(run_id=run_id, stage=stage, model_id=model_id, text=outcome.text)
+        fields |= {"file_path": stored.relpath, "sha256": stored.sha256, "status": Artifact.Status.OK}
     else:
         fields |= {"file_path": "", "sha256": "", "status": Artifact.Status.FAILED}
-    artifact, _ = Artifact.objects.update_or_create(
-        run_id=run_id, stage=stage, model_id=model_id, defaults=fields
-    )
-    if artifact.status == Artifact.Status.OK:
-        tokens = (artifact.prompt_tokens or 0) + (artifact.completion_tokens or 0)
-        events.event_emit(
-            run=run_id,
-            kind=events.ARTIFACT_WRITTEN,
-            stage=stage,
-            model_id=model_id,
-            artifact_id=artifact.pk,
-            artifact_kind=kind,
-            tokens=tokens,
-            latency_ms=artifact.latency_ms,
+    with transaction.atomic():
+        artifact, _ = Artifact.objects.update_or_create(
+            run_id=run_id, stage=stage, model_id=model_id, defaults=fields
         )
-        events.event_emit(
-            run=run_id,
-            kind=events.MODEL_FINISHED,
-            stage=stage,
-            model_id=model_id,
-            artifact_id=artifact.pk,
-            prompt_tokens=artifact.prompt_tokens,
-            completion_tokens=artifact.completion_tokens,
-            latency_ms=artifact.latency_ms,
-            attempts=artifact.attempts,
-        )
-    else:
+        if artifact.status == Artifact.Status.OK:
+            tokens = (artifact.prompt_tokens or 0) + (artifact.completion_tokens or 0)
+            events.event_emit(
+                run=run_id,
+                kind=events.ARTIFACT_WRITTEN,
+                stage=stage,
+                model_id=model_id,
+                artifact_id=artifact.pk,
+                artifact_kind=kind,
+                tokens=tokens,
+                latency_ms=artifact.latency_ms,
+            )
+            events.event_emit(
+                run=run_id,
+                kind=events.MODEL_FINISHED,
+                stage=stage,
+                model_id=model_id,
+                artifact_id=artifact.pk,
+                prompt_tokens=artifact.prompt_tokens,
+                completion_tokens=artifact.completion_tokens,
+                latency_ms=artifact.latency_ms,
+                attempts=artifact.attempts,
+            )
+        else:
+            events.event_emit(
+                run=run_id, kind=events.MODEL_FAILED, stage=stage, model_id=model_id, error=outcome.error
+            )
+    if artifact.status != Artifact.Status.OK:
         log.warning("run %s: stage %s model %s failed: %s", run_id, stage, model_id, outcome.error)
-        events.event_emit(
-            run=run_id, kind=events.MODEL_FAILED, stage=stage, model_id=model_id, error=outcome.error
-        )
     return artifact
 
 

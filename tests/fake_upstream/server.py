@@ -93,6 +93,13 @@ def _error(status: int, message: str, *, type_: str, code: str | None = None, **
     return _Answer(status, {"error": {"message": message, "type": type_, "code": code, **extra}})
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a council of 8 opening its connections at once overflowed
+    # it, and the kernel dropped the extra SYNs, which the client retried 1 s later (Stage 1 of an 8-model
+    # run took 2 s instead of 1). A real proxy listens with the system's backlog (somaxconn).
+    request_queue_size = socket.SOMAXCONN
+
+
 class FakeUpstream:
     def __init__(
         self,
@@ -128,7 +135,7 @@ class FakeUpstream:
         class Handler(_Handler):
             upstream = fake
 
-        server = ThreadingHTTPServer((self.host, self.requested_port), Handler)
+        server = _Server((self.host, self.requested_port), Handler)
         server.daemon_threads = True
         server.block_on_close = False  # a slow model must not hold up stop()
         self._server = server
