@@ -300,3 +300,73 @@ async def test_a_silent_runner_is_found_while_someone_watches_and_the_stream_end
     status = await stream.event(timeout=5)
     assert status.event == "status" and status.data["data"]["status"] == "interrupted"
     assert (await stream.event()).event == "end"
+
+
+async def _held_stream(client, run, monkeypatch):
+    """A stream whose consumer stops at its first live event until `release` is set (a slow client, a
+    saturated process), and its channel in the layer."""
+    stream = await open_stream(client, run.pk)
+    await stream.event()  # snapshot
+    release = asyncio.Event()
+    original = RunStreamConsumer.run_event
+    held: list[int] = []
+
+    async def slow(self, message):
+        if not held:
+            held.append(message["id"])
+            await release.wait()
+        return await original(self, message)
+
+    monkeypatch.setattr(RunStreamConsumer, "run_event", slow)
+    layer = get_channel_layer()
+    [channel] = layer.groups[feed.run_group(run.pk)]
+    return stream, release, layer, channel
+
+
+async def _until_dispatched(event_id: int, run_id: int) -> None:
+    for _ in range(200):
+        if feed.get_feed().last_sent.get(run_id) == event_id:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the feed never handed the event on")
+
+
+async def test_events_dropped_by_a_full_channel_reach_the_stream_even_when_they_are_the_last(
+    client, run, monkeypatch
+):
+    """A full channel drops a message. When no later event follows (the run's own end), nothing else told
+    the stream it missed one: it waited forever without the end. Now its next receive is a catch-up."""
+    stream, release, layer, channel = await _held_stream(client, run, monkeypatch)
+    layer.channels[channel]._maxsize = 2  # room for two waiting messages
+    rows = [
+        await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1) for i in range(4)
+    ]
+    rows.append(await emit(run=run.pk, kind="status", status="complete"))
+    await _until_dispatched(rows[-1].pk, run.pk)  # one in the consumer's hands, two queued, two dropped
+    release.set()
+    got = [await stream.event() for _ in rows]
+    assert [f.id for f in got] == [r.pk for r in rows]
+    assert (await stream.event()).event == "end"
+    assert await stream.ended()
+
+
+async def test_events_that_waited_past_the_layers_expiry_are_read_from_the_table(client, run, monkeypatch):
+    """The stock layer dropped expired messages AND took the channel out of its group: a stream a minute
+    behind got nothing more, ever. Now the stream stays in its group and catches up from the table."""
+    stream, release, layer, channel = await _held_stream(client, run, monkeypatch)
+    monkeypatch.setattr(layer, "expiry", 0.2)
+    early = [
+        await emit(run=run.pk, kind="model_started", stage=1, model_id=f"m{i}", attempt=1) for i in range(3)
+    ]
+    await _until_dispatched(early[-1].pk, run.pk)
+    await asyncio.sleep(0.4)  # the queued two are past their expiry now
+    layer._next_sweep = 0.0
+    late = await emit(run=run.pk, kind="stage_finished", stage=1, ok=3, failed=0, total=3)
+    await _until_dispatched(late.pk, run.pk)  # its group send swept the expired ones out
+    assert channel in layer.groups[feed.run_group(run.pk)]
+    release.set()
+    got = [await stream.event() for _ in range(4)]
+    assert [f.id for f in got] == [r.pk for r in [*early, late]]
+    final = await emit(run=run.pk, kind="status", status="complete")
+    assert (await stream.event()).id == final.pk
+    assert (await stream.event()).event == "end"
