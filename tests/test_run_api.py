@@ -120,6 +120,9 @@ def test_a_run_started_from_the_api_completes_and_reads_back(api, fake_upstream,
 
     listed = api.get(f"/api/patients/{patient.pk}/runs").json()
     assert [r["id"] for r in listed] == [run_id]
+    # The list reads plain column values, the detail a model instance: the same summary either way.
+    assert {key: body[key] for key in listed[0]} == listed[0]
+    assert listed[0]["status_display"] == "Complete" and listed[0]["created_at"].endswith("Z")
 
     artifacts = api.get(f"/api/runs/{run_id}/artifacts").json()
     assert len(artifacts) == 16
