@@ -45,7 +45,7 @@ def make_clinic(fake) -> dict:
     from django.utils import timezone
 
     from council.stages import STEPS
-    from patients.models import Patient, Report
+    from patients.models import Patient, Report, fold
     from qeeg_site.models import ApiToken
     from runs.models import Artifact, Run
     from tests.run_helpers import run_pipeline_here
@@ -57,6 +57,7 @@ def make_clinic(fake) -> dict:
         [
             Patient(
                 label=f"P-{i:05d}",
+                label_folded=fold(f"P-{i:05d}"),  # what save() keeps; bulk_create skips save()
                 age=rng.randint(5, 90),
                 referral_reason=rng.choice(REASONS),
                 notes=f"Seen in clinic {rng.randint(1, 40)}; follow-up {rng.choice(['yes', 'no'])}.",
