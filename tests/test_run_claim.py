@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import CommandError
 
+from jobs.models import Job
 from jobs.services import Beat
 from runs import services
 from runs.models import Run
@@ -37,8 +38,11 @@ def test_runpipeline_refuses_a_run_another_live_runner_holds(run):
 
 def test_complete_runs_are_not_rerun_without_from_stage(run, fake_upstream):
     assert run_pipeline_here(run)[0] == 0
+    jobs = list(Job.objects.filter(kind="runpipeline", target=str(run.pk)))
     with pytest.raises(CommandError, match="from-stage"):
         run_pipeline_here(run)
+    # Refused before a job was made: a second start of a finished run leaves nothing behind.
+    assert list(Job.objects.filter(kind="runpipeline", target=str(run.pk))) == jobs
     calls = len(fake_upstream.calls)
     services.run_select(run=run, artifact=run.artifacts.get(stage=6, model_id="gpt-5"))
     services.run_export(run=run)

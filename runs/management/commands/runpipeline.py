@@ -53,6 +53,11 @@ class Command(BaseCommand):
         run = Run.objects.filter(pk=run_id).first()
         if run is None:
             raise CommandError(f"There is no run {run_id}.")
+        if run.status == Run.Status.COMPLETE and from_stage is None:
+            # Said before a job is made, so a second start of a finished run leaves no job behind.
+            raise CommandError(
+                f"Run {run_id} is complete; nothing to do (use --from-stage N to redo stages of a complete run)."
+            )
         # The job first (a runner that died without a word is judged by its heartbeat and set aside), then the
         # run: each a compare-and-set, so of two runners started at once, on any hosts, one goes on.
         job = job_claim(kind=services.RUNPIPELINE, args=[str(run_id)])
