@@ -17,7 +17,7 @@ import audit
 from council.stages import STEPS
 from patients import access as patient_access
 from runs import access, selectors, services, versions
-from runs.models import Artifact, DraftVersion, Run
+from runs.models import Artifact, DraftVersion, Run, elapsed_seconds
 
 router = Router(tags=["runs"])
 
@@ -49,6 +49,7 @@ class RunSummary(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    elapsed_seconds: float | None  # working time: the runners' time on it, never the wait before a resume
 
 
 class RunDetail(RunSummary):
@@ -153,6 +154,8 @@ SUMMARY_FIELDS = (
     "created_at",
     "started_at",
     "finished_at",
+    "worked_seconds",
+    "working_since",
 )
 # get_status_display() builds the choices dict anew on every call.
 STATUS_LABELS = {value: str(label) for value, label in Run.Status.choices}
@@ -165,9 +168,15 @@ def _summary(run: Run) -> dict[str, Any]:
 def _summary_of(values: dict[str, Any], council_summary: str) -> dict[str, Any]:
     """A run summary from the run's SUMMARY_FIELDS values."""
     return {
-        **values,
+        **{name: value for name, value in values.items() if name not in ("worked_seconds", "working_since")},
         "status_display": STATUS_LABELS.get(values["status"], values["status"]),
         "council_summary": council_summary,
+        "elapsed_seconds": elapsed_seconds(
+            status=values["status"],
+            started_at=values["started_at"],
+            worked_seconds=values["worked_seconds"],
+            working_since=values["working_since"],
+        ),
     }
 
 

@@ -254,7 +254,22 @@ def _run_line(run: Run) -> str:
     parts = [f"#{run.pk}", run.get_status_display().lower(), f"created {_when(run.created_at)}"]
     if run.finished_at:
         parts.append(f"finished {_when(run.finished_at)}")
+    worked = run.elapsed_seconds()
+    if worked is not None:
+        parts.append(f"working time {duration(worked)}")
     return ", ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """ "42 s", "3 min 05 s", "1 h 02 min": how long, as a clinician reads it."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _report_line(report) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -7,6 +8,24 @@ from django.db import models
 from django.utils import timezone
 
 from patients.models import Patient, Report
+
+
+def elapsed_seconds(
+    *,
+    status: str,
+    started_at: datetime | None,
+    worked_seconds: float,
+    working_since: datetime | None,
+    now: datetime | None = None,
+) -> float | None:
+    """A run's working time from its columns (lists read them as plain values): what its runners spent on it,
+    the current one's included, never the wait before a resume; None if it never started."""
+    if started_at is None and not worked_seconds:
+        return None
+    current = 0.0
+    if working_since is not None and status == Run.Status.RUNNING:
+        current = max(0.0, ((now or timezone.now()) - working_since).total_seconds())
+    return round(worked_seconds + current, 1)
 
 
 class Run(models.Model):
@@ -57,12 +76,26 @@ class Run(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Working time: the seconds runners spent on it before now, and since when the current runner works on it
+    # (None while no runner does). The wait before a resume is never counted.
+    worked_seconds = models.FloatField(default=0.0)
+    working_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.get_status_display()})"
+
+    def elapsed_seconds(self, now: datetime | None = None) -> float | None:
+        """Working time so far: every runner's time on it, the current one's included; None if never started."""
+        return elapsed_seconds(
+            status=self.status,
+            started_at=self.started_at,
+            worked_seconds=self.worked_seconds,
+            working_since=self.working_since,
+            now=now,
+        )
 
     @property
     def artifacts_dir(self) -> Path:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from council.stages import STEPS
@@ -191,7 +192,7 @@ def run_claim(*, run_id: int, job: Job, reopen_complete: bool = False) -> Run | 
     statuses = [*CLAIMABLE, Run.Status.COMPLETE] if reopen_complete else list(CLAIMABLE)
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status__in=statuses).update(
-        status=Run.Status.RUNNING, job=job, finished_at=None, error=""
+        status=Run.Status.RUNNING, job=job, finished_at=None, error="", working_since=now
     )
     if claimed != 1:
         return None
@@ -343,10 +344,23 @@ def run_finish(
     runs = Run.objects.filter(pk=run_id)
     if job is not None:
         runs = runs.filter(status=Run.Status.RUNNING if held else Run.Status.QUEUED, job=job)
-    updated = runs.update(status=status, error=error, finished_at=timezone.now())
+    now = timezone.now()
+    updated = runs.update(status=status, error=error, finished_at=now, **_work_ends(runs, now))
     if updated:
         events.event_emit(run=run_id, kind=events.STATUS, status=status, error=error)
     return updated == 1
+
+
+def _work_ends(runs, end) -> dict:
+    """The fields that close the current runner's working time at `end` (added to the run's total): the clock
+    of the run page, the API and the export counts working time only, never the wait before a resume."""
+    since = runs.values_list("working_since", flat=True).first()
+    if since is None:
+        return {}
+    return {
+        "worked_seconds": F("worked_seconds") + max(0.0, (end - since).total_seconds()),
+        "working_since": None,
+    }
 
 
 def runs_mark_stale_interrupted() -> int:
@@ -357,8 +371,14 @@ def runs_mark_stale_interrupted() -> int:
     candidates = Run.objects.filter(status__in=(Run.Status.RUNNING, Run.Status.QUEUED))
     for row, why in dead_rows(candidates):
         reason = f"{why} Start the run again to resume; finished calls are kept."
-        updated = Run.objects.filter(pk=row.pk, status=row.status, job_id=row.job_id).update(
-            status=Run.Status.INTERRUPTED, error=reason, finished_at=timezone.now()
+        same = Run.objects.filter(pk=row.pk, status=row.status, job_id=row.job_id)
+        # A silent runner worked until its last heartbeat; the silence after it is not working time.
+        worked_until = row.job.heartbeat_at if row.job and row.job.heartbeat_at else timezone.now()
+        updated = same.update(
+            status=Run.Status.INTERRUPTED,
+            error=reason,
+            finished_at=timezone.now(),
+            **_work_ends(same, worked_until),
         )
         if updated:
             marked += 1

@@ -184,14 +184,13 @@ def _live_context(run: Run) -> dict[str, Any]:
             }
         )
     finished = run.status in Run.FINISHED
-    end = run.finished_at if finished and run.finished_at else now
     return {
         "run": run,
         "stages": stages,
         "council_summary": progress["council_summary"],
         "finished": finished,
         "resumable": run.status in Run.RESUMABLE,
-        "elapsed_seconds": round((end - run.started_at).total_seconds(), 1) if run.started_at else None,
+        "elapsed_seconds": run.elapsed_seconds(now),  # working time: never the wait before a resume
         "exports": _exports(run),
         "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),
