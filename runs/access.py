@@ -20,6 +20,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "select": ("runs.change_run", "Your role cannot select a draft."),
     "export": ("runs.change_run", "Your role cannot export a run."),
     "cancel": ("runs.change_run", "Your role cannot cancel a run."),
+    # Council changes make model calls, as starting a run does.
+    "drop": ("runs.add_run", "Your role cannot change who takes part in a run."),
+    "reask": ("runs.add_run", "Your role cannot ask a model again."),
+    "replace": ("runs.add_run", "Your role cannot change who takes part in a run."),
+    "rejoin": ("runs.add_run", "Your role cannot change who takes part in a run."),
     "edit": ("runs.change_run", "Your role cannot edit the write-up."),
     "sign": ("runs.change_run", "Your role cannot sign the write-up."),
 }

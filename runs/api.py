@@ -52,7 +52,22 @@ class RunSummary(BaseModel):
     elapsed_seconds: float | None  # working time: the runners' time on it, never the wait before a resume
 
 
+class CouncilChangeRow(Schema):
+    change: str  # drop | reask | replace | rejoin
+    stage: int
+    model_id: str
+    replacement: str
+    reason: str
+    summary: str  # what it did, as confirmed
+    discarded: int  # answers discarded to be asked again
+    by: str
+    at: datetime
+
+
 class RunDetail(RunSummary):
+    dropped: dict[str, int]  # model id → the stage from which it is no longer asked
+    catch_up: list[str]  # models that (re)joined, answering what they missed first
+    council_changes: list[CouncilChangeRow]
     label_map: dict[str, str]
     prompt_versions: dict[str, str]
     heartbeat_at: datetime | None
@@ -185,6 +200,22 @@ def _detail(run: Run) -> dict[str, Any]:
     exports = {name: f"/api/runs/{run.pk}/export/{name}" for name in run.exported_names()}
     return {
         **_summary(run),
+        "dropped": run.dropped,
+        "catch_up": run.catch_up,
+        "council_changes": [
+            {
+                "change": c.kind,
+                "stage": c.stage,
+                "model_id": c.model_id,
+                "replacement": c.replacement,
+                "reason": c.reason,
+                "summary": c.summary,
+                "discarded": c.discarded,
+                "by": c.by_name,
+                "at": c.at,
+            }
+            for c in run.council_changes.all()
+        ],
         "label_map": run.label_map,
         "prompt_versions": run.prompt_versions,
         "heartbeat_at": run.job.heartbeat_at if run.job else None,
@@ -306,6 +337,97 @@ def run_cancel(request: HttpRequest, run_id: int):
     else:
         detail = f"Nothing to cancel: the run is {run.status}."
     return Status(202, {"cancelled": cancelled, "detail": detail, "run": _detail(run)})
+
+
+class CouncilChangeIn(Schema):
+    model: str  # the council member (or, for replace in a consolidator's stage, the consolidator)
+    stage: int | None = None  # reask and replace: the stage; drop and rejoin work it out
+    replacement: str = ""  # replace: the model put in its place
+    reason: str = ""  # why (required to go on without a model); printed on the run card
+    dry_run: bool = False  # say what it would do, change nothing
+
+
+class CouncilChangeOut(Schema):
+    done: bool
+    started: bool  # a runner was started for it (a running run hears of a drop at its next heartbeat)
+    detail: str
+    plan: dict[str, Any]
+    run: RunDetail
+
+
+def _council_change(request: HttpRequest, run_id: int, kind: str, payload: CouncilChangeIn):
+    run = _run(request, run_id, kind)
+    change = {
+        "kind": kind,
+        "model_id": payload.model,
+        "stage": payload.stage,
+        "replacement": payload.replacement,
+    }
+    try:
+        if payload.dry_run:
+            plan = services.council_change_plan(run=run, **change)
+            run.refresh_from_db()
+            return Status(
+                200,
+                {
+                    "done": False,
+                    "started": False,
+                    "detail": plan.sentence,
+                    "plan": plan.as_dict(),
+                    "run": _detail(run),
+                },
+            )
+        made, started = services.council_change(run=run, reason=payload.reason, user=request.user, **change)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    audit.record(
+        request,
+        services.CHANGE_AUDITED[kind],
+        run,
+        stage=made.stage,
+        model=made.model_id,
+        replacement=made.replacement,
+    )
+    run.refresh_from_db()
+    plan = {
+        "change": made.kind,
+        "stage": made.stage,
+        "model": made.model_id,
+        "replacement": made.replacement,
+        "discarded": made.discarded,
+        "detail": made.summary,
+    }
+    return Status(
+        202, {"done": True, "started": started, "detail": made.summary, "plan": plan, "run": _detail(run)}
+    )
+
+
+@router.post("/runs/{run_id}/drop", response={200: CouncilChangeOut, 202: CouncilChangeOut})
+def run_drop_model(request: HttpRequest, run_id: int, payload: CouncilChangeIn):
+    """Go on without a council member from the stage the run asks next (a running run: its call in flight is
+    abandoned at the runner's next heartbeat). Needs a `reason`. 409 for a complete run."""
+    return _council_change(request, run_id, "drop", payload)
+
+
+@router.post("/runs/{run_id}/reask", response={200: CouncilChangeOut, 202: CouncilChangeOut})
+def run_reask_model(request: HttpRequest, run_id: int, payload: CouncilChangeIn):
+    """Ask one model again in one `stage`: its answer there and every answer of the later stages that read
+    it are discarded and asked again (the plan lists them; `dry_run` to see it first). 409 while running."""
+    return _council_change(request, run_id, "reask", payload)
+
+
+@router.post("/runs/{run_id}/replace", response={200: CouncilChangeOut, 202: CouncilChangeOut})
+def run_replace_model(request: HttpRequest, run_id: int, payload: CouncilChangeIn):
+    """Put `replacement` in `model`'s place from `stage`: it joins with a new label (answering the earlier
+    stages first), the replaced model is no longer asked, later stages that read the stage are redone."""
+    return _council_change(request, run_id, "replace", payload)
+
+
+@router.post("/runs/{run_id}/rejoin", response={200: CouncilChangeOut, 202: CouncilChangeOut})
+def run_rejoin_model(request: HttpRequest, run_id: int, payload: CouncilChangeIn):
+    """Let a model that failed (or was left out of) an early stage rejoin: its missing answers in the stages
+    already done are asked first, then it takes part in the later stages; the others' answers are kept."""
+    return _council_change(request, run_id, "rejoin", payload)
 
 
 @router.get("/runs/{run_id}", response=RunDetail)

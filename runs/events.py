@@ -13,6 +13,8 @@ Kinds (the SSE event names), with what each carries besides `stage` and `model_i
 | model_finished   | n     | id    | artifact_id, prompt_tokens, completion_tokens, latency_ms, attempts |
 | model_failed     | n     | id    | error                                                       |
 | stage_finished   | n     |       | ok, failed, total                                           |
+| model_dropped    | n     | id    | (the runner abandoned its call: the council goes on without it) |
+| council_changed  | n     | id    | change (drop, reask, replace, rejoin): runs/services.council_change |
 | selected         |       |       | artifact_id                                                 |
 | exported         |       |       | artifact_id                                                 |
 """
@@ -32,6 +34,8 @@ MODEL_STARTED = "model_started"
 MODEL_FINISHED = "model_finished"
 MODEL_FAILED = "model_failed"
 ARTIFACT_WRITTEN = "artifact_written"
+MODEL_DROPPED = "model_dropped"
+COUNCIL_CHANGED = "council_changed"
 SELECTED = "selected"
 EXPORTED = "exported"
 
@@ -47,6 +51,8 @@ KINDS = (
     MODEL_FINISHED,
     MODEL_FAILED,
     ARTIFACT_WRITTEN,
+    MODEL_DROPPED,
+    COUNCIL_CHANGED,
     SELECTED,
     EXPORTED,
 )

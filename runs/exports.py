@@ -168,6 +168,7 @@ def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str,
         ("Report", _report_line(report)),
         ("Council", f"{council} ({completed} of {total} completed Stage {first.number})"),
         ("Consolidator", run.consolidator),
+        *_change_rows(run),
         ("Exported text", _artifact_name(artifact)),
         ("Write-up", _write_up_line(edited)),
         ("Signature", edited.version.signature_line() if edited.signed else NOT_SIGNED),
@@ -279,6 +280,16 @@ def _report_line(report) -> str:
     return f"{report.original_name} ({', '.join(details)})"
 
 
+def _change_rows(run: Run) -> list[tuple[str, str]]:
+    """Every change of who took part (a model gone on without, asked again, replaced, rejoined): which model,
+    at which stage, by whom, when and why."""
+    changes = list(run.council_changes.all())
+    return [
+        (f"Council change{f' {i}' if len(changes) > 1 else ''}", change.line())
+        for i, change in enumerate(changes, 1)
+    ]
+
+
 def _stage5_rows(run: Run) -> list[tuple[str, str]]:
     """One row per council member: its vote and score, or why there is none. Read back through the same
     schema as the Stage 5 page, so the card and the page never disagree about a vote."""
@@ -289,7 +300,9 @@ def _stage5_rows(run: Run) -> list[tuple[str, str]]:
     rows = []
     for model_id in [*run.council_models, *sorted(set(artifacts) - set(run.council_models))]:
         artifact = artifacts.get(model_id)
-        if artifact is None:
+        if artifact is None and model_id in run.dropped:
+            summary = f"no vote (left out from Stage {run.dropped[model_id]})"
+        elif artifact is None:
             summary = "no vote"
         elif artifact.status != Artifact.Status.OK:
             summary = f"no vote (failed: {_first_line(artifact.error) or 'no reason recorded'})"

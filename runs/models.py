@@ -60,8 +60,13 @@ class Run(models.Model):
     current_stage = models.PositiveSmallIntegerField(default=0)
     # The last stage whose calls have all been made: a resumed run starts after it and keeps its artifacts.
     stages_done = models.PositiveSmallIntegerField(default=0)
-    # A/B/C… → model id for Stage 2 anonymity. Never shown to the models; revealed only in the UI.
+    # A/B/C… → model id for Stage 2 anonymity. Never shown to the models; revealed only in the UI. A label
+    # is never reused: a model that joins later (a replacement) gets the next letter.
     label_map = models.JSONField(default=dict, blank=True)
+    # Council changes (CouncilChange): model id → the stage from which it is no longer asked, and the models
+    # that (re)joined and must first answer what they missed in stages already done.
+    dropped = models.JSONField(default=dict, blank=True)
+    catch_up = models.JSONField(default=list, blank=True)
     prompt_versions = models.JSONField(default=dict, blank=True)
     selected_artifact = models.ForeignKey(
         "Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -249,3 +254,42 @@ class NumberAcknowledgement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} of artifact {self.artifact_id}"
+
+
+class CouncilChange(models.Model):
+    """One change of who takes part in a run, as a clinician asked for it (runs/services.council_change):
+    going on without a model, asking one answer again, putting another model in a model's place, or letting
+    a model rejoin. Kept for the run page and the export's run card: which model, at which stage, by whom,
+    when, why, and what it cost (the later answers discarded to be asked again)."""
+
+    class Kind(models.TextChoices):
+        DROP = "drop", "Continue without"
+        REASK = "reask", "Ask again"
+        REPLACE = "replace", "Replace"
+        REJOIN = "rejoin", "Rejoin"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="council_changes")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    stage = models.PositiveSmallIntegerField(help_text="The stage it applies from.")
+    model_id = models.CharField(max_length=200)
+    replacement = models.CharField(max_length=200, blank=True)
+    reason = models.TextField(blank=True)
+    summary = models.TextField(help_text="What it did, in words, as the clinician confirmed it.")
+    discarded = models.PositiveIntegerField(default=0, help_text="Answers discarded to be asked again.")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    by_name = models.CharField(max_length=150, blank=True, help_text="Who, as they were named then.")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "at", "pk"]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id}: {self.get_kind_display().lower()} {self.model_id} (Stage {self.stage})"
+
+    def line(self) -> str:
+        """ "Stage 2: continued without gemini-2.5-pro — by Dr. Roe, 2026-12-01 11:40 UTC: its provider…" """
+        when = timezone.localtime(self.at).strftime("%Y-%m-%d %H:%M %Z")
+        why = f": {self.reason}" if self.reason else ""
+        return f"{self.summary} — by {self.by_name or 'a removed user'}, {when}{why}"

@@ -51,6 +51,22 @@ class StageTally:
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)  # finished before this runner started: not re-requested
+    dropped: list[str] = field(default_factory=list)  # left out while being asked: its call was abandoned
+
+
+@dataclass
+class Flight:
+    """The calls in flight, so a model the clinician goes on without (runs/services.council_change, drop)
+    has its call abandoned at the runner's next heartbeat instead of holding up the stage."""
+
+    calls: dict[tuple[int, str], asyncio.Task] = field(default_factory=dict)
+    abandoned: set[tuple[int, str]] = field(default_factory=set)
+
+    def abandon(self, dropped: dict[str, int]) -> None:
+        for (stage, model), task in list(self.calls.items()):
+            if model in dropped and dropped[model] <= stage and not task.done():
+                self.abandoned.add((stage, model))
+                task.cancel()
 
 
 @dataclass
@@ -77,6 +93,18 @@ def _load(run_id: int) -> tuple[Run, CouncilInput]:
 @sync_to_async
 def _artifacts(run_id: int) -> list[Artifact]:
     return list(Artifact.objects.filter(run_id=run_id))
+
+
+@sync_to_async
+def _membership(run: Run) -> Run:
+    """The run's council as it is now (a council change may land while it runs)."""
+    run.refresh_from_db(fields=["council_models", "consolidator", "label_map", "dropped", "catch_up"])
+    return run
+
+
+@sync_to_async
+def _dropped(run_id: int) -> dict[str, int]:
+    return Run.objects.values_list("dropped", flat=True).get(pk=run_id)
 
 
 @sync_to_async
@@ -117,6 +145,8 @@ _stage_end = sync_to_async(services.stage_end)
 _model_started = sync_to_async(services.model_started)
 _heartbeat = sync_to_async(services.run_heartbeat)
 _finish = sync_to_async(services.run_finish)
+_model_dropped = sync_to_async(services.model_dropped)
+_caught_up = sync_to_async(services.run_caught_up)
 
 
 def _ok(artifacts: list[Artifact], stage: int) -> list[Artifact]:
@@ -139,8 +169,9 @@ async def drive(run_id: int, *, job: Job, client: CompletionClient, progress: Pr
     meanwhile. Cancelling the task (SIGTERM) leaves the run interrupted, a cancel request cancelled; both
     resumable."""
     progress = progress or Progress()
-    work = asyncio.create_task(execute(run_id, client=client, progress=progress))
-    beat = asyncio.create_task(_heartbeat_loop(run_id, job=job, work=work))
+    flight = Flight()
+    work = asyncio.create_task(execute(run_id, client=client, progress=progress, flight=flight))
+    beat = asyncio.create_task(_heartbeat_loop(run_id, job=job, work=work, flight=flight))
     try:
         status = await work
         await _finish(run_id=run_id, status=status, job=job)
@@ -176,11 +207,13 @@ async def drive(run_id: int, *, job: Job, client: CompletionClient, progress: Pr
             work.cancel()
 
 
-async def _heartbeat_loop(run_id: int, *, job: Job, work: asyncio.Task) -> None:
+async def _heartbeat_loop(run_id: int, *, job: Job, work: asyncio.Task, flight: Flight | None = None) -> None:
     while True:
         await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
         try:
             beat = await _heartbeat(run_id=run_id, job=job)
+            if flight is not None and flight.calls:
+                flight.abandon(await _dropped(run_id))
         except Exception:
             # A busy database now and then must not silence the runner for good; the next beat may pass.
             log.warning("run %s: heartbeat failed; trying again", run_id, exc_info=True)
@@ -200,29 +233,69 @@ class _Stop(Exception):
         self.message = message
 
 
-async def execute(run_id: int, *, client: CompletionClient, progress: Progress) -> str:
-    """Stages after `stages_done`, in order. Raises _Stop for failed / needs_auth."""
+async def execute(
+    run_id: int, *, client: CompletionClient, progress: Progress, flight: Flight | None = None
+) -> str:
+    """Models that (re)joined answer what they missed first; then the stages after `stages_done`, in order.
+    Raises _Stop for failed / needs_auth."""
+    flight = flight or Flight()
     try:
         run, source = await _load(run_id)
     except StageFailed as exc:
         raise _Stop(Run.Status.FAILED, str(exc)) from exc
     limits = limits_from_settings()
-    labels = selectors.labels_by_model(run)
+    if run.catch_up:
+        await _catch_up(run, source, limits, client, progress, flight)
     for step in STEPS.after(run.stages_done):
         artifacts = await _artifacts(run_id)
+        run = await _membership(run)
+        labels = selectors.labels_by_model(run)
         where = f"Stage {step.number} ({step.name})"
         try:
             calls = await _stage_calls(step, run, source, limits, client, artifacts, labels)
         except StageFailed as exc:
             raise _Stop(Run.Status.FAILED, f"{where}: {exc}") from exc
-        tally = await _run_stage(run_id, step, calls, artifacts, progress)
-        ok, total = len(tally.ok) + len(tally.kept), len(calls)
+        tally = await _run_stage(run_id, step, calls, artifacts, progress, flight)
+        # A model left out while it was being asked no longer counts towards the stage's requirement.
+        ok, total = len(tally.ok) + len(tally.kept), len(calls) - len(tally.dropped)
         if not step.satisfied(ok=ok, total=total):
             reasons = "; ".join(f"{model}: {reason}" for model, reason in tally.failed.items())
             if ok == 0:
                 raise _Stop(Run.Status.FAILED, f"{where}: every model failed — {reasons}")
             raise _Stop(Run.Status.FAILED, f"{where}: only {ok} of {total} calls succeeded — {reasons}")
     return Run.Status.COMPLETE
+
+
+async def _catch_up(
+    run: Run,
+    source: CouncilInput,
+    limits: CallLimits,
+    client: CompletionClient,
+    progress: Progress,
+    flight: Flight,
+) -> None:
+    """A model that rejoined (or came in as a replacement) is asked, stage by stage, what it missed in the
+    stages already done, with what the others left there; the others' answers are kept as they are. Killed
+    halfway, the next runner does the rest: what it answered is on disk, and `catch_up` is cleared only at
+    the end."""
+    joining = list(run.catch_up)
+    for step in STEPS:
+        if step.number > run.stages_done:
+            break
+        artifacts = await _artifacts(run.pk)
+        run = await _membership(run)
+        try:
+            calls = await _stage_calls(
+                step, run, source, limits, client, artifacts, selectors.labels_by_model(run)
+            )
+        except StageFailed as exc:
+            log.warning("run %s: Stage %s cannot be caught up: %s", run.pk, step.number, exc)
+            continue
+        answered = {a.model_id for a in _ok(artifacts, step.number)}
+        missing = {m: call for m, call in calls.items() if m in joining and m not in answered}
+        if missing:
+            await _run_stage(run.pk, step, missing, artifacts, progress, flight, catching_up=True)
+    await _caught_up(run_id=run.pk, models=joining)
 
 
 async def _stage_calls(
@@ -260,8 +333,18 @@ async def _stage_calls(
 
 
 async def _run_stage(
-    run_id: int, step: Step, calls: dict[str, Call], artifacts: list[Artifact], progress: Progress
+    run_id: int,
+    step: Step,
+    calls: dict[str, Call],
+    artifacts: list[Artifact],
+    progress: Progress,
+    flight: Flight | None = None,
+    *,
+    catching_up: bool = False,
 ) -> StageTally:
+    """Every call of a stage at once. `catching_up`: only the missing answers of a stage already done (a
+    model that rejoined), which leaves the run's progress (`stages_done`) alone."""
+    flight = flight or Flight()
     stage = step.number
     tally = StageTally(stage=stage)
     done_before = {a.model_id for a in _ok(artifacts, stage)}
@@ -286,6 +369,14 @@ async def _run_stage(
             progress.on_model(stage, model, "started", None)
             try:
                 output = await answer
+            except asyncio.CancelledError:
+                if (stage, model) not in flight.abandoned:
+                    raise
+                # The clinician went on without this model: nothing is recorded for it, the stage goes on.
+                tally.dropped.append(model)
+                await _model_dropped(run_id=run_id, stage=stage, model_id=model)
+                progress.on_model(stage, model, "dropped", None)
+                return
             except (NeedsAuth, IdentifierRefused):
                 raise  # not this model's fault: the whole run stops (sign in again / fix the identifiers)
             except (ModelFailed, UpstreamError) as exc:
@@ -300,7 +391,22 @@ async def _run_stage(
             tally.failed[model] = artifact.error
         progress.on_model(stage, model, artifact.status, artifact)
 
-    results = await asyncio.gather(*(one(m, c) for m, c in todo.items()), return_exceptions=True)
+    tasks = {model: asyncio.ensure_future(one(model, call)) for model, call in todo.items()}
+    flight.calls.update({(stage, model): task for model, task in tasks.items()})
+    try:
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    finally:
+        for model in tasks:
+            flight.calls.pop((stage, model), None)
+    # A call abandoned before it was under way ends as cancelled: it is a drop, not a failure of the run.
+    results = [
+        None if isinstance(r, asyncio.CancelledError) and (stage, m) in flight.abandoned else r
+        for m, r in zip(tasks, results, strict=True)
+    ]
+    for model in tasks:
+        if (stage, model) in flight.abandoned and model not in tally.dropped:
+            tally.dropped.append(model)  # abandoned before its call was under way
+            await _model_dropped(run_id=run_id, stage=stage, model_id=model)
     needs_auth = next((r for r in results if isinstance(r, NeedsAuth)), None)
     refused = next((r for r in results if isinstance(r, IdentifierRefused)), None)
     unexpected = next(
@@ -312,14 +418,16 @@ async def _run_stage(
         None,
     )
     ok = len(tally.ok) + len(tally.kept)
-    satisfied = step.satisfied(ok=ok, total=len(calls))
+    total = len(calls) - len(tally.dropped)
+    satisfied = step.satisfied(ok=ok, total=total)
     await _stage_end(
         run_id=run_id,
         stage=stage,
         ok=ok,
         failed=len(tally.failed),
-        total=len(calls),
-        done=satisfied and needs_auth is None and refused is None and unexpected is None,
+        total=total,
+        dropped=len(tally.dropped),
+        done=not catching_up and satisfied and needs_auth is None and refused is None and unexpected is None,
     )
     if refused is not None:
         # Says which stage and what kind of identifier, never the identifier itself.

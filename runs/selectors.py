@@ -18,7 +18,7 @@ from runs.models import Artifact, Run
 class ModelProgress(TypedDict):
     model_id: str
     label: str
-    status: str  # ok | failed | running | pending
+    status: str  # ok | failed | running | pending | dropped
     error: str
     artifact_id: int | None
 
@@ -29,6 +29,7 @@ class StageProgress(TypedDict):
     state: str  # pending | running | done | partial | failed | skipped
     ok: int
     failed: int
+    dropped: int  # left out by a council change: counted in total, never asked
     total: int
     summary: str  # "2 of 3 models"
     models: list[ModelProgress]
@@ -56,16 +57,27 @@ def labels_by_model(run: Run) -> dict[str, str]:
     return {model: label for label, model in run.label_map.items()}
 
 
-def stage_participants(run: Run, artifacts: list[Artifact], stage: int) -> list[str]:
+def council_in(run: Run, stage: int) -> list[str]:
+    """The council members still asked in `stage`: every one but those left out from it or an earlier one."""
+    return [m for m in run.council_models if m not in run.dropped or run.dropped[m] > stage]
+
+
+def stage_participants(
+    run: Run, artifacts: list[Artifact], stage: int, *, with_dropped: bool = False
+) -> list[str]:
     """Who takes part in a stage, as its registry entry says (the council, the consolidator, or the members
-    with an output of an earlier stage), given the artifacts so far."""
+    with an output of an earlier stage), given the artifacts so far. A model left out of the stage is not
+    asked; `with_dropped` names it anyway (where it would have taken part), for honest counts."""
     succeeded: dict[int, set[str]] = {}
     for artifact in artifacts:
         if artifact.status == Artifact.Status.OK:
             succeeded.setdefault(artifact.stage, set()).add(artifact.model_id)
-    return STEPS.participants(
-        stage, council=run.council_models, consolidator=run.consolidator, succeeded=succeeded
-    )
+    council = run.council_models if with_dropped else council_in(run, stage)
+    return STEPS.participants(stage, council=council, consolidator=run.consolidator, succeeded=succeeded)
+
+
+def left_out(run: Run, model_id: str, stage: int) -> bool:
+    return model_id in run.dropped and run.dropped[model_id] <= stage
 
 
 def run_progress(run: Run) -> dict[str, Any]:
@@ -81,7 +93,8 @@ def run_progress(run: Run) -> dict[str, Any]:
         rows = by_stage.get(stage, {})
         after = step.takers.with_output_of
         if after is None or run.stages_done >= STEPS[after].number:
-            participants = stage_participants(run, artifacts, stage)
+            # A model left out still counts in the stage, as "dropped": "2 of 3 models", never "2 of 2".
+            participants = stage_participants(run, artifacts, stage, with_dropped=True)
         else:
             # Provisional until the step it depends on says who is left.
             participants = step.takers.everyone(run.council_models, run.consolidator)
@@ -93,6 +106,8 @@ def run_progress(run: Run) -> dict[str, Any]:
             artifact = rows.get(model)
             if artifact is not None:
                 status = artifact.status
+            elif left_out(run, model, stage):
+                status = "dropped"
             elif run.status == Run.Status.RUNNING and run.current_stage == stage:
                 status = "running"
             else:
@@ -108,8 +123,12 @@ def run_progress(run: Run) -> dict[str, Any]:
             )
         ok = sum(m["status"] == Artifact.Status.OK for m in models)
         failed = sum(m["status"] == Artifact.Status.FAILED for m in models)
+        dropped = sum(m["status"] == "dropped" for m in models)
         total = len(models)
-        if stage <= run.stages_done:
+        asking = run.status == Run.Status.RUNNING and run.current_stage == stage
+        if stage <= run.stages_done and asking and run.catch_up:
+            state = "running"  # a model that (re)joined is answering what it missed here
+        elif stage <= run.stages_done:
             state = "skipped" if total == 0 else ("partial" if failed or ok < total else "done")
         elif run.current_stage == stage and run.status == Run.Status.RUNNING:
             state = "running"
@@ -125,6 +144,7 @@ def run_progress(run: Run) -> dict[str, Any]:
                 "state": state,
                 "ok": ok,
                 "failed": failed,
+                "dropped": dropped,
                 "total": total,
                 "summary": f"{ok} of {total} {unit}",
                 "models": models,
@@ -180,6 +200,7 @@ def _summary_text(council: list[str], artifacts: Sequence[Artifact | Outcome]) -
         for a in sorted(artifacts, key=lambda a: (a.stage, a.model_id))
         if a.status == Artifact.Status.FAILED
     ]
+    failures += [f"{model} left out from Stage {stage}" for model, stage in run.dropped.items()]
     text = f"{len(ok)} of {total} models"
     return f"{text} ({'; '.join(failures)})" if failures else text
 

@@ -8,8 +8,8 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -18,13 +18,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from council.stages import STEPS
-from council.stages.stage2_peer_review import assign_labels
+from council.stages.registry import Step
+from council.stages.stage2_peer_review import assign_labels, label_for
 from documents.files import write_atomic
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
 from patients.models import Patient, Report
 from runs import events, selectors
-from runs.models import Artifact, NumberAcknowledgement, Run
+from runs.models import Artifact, CouncilChange, DraftVersion, NumberAcknowledgement, Run
 
 if TYPE_CHECKING:
     from council.stages.base import Usage
@@ -131,21 +132,23 @@ def run_create(
 RUNPIPELINE = "runpipeline"
 
 
-def run_start(*, run: Run) -> bool:
+def run_start(*, run: Run, reopen: bool = False) -> bool:
     """Queue the run and submit its runner's job: launched at once if fewer than JOBS_MAX_RUNNING jobs are in
-    flight, else when a slot frees. False when there was nothing to do (it is running or queued)."""
+    flight, else when a slot frees. False when there was nothing to do (it is running or queued). `reopen`
+    starts a complete run again (a council change gave it something more to ask)."""
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
         return False
-    if run.status == Run.Status.COMPLETE:
+    if run.status == Run.Status.COMPLETE and not reopen:
         raise RunRefused(
             f"Run {run.pk} is already complete. To redo stages on purpose: manage.py runpipeline {run.pk} "
             "--from-stage N.",
             status=409,
         )
     with transaction.atomic():
-        queued = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
+        startable = [*Run.RESUMABLE, Run.Status.COMPLETE] if reopen else Run.RESUMABLE
+        queued = Run.objects.filter(pk=run.pk, status__in=startable).update(
             status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
         )
         if not queued:
@@ -222,13 +225,7 @@ def run_reset_from_stage(*, run: Run, stage: int) -> int:
         Run.objects.filter(pk=run.pk).update(
             stages_done=min(run.stages_done, stage - 1), current_stage=stage - 1
         )
-    for artifact in doomed:
-        if artifact.file_path:
-            artifact.path.unlink(missing_ok=True)
-    if run.selected_artifact_id in {a.pk for a in doomed}:
-        # The export was of an artifact that no longer exists; it must not be downloadable as current.
-        for name in Run.EXPORTS:
-            run.export_path(name).unlink(missing_ok=True)
+    _discard_files(run, doomed)
     run.refresh_from_db()
     return len(doomed)
 
@@ -238,11 +235,34 @@ def stage_begin(*, run_id: int, stage: int, models: list[str]) -> None:
     events.event_emit(run=run_id, kind=events.STAGE_STARTED, stage=stage, models=models)
 
 
-def stage_end(*, run_id: int, stage: int, ok: int, failed: int, total: int, done: bool) -> None:
+def stage_end(
+    *, run_id: int, stage: int, ok: int, failed: int, total: int, done: bool, dropped: int = 0
+) -> None:
     """`done` means the stage's requirement holds, so a resumed run moves past it."""
     if done:
         Run.objects.filter(pk=run_id).update(stages_done=stage)
-    events.event_emit(run=run_id, kind=events.STAGE_FINISHED, stage=stage, ok=ok, failed=failed, total=total)
+    events.event_emit(
+        run=run_id,
+        kind=events.STAGE_FINISHED,
+        stage=stage,
+        ok=ok,
+        failed=failed,
+        total=total,
+        dropped=dropped,
+    )
+
+
+def model_dropped(*, run_id: int, stage: int, model_id: str) -> None:
+    """The runner abandoned the call of a model the council goes on without."""
+    log.warning("run %s: stage %s model %s left out while it was being asked", run_id, stage, model_id)
+    events.event_emit(run=run_id, kind=events.MODEL_DROPPED, stage=stage, model_id=model_id)
+
+
+def run_caught_up(*, run_id: int, models: Sequence[str]) -> None:
+    """The (re)joining `models` have been asked what they missed; they take part like the others from now."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        Run.objects.filter(pk=run_id).update(catch_up=[m for m in run.catch_up if m not in models])
 
 
 def model_started(*, run_id: int, stage: int, model_id: str, attempt: int = 1) -> None:
@@ -385,6 +405,428 @@ def runs_mark_stale_interrupted() -> int:
             log.warning("run %s: marked interrupted: %s", row.pk, reason)
             events.event_emit(run=row.pk, kind=events.STATUS, status=Run.Status.INTERRUPTED, error=reason)
     return marked
+
+
+# -- who takes part: continue without a model, ask one answer again, replace a model, rejoin -------------
+
+Change = CouncilChange.Kind
+# The audit action (audit/actions.py) pages and the API record for each kind of change.
+CHANGE_AUDITED = {
+    Change.DROP: "run.model_dropped",
+    Change.REASK: "run.model_reasked",
+    Change.REPLACE: "run.model_replaced",
+    Change.REJOIN: "run.model_rejoined",
+}
+
+
+@dataclass(frozen=True)
+class ChangePlan:
+    """What a council change would do, worked out before anything is written: the pages put `sentence` in
+    the confirmation, the API answers it for `dry_run`, and the change records it as confirmed."""
+
+    kind: str
+    stage: int
+    model_id: str
+    replacement: str = ""
+    discard: tuple[Artifact, ...] = ()  # answers thrown away, to be asked again
+    redone: tuple[int, ...] = ()  # later stages asked again for every model, because they read what changed
+    joins: tuple[int, ...] = ()  # done stages in which a (re)joining model is asked its missing answer first
+    sentence: str = ""
+    fields: dict = field(default_factory=dict, compare=False)  # the run's new membership fields
+
+    def as_dict(self) -> dict:
+        return {
+            "change": self.kind,
+            "stage": self.stage,
+            "model": self.model_id,
+            "replacement": self.replacement,
+            "discarded": len(self.discard),
+            "redone_stages": list(self.redone),
+            "catch_up_stages": list(self.joins),
+            "detail": self.sentence,
+        }
+
+
+def _stages_words(numbers: Sequence[int]) -> str:
+    numbers = sorted(numbers)
+    if not numbers:
+        return ""
+    if len(numbers) == 1:
+        return f"Stage {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"Stages {numbers[0]} to {numbers[-1]}"
+    return "Stages " + ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+
+
+def _answers(count: int) -> str:
+    return f"{count} answer{'s' if count != 1 else ''}"
+
+
+def _redo(run: Run, artifacts: list[Artifact], stages: Sequence[int]) -> tuple[list[Artifact], list[int]]:
+    """Every answer of every step that reads any of `stages` (directly or through another step): they are
+    asked again once what they read has changed."""
+    redone = sorted({reader.number for stage in stages for reader in STEPS.readers_of(stage)})
+    return [a for a in artifacts if a.stage in redone], redone
+
+
+def _next_stage(run: Run) -> int:
+    """The stage a stopped run asks next (a running one: the stage it is asking now)."""
+    if run.status == Run.Status.RUNNING and run.current_stage:
+        return run.current_stage
+    return min(run.stages_done + 1, STEPS.last.number)
+
+
+def _member(run: Run, model_id: str) -> None:
+    if model_id in run.council_models:
+        return
+    if model_id == run.consolidator:
+        consolidating = [s.number for s in STEPS if s.by_consolidator]
+        raise RunRefused(
+            f"{model_id} is this run's consolidator, not a council member: replace it in "
+            f"{_stages_words(consolidating)} instead."
+        )
+    raise RunRefused(f"{model_id} is not in this run's council ({', '.join(run.council_models)}).")
+
+
+def _step(stage: int | None) -> Step:
+    step = STEPS.get(stage)
+    if step is None:
+        raise RunRefused(f"Give a stage from {STEPS.number_range()}.")
+    return step
+
+
+def _kept_versions(discard: Sequence[Artifact]) -> None:
+    """A draft the clinician edited (or signed) is never thrown away under them."""
+    edited = DraftVersion.objects.filter(base__in=list(discard)).select_related("base").first()
+    if edited is not None:
+        signed = (
+            " and signed" if DraftVersion.objects.filter(base=edited.base, signed_at__isnull=False) else ""
+        )
+        raise RunRefused(
+            f"The write-up was edited{signed} from {STEPS[edited.base.stage].output_name(edited.base.model_id)}"
+            f"; this change would discard that draft. Start a new run instead.",
+            status=409,
+        )
+
+
+def council_change_plan(
+    *, run: Run, kind: str, model_id: str, stage: int | None = None, replacement: str = ""
+) -> ChangePlan:
+    """What `kind` (drop, reask, replace, rejoin) of `model_id` would do to `run`, or RunRefused (409 when
+    the run's state forbids it now, 422 when it makes no sense) with the reason in words."""
+    runs_mark_stale_interrupted()
+    run.refresh_from_db()
+    if kind not in Change.values:
+        raise RunRefused(f"A council change is one of {', '.join(Change.values)}, not {kind!r}.")
+    model_id, replacement = model_id.strip(), replacement.strip()
+    if run.status == Run.Status.QUEUED:
+        raise RunRefused(
+            f"Run {run.pk} is waiting for its runner; cancel it first, or wait until it runs.", status=409
+        )
+    if run.status == Run.Status.RUNNING and kind != Change.DROP:
+        raise RunRefused(
+            f"Run {run.pk} is asking Stage {run.current_stage} ({STEPS.name_of(run.current_stage)}) right now: "
+            "a running run can only go on without a model. Cancel it (or wait until it stops), then "
+            f"{Change(kind).label.lower()}.",
+            status=409,
+        )
+    plan = _plan(run, list(run.artifacts.all()), kind, model_id, stage, replacement)
+    _kept_versions(plan.discard)
+    return plan
+
+
+def _plan(
+    run: Run, artifacts: list[Artifact], kind: str, model_id: str, stage, replacement: str
+) -> ChangePlan:
+    planner = {
+        Change.DROP: _plan_drop,
+        Change.REASK: _plan_reask,
+        Change.REPLACE: _plan_replace,
+        Change.REJOIN: _plan_rejoin,
+    }[Change(kind)]
+    return planner(run, artifacts, model_id, stage, replacement)
+
+
+REPLACEMENT = "the model you choose"  # how a replace plan names its replacement before one is chosen
+
+
+def council_choices(run: Run, artifacts: list[Artifact]) -> dict[str, Any]:
+    """The council changes the run page offers, each with the sentence its confirmation shows: per model
+    (`members`: drop, rejoin) and per (stage, model) answer (`answers`: reask, replace). Nothing while it is
+    queued; only drops while it runs; never a change that would discard an edited draft."""
+    members: dict[str, list[ChangePlan]] = {}
+    answers: dict[tuple[int, str], list[ChangePlan]] = {}
+    if run.status == Run.Status.QUEUED:
+        return {"members": members, "answers": answers}
+    edited = set(DraftVersion.objects.filter(run=run).values_list("base_id", flat=True))
+
+    def offer(kind: str, model: str, stage: int | None = None) -> ChangePlan | None:
+        try:
+            plan = _plan(run, artifacts, kind, model, stage, REPLACEMENT if kind == Change.REPLACE else "")
+        except RunRefused:
+            return None
+        return None if edited & {a.pk for a in plan.discard} else plan
+
+    for model in run.council_models:
+        members[model] = [p for kind in (Change.DROP, Change.REJOIN) if (p := offer(kind, model))]
+    if run.status != Run.Status.RUNNING:
+        for artifact in artifacts:
+            plans = [
+                offer(kind, artifact.model_id, artifact.stage) for kind in (Change.REASK, Change.REPLACE)
+            ]
+            answers[(artifact.stage, artifact.model_id)] = [p for p in plans if p]
+    return {"members": members, "answers": answers}
+
+
+def _plan_drop(run: Run, artifacts: list[Artifact], model_id: str, stage, replacement) -> ChangePlan:
+    _member(run, model_id)
+    if model_id in run.dropped:
+        raise RunRefused(f"{model_id} was already left out from Stage {run.dropped[model_id]}.", status=409)
+    if run.status == Run.Status.COMPLETE:
+        raise RunRefused(
+            f"Run {run.pk} is complete: nobody is asked anything more. To take out an answer of {model_id}, "
+            "ask it again or put another model in its place in that stage.",
+            status=409,
+        )
+    stage = _next_stage(run)
+    left = [m for m in run.council_models if m != model_id and m not in run.dropped]
+    if not left:
+        raise RunRefused(f"Without {model_id} nobody would be left in the council; replace it instead.")
+    now = "its call in flight is abandoned and " if run.status == Run.Status.RUNNING else ""
+    sentence = (
+        f"Continue without {model_id} from Stage {stage} ({STEPS.name_of(stage)}): {now}it is not asked "
+        f"again; its earlier answers stay and are still read. The council goes on with {', '.join(left)}."
+    )
+    if model_id == run.consolidator:
+        sentence += (
+            " It is also the consolidator and still writes the consolidation unless you replace it there."
+        )
+    return ChangePlan(
+        Change.DROP, stage, model_id, sentence=sentence, fields={"dropped": {**run.dropped, model_id: stage}}
+    )
+
+
+def _plan_reask(run: Run, artifacts: list[Artifact], model_id: str, stage, replacement) -> ChangePlan:
+    step = _step(stage)
+    answer = next((a for a in artifacts if a.stage == step.number and a.model_id == model_id), None)
+    if answer is None:
+        raise RunRefused(f"{model_id} has no answer in Stage {step.number} ({step.name}) to ask again.")
+    if model_id in run.dropped and run.dropped[model_id] <= step.number:
+        raise RunRefused(
+            f"{model_id} was left out from Stage {run.dropped[model_id]}; let it rejoin first.", status=409
+        )
+    redo, redone = _redo(run, artifacts, [step.number])
+    discard = (answer, *redo)
+    sentence = f"Ask {model_id} again in Stage {step.number} ({step.name}); its answer there is discarded."
+    if redone:
+        sentence += (
+            f" {_stages_words(redone)} read it, so they are redone for every model "
+            f"({_answers(len(redo))} discarded); everything before is kept."
+        )
+    else:
+        sentence += " Nothing later reads it; every other answer is kept."
+    return ChangePlan(
+        Change.REASK,
+        step.number,
+        model_id,
+        discard=discard,
+        redone=tuple(redone),
+        sentence=sentence,
+        fields={"stages_done": min(run.stages_done, step.number - 1)},
+    )
+
+
+def _plan_replace(run: Run, artifacts: list[Artifact], model_id: str, stage, replacement) -> ChangePlan:
+    step = _step(stage)
+    if not replacement:
+        raise RunRefused("Choose the model to put in its place.")
+    if replacement == model_id:
+        raise RunRefused(f"{model_id} cannot replace itself; ask it again instead.")
+    if step.by_consolidator:
+        if model_id != run.consolidator:
+            raise RunRefused(
+                f"Stage {step.number} ({step.name}) is written by the consolidator, {run.consolidator}; "
+                "replace that one."
+            )
+        stages = [s.number for s in STEPS if s.by_consolidator and s.number >= step.number]
+        own = [
+            a
+            for a in artifacts
+            if a.stage in stages and a.model_id == model_id and a.status == Artifact.Status.OK
+        ]
+        redo, redone = _redo(run, artifacts, stages)
+        discard = (*own, *redo)
+        sentence = f"{replacement} writes {_stages_words(stages)} ({step.name.lower()}) instead of {model_id}"
+        fields = {"consolidator": replacement, "stages_done": min(run.stages_done, step.number - 1)}
+        joins: tuple[int, ...] = ()
+    else:
+        _member(run, model_id)
+        if model_id in run.dropped and run.dropped[model_id] < step.number:
+            raise RunRefused(
+                f"{model_id} was left out from Stage {run.dropped[model_id]}; replace it there.", status=409
+            )
+        if replacement in run.council_models:
+            raise RunRefused(f"{replacement} is already in this run's council.")
+        stages = [s.number for s in STEPS if not s.by_consolidator and s.number >= step.number]
+        own = [
+            a
+            for a in artifacts
+            if a.stage in stages and a.model_id == model_id and a.status == Artifact.Status.OK
+        ]
+        redo, redone = _redo(run, artifacts, [step.number])
+        discard = tuple({a.pk: a for a in (*own, *redo)}.values())
+        joins = tuple(s.number for s in STEPS if not s.by_consolidator and s.number < step.number)
+        label = label_for(len(run.label_map))
+        sentence = (
+            f"Put {replacement} in {model_id}'s place from Stage {step.number} ({step.name}): {model_id} is not "
+            f"asked again (its earlier answers stay), and {replacement} joins the council as {label}"
+        )
+        if joins:
+            sentence += f", answering {_stages_words(joins)} first"
+        fields = {
+            "council_models": [*run.council_models, replacement],
+            "label_map": {**run.label_map, label: replacement},
+            "dropped": {**run.dropped, model_id: step.number},
+            "catch_up": [*run.catch_up, replacement] if joins else run.catch_up,
+            "stages_done": min(run.stages_done, step.number - 1),
+        }
+    if redone:
+        sentence += (
+            f". {_stages_words(redone)} read that, so they are redone for every model "
+            f"({_answers(len(discard))} discarded)."
+        )
+    else:
+        sentence += f" ({_answers(len(discard))} discarded)." if discard else "."
+    return ChangePlan(
+        Change.REPLACE,
+        step.number,
+        model_id,
+        replacement,
+        discard=discard,
+        redone=tuple(redone),
+        joins=joins,
+        sentence=sentence,
+        fields=fields,
+    )
+
+
+def _plan_rejoin(run: Run, artifacts: list[Artifact], model_id: str, stage, replacement) -> ChangePlan:
+    _member(run, model_id)
+    answered = {a.stage for a in artifacts if a.model_id == model_id and a.status == Artifact.Status.OK}
+    missing = tuple(
+        s.number
+        for s in STEPS
+        if not s.by_consolidator and s.number <= run.stages_done and s.number not in answered
+    )
+    if model_id not in run.dropped and not missing:
+        raise RunRefused(
+            f"{model_id} has an answer in every stage done so far; it has nothing to rejoin.", status=409
+        )
+    if model_id in run.catch_up:
+        raise RunRefused(f"{model_id} is already waiting to rejoin.", status=409)
+    sentence = f"{model_id} rejoins the council"
+    if missing:
+        sentence += (
+            f": it is asked its missing answers in {_stages_words(missing)} first, then takes part in every "
+            "later stage. What the others already did is kept, so their work in those stages does not "
+            f"include {model_id}'s (ask a stage again to include it)."
+        )
+    else:
+        sentence += " and takes part in every later stage."
+    dropped = {m: s for m, s in run.dropped.items() if m != model_id}
+    return ChangePlan(
+        Change.REJOIN,
+        min(missing) if missing else _next_stage(run),
+        model_id,
+        joins=missing,
+        sentence=sentence,
+        fields={"dropped": dropped, "catch_up": [*run.catch_up, model_id] if missing else run.catch_up},
+    )
+
+
+def council_change(
+    *,
+    run: Run,
+    kind: str,
+    model_id: str,
+    stage: int | None = None,
+    replacement: str = "",
+    reason: str = "",
+    user=None,
+    available: set[str] | None = None,
+) -> tuple[CouncilChange, bool]:
+    """Make a council change (see `council_change_plan`) and hand the run to its runner: a stopped run is
+    started (a job, jobs/), a running one hears of a drop at its next heartbeat. Returns the change and
+    whether a runner was started."""
+    reason = reason.strip()
+    if len(reason) > 500:
+        raise RunRefused(f"Say why in at most 500 characters (this is {len(reason)}).")
+    if kind == Change.DROP and not reason:
+        raise RunRefused("Say why the council goes on without it: the run card prints the reason.")
+    plan = council_change_plan(run=run, kind=kind, model_id=model_id, stage=stage, replacement=replacement)
+    if plan.replacement:
+        available = discovered_model_ids() if available is None else available
+        if plan.replacement not in available:
+            raise RunRefused(f"Not offered by CLIProxyAPI right now: {plan.replacement}.")
+    doomed = {a.pk for a in plan.discard}
+    fields = dict(plan.fields)
+    if run.selected_artifact_id in doomed:
+        fields["selected_artifact"] = None
+    with transaction.atomic():
+        # The run is still as the plan saw it (no runner took it, no other change landed): read again under
+        # the write lock (SQLite's IMMEDIATE transaction; a row lock on PostgreSQL), then write.
+        now = Run.objects.select_for_update().get(pk=run.pk)
+        if _membership(now) != _membership(run):
+            raise RunRefused(f"Run {run.pk} changed meanwhile; look at it again.", status=409)
+        Run.objects.filter(pk=run.pk).update(**fields)
+        Artifact.objects.filter(pk__in=doomed).delete()
+        change = CouncilChange.objects.create(
+            run=run,
+            kind=plan.kind,
+            stage=plan.stage,
+            model_id=plan.model_id,
+            replacement=plan.replacement,
+            reason=reason,
+            summary=plan.sentence,
+            discarded=len(doomed),
+            by=user if getattr(user, "is_authenticated", False) else None,
+            by_name=_signed_name(user),
+        )
+        events.event_emit(
+            run=run, kind=events.COUNCIL_CHANGED, stage=plan.stage, model_id=plan.model_id, change=plan.kind
+        )
+    _discard_files(run, plan.discard)
+    run.refresh_from_db()
+    started = False
+    if run.status != Run.Status.RUNNING:
+        started = run_start(run=run, reopen=True)
+    return change, started
+
+
+def _membership(run: Run) -> tuple:
+    """What a council change was planned on; a running run's stages move on meanwhile, and may."""
+    moving = run.status == Run.Status.RUNNING
+    done = None if moving else (run.stages_done, run.selected_artifact_id)
+    return (run.status, run.job_id, run.dropped, run.catch_up, run.council_models, run.consolidator, done)
+
+
+def _signed_name(user) -> str:
+    if not getattr(user, "is_authenticated", False):
+        return ""
+    from accounts.models import profile_of
+
+    return profile_of(user).signature_line() or user.get_username()
+
+
+def _discard_files(run: Run, artifacts: Sequence[Artifact]) -> None:
+    """The files of discarded answers; the export too if it was of one of them (never downloadable as
+    current once its text is gone)."""
+    for artifact in artifacts:
+        if artifact.file_path:
+            artifact.path.unlink(missing_ok=True)
+    if run.selected_artifact_id in {a.pk for a in artifacts}:
+        for name in Run.EXPORTS:
+            run.export_path(name).unlink(missing_ok=True)
 
 
 # -- after the run: selection and export ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import apnumber
@@ -155,11 +155,14 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
 # -- the live run page -------------------------------------------------------------------------------------
 
 
-def _live_context(run: Run) -> dict[str, Any]:
+def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
     prefetch_related_objects([run], "artifacts")  # read by the progress and here: one query, not two
     progress = selectors.run_progress(run)
     timings = reading.stage_timings(run)
     artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
+    # The council changes this user may make now, each with what it would do (shown before confirming).
+    can_change = user is not None and user.has_perm(access.ACTIONS["reask"][0])
+    choices = services.council_choices(run, list(artifacts.values())) if can_change else None
     now = timezone.now()
     stages = []
     for stage in progress["stages"]:
@@ -170,7 +173,18 @@ def _live_context(run: Run) -> dict[str, Any]:
         for model in stage["models"]:
             artifact = artifacts.get((stage["stage"], model["model_id"]))
             latency = artifact.latency_ms if artifact and artifact.latency_ms is not None else None
-            models.append({**model, "latency": f"{latency / 1000:.1f} s" if latency is not None else ""})
+            models.append(
+                {
+                    **model,
+                    "latency": f"{latency / 1000:.1f} s" if latency is not None else "",
+                    "changes": [
+                        _offer(run, plan)
+                        for plan in (
+                            choices["answers"].get((stage["stage"], model["model_id"]), []) if choices else []
+                        )
+                    ],
+                }
+            )
         stages.append(
             {
                 **stage,
@@ -191,11 +205,45 @@ def _live_context(run: Run) -> dict[str, Any]:
         "finished": finished,
         "resumable": run.status in Run.RESUMABLE,
         "elapsed_seconds": run.elapsed_seconds(now),  # working time: never the wait before a resume
+        "member_changes": [
+            (model, [_offer(run, plan) for plan in plans])
+            for model, plans in choices["members"].items()
+            if plans
+        ]
+        if choices
+        else [],
+        "council_changes": list(run.council_changes.all()),
+        "replacements": _replacements(run) if choices and not _busy(run) else [],
         "exports": _exports(run),
         "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),
         "selection_stage": STEPS.selection_step.number,
     }
+
+
+OFFER_LABELS = {"drop": "Continue without it", "reask": "Ask again", "replace": "Replace", "rejoin": "Rejoin"}
+
+
+def _offer(run: Run, plan: services.ChangePlan) -> dict[str, Any]:
+    """A council change as its button shows it: what it does, where it posts."""
+    return {
+        "kind": plan.kind,
+        "label": OFFER_LABELS[plan.kind],
+        "sentence": plan.sentence,
+        "url": reverse(f"runs:{plan.kind}", args=[run.pk]),
+        "model": plan.model_id,
+        "stage": plan.stage if plan.kind in ("reask", "replace") else None,
+    }
+
+
+def _busy(run: Run) -> bool:
+    return run.status in (Run.Status.RUNNING, Run.Status.QUEUED)
+
+
+def _replacements(run: Run) -> list[str]:
+    """Models a replace may choose: what CLIProxyAPI lists now (cached health), not already in the council."""
+    health = async_to_sync(cached_upstream_health)()
+    return sorted(m for m in health.model_ids if m not in run.council_models)
 
 
 def _unresolved(run: Run) -> list:
@@ -231,7 +279,7 @@ def _run(request: HttpRequest, pk: int, action: str = "view") -> Run:
 
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    context = _live_context(_run(request, pk))
+    context = _live_context(_run(request, pk), request.user)
     if request.htmx:
         return render(request, "runs/_run_body.html", context)
     return render(request, "runs/detail.html", context)
@@ -240,7 +288,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def run_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The status and progress fragment the run page re-fetches when the stream says something happened."""
-    return render(request, "runs/_live.html", _live_context(_run(request, pk)))
+    return render(request, "runs/_live.html", _live_context(_run(request, pk), request.user))
 
 
 @require_POST
@@ -271,6 +319,37 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         audit.record(request, "run.cancelled", run)
         messages.info(request, f"Run {run.pk}: cancelling. Finished calls are kept; Resume continues it.")
+    return _redirect(request, reverse("runs:detail", args=[run.pk]))
+
+
+@require_POST
+def run_council_change(request: HttpRequest, pk: int, change: str) -> HttpResponse:
+    """Go on without a model, ask one answer again, put another model in a model's place, or let a model
+    rejoin (runs/services.council_change); the page confirmed what it does first."""
+    run = _run(request, pk, change)
+    try:
+        made, started = services.council_change(
+            run=run,
+            kind=change,
+            model_id=request.POST.get("model", ""),
+            stage=_posted_id(request, "stage") or None,
+            replacement=request.POST.get("replacement", ""),
+            reason=request.POST.get("reason", ""),
+            user=request.user,
+        )
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        audit.record(
+            request,
+            services.CHANGE_AUDITED[change],
+            run,
+            stage=made.stage,
+            model=made.model_id,
+            replacement=made.replacement,
+        )
+        then = " The runner has started." if started else ""
+        messages.success(request, f"{made.summary}{then}")
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
 

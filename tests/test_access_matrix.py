@@ -75,6 +75,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GET /runs/{pk}/live/": WORKS_THE_RUNS,
     "POST /runs/{pk}/resume/": WORKS_THE_RUNS,
     "POST /runs/{pk}/cancel/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/drop/": WORKS_THE_RUNS,  # council changes: the roles that start runs
+    "POST /runs/{pk}/reask/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/replace/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/rejoin/": WORKS_THE_RUNS,
     "GET /runs/{pk}/stages/{stage}/": WORKS_THE_RUNS,
     "POST /runs/{pk}/select/": WORKS_THE_RUNS,
     "POST /runs/{pk}/export/": WORKS_THE_RUNS,
@@ -107,6 +111,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /api/runs": _for(403, 403, 403, ALLOWED, 422, ALLOWED),
     "POST /api/runs/{run_id}/start": WORKS_THE_RUNS,
     "POST /api/runs/{run_id}/cancel": WORKS_THE_RUNS,  # a finished run: 409, after the access check
+    "POST /api/runs/{run_id}/drop": WORKS_THE_RUNS,  # a complete run: 409, after the access check
+    "POST /api/runs/{run_id}/reask": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/replace": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/rejoin": WORKS_THE_RUNS,
     "GET /api/runs/{run_id}": WORKS_THE_RUNS,
     "GET /api/runs/{run_id}/stream": WORKS_THE_RUNS,
     "GET /api/patients/{patient_id}/runs": WORKS_THE_RUNS,
@@ -232,6 +240,14 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
             "application/json",
         ),
         "POST /api/runs/{run_id}/select": ({"artifact_id": world.artifact.pk}, "application/json"),
+        # Council changes as dry runs: the answer shows the access decision, the world stays as it is.
+        **{
+            f"POST /api/runs/{{run_id}}/{change}": (
+                {"model": "gpt-5", "stage": 6, "replacement": "fake-reviser", "dry_run": True},
+                "application/json",
+            )
+            for change in ("drop", "reask", "replace", "rejoin")
+        },
         "POST /account/tokens/": ({"name": "matrix"}, None),
         "POST /patients/{pk}/identifiers/": ({"kind": "record_number", "value": "SYN-0042"}, None),
         "POST /reports/{pk}/redactions/": ({"phrase": "another phrase", "scope": "report"}, None),

@@ -239,6 +239,21 @@ class Registry:
         """The steps a run still has to do once steps up to `number` are done."""
         return [step for step in self if step.number > number]
 
+    def readers_of(self, number: int) -> list[Step]:
+        """The later steps that depend on step `number`'s outputs, directly or through another step (they
+        read it, or take their members from it), in run order: what must be redone when one of its outputs
+        changes."""
+        changed = {self[number].key}
+        readers = []
+        for step in self.after(number):
+            needs = {declared.step for declared in step.inputs}
+            if step.takers.with_output_of is not None:
+                needs.add(step.takers.with_output_of)
+            if needs & changed:
+                readers.append(step)
+                changed.add(step.key)
+        return readers
+
     def name_of(self, number: int) -> str:
         step = self.get(number)
         return step.name if step is not None else f"Stage {number}"
