@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from council.stages import STEPS
-from runs.models import Artifact, Run, RunEvent
+from runs.models import Artifact, CouncilChange, Run, RunEvent
 
 
 @admin.display(description="stage", ordering="stage")
@@ -34,6 +34,19 @@ class ArtifactInline(admin.TabularInline):
         return False
 
 
+class CouncilChangeInline(admin.TabularInline):
+    """Who took part changed (runs/services.council_change): read here, made on the run page or the API."""
+
+    model = CouncilChange
+    extra = 0
+    can_delete = False
+    fields = ["at", "kind", "stage", "model_id", "replacement", "by_name", "reason", "discarded"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "patient", "status", "stages_done", "consolidator", "created_at", "finished_at"]
@@ -50,6 +63,8 @@ class RunAdmin(admin.ModelAdmin):
         "current_stage",
         "stages_done",
         "label_map",
+        "dropped",
+        "catch_up",
         "prompt_versions",
         "selected_artifact",
         "error",
@@ -59,8 +74,10 @@ class RunAdmin(admin.ModelAdmin):
         "queued_at",
         "started_at",
         "finished_at",
+        "worked_seconds",
+        "working_since",
     ]
-    inlines = [ArtifactInline]
+    inlines = [CouncilChangeInline, ArtifactInline]
 
     def has_add_permission(self, request) -> bool:
         # Runs are made through the run wizard or POST /api/runs, which check the models upstream.

@@ -377,7 +377,9 @@ def _council_change(request: HttpRequest, run_id: int, kind: str, payload: Counc
                     "run": _detail(run),
                 },
             )
-        made, started = services.council_change(run=run, reason=payload.reason, user=request.user, **change)
+        made, plan, started = services.council_change(
+            run=run, reason=payload.reason, user=request.user, **change
+        )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     audit.record(
@@ -389,16 +391,15 @@ def _council_change(request: HttpRequest, run_id: int, kind: str, payload: Counc
         replacement=made.replacement,
     )
     run.refresh_from_db()
-    plan = {
-        "change": made.kind,
-        "stage": made.stage,
-        "model": made.model_id,
-        "replacement": made.replacement,
-        "discarded": made.discarded,
-        "detail": made.summary,
-    }
     return Status(
-        202, {"done": True, "started": started, "detail": made.summary, "plan": plan, "run": _detail(run)}
+        202,
+        {
+            "done": True,
+            "started": started,
+            "detail": made.summary,
+            "plan": plan.as_dict(),
+            "run": _detail(run),
+        },
     )
 
 

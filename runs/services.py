@@ -9,7 +9,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -550,32 +550,37 @@ def _plan(
 REPLACEMENT = "the model you choose"  # how a replace plan names its replacement before one is chosen
 
 
-def council_choices(run: Run, artifacts: list[Artifact]) -> dict[str, Any]:
-    """The council changes the run page offers, each with the sentence its confirmation shows: per model
-    (`members`: drop, rejoin) and per (stage, model) answer (`answers`: reask, replace). Nothing while it is
-    queued; only drops while it runs; never a change that would discard an edited draft."""
-    members: dict[str, list[ChangePlan]] = {}
-    answers: dict[tuple[int, str], list[ChangePlan]] = {}
-    if run.status == Run.Status.QUEUED:
-        return {"members": members, "answers": answers}
+def _offers(run: Run, artifacts: list[Artifact]):
+    """`offer(kind, model, stage)`: the plan of a change the run page may offer now, or None. Never a change
+    that would discard a draft the clinician edited; nothing while the run waits for its runner."""
     edited = set(DraftVersion.objects.filter(run=run).values_list("base_id", flat=True))
 
     def offer(kind: str, model: str, stage: int | None = None) -> ChangePlan | None:
+        if run.status == Run.Status.QUEUED:
+            return None
         try:
             plan = _plan(run, artifacts, kind, model, stage, REPLACEMENT if kind == Change.REPLACE else "")
         except RunRefused:
             return None
         return None if edited & {a.pk for a in plan.discard} else plan
 
-    for model in run.council_models:
-        members[model] = [p for kind in (Change.DROP, Change.REJOIN) if (p := offer(kind, model))]
-    if run.status != Run.Status.RUNNING:
-        for artifact in artifacts:
-            plans = [
-                offer(kind, artifact.model_id, artifact.stage) for kind in (Change.REASK, Change.REPLACE)
-            ]
-            answers[(artifact.stage, artifact.model_id)] = [p for p in plans if p]
-    return {"members": members, "answers": answers}
+    return offer
+
+
+def member_choices(run: Run, artifacts: list[Artifact]) -> dict[str, list[ChangePlan]]:
+    """Per council member, the changes of its membership the run page offers (continue without, rejoin), each
+    with the sentence its confirmation shows."""
+    offer = _offers(run, artifacts)
+    plans = {
+        model: [offer(kind, model) for kind in (Change.DROP, Change.REJOIN)] for model in run.council_models
+    }
+    return {model: [p for p in offered if p] for model, offered in plans.items()}
+
+
+def answer_choices(run: Run, artifacts: list[Artifact], stage: int, model_id: str) -> list[ChangePlan]:
+    """The changes of one answer the run page offers (ask again, replace); none while the run runs."""
+    offer = _offers(run, artifacts)
+    return [p for kind in (Change.REASK, Change.REPLACE) if (p := offer(kind, model_id, stage))]
 
 
 def _plan_drop(run: Run, artifacts: list[Artifact], model_id: str, stage, replacement) -> ChangePlan:
@@ -754,10 +759,10 @@ def council_change(
     reason: str = "",
     user=None,
     available: set[str] | None = None,
-) -> tuple[CouncilChange, bool]:
+) -> tuple[CouncilChange, ChangePlan, bool]:
     """Make a council change (see `council_change_plan`) and hand the run to its runner: a stopped run is
-    started (a job, jobs/), a running one hears of a drop at its next heartbeat. Returns the change and
-    whether a runner was started."""
+    started (a job, jobs/), a running one hears of a drop at its next heartbeat. Returns the change, the plan
+    it carried out and whether a runner was started."""
     reason = reason.strip()
     if len(reason) > 500:
         raise RunRefused(f"Say why in at most 500 characters (this is {len(reason)}).")
@@ -800,7 +805,7 @@ def council_change(
     started = False
     if run.status != Run.Status.RUNNING:
         started = run_start(run=run, reopen=True)
-    return change, started
+    return change, plan, started
 
 
 def _membership(run: Run) -> tuple:

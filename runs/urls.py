@@ -13,6 +13,7 @@ urlpatterns = [
     path("<int:pk>/live/", views.run_live, name="live"),
     path("<int:pk>/resume/", views.run_resume, name="resume"),
     path("<int:pk>/cancel/", views.run_cancel, name="cancel"),
+    path("<int:pk>/changes/", views.run_answer_changes, name="answer_changes"),
     path("<int:pk>/drop/", views.run_council_change, {"change": "drop"}, name="drop"),
     path("<int:pk>/reask/", views.run_council_change, {"change": "reask"}, name="reask"),
     path("<int:pk>/replace/", views.run_council_change, {"change": "replace"}, name="replace"),

@@ -162,7 +162,9 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
     artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
     # The council changes this user may make now, each with what it would do (shown before confirming).
     can_change = user is not None and user.has_perm(access.ACTIONS["reask"][0])
-    choices = services.council_choices(run, list(artifacts.values())) if can_change else None
+    members = services.member_choices(run, list(artifacts.values())) if can_change else {}
+    # Each answer's own changes are fetched when its "Ask again or replace…" is opened (run_answer_changes).
+    answers_open = can_change and run.status not in (Run.Status.RUNNING, Run.Status.QUEUED)
     now = timezone.now()
     stages = []
     for stage in progress["stages"]:
@@ -177,12 +179,7 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
                 {
                     **model,
                     "latency": f"{latency / 1000:.1f} s" if latency is not None else "",
-                    "changes": [
-                        _offer(run, plan)
-                        for plan in (
-                            choices["answers"].get((stage["stage"], model["model_id"]), []) if choices else []
-                        )
-                    ],
+                    "changeable": answers_open and artifact is not None,
                 }
             )
         stages.append(
@@ -206,14 +203,9 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
         "resumable": run.status in Run.RESUMABLE,
         "elapsed_seconds": run.elapsed_seconds(now),  # working time: never the wait before a resume
         "member_changes": [
-            (model, [_offer(run, plan) for plan in plans])
-            for model, plans in choices["members"].items()
-            if plans
-        ]
-        if choices
-        else [],
+            (model, [_offer(run, plan) for plan in plans]) for model, plans in members.items() if plans
+        ],
         "council_changes": list(run.council_changes.all()),
-        "replacements": _replacements(run) if choices and not _busy(run) else [],
         "exports": _exports(run),
         "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),
@@ -234,10 +226,6 @@ def _offer(run: Run, plan: services.ChangePlan) -> dict[str, Any]:
         "model": plan.model_id,
         "stage": plan.stage if plan.kind in ("reask", "replace") else None,
     }
-
-
-def _busy(run: Run) -> bool:
-    return run.status in (Run.Status.RUNNING, Run.Status.QUEUED)
 
 
 def _replacements(run: Run) -> list[str]:
@@ -322,13 +310,32 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
 
+@require_GET
+def run_answer_changes(request: HttpRequest, pk: int) -> HttpResponse:
+    """The changes of one answer (`?stage=&model=`: ask again, replace), each with what it would do, for the
+    run page's "Ask again or replace…" when it is opened."""
+    run = _run(request, pk, "reask")
+    try:
+        stage = int(request.GET.get("stage", ""))
+    except ValueError:
+        stage = 0
+    artifacts = list(run.artifacts.all())
+    plans = services.answer_choices(run, artifacts, stage, request.GET.get("model", "")) if stage else []
+    context = {
+        "run": run,
+        "offers": [_offer(run, plan) for plan in plans],
+        "replacements": _replacements(run),
+    }
+    return render(request, "runs/_answer_changes.html", context)
+
+
 @require_POST
 def run_council_change(request: HttpRequest, pk: int, change: str) -> HttpResponse:
     """Go on without a model, ask one answer again, put another model in a model's place, or let a model
     rejoin (runs/services.council_change); the page confirmed what it does first."""
     run = _run(request, pk, change)
     try:
-        made, started = services.council_change(
+        made, _, started = services.council_change(
             run=run,
             kind=change,
             model_id=request.POST.get("model", ""),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -48,6 +50,18 @@ def run_pipeline_here(run: Run | int, *args: str) -> tuple[int, str]:
     except SystemExit as exit_:
         return int(exit_.code or 0), out.getvalue()
     return 0, out.getvalue()
+
+
+def runner_process(run_id: int, env: dict[str, str]) -> subprocess.Popen:
+    """`manage.py runpipeline <id>` as a real child process (as the launcher starts it), its output piped."""
+    return subprocess.Popen(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "runpipeline", str(run_id)],
+        env=env,
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def add_artifact(run: Run, *, stage: int, model_id: str, text: str | None, error: str = "") -> Artifact:

@@ -75,6 +75,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GET /runs/{pk}/live/": WORKS_THE_RUNS,
     "POST /runs/{pk}/resume/": WORKS_THE_RUNS,
     "POST /runs/{pk}/cancel/": WORKS_THE_RUNS,
+    "GET /runs/{pk}/changes/": WORKS_THE_RUNS,  # what asking an answer again (or replacing it) would do
     "POST /runs/{pk}/drop/": WORKS_THE_RUNS,  # council changes: the roles that start runs
     "POST /runs/{pk}/reask/": WORKS_THE_RUNS,
     "POST /runs/{pk}/replace/": WORKS_THE_RUNS,

@@ -257,8 +257,11 @@ def test_the_run_page_offers_each_change_with_what_it_does_and_makes_it(
 ):
     run = gemini_failed_stage_1
     page = clinician_client.get(f"/runs/{run.pk}/").content.decode()
-    assert f'action="/runs/{run.pk}/rejoin/"' in page and f'action="/runs/{run.pk}/reask/"' in page
-    assert f'action="/runs/{run.pk}/replace/"' in page
+    assert f'action="/runs/{run.pk}/rejoin/"' in page
+    # Each answer's own changes come when its "Ask again or replace…" opens.
+    assert f'hx-get="/runs/{run.pk}/changes/?stage=1&amp;model=gemini-2.5-pro"' in page
+    page = clinician_client.get(f"/runs/{run.pk}/changes/", {"stage": 1, "model": GEMINI}).content.decode()
+    assert f'action="/runs/{run.pk}/reask/"' in page and f'action="/runs/{run.pk}/replace/"' in page
     # The confirmation says what is redone before anything happens.
     assert (
         'hx-confirm="Ask gemini-2.5-pro again in Stage 1 (Analysis); its answer there is discarded. Stages 2 to 6'
@@ -282,3 +285,61 @@ def test_the_run_page_offers_each_change_with_what_it_does_and_makes_it(
     answer = clinician_client.post(f"/runs/{run.pk}/reask/", {"model": "gpt-5", "stage": "1"}, follow=True)
     assert "waiting for its runner" in answer.content.decode()
     assert CouncilChange.objects.count() == 1
+
+
+def test_a_consolidator_that_keeps_failing_is_replaced_in_its_own_stage(api, run, fake_upstream, launched):
+    # Stages 1-3 each make one call of the consolidator (a council member too); its consolidation fails.
+    fake_upstream.script(CONSOLIDATOR, failures=["sleep:0"] * 3 + ["model_not_found"] * 2)
+    for _ in range(2):  # the dead end: starting again fails the same way
+        code, _ = run_pipeline_here(run)
+        run.refresh_from_db()
+        assert code == 1 and run.status == Run.Status.FAILED and run.stages_done == 3
+    fake_upstream.script(CONSOLIDATOR, failures=[])
+    before = {stage: fake_upstream.count(stage=stage) for stage in (1, 2, 3)}
+    answer = api.post(
+        f"/api/runs/{run.pk}/replace",
+        {"model": CONSOLIDATOR, "stage": 4, "replacement": "gpt-5", "reason": "keeps failing"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 202, answer.content
+    assert answer.json()["detail"].startswith(
+        "gpt-5 writes Stage 4 (consolidation) instead of claude-sonnet-4-5"
+    )
+    code, output = run_pipeline_here(run)
+    run.refresh_from_db()
+    assert code == 0 and run.status == Run.Status.COMPLETE, output
+    assert run.consolidator == "gpt-5" and run.council_models == COUNCIL and run.dropped == {}
+    assert run.artifacts.get(stage=4, model_id="gpt-5").status == Artifact.Status.OK
+    # The failed consolidation stays on the record; nothing before Stage 4 was asked again.
+    assert run.artifacts.get(stage=4, model_id=CONSOLIDATOR).status == Artifact.Status.FAILED
+    assert {stage: fake_upstream.count(stage=stage) for stage in (1, 2, 3)} == before
+
+
+def test_asking_a_final_draft_again_keeps_every_other_answer(api, run, fake_upstream, launched):
+    assert run_pipeline_here(run)[0] == 0
+    kept = {a.pk: a.sha256 for a in run.artifacts.exclude(stage=6, model_id="gpt-5")}
+    answer = api.post(
+        f"/api/runs/{run.pk}/reask", {"model": "gpt-5", "stage": 6}, content_type="application/json"
+    )
+    assert answer.status_code == 202, answer.content
+    assert "Nothing later reads it; every other answer is kept." in answer.json()["detail"]
+    assert answer.json()["plan"]["discarded"] == 1 and answer.json()["plan"]["redone_stages"] == []
+    code, output = run_pipeline_here(run)
+    run.refresh_from_db()
+    assert code == 0 and run.status == Run.Status.COMPLETE, output
+    assert fake_upstream.count(model="gpt-5", stage=6) == 2 and fake_upstream.count(stage=5) == 3
+    assert {a.pk: a.sha256 for a in run.artifacts.exclude(stage=6, model_id="gpt-5")} == kept
+
+
+def test_a_running_run_offers_only_going_on_without_a_model(clinician_client, gemini_failed_stage_1):
+    from tests.job_helpers import runner_job
+
+    run = gemini_failed_stage_1
+    run.artifacts.filter(stage__gte=3).delete()
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING, current_stage=3, stages_done=2, job=runner_job(target=str(run.pk))
+    )
+    page = clinician_client.get(f"/runs/{run.pk}/").content.decode()
+    assert page.count('data-change="drop"') == 3 and "Continue without gpt-5 from Stage 3" in page
+    assert "its call in flight is abandoned" in page
+    assert 'data-change="reask"' not in page and 'data-change="replace"' not in page

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings as django_settings
 
 from runs import services
 from runs.models import Artifact, Run
-from tests.run_helpers import run_pipeline_here
+from tests.run_helpers import run_pipeline_here, runner_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,17 +22,6 @@ GEMINI = "gemini-2.5-pro"
 @pytest.fixture
 def runner_env(fake_upstream_env) -> dict[str, str]:
     return {**fake_upstream_env, "RUN_HEARTBEAT_SECONDS": "0.2"}
-
-
-def _runner(run_id: int, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(django_settings.BASE_DIR / "manage.py"), "runpipeline", str(run_id)],
-        env=env,
-        cwd=django_settings.BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _wait(proc: subprocess.Popen, done, what: str, seconds: float = 60) -> None:
@@ -47,7 +34,7 @@ def _wait(proc: subprocess.Popen, done, what: str, seconds: float = 60) -> None:
 
 def test_a_stalled_run_goes_on_without_the_model_it_waits_on(api, run, fake_upstream, runner_env):
     fake_upstream.script(GEMINI, failures=["sleep:60"])  # its Stage 1 answer would take a minute
-    proc = _runner(run.pk, runner_env)
+    proc = runner_process(run.pk, runner_env)
     _wait(
         proc,
         lambda: (
@@ -87,7 +74,7 @@ def test_kill_9_while_a_model_catches_up_then_start_finishes_it(
     assert answer.status_code == 202, answer.content
     # Its Stage 1 answer comes at once; its Stage 2 review hangs until the runner is killed.
     fake_upstream.script(GEMINI, failures=["sleep:0", "sleep:30"])
-    proc = _runner(run.pk, runner_env)
+    proc = runner_process(run.pk, runner_env)
     _wait(proc, lambda: run.events.filter(kind="model_started", stage=2, model_id=GEMINI).exists(), "Stage 2")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)

@@ -60,8 +60,13 @@ def test_cancelling_a_running_run_stops_its_runner_at_the_next_heartbeat_and_sta
 
     asked = time.monotonic()
     body = api.post(f"/api/runs/{run.pk}/cancel").json()
-    assert body["cancelled"] is True and body["detail"].startswith("Cancelling")
-    assert body["run"]["status"] == "running"  # until the runner notices
+    assert body["cancelled"] is True
+    # Until the runner notices (at its next heartbeat, 0.2 s here: on a loaded machine that can come before
+    # this answer is written, and then the answer says so).
+    if body["run"]["status"] == "running":
+        assert body["detail"].startswith("Cancelling")
+    else:
+        assert body["run"]["status"] == "cancelled" and body["detail"].startswith("Cancelled")
     output, _ = proc.communicate(timeout=20)
     stopped_after = time.monotonic() - asked
     assert proc.returncode == 1, output

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 
 import pytest
-from django.conf import settings as django_settings
 from django.utils import timezone
 
 from jobs.models import Job
 from runs import services
 from runs.models import Artifact, Run
 from tests.job_helpers import runner_job
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here, runner_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,17 +24,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def runner_env(fake_upstream_env) -> dict[str, str]:
     return {**fake_upstream_env, "RUN_HEARTBEAT_SECONDS": "0.2"}
-
-
-def _runner(run_id: int, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(django_settings.BASE_DIR / "manage.py"), "runpipeline", str(run_id)],
-        env=env,
-        cwd=django_settings.BASE_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def _wait_until_stage_3_is_in_flight(run: Run, proc: subprocess.Popen) -> None:
@@ -63,7 +50,7 @@ def test_sigkill_in_stage_3_then_start_finishes_without_repeating_stages_1_2(
 ):
     settings.RUN_STALE_SECONDS = 1
     _hang_in_stage_3(fake_upstream)
-    proc = _runner(run.pk, runner_env)
+    proc = runner_process(run.pk, runner_env)
     _wait_until_stage_3_is_in_flight(run, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -78,7 +65,9 @@ def test_sigkill_in_stage_3_then_start_finishes_without_repeating_stages_1_2(
     relaunched: list[subprocess.Popen] = []
     monkeypatch.setattr(
         "jobs.launcher.launch_command",
-        lambda name, *args, **kw: relaunched.append(_runner(int(args[0]), runner_env)) or relaunched[-1].pid,
+        lambda name, *args, **kw: (
+            relaunched.append(runner_process(int(args[0]), runner_env)) or relaunched[-1].pid
+        ),
     )
     response = api.post(f"/api/runs/{run.pk}/start")
     assert response.status_code == 202 and response.json()["started"] is True
@@ -95,7 +84,7 @@ def test_sigkill_in_stage_3_then_start_finishes_without_repeating_stages_1_2(
 
 def test_sigterm_stops_cleanly_and_leaves_the_run_interrupted(run, fake_upstream, runner_env):
     _hang_in_stage_3(fake_upstream)
-    proc = _runner(run.pk, runner_env)
+    proc = runner_process(run.pk, runner_env)
     _wait_until_stage_3_is_in_flight(run, proc)
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=20)

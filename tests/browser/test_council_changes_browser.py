@@ -36,6 +36,7 @@ def test_a_failed_model_rejoins_from_the_run_page(page, app_url: str, upstream, 
     members = page.locator("#council-members")
     members.locator("summary").click()
     page.locator("#stage-1 .model-row.failed .row-changes summary").click()
+    page.locator("#stage-1 .model-row.failed form.council-change.reask").wait_for()
     shot(page, "20-run-page-council-changes")
     dialogs: list[str] = []
 
