@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0006_run_working_time"),
+        ("runs", "0007_run_working_time"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

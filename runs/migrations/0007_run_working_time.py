@@ -15,7 +15,7 @@ def from_start_and_finish(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0005_number_acknowledgement"),
+        ("runs", "0006_draftversion_numbers"),
     ]
 
     operations = [
