@@ -171,7 +171,10 @@ SUMMARY_FIELDS = (
     "finished_at",
     "worked_seconds",
     "working_since",
+    "dropped",
 )
+# Read for a summary, not shown in it as such.
+_SUMMARY_INPUTS = ("worked_seconds", "working_since", "dropped")
 # get_status_display() builds the choices dict anew on every call.
 STATUS_LABELS = {value: str(label) for value, label in Run.Status.choices}
 
@@ -183,7 +186,7 @@ def _summary(run: Run) -> dict[str, Any]:
 def _summary_of(values: dict[str, Any], council_summary: str) -> dict[str, Any]:
     """A run summary from the run's SUMMARY_FIELDS values."""
     return {
-        **{name: value for name, value in values.items() if name not in ("worked_seconds", "working_since")},
+        **{name: value for name, value in values.items() if name not in _SUMMARY_INPUTS},
         "status_display": STATUS_LABELS.get(values["status"], values["status"]),
         "council_summary": council_summary,
         "elapsed_seconds": elapsed_seconds(
@@ -443,7 +446,9 @@ def patient_runs(request: HttpRequest, patient_id: int):
     # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
     # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
     rows = list(patient.runs.values(*SUMMARY_FIELDS))
-    summaries = selectors.council_summaries({row["id"]: row["council_models"] for row in rows})
+    summaries = selectors.council_summaries(
+        {row["id"]: row["council_models"] for row in rows}, {row["id"]: row["dropped"] for row in rows}
+    )
     return [_summary_of(row, summaries[row["id"]]) for row in rows]
 
 

@@ -207,6 +207,8 @@ def test_going_on_without_a_model_whose_provider_needs_sign_in(api, fake_upstrea
     # Honest: two of three, the third counted and named as left out, never "2 of 2".
     assert stage1["summary"] == "2 of 3 models" and stage1["dropped"] == 1 and stage1["state"] == "partial"
     assert detail["council_summary"] == "2 of 3 models (fake-needs-auth left out from Stage 1)"
+    [listed] = api.get(f"/api/patients/{patient.pk}/runs").json()
+    assert listed["council_summary"] == detail["council_summary"] and listed["elapsed_seconds"] > 0
     [change] = detail["council_changes"]
     assert change["by"] and change["reason"] == "its subscription lapsed"
     assert AuditEvent.objects.filter(action="run.model_dropped").count() == 1
