@@ -147,6 +147,9 @@ class Artifact(models.Model):
     endpoint = models.CharField(max_length=40, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.OK)
     error = models.TextField(blank=True)
+    # What the step read from the reply besides its text (Stage 6: which required changes the draft says it
+    # applied, council/disagreement.py); {} for most steps.
+    details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -383,7 +383,9 @@ async def _run_stage(
                 usage = exc.usage if isinstance(exc, ModelFailed) else None
                 outcome = services.Outcome(text=None, usage=usage, error=exc.message)
             else:
-                outcome = services.Outcome(text=output.text, usage=output.usage, error=output.note)
+                outcome = services.Outcome(
+                    text=output.text, usage=output.usage, error=output.note, details=output.details
+                )
         artifact = await _record(run_id=run_id, stage=stage, model_id=model, outcome=outcome)
         if artifact.status == Artifact.Status.OK:
             tally.ok.append(model)

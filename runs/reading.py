@@ -17,7 +17,8 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString
 
-from council import numbers
+from council import disagreement, numbers, prompts
+from council.anonymize import redactor
 from council.schemas import PeerReview
 from council.stages import STEPS
 from council.stages.registry import Step
@@ -151,10 +152,37 @@ class RankingRow:
     points: int
     first_places: int
     positions: list[int]
+    # reviewer model id → the place it gave this analysis (1 = best); a reviewer never ranks its own.
+    by_reviewer: dict[str, int] = field(default_factory=dict)
 
     @property
     def mean_position(self) -> float:
         return sum(self.positions) / len(self.positions) if self.positions else 0.0
+
+    @property
+    def spread(self) -> int:
+        """How far apart the reviewers placed it (best place to worst): 0 when they agree."""
+        return max(self.positions) - min(self.positions) if self.positions else 0
+
+    def cells(self, reviewers: list[ReviewerCard]) -> list[dict[str, Any]]:
+        """One cell per reviewer, in the reviewers' order: the place it gave, or why there is none."""
+        cells = []
+        for card in reviewers:
+            if card.label == self.label:
+                cells.append({"text": "own", "why": "A reviewer does not rank its own analysis."})
+            elif not card.ok:
+                cells.append({"text": "—", "why": "This review failed."})
+            elif card.model_id in self.by_reviewer:
+                place = self.by_reviewer[card.model_id]
+                cells.append({"text": str(place), "place": place, "why": f"Ranked {ordinal(place)}."})
+            else:
+                cells.append({"text": "—", "why": "Not ranked by this reviewer."})
+        return cells
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def peer_reviews(run: Run) -> tuple[list[ReviewerCard], list[RankingRow]]:
@@ -188,6 +216,7 @@ def peer_reviews(run: Run) -> tuple[list[ReviewerCard], list[RankingRow]]:
                 row.points += n - 1 - position
                 row.first_places += position == 0
                 row.positions.append(position + 1)
+                row.by_reviewer[artifact.model_id] = position + 1
         elif card.ok:
             card.ok, card.error = False, card.error or "The stored review could not be read back."
         cards.append(card)
@@ -201,26 +230,94 @@ class Tally:
     approve: int
     revise: int
     mean_score: float | None
-    required_changes: list[dict[str, Any]]  # {"text", "models"}: the same change asked by several is one
+    # Each distinct change once, numbered as the Stage 6 prompt numbers them, with the models that asked.
+    required_changes: list[disagreement.PooledChange]
     failed: list[Artifact]
 
 
 def final_review_tally(run: Run) -> Tally:
     votes = selectors.final_votes(run)
-    combined: dict[str, dict[str, Any]] = {}
-    for vote in votes:
-        for change in vote["required_changes"]:
-            key = " ".join(change.lower().split())
-            combined.setdefault(key, {"text": change, "models": []})["models"].append(vote["model_id"])
     scores = [v["quality_score_1to10"] for v in votes]
     return Tally(
         votes=votes,
         approve=sum(v["vote"] == "APPROVE" for v in votes),
         revise=sum(v["vote"] == "REVISE" for v in votes),
         mean_score=round(sum(scores) / len(scores), 1) if scores else None,
-        required_changes=list(combined.values()),
+        required_changes=disagreement.pool_required_changes(
+            (v["model_id"], v["required_changes"]) for v in votes
+        ),
         failed=list(run.artifacts.filter(stage=STEPS["final_review"].number, status=Artifact.Status.FAILED)),
     )
+
+
+def changes_applied(run: Run, drafts: list[ModelOutput]) -> list[dict[str, Any]]:
+    """Each required change against each final draft: whether the draft says it applied it, and why. The
+    changes are pooled and redacted exactly as the Stage 6 prompt gave them, so row n is the drafts' change
+    n. What a draft says is its own claim, read strictly from its applied-or-not section
+    (council/disagreement.py); a draft that did not say, or said it in another form, is "not stated"."""
+    redact = redactor([*run.council_models, run.consolidator])
+    pooled = disagreement.pool_required_changes(
+        (vote["model_id"], [redact(change) for change in vote["required_changes"]])
+        for vote in selectors.final_votes(run)
+    )
+    rows = []
+    for change in pooled:
+        cells = []
+        for draft in drafts:
+            details = draft.artifact.details or {}
+            given = [disagreement.change_key(text) for text in details.get("required_changes", [])]
+            if not draft.ok:
+                cell = {"state": "failed", "text": "—", "why": "This draft failed."}
+            elif "required_changes" not in details:
+                cell = {
+                    "state": "unknown",
+                    "text": "not asked",
+                    "why": "This draft's prompt did not ask it to say.",
+                }
+            elif change.key not in given:
+                cell = {
+                    "state": "unknown",
+                    "text": "not given",
+                    "why": "This change was not among those the draft was given.",
+                }
+            elif details.get("applied") is None:
+                cell = {
+                    "state": "unstated",
+                    "text": "not stated",
+                    "why": f"The draft does not say: {details.get('problem') or 'no statement'}.",
+                }
+            else:
+                line = details["applied"][given.index(change.key)]
+                cell = {
+                    "state": "applied" if line["applied"] else "not-applied",
+                    "text": "applied" if line["applied"] else "not applied",
+                    "why": line["reason"],
+                }
+            cells.append(cell)
+        rows.append({"change": change, "cells": cells})
+    return rows
+
+
+def disagreements(run: Run, consolidation: ModelOutput | None) -> dict[str, Any]:
+    """The consolidation's "where the council disagreed" section, labels shown with the models behind them;
+    or why there is none to show (not asked by this run's prompt, not written, not in the asked form)."""
+    version = run.prompt_versions.get(str(STEPS["consolidation"].number), "")
+    asked = bool(version) and disagreement.DISAGREEMENT_HEADING in prompts.load(version).user
+    if consolidation is None:
+        return {"asked": asked, "section": None}
+    revised = run.artifacts.filter(stage=STEPS["revision"].number, status=Artifact.Status.OK)
+    labels = selectors.labels_by_model(run)
+    known = {labels[m] for m in revised.values_list("model_id", flat=True) if m in labels}
+    section = disagreement.read_disagreements(consolidation.text, known)
+    label_map = dict(run.label_map)
+
+    def side(group: tuple[str, ...]) -> list[dict[str, str]]:
+        return [{"label": label, "model_id": label_map.get(label, "?")} for label in group]
+
+    points = [
+        {"point": p, "majority": side(p.majority), "minority": side(p.minority)} for p in section.points
+    ]
+    return {"asked": asked, "section": section, "points": points}
 
 
 def stage_timings(run: Run) -> dict[int, dict[str, datetime | None]]:
@@ -254,24 +351,39 @@ def _outputs_context(run: Run, step: Step) -> dict[str, Any]:
 
 def _peer_review_context(run: Run, step: Step) -> dict[str, Any]:
     reviewers, ranking = peer_reviews(run)
-    return {"reviewers": reviewers, "ranking": ranking}
+    rows = [{"row": row, "cells": row.cells(reviewers)} for row in ranking]
+    return {"reviewers": reviewers, "ranking": ranking, "ranking_rows": rows}
+
+
+def _consolidation_context(run: Run, step: Step) -> dict[str, Any]:
+    outputs = stage_outputs(run, step.number)
+    consolidation = next((o for o in outputs if o.ok), None)
+    revision = STEPS["revision"].number
+    return {"outputs": outputs, "disagreement": disagreements(run, consolidation), "revision_stage": revision}
 
 
 def _final_review_context(run: Run, step: Step) -> dict[str, Any]:
     consolidation = next((o for o in stage_outputs(run, STEPS["consolidation"].number) if o.ok), None)
-    return {"tally": final_review_tally(run), "consolidation": consolidation}
+    drafts = STEPS["final_draft"].number
+    return {"tally": final_review_tally(run), "consolidation": consolidation, "final_draft_stage": drafts}
 
 
 def _final_draft_context(run: Run, step: Step) -> dict[str, Any]:
     consolidation, drafts = final_drafts(run)
     version = versions.latest_version(run)
     write_up = {"version": version, "signed": bool(version and version.signed)}
-    return {"consolidation": consolidation, "drafts": drafts, "write_up": write_up}
+    return {
+        "consolidation": consolidation,
+        "drafts": drafts,
+        "write_up": write_up,
+        "changes": changes_applied(run, drafts),
+    }
 
 
 OUTPUTS_PAGE = StagePage("runs/_stage_outputs.html", _outputs_context)
 PAGES: dict[str, StagePage] = {
     "peer_review": StagePage("runs/_stage_peer_review.html", _peer_review_context, live_labels=True),
+    "consolidation": StagePage("runs/_stage_consolidation.html", _consolidation_context),
     "final_review": StagePage("runs/_stage_final_review.html", _final_review_context),
     "final_draft": StagePage("runs/_stage_final_draft.html", _final_draft_context),
 }

@@ -9,7 +9,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -276,6 +276,7 @@ class Outcome:
     text: str | None  # None when the model failed
     usage: Usage | None = None
     error: str = ""  # the failure reason, or a caveat on an OK artifact
+    details: dict[str, Any] | None = None  # what the step read from the reply besides its text
 
 
 @dataclass(frozen=True)
@@ -313,6 +314,7 @@ def artifact_record(
         "attempts": usage.attempts if usage else 0,
         "endpoint": usage.endpoint if usage else "",
         "error": outcome.error,
+        "details": outcome.details or {},
     }
     if outcome.text is not None:
         if stored is None:

@@ -81,9 +81,9 @@ def test_tally_counts_votes_and_merges_the_same_required_change(run):
     tally = reading.final_review_tally(run)
     assert (tally.approve, tally.revise, tally.mean_score) == (1, 2, 7.3)
     # Votes are read in model order; the first wording of a change is kept, and who asked for it is listed.
-    assert tally.required_changes == [
-        {"text": "cite  the montage.", "models": ["claude-sonnet-4-5", "gpt-5"]},
-        {"text": "Drop the diagnosis.", "models": ["gpt-5"]},
+    assert [(c.number, c.text, c.voters) for c in tally.required_changes] == [
+        (1, "cite  the montage.", ["claude-sonnet-4-5", "gpt-5"]),
+        (2, "Drop the diagnosis.", ["gpt-5"]),
     ]
 
 

@@ -119,6 +119,9 @@ class StageOutput:
     usage: Usage
     note: str = ""
     parsed: Any = None  # the validated Stage 2/5 model
+    # What the step read from the reply besides its text, stored on the artifact (Stage 6: which required
+    # changes the draft says it applied).
+    details: dict[str, Any] | None = None
 
 
 def system_user(system: str, user: str | list[dict]) -> list[dict]:

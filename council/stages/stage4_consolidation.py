@@ -1,4 +1,6 @@
-"""Stage 4 — Consolidation: the run's consolidator merges all revisions into one report (markdown).
+"""Stage 4 — Consolidation: the run's consolidator merges all revisions into one report (markdown), ending
+with where the council disagreed and who held the minority view, by revision label (council/disagreement.py
+reads it; a consolidation without a readable section is kept, with a note saying so).
 
 Its registry entry, `STEP`, is at the end of the module."""
 
@@ -6,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from council import disagreement
 from council.stages.base import (
     CallLimits,
     CompletionClient,
@@ -37,7 +40,12 @@ async def run(
     *,
     revisions: Mapping[str, str],
 ) -> StageOutput:
-    return await complete_markdown(client, model, build_messages(source, revisions=revisions), limits)
+    output = await complete_markdown(client, model, build_messages(source, revisions=revisions), limits)
+    section = disagreement.read_disagreements(output.text, revisions)
+    if section.problem:
+        missing = f"Where the council disagreed is not stated: {section.problem}."
+        output.note = f"{output.note} {missing}".strip()
+    return output
 
 
 def calls(context: StepContext) -> dict[str, Call]:
@@ -50,7 +58,7 @@ STEP = Step(
     key="consolidation",
     name="Consolidation",
     kind=Kind.MARKDOWN,
-    prompt="stage4_consolidation.v2",
+    prompt="stage4_consolidation.v3",
     calls=calls,
     takers=Takers(Who.CONSOLIDATOR),
     inputs=(Input("revision", required=True),),

@@ -1,17 +1,23 @@
 """Stage 6 — Final draft: each council model writes the final report from the consolidation and the
 Stage 5 required changes (markdown). The clinician picks one of these (or the consolidation).
 
+Each draft ends by saying, per numbered required change, whether it applied it and why; that section is cut
+off the stored draft and kept beside it (`StageOutput.details`, read by council/disagreement.py), so the
+write-up holds only the report and the page can show each change against each draft.
+
 Its registry entry, `STEP`, is at the end of the module."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from council import disagreement
 from council.schemas import FinalReview
 from council.stages.base import (
     CallLimits,
     CompletionClient,
     CouncilInput,
+    ModelFailed,
     StageOutput,
     complete_markdown,
     system_user,
@@ -23,9 +29,14 @@ def _numbered(items: list[str], empty: str) -> str:
     return "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1)) if items else empty
 
 
+def required_changes(votes: Sequence[FinalReview]) -> list[disagreement.PooledChange]:
+    """The votes' required changes as the prompt numbers them (the same change asked twice is one)."""
+    return disagreement.pool_required_changes(("", vote.required_changes) for vote in votes)
+
+
 def build_messages(source: CouncilInput, *, consolidation: str, votes: Sequence[FinalReview]) -> list[dict]:
     # Changes are pooled without saying who asked for them: the drafts answer the council, not a member.
-    required = [change for vote in votes for change in vote.required_changes]
+    required = [change.text for change in required_changes(votes)]
     optional = [change for vote in votes for change in vote.optional_changes]
     no_votes = "(No final review votes are available.)" if not votes else "(None: every vote approved.)"
     system, user = source.prompt(
@@ -47,7 +58,13 @@ async def run(
     votes: Sequence[FinalReview],
 ) -> StageOutput:
     messages = build_messages(source, consolidation=consolidation, votes=votes)
-    return await complete_markdown(client, model, messages, limits)
+    output = await complete_markdown(client, model, messages, limits)
+    changes = required_changes(votes)
+    output.text, statement = disagreement.split_applied(output.text, len(changes))
+    if not output.text.strip():
+        raise ModelFailed("the draft holds nothing but its applied-or-not section", usage=output.usage)
+    output.details = {"required_changes": [change.text for change in changes], **statement}
+    return output
 
 
 def calls(context: StepContext) -> dict[str, Call]:
@@ -63,7 +80,7 @@ STEP = Step(
     key="final_draft",
     name="Final draft",
     kind=Kind.MARKDOWN,
-    prompt="stage6_final_draft.v2",
+    prompt="stage6_final_draft.v3",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("consolidation", required=True), Input("final_review")),

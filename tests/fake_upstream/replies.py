@@ -19,6 +19,12 @@ INVALID_PREFIX = "Your reply was not valid"
 _STAGE_LINE = re.compile(r"^qEEG Council\s*[—-]+\s*Stage\s*(\d+)\s*:\s*([^\n]*)", re.MULTILINE)
 _ANALYSIS_LABEL = re.compile(r"^##\s+Analysis\s+([A-Z]{1,2})\s*$", re.MULTILINE)
 _PAGE_MARK = re.compile(r"^=== PAGE (\d+) / (\d+) ===", re.MULTILINE)
+_REVISION_LABEL = re.compile(r"^##\s+Revision\s+([A-Z]{1,2})\s*$", re.MULTILINE)
+_REQUIRED = re.compile(
+    r"^## Required changes from the final review\s*\n(.*?)^## Optional changes suggested",
+    re.MULTILINE | re.DOTALL,
+)
+_NUMBERED = re.compile(r"^(\d+)\.\s+\S", re.MULTILINE)
 
 STAGE_NAMES = {
     1: "Analysis",
@@ -121,8 +127,42 @@ def markdown_report(*, model: str, stage: int, messages: list[dict[str, Any]]) -
         f"- This text comes from the fake upstream for model `{model}`.\n"
         "- No clinical meaning: do not use it for any patient.\n"
         "- Replace the fake upstream with a real CLIProxyAPI for real output.\n\n"
+        f"{_stage_tail(model=model, stage=stage, prompt=prompt)}"
         f"{END_MARKER}\n"
     )
+
+
+def _stage_tail(*, model: str, stage: int, prompt: str) -> str:
+    """The closing section a stage's prompt asks for, in its form: Stage 4 says where the revisions disagreed
+    (by their labels), Stage 6 says per numbered required change whether it applied it."""
+    if stage == 4:
+        labels = list(dict.fromkeys(_REVISION_LABEL.findall(prompt)))
+        if len(labels) < 2:
+            return "## Where the council disagreed\n\nThe revisions did not disagree on any point.\n\n"
+        minority = [_rng(model, stage, "tail").choice(labels)]
+        majority = [label for label in labels if label not in minority]
+        return (
+            "## Where the council disagreed\n\n"
+            "- **Point:** FAKE: whether frontal theta is elevated\n"
+            f"  - **Majority ({', '.join(majority)}):** FAKE: theta is elevated at Fz\n"
+            f"  - **Minority ({', '.join(minority)}):** FAKE: theta is within normal limits\n"
+            "  - **Resolution:** FAKE: the report's table is followed (p. 1)\n\n"
+        )
+    if stage == 6:
+        found = _REQUIRED.search(prompt)
+        numbers = [int(n) for n in _NUMBERED.findall(found.group(1))] if found else []
+        if not numbers:
+            return ""
+        # Deterministic variety: a model with an odd-length id does not apply the last of several changes.
+        refused = numbers[-1] if len(numbers) > 1 and len(model) % 2 else None
+        lines = [
+            f"{n}. NOT APPLIED — FAKE: the source report does not support it (p. 1)"
+            if n == refused
+            else f"{n}. APPLIED — FAKE: done in the Findings section"
+            for n in numbers
+        ]
+        return "## Required changes: applied or not\n\n" + "\n".join(lines) + "\n\n"
+    return ""
 
 
 def padded(full: str, *, chars: int, model: str, stage: int) -> str:
@@ -179,7 +219,17 @@ def final_vote(*, model: str, vote: str) -> dict[str, Any]:
     if vote == "REVISE":
         return {
             "vote": "REVISE",
-            "required_changes": [f"FAKE ({model}): state the montage and reference used."],
+            # The first change is one every reviser asks for (pooled once); the second is this model's own.
+            "required_changes": [
+                f"FAKE ({model}): state the montage and reference used.",
+                _rng(model, 5).choice(
+                    [
+                        "FAKE: cite the page for the theta/beta ratio.",
+                        "FAKE: remove the diagnostic wording from the summary.",
+                        "FAKE: say which sessions the table compares.",
+                    ]
+                ),
+            ],
             "optional_changes": ["FAKE: shorten the summary."],
             "quality_score_1to10": 6,
         }
