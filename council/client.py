@@ -12,6 +12,9 @@ Failure rules (CLIProxyAPI is more surprising than a plain OpenAI endpoint):
   for a while after an upstream 401), raise `NeedsAuth`; never retried.
 - 400 `model_not_found`, and the legacy 502 "unknown provider for model X", raise `ModelNotFound`.
 - An empty reply raises `EmptyCompletion`.
+- Every retry is told, before its wait, to `on_retry` (a `RetryNotice`: what failed, how long the wait is,
+  which attempt comes next of how many), so a run can show "429 from the upstream, retrying in 12 s,
+  attempt 3 of 5" where it happens.
 - Every payload passes the client's `IdentifierGuard` (council/deid.py) just before it is sent: a known
   patient identifier in any text, or a page image not marked painted out, raises `IdentifierRefused` and
   nothing is sent. Without identifiers the guard still refuses unmarked images.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import random
 import re
 import time
@@ -37,6 +41,8 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from council.deid import IdentifierGuard
+
+log = logging.getLogger(__name__)
 
 CHAT = "chat/completions"
 RESPONSES = "responses"
@@ -66,6 +72,39 @@ class Completion:
     latency_ms: int
     attempts: int
     finish_reason: str | None  # "length" when the upstream cut the reply off
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """One failed attempt that will be tried again after `wait_seconds`: attempt `attempt` of `max_attempts`
+    comes next."""
+
+    model: str | None
+    status: int | None  # the HTTP status that failed, None for a connection failure
+    kind: str  # UpstreamError.kind of the failure
+    message: str  # the raw error, as an operator reads it
+    wait_seconds: float
+    attempt: int
+    max_attempts: int
+    cooldown: bool  # the wait is what the upstream asked for (a 429 with a reset time), not our backoff
+
+    @property
+    def sentence(self) -> str:
+        if self.kind == "connection_refused":
+            what = "The upstream refused the connection"
+        elif self.kind == "timeout":
+            what = "The upstream did not accept the connection in time"
+        elif self.status == 200:
+            what = "A reply from the upstream that was not valid JSON"
+        elif self.status:
+            what = f"{self.status} from the upstream"
+        else:
+            what = "The upstream dropped the connection"
+        asked = " (the wait it asked for)" if self.cooldown else ""
+        return f"{what}, retrying in {self.wait_seconds:.0f} s{asked}, attempt {self.attempt} of {self.max_attempts}"
+
+
+OnRetry = Callable[[RetryNotice], Awaitable[None]]
 
 
 class UpstreamError(Exception):
@@ -212,8 +251,10 @@ class CLIProxyClient:
         backoff_max: float = 30.0,
         guard: IdentifierGuard | None = None,
         per_model_concurrency: int = 1,
+        on_retry: OnRetry | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.on_retry = on_retry
         self.guard = guard or IdentifierGuard()
         self.max_attempts = max(1, max_attempts)
         self.max_retry_seconds = max_retry_seconds
@@ -442,12 +483,33 @@ class CLIProxyClient:
             # Give up rather than sleep past the total budget.
             return self._clock() - started + state.upcoming_sleep > self.max_retry_seconds
 
+        async def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if self.on_retry is None or not isinstance(error, _Retryable):
+                return
+            notice = RetryNotice(
+                model=model,
+                status=error.error.status,
+                kind=error.error.kind,
+                message=error.error.message,
+                wait_seconds=state.upcoming_sleep,
+                attempt=state.attempt_number + 1,
+                max_attempts=self.max_attempts,
+                cooldown=error.cooldown is not None,
+            )
+            try:
+                await self.on_retry(notice)
+            except Exception:
+                # Telling is best effort: a busy database must not turn a retry into a failure.
+                log.warning("could not report a retry of %s", model or path, exc_info=True)
+
         attempts = 0
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
             wait=wait,
             stop=stop,
             sleep=self._sleep,
+            before_sleep=before_sleep,
             reraise=True,
         )
         try:

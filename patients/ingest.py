@@ -16,6 +16,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -68,6 +69,22 @@ class IngestResult:
     page_count: int
     pages: list[PageRecord] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What ingestion starts doing now ("OCR of page 4"), with how many pages are done of how many."""
+
+    what: str
+    done: int
+    total: int
+
+
+OnStep = Callable[[Step], None]
+
+
+def _no_steps(step: Step) -> None:
+    pass
 
 
 # --- what kind of file is it ------------------------------------------------------------------------------
@@ -211,8 +228,11 @@ def _clean(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions) -> IngestResult:
-    """Write pages/, thumbs/, text.md and pages.json for a PDF into out_dir (an empty work folder)."""
+def ingest_pdf(
+    source: Path, out_dir: Path, *, name: str, options: IngestOptions, on_step: OnStep = _no_steps
+) -> IngestResult:
+    """Write pages/, thumbs/, text.md and pages.json for a PDF into out_dir (an empty work folder).
+    `on_step` hears of each step as it starts (the page shows it live)."""
     started = time.monotonic()
     document = open_pdf(source, name=name, max_pages=options.max_pages)
     (out_dir / "pages").mkdir()
@@ -222,6 +242,7 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
     try:
         for index in range(len(document)):
             number = index + 1
+            on_step(Step(f"text layer and image of page {number}", index, result.page_count))
             page = document[index]
             try:
                 textpage = page.get_textpage()
@@ -253,6 +274,7 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                 )
                 reason = _ocr_reason(len(layer), coverage, options)
                 if reason and options.ocr_enabled:
+                    on_step(Step(f"OCR of page {number}", index, result.page_count))
                     ocr_started = time.monotonic()
                     read = layout.read_ocr(page, number=number, engine=ocr_engine())
                     layouts.append(read)
@@ -273,6 +295,7 @@ def ingest_pdf(source: Path, out_dir: Path, *, name: str, options: IngestOptions
                 page.close()
     finally:
         document.close()
+    on_step(Step("the fact table", result.page_count, result.page_count))
     table = facts.build_table(facts.read_layouts(layouts), page_count=result.page_count)
     result.seconds = round(time.monotonic() - started, 2)
     _write_outputs(out_dir, result, kind="pdf", table=table)

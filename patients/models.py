@@ -127,6 +127,9 @@ class Report(models.Model):
     # pending and is read again (jobs/).
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(null=True, blank=True)
+    # While it is read (patients/services.py writes it at each step): pages done of total, what is being
+    # done now and since when, and the slowest step so far; kept once it is read.
+    progress = models.JSONField(default=dict, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

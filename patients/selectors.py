@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
+from django.utils import timezone
 
+from jobs import selectors as job_selectors
 from patients.models import Patient, Report, fold
 
 if TYPE_CHECKING:
@@ -115,3 +118,28 @@ def report_page_image(report: Report, number: int, *, thumb: bool = False) -> Pa
 
 def reports_unfinished(reports: list[Report]) -> bool:
     return any(not report.is_finished for report in reports)
+
+
+def ingest_progress(report: Report) -> dict[str, Any] | None:
+    """While a report waits or is read: why it waits (no free job slot…) and for how long; or pages done of
+    total, the step under way ("OCR of page 4") with its seconds so far, and the slowest step yet."""
+    now = timezone.now()
+    if report.status == Report.Status.PENDING and not report.error:
+        return {
+            "waiting": True,
+            "reason": job_selectors.wait_reason(report.job),
+            "seconds": round((now - report.created_at).total_seconds(), 1),
+        }
+    if report.status != Report.Status.PROCESSING:
+        return None
+    progress = dict(report.progress or {})
+    since = progress.get("now_at")
+    seconds = (now - datetime.fromisoformat(since)).total_seconds() if since else 0.0
+    return {
+        "waiting": False,
+        "done": progress.get("done", 0),
+        "total": progress.get("total") or report.page_count or 0,
+        "now": progress.get("now", ""),
+        "seconds": round(max(0.0, seconds), 1),
+        "slowest": progress.get("slowest"),
+    }

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -289,6 +290,7 @@ def report_claim(*, report_id: int, job: Job | None) -> bool:
             status=Report.Status.PROCESSING,
             job=job,
             started_at=timezone.now(),
+            progress={},
             error="",
             updated_at=timezone.now(),
         )
@@ -324,6 +326,33 @@ def _held(report: Report, job: Job | None):
     return Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, job=job)
 
 
+class _ProgressRecorder:
+    """Each ingestion step as it starts, onto the report (one short update; the page polls it): pages done
+    of total, what is being done now and since when, and the slowest step so far with its seconds."""
+
+    def __init__(self, report: Report, job: Job | None) -> None:
+        self.report, self.job = report, job
+        self.now: str = ""
+        self.since = 0.0
+        self.slowest: dict[str, Any] | None = None
+
+    def __call__(self, step: ingest.Step) -> None:
+        clock = time.monotonic()
+        if self.now:
+            took = round(clock - self.since, 1)
+            if self.slowest is None or took > self.slowest["seconds"]:
+                self.slowest = {"what": self.now, "seconds": took}
+        self.now, self.since = step.what, clock
+        progress = {
+            "done": step.done,
+            "total": step.total,
+            "now": step.what,
+            "now_at": timezone.now().isoformat(),
+            "slowest": self.slowest,
+        }
+        _held(self.report, self.job).update(progress=progress)
+
+
 def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
     """Claim a pending report for `job` (None: this process, in a test or by hand), build its text and
     images, and mark it ready or failed.
@@ -351,7 +380,13 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
         except OSError:
             shutil.copy2(source, work / source.name)
         if report.kind == Report.Kind.PDF:
-            result = ingest.ingest_pdf(source, work, name=report.original_name, options=_ingest_options())
+            result = ingest.ingest_pdf(
+                source,
+                work,
+                name=report.original_name,
+                options=_ingest_options(),
+                on_step=_ProgressRecorder(report, job),
+            )
         else:
             result = ingest.ingest_text(source, work, name=report.original_name, kind=report.kind)
         _swap_in(work, report.folder)

@@ -65,9 +65,11 @@ def _detail_context(
     *,
     identifier_form: IdentifierForm | None = None,
 ) -> dict:
-    reports = list(patient.reports.all())
+    reports = list(patient.reports.select_related("job"))
     if services.reports_settled(reports):
-        reports = list(patient.reports.all())
+        reports = list(patient.reports.select_related("job"))
+    for report in reports:
+        report.ingest = selectors.ingest_progress(report)
     context = {
         "patient": patient,
         "form": form or PatientForm(instance=patient),
@@ -152,6 +154,7 @@ def _report_context(request: HttpRequest, report: Report) -> dict:
         "report": report,
         "patient": report.patient,
         "pages": selectors.report_pages(report),
+        "ingest": selectors.ingest_progress(report),
         "facts": selectors.report_facts(report),
         "may": access.abilities(request.user),
     }

@@ -9,6 +9,7 @@ Kinds (the SSE event names), with what each carries besides `stage` and `model_i
 | status           |       |       | status, error (run status changed: queued, running, needs_auth, interrupted, complete, failed) |
 | stage_started    | n     |       | models: [model ids taking part]                             |
 | model_started    | n     | id    | attempt                                                     |
+| model_retrying   | n     | id    | status, wait_seconds, attempt (next), max_attempts, sentence, error |
 | artifact_written | n     | id    | artifact_id, artifact_kind (md/json), tokens, latency_ms     |
 | model_finished   | n     | id    | artifact_id, prompt_tokens, completion_tokens, latency_ms, attempts |
 | model_failed     | n     | id    | error                                                       |
@@ -31,6 +32,7 @@ STATUS = "status"
 STAGE_STARTED = "stage_started"
 STAGE_FINISHED = "stage_finished"
 MODEL_STARTED = "model_started"
+MODEL_RETRYING = "model_retrying"
 MODEL_FINISHED = "model_finished"
 MODEL_FAILED = "model_failed"
 ARTIFACT_WRITTEN = "artifact_written"
@@ -48,6 +50,7 @@ KINDS = (
     STAGE_STARTED,
     STAGE_FINISHED,
     MODEL_STARTED,
+    MODEL_RETRYING,
     MODEL_FINISHED,
     MODEL_FAILED,
     ARTIFACT_WRITTEN,

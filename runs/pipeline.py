@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from council.client import NeedsAuth, UpstreamError
+from council.client import NeedsAuth, RetryNotice, UpstreamError
 from council.deid import IdentifierRefused
 from council.stages import STEPS
 from council.stages.base import CallLimits, CompletionClient, CouncilInput, ModelFailed
@@ -144,6 +145,25 @@ _stage_begin = sync_to_async(services.stage_begin)
 _stage_end = sync_to_async(services.stage_end)
 _model_started = sync_to_async(services.model_started)
 _heartbeat = sync_to_async(services.run_heartbeat)
+_retrying = sync_to_async(services.model_retrying)
+
+# (run id, stage, model id) of the call the current task makes: set where the call starts, so the client's
+# retry notices (council.client.RetryNotice) land on the run, stage and model they belong to.
+_CALL: contextvars.ContextVar[tuple[int, int, str] | None] = contextvars.ContextVar(
+    "council_call", default=None
+)
+
+
+async def report_retry(notice: RetryNotice) -> None:
+    """The client's `on_retry`: a `model_retrying` event on the live run ("429 from the upstream, retrying
+    in 12 s, attempt 3 of 5"). Calls made outside a run's stage (a health check) are not reported."""
+    call = _CALL.get()
+    if call is None:
+        return
+    run_id, stage, model = call
+    await _retrying(run_id=run_id, stage=stage, model_id=model, notice=notice)
+
+
 _finish = sync_to_async(services.run_finish)
 _model_dropped = sync_to_async(services.model_dropped)
 _caught_up = sync_to_async(services.run_caught_up)
@@ -359,7 +379,9 @@ async def _run_stage(
     async def one(model: str, call: Call) -> None:
         async with gate:
             # The request goes out first; the database hears of it while the model thinks, so the last
-            # model of a stage does not wait for every other model's event to be written.
+            # model of a stage does not wait for every other model's event to be written. The call's task
+            # copies this context, so its retries are reported against this run, stage and model.
+            _CALL.set((run_id, stage, model))
             answer = asyncio.ensure_future(call())
             try:
                 await _model_started(run_id=run_id, stage=stage, model_id=model)

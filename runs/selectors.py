@@ -10,9 +10,11 @@ from typing import Any, NamedTuple, TypedDict
 from django.db.models import Q
 
 from council import numbers
+from council.explain import explain
 from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
-from runs.models import Artifact, Run
+from runs import events
+from runs.models import Artifact, Run, RunEvent
 
 
 class ModelProgress(TypedDict):
@@ -78,6 +80,23 @@ def stage_participants(
 
 def left_out(run: Run, model_id: str, stage: int) -> bool:
     return model_id in run.dropped and run.dropped[model_id] <= stage
+
+
+def retries_in_flight(run: Run) -> dict[tuple[int, str], dict[str, Any]]:
+    """(stage, model id) → the latest retry of a call still in flight in the run's current stage: its
+    sentence ("429 from the upstream, retrying in 12 s, attempt 3 of 5") and when it was said."""
+    if run.status != Run.Status.RUNNING or not run.current_stage:
+        return {}
+    kinds = (events.MODEL_STARTED, events.MODEL_RETRYING, events.MODEL_FINISHED, events.MODEL_FAILED)
+    latest: dict[tuple[int, str], dict[str, Any]] = {}
+    rows = RunEvent.objects.filter(run=run, stage=run.current_stage, kind__in=kinds).order_by("id")
+    for event in rows.only("kind", "stage", "model_id", "data", "created_at"):
+        key = (event.stage, event.model_id)
+        if event.kind == events.MODEL_RETRYING:
+            latest[key] = {**event.data, "at": event.created_at}
+        else:
+            latest.pop(key, None)  # a new call, or an answer: the retry is over
+    return latest
 
 
 def run_progress(run: Run) -> dict[str, Any]:
@@ -189,15 +208,22 @@ def council_summaries(
     }
 
 
-def council_summary(run: Run, artifacts: Sequence[Artifact | Outcome] | None = None) -> str:
+def council_summary(
+    run: Run, artifacts: Sequence[Artifact | Outcome] | None = None, *, explained: bool = False
+) -> str:
     """ "3 of 3 models", or "2 of 3 models (gemini-2.5-pro failed Stage 1: …)": how many council members
-    took part (the first stage), then every failure of any stage with its reason — a gap is never hidden."""
+    took part (the first stage), then every failure of any stage with its reason — a gap is never hidden.
+    `explained`: each reason as the clinician's sentence (council/explain.py) rather than the raw error."""
     artifacts = list(run.artifacts.all()) if artifacts is None else artifacts
-    return _summary_text(run.council_models, artifacts, run.dropped)
+    return _summary_text(run.council_models, artifacts, run.dropped, explained=explained)
 
 
 def _summary_text(
-    council: list[str], artifacts: Sequence[Artifact | Outcome], dropped: dict[str, int]
+    council: list[str],
+    artifacts: Sequence[Artifact | Outcome],
+    dropped: dict[str, int],
+    *,
+    explained: bool = False,
 ) -> str:
     total = len(council)
     first = STEPS.first.number  # once: the registry sorts its steps on every `first`
@@ -206,7 +232,7 @@ def _summary_text(
         return f"{total} council models, not started" if total != 1 else "1 council model, not started"
     ok = [m for m in council if m in stage1 and stage1[m].status == Artifact.Status.OK]
     failures = [
-        f"{a.model_id} failed Stage {a.stage}: {a.error}"
+        f"{a.model_id} failed Stage {a.stage}: {explain(a.error) if explained else a.error}"
         for a in sorted(artifacts, key=lambda a: (a.stage, a.model_id))
         if a.status == Artifact.Status.FAILED
     ]

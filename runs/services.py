@@ -28,6 +28,7 @@ from runs import events, selectors
 from runs.models import Artifact, CouncilChange, DraftVersion, NumberAcknowledgement, Run
 
 if TYPE_CHECKING:
+    from council.client import RetryNotice
     from council.stages.base import Usage
     from runs.exports import ExportPaths
 
@@ -267,6 +268,22 @@ def run_caught_up(*, run_id: int, models: Sequence[str]) -> None:
 
 def model_started(*, run_id: int, stage: int, model_id: str, attempt: int = 1) -> None:
     events.event_emit(run=run_id, kind=events.MODEL_STARTED, stage=stage, model_id=model_id, attempt=attempt)
+
+
+def model_retrying(*, run_id: int, stage: int, model_id: str, notice: RetryNotice) -> None:
+    """A call of this model failed in a way worth another attempt; the client waits, then tries again."""
+    events.event_emit(
+        run=run_id,
+        kind=events.MODEL_RETRYING,
+        stage=stage,
+        model_id=model_id,
+        status=notice.status,
+        wait_seconds=round(notice.wait_seconds, 1),
+        attempt=notice.attempt,
+        max_attempts=notice.max_attempts,
+        sentence=notice.sentence,
+        error=notice.message,
+    )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step
 from documents.markdown import page_html
+from jobs import selectors as job_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
 from runs import access, reading, selectors, services, sources, versions
@@ -165,6 +166,7 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
     members = services.member_choices(run, list(artifacts.values())) if can_change else {}
     # Each answer's own changes are fetched when its "Ask again or replace…" is opened (run_answer_changes).
     answers_open = can_change and run.status not in (Run.Status.RUNNING, Run.Status.QUEUED)
+    retries = selectors.retries_in_flight(run)
     now = timezone.now()
     stages = []
     for stage in progress["stages"]:
@@ -175,11 +177,15 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
         for model in stage["models"]:
             artifact = artifacts.get((stage["stage"], model["model_id"]))
             latency = artifact.latency_ms if artifact and artifact.latency_ms is not None else None
+            retry = retries.get((stage["stage"], model["model_id"])) if model["status"] == "running" else None
+            if retry is not None:
+                retry = {**retry, "ago": round((now - retry["at"]).total_seconds(), 1)}
             models.append(
                 {
                     **model,
                     "latency": f"{latency / 1000:.1f} s" if latency is not None else "",
                     "changeable": answers_open and artifact is not None,
+                    "retry": retry,
                 }
             )
         stages.append(
@@ -195,10 +201,12 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
             }
         )
     finished = run.status in Run.FINISHED
+    waiting = run.status == Run.Status.QUEUED
     return {
         "run": run,
         "stages": stages,
-        "council_summary": progress["council_summary"],
+        # The page says each failure as a sentence; the raw errors are one click away on the stage cards.
+        "council_summary": selectors.council_summary(run, list(run.artifacts.all()), explained=True),
         "finished": finished,
         "resumable": run.status in Run.RESUMABLE,
         "elapsed_seconds": run.elapsed_seconds(now),  # working time: never the wait before a resume
@@ -206,6 +214,11 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
             (model, [_offer(run, plan) for plan in plans]) for model, plans in members.items() if plans
         ],
         "council_changes": list(run.council_changes.all()),
+        # Queued: how long it has waited for its runner, and why (no free slot, its process still starting).
+        "waiting_seconds": round((now - run.queued_at).total_seconds(), 1)
+        if waiting and run.queued_at
+        else None,
+        "waiting_reason": job_selectors.wait_reason(run.job) if waiting else "",
         "exports": _exports(run),
         "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),

@@ -234,7 +234,9 @@ def test_the_run_pages_show_rankings_disagreement_and_changes_applied(run, fake_
     drafts = list(run.artifacts.filter(stage=6).order_by("model_id"))
     for draft in drafts:
         given = draft.details["required_changes"]
-        assert given[0] == "FAKE ([council member]): state the montage and reference used." and len(given) >= 2
+        assert (
+            given[0] == "FAKE ([council member]): state the montage and reference used." and len(given) >= 2
+        )
         assert draft.details["applied"] is not None and len(draft.details["applied"]) == len(given)
         assert "applied or not" not in draft.path.read_text()
     # The fake's gpt-5 (an odd-length id) does not apply the last change: both states are shown.

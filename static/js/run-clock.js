@@ -1,5 +1,5 @@
-// Elapsed-time clocks on the run page: the server renders the seconds so far in [data-elapsed]; elements
-// marked [data-ticking] keep counting here between the fragment refreshes the live stream triggers.
+// Elapsed-time clocks (the run page, a report being read): the server renders the seconds so far in
+// [data-elapsed]; elements marked [data-ticking] keep counting here between the fragment refreshes the live stream triggers.
 (function () {
   "use strict";
   function format(total) {

@@ -140,7 +140,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(sig, on_signal, sig.name)
         # The client refuses any call that still carries one of this patient's identifiers.
         guard = await sync_to_async(sources.guard_for_run)(run_id)
-        async with CLIProxyClient.from_settings(guard=guard) as client:
+        async with CLIProxyClient.from_settings(guard=guard, on_retry=pipeline.report_retry) as client:
             drive = asyncio.create_task(
                 pipeline.drive(run_id, job=job, client=client, progress=pipeline.Progress(on_stage, on_model))
             )
