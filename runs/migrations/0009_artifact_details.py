@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0006_draftversion_numbers"),
+        ("runs", "0008_council_changes"),
     ]
 
     operations = [
