@@ -47,7 +47,7 @@ def test_an_hour_waiting_before_a_resume_is_not_counted(api, clinician_client, r
     api.post(f"/api/runs/{run.pk}/select", {"artifact_id": artifact.pk}, content_type="application/json")
     assert api.post(f"/api/runs/{run.pk}/export").status_code == 200
     final = (run.exports_dir / "final.md").read_text()
-    assert f"working time {duration(run.worked_seconds)}" in final
+    assert f"working time {duration(run.elapsed_seconds())}" in final
 
 
 def test_a_killed_runner_worked_until_its_last_heartbeat(run):
