@@ -15,7 +15,7 @@ Derived numbers (a change between sessions: "a change of 32 ms", "rose by 32 ms"
 change: "(+10 %)") are matched against pairs of facts of one measurement in two sessions. A range is
 matched against the vendor target ranges printed on the pages; a number inside a fact's target or norm
 text (a threshold such as "< 25 ms") counts as a reference. Not measurements, and skipped: page numbers in
-citations, list and heading numbering, dates and years, "Stage 4", "Session 2", "S2", "10-20 system",
+citations, list and heading numbering, dates and years (and "day 120", a date de-identified), "Stage 4", "Session 2", "S2", "10-20 system",
 electrode and band names ("Fp1", "Alpha 1"), names like "PHQ-9", and counts ("3 sessions", "19 sites").
 """
 
@@ -79,6 +79,7 @@ _IGNORE = [
     re.compile(r"^\s*(?:[-*+]\s+)?\d+[.)](?=\s)", re.MULTILINE),  # list numbering
     re.compile(r"^#+\s*[\d.]+", re.MULTILINE),  # heading numbering
     re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b"),  # dates
+    re.compile(r"\bdays?\s+-?\d+\b", re.IGNORECASE),  # de-identified dates ("day 120", council/deid.py)
     re.compile(r"\b(?:19|20)\d{2}\b(?!\s?(?:ms|hz|\u00b5v|uv|%|sec)\b)", re.IGNORECASE),  # years
     re.compile(
         r"\b(?:stages?|steps?|reviewers?|responses?|models?|tables?|figures?|items?|versions?)\s+\d+", re.I

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from django.conf import settings
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
+from council import timeline
 from jobs import selectors as job_selectors
 from patients.models import Patient, Report, fold
 
@@ -143,3 +147,82 @@ def ingest_progress(report: Report) -> dict[str, Any] | None:
         "seconds": round(max(0.0, seconds), 1),
         "slowest": progress.get("slowest"),
     }
+
+
+# -- several reports as one history ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class History:
+    """Reports of one patient on one timeline (council/timeline.py): the reports in timeline order (by their
+    first session, then upload), the timeline, and the merged, session-mapped fact table (absolute dates:
+    it never leaves this machine as it is; runs.sources de-identifies what the council sees)."""
+
+    reports: list[Report]
+    timeline: timeline.Timeline
+    facts: list[dict[str, Any]]
+    tables: dict[int, facts.FactTable | None]  # report id → its own table
+
+    @property
+    def anchor(self) -> date | None:
+        return self.timeline.anchor
+
+    def page_of(self, run_page: int) -> tuple[Report, int] | None:
+        """The report and its page behind a page number of the history (pages are numbered on)."""
+        at = 0
+        for report in self.reports:
+            count = report.page_count or 0
+            if run_page <= at + count:
+                return (report, run_page - at) if run_page > at else None
+            at += count
+        return None
+
+    def first_page(self, report: Report) -> int:
+        """The history's page number of the report's page 1."""
+        at = 0
+        for other in self.reports:
+            if other.pk == report.pk:
+                return at + 1
+            at += other.page_count or 0
+        raise ValueError(f"Report {report.pk} is not in this history.")
+
+
+def _report_facts(report: Report, table: facts.FactTable | None) -> timeline.ReportFacts:
+    return timeline.ReportFacts(
+        report_id=report.pk,
+        facts=list((table or {}).get("facts") or []),
+        order=settings.DEID_DATE_ORDER,
+        pages=report.page_count or 0,
+    )
+
+
+def reports_history(reports: Sequence[Report], *, ordered: bool = False) -> History:
+    """`reports` (ready, of one patient) on one timeline, ordered by the first session each one prints
+    (`ordered`: kept in the order given, as a run stored it, so its page numbers never move)."""
+    tables = {report.pk: report_facts(report) for report in reports}
+    if ordered:
+        inputs = [_report_facts(r, tables[r.pk]) for r in reports]
+        line = timeline.build(inputs)
+        return History(list(reports), line, timeline.merge_facts(line, inputs), tables)
+    given = sorted(reports, key=lambda r: r.pk)
+    first = timeline.build(_report_facts(r, tables[r.pk]) for r in given)
+
+    def first_session(report: Report) -> int:
+        indexes = [s.index for s in first.sessions if any(r == report.pk for r, _ in s.members)]
+        return min(indexes, default=len(first.sessions) + 1)
+
+    ordered = sorted(given, key=lambda r: (first_session(r), r.pk))
+    inputs = [_report_facts(r, tables[r.pk]) for r in ordered]
+    line = timeline.build(inputs)
+    return History(reports=ordered, timeline=line, facts=timeline.merge_facts(line, inputs), tables=tables)
+
+
+def patient_history(patient: Patient) -> History:
+    """Every ready report of the patient on one timeline; a file uploaded twice counts once (the first)."""
+    seen: set[str] = set()
+    reports = []
+    for report in patient.reports.filter(status=Report.Status.READY).order_by("pk"):
+        if report.sha256 not in seen:
+            seen.add(report.sha256)
+            reports.append(report)
+    return reports_history(reports)

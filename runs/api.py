@@ -17,14 +17,15 @@ import audit
 from council.stages import STEPS
 from patients import access as patient_access
 from runs import access, selectors, services, versions
-from runs.models import Artifact, DraftVersion, Run, elapsed_seconds
+from runs.models import Artifact, DraftVersion, Run, RunReport, elapsed_seconds
 
 router = Router(tags=["runs"])
 
 
 class RunIn(Schema):
     patient_id: int
-    report_id: int
+    report_id: int | None = None  # one report, or
+    report_ids: list[int] | None = None  # several of the patient's reports, put on one timeline
     council_models: list[str] | None = None  # default: COUNCIL_MODELS
     consolidator: str | None = None  # default: COUNCIL_CONSOLIDATOR
 
@@ -36,7 +37,8 @@ class RunSummary(BaseModel):
 
     id: int
     patient_id: int
-    report_id: int
+    report_id: int  # the first of report_ids on the timeline
+    report_ids: list[int]  # every report the run reads, in timeline order
     status: str
     status_display: str
     current_stage: int
@@ -180,13 +182,16 @@ STATUS_LABELS = {value: str(label) for value, label in Run.Status.choices}
 
 
 def _summary(run: Run) -> dict[str, Any]:
-    return _summary_of({name: getattr(run, name) for name in SUMMARY_FIELDS}, selectors.council_summary(run))
+    values = {name: getattr(run, name) for name in SUMMARY_FIELDS}
+    report_ids = [link.report_id for link in run.report_links.all()]
+    return _summary_of(values, selectors.council_summary(run), report_ids)
 
 
-def _summary_of(values: dict[str, Any], council_summary: str) -> dict[str, Any]:
-    """A run summary from the run's SUMMARY_FIELDS values."""
+def _summary_of(values: dict[str, Any], council_summary: str, report_ids: list[int]) -> dict[str, Any]:
+    """A run summary from the run's SUMMARY_FIELDS values and its reports' ids in order."""
     return {
         **{name: value for name, value in values.items() if name not in _SUMMARY_INPUTS},
+        "report_ids": report_ids or [values["report_id"]],
         "status_display": STATUS_LABELS.get(values["status"], values["status"]),
         "council_summary": council_summary,
         "elapsed_seconds": elapsed_seconds(
@@ -281,13 +286,18 @@ def run_create(request: HttpRequest, payload: RunIn):
     patient = patient_access.patients_for(request.user).filter(pk=payload.patient_id).first()
     if patient is None:
         raise HttpError(422, f"There is no patient {payload.patient_id}.")
-    report = patient_access.reports_for(request.user).filter(pk=payload.report_id).first()
-    if report is None:
-        raise HttpError(422, f"There is no report {payload.report_id}.")
+    if (payload.report_id is None) == (payload.report_ids is None):
+        raise HttpError(422, "Give report_id (one report) or report_ids (several), not both.")
+    wanted = [payload.report_id] if payload.report_id is not None else list(payload.report_ids or [])
+    found = {r.pk: r for r in patient_access.reports_for(request.user).filter(pk__in=wanted)}
+    if missing := [pk for pk in wanted if pk not in found]:
+        raise HttpError(422, f"There is no report {', '.join(map(str, dict.fromkeys(missing)))}.")
+    if len(set(wanted)) != len(wanted):
+        raise HttpError(422, "Each report may be given only once.")
     try:
         run = services.run_create(
             patient=patient,
-            report=report,
+            reports=[found[pk] for pk in wanted],
             council_models=list(settings.COUNCIL_MODELS)
             if payload.council_models is None
             else payload.council_models,
@@ -449,7 +459,12 @@ def patient_runs(request: HttpRequest, patient_id: int):
     summaries = selectors.council_summaries(
         {row["id"]: row["council_models"] for row in rows}, {row["id"]: row["dropped"] for row in rows}
     )
-    return [_summary_of(row, summaries[row["id"]]) for row in rows]
+    # Each run's reports, in its order: one query for the list (a run from before has its one report).
+    reports: dict[int, list[int]] = {}
+    links = RunReport.objects.filter(run_id__in=[row["id"] for row in rows]).order_by("run_id", "position")
+    for run_id, report_id in links.values_list("run_id", "report_id"):
+        reports.setdefault(run_id, []).append(report_id)
+    return [_summary_of(row, summaries[row["id"]], reports.get(row["id"], [])) for row in rows]
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])

@@ -19,7 +19,6 @@ from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
 from documents.markdown_pdf import Card, Unprintable, render_markdown_pdf
-from patients import selectors as selectors_patients
 from runs import selectors
 from runs.models import Artifact, Run
 from runs.services import RunRefused
@@ -54,7 +53,7 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
 
     card = run_card(run=run, artifact=artifact, edited=edited)
     parts = [signature_block(edited), clinical_context_section(run), edited.text.strip()]
-    parts.append(facts_appendix(selectors_patients.report_facts(run.report)))
+    parts.append(facts_appendix(selectors.fact_table(run)))
     report_markdown = "\n\n".join(part for part in parts if part) + "\n"
     final_md = final_markdown(report_markdown, card)
     try:
@@ -156,7 +155,6 @@ def _fact_value(fact: dict) -> str:
 
 def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str, str]]:
     """(label, value) rows describing how the exported text was produced."""
-    report = run.report
     first = STEPS.first
     completed = run.artifacts.filter(stage=first.number, status=Artifact.Status.OK).count()
     council = ", ".join(run.council_models)
@@ -165,7 +163,7 @@ def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str,
         ("Exported", _when(timezone.now())),
         ("Run", _run_line(run)),
         ("Patient", run.patient.label),
-        ("Report", _report_line(report)),
+        *_report_rows(run),
         ("Council", f"{council} ({completed} of {total} completed Stage {first.number})"),
         ("Consolidator", run.consolidator),
         *_change_rows(run),
@@ -271,6 +269,20 @@ def duration(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def _report_rows(run: Run) -> list[tuple[str, str]]:
+    """The report the run read, or each of its reports with the run's pages it is (numbered on)."""
+    reports = run.report_list()
+    if len(reports) == 1:
+        return [("Report", _report_line(reports[0]))]
+    rows, first = [], 1
+    for number, report in enumerate(reports, start=1):
+        count = report.page_count or 0
+        pages = f"pages {first}\u2013{first + count - 1} of the run" if count else "no pages"
+        rows.append((f"Report {number} of {len(reports)}", f"{_report_line(report)}; {pages}"))
+        first += count
+    return rows
 
 
 def _report_line(report) -> str:

@@ -53,7 +53,9 @@ class Run(models.Model):
     RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
 
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="runs")
+    # The first of the run's reports on the timeline; `reports` (RunReport rows) lists them all, in order.
     report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="runs")
+    reports = models.ManyToManyField(Report, through="RunReport", related_name="council_runs", blank=True)
     council_models = models.JSONField(help_text="Upstream model ids, as discovered.")
     consolidator = models.CharField(max_length=200)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CREATED, db_index=True)
@@ -110,6 +112,11 @@ class Run(models.Model):
     def exports_dir(self) -> Path:
         return settings.DATA_DIR / "exports" / str(self.pk)
 
+    def report_list(self) -> list[Report]:
+        """The run's reports in timeline order (a run saved without RunReport rows has just `report`)."""
+        links = self.report_links.all()  # ordered by position; prefetch "report_links__report" for lists
+        return [link.report for link in links] or [self.report]
+
     def export_path(self, name: str) -> Path:
         """The path of one export file (`name` one of EXPORTS)."""
         if name not in self.EXPORTS:
@@ -119,6 +126,25 @@ class Run(models.Model):
     def exported_names(self) -> list[str]:
         """The export files on disk now, in EXPORTS order."""
         return [name for name in self.EXPORTS if self.export_path(name).is_file()]
+
+
+class RunReport(models.Model):
+    """One of the reports a run reads, and its place among them: by the first session it prints, then upload
+    (patients.selectors.reports_history), so the run's pages and sessions read in time order."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="report_links")
+    report = models.ForeignKey(Report, on_delete=models.PROTECT, related_name="run_links")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "report"], name="run_report_once"),
+            models.UniqueConstraint(fields=["run", "position"], name="run_report_position_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} report {self.report_id} (#{self.position + 1})"
 
 
 class Artifact(models.Model):

@@ -85,7 +85,7 @@ class Progress:
 def _load(run_id: int) -> tuple[Run, CouncilInput]:
     """The run and what every stage is given: the report and context de-identified (runs.sources)."""
     run = Run.objects.select_related("patient", "report").get(pk=run_id)
-    source = sources.council_source(patient=run.patient, report=run.report)
+    source = sources.run_source(run)
     if not source.council_input.report_text.strip():
         raise StageFailed(f"Report {run.report_id} has no text to give the council (is it ready?).")
     return run, source.council_input

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString
 
@@ -51,7 +50,9 @@ class ModelOutput:
         return [check for check in self.checks or [] if check.flagged]
 
 
-def rendered(text: str, report_id: int, checks: list[numbers.Check] | None) -> SafeString:
+def rendered(
+    text: str, page_url: Callable[[int], str | None], checks: list[numbers.Check] | None
+) -> SafeString:
     """Model markdown as safe HTML: flagged numbers in a <mark> whose title names the nearest fact and its
     page, and every page citation (`[p3]`, `(p. 3)`) a link to that page's image."""
     spans = []
@@ -66,7 +67,9 @@ def rendered(text: str, report_id: int, checks: list[numbers.Check] | None) -> S
     for start, end, page in numbers.citations(text):
         if any(a < end and start < b for a, b in flagged):
             continue
-        href = reverse("patients:report_page", args=[report_id, page])
+        href = page_url(page)
+        if href is None:
+            continue
         opening = f'<a class="citation" href="{href}" title="Page {page} of the report">'
         spans.append((start, end, opening, "</a>"))
     return annotated_page_html(text, spans)
@@ -76,6 +79,7 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
     labels = selectors.labels_by_model(run)
     step = STEPS.get(stage)
     table = selectors.fact_table(run) if step is not None and step.checks_numbers else None
+    page_url = selectors.run_page_url(run)
     outputs = []
     for artifact in run.artifacts.filter(stage=stage).order_by("model_id"):
         ok = artifact.status == Artifact.Status.OK
@@ -89,7 +93,7 @@ def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
                 label=labels.get(artifact.model_id, ""),
                 ok=ok,
                 error=artifact.error,
-                html=rendered(text, run.report_id, checks) if markdown else None,
+                html=rendered(text, page_url, checks) if markdown else None,
                 text=text,
                 output_name=step.output_name(artifact.model_id) if step else "",
                 selectable=ok and step is not None and step.selectable,

@@ -266,10 +266,48 @@ def final_votes(run: Run) -> list[dict[str, Any]]:
 
 
 def fact_table(run: Run) -> dict[str, Any] | None:
-    """The run's report's fact table as it is now (corrections and lock included), or None without one."""
-    from patients.selectors import report_facts
+    """The run's report's fact table as it is now (corrections and lock included), or None without one. A
+    run over several reports: their merged table (patients.selectors.reports_history), sessions by timeline
+    index and pages numbered on across the reports, as the council saw them; locked when every report's
+    table is."""
+    from patients.selectors import report_facts, reports_history
 
-    return report_facts(run.report)
+    reports = run.report_list()
+    if len(reports) == 1:
+        return report_facts(reports[0])
+    history = reports_history(reports, ordered=True)
+    tables = [history.tables[r.pk] for r in history.reports]
+    if all(table is None for table in tables):
+        return None
+    locks = [(table or {}).get("lock") for table in tables]
+    return {
+        "schema": 1,
+        "facts": history.facts,
+        "pages": [],
+        "missing": [m for table in tables for m in (table or {}).get("missing") or []],
+        "disagreements": sum(bool(f.get("disagreement")) for f in history.facts),
+        "lock": locks[-1] if all(locks) else None,
+        "reports": [r.pk for r in history.reports],
+    }
+
+
+def run_page_url(run: Run):
+    """page number as the run's drafts cite it → the address of that page's image (None: no such page).
+    Several reports: pages are numbered on across them, in the run's order."""
+    from django.urls import reverse
+
+    from patients.selectors import reports_history
+
+    reports = run.report_list()
+    if len(reports) == 1:
+        return lambda page: reverse("patients:report_page", args=[reports[0].pk, page])
+    history = reports_history(reports, ordered=True)
+
+    def url(page: int) -> str | None:
+        found = history.page_of(page)
+        return reverse("patients:report_page", args=[found[0].pk, found[1]]) if found else None
+
+    return url
 
 
 def number_checks(

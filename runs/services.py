@@ -24,8 +24,9 @@ from documents.files import write_atomic
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
 from patients.models import Patient, Report
+from patients.selectors import reports_history
 from runs import events, selectors
-from runs.models import Artifact, CouncilChange, DraftVersion, NumberAcknowledgement, Run
+from runs.models import Artifact, CouncilChange, DraftVersion, NumberAcknowledgement, Run, RunReport
 
 if TYPE_CHECKING:
     from council.client import RetryNotice
@@ -82,22 +83,48 @@ def discovered_model_ids() -> set[str]:
     return set(health.model_ids)
 
 
+# Reports one run may read: each adds its text to every prompt of the run.
+MAX_REPORTS = 12
+
+
+def run_reports(*, patient: Patient, reports: Sequence[Report]) -> list[Report]:
+    """The reports a new run reads, checked, in timeline order (patients.selectors.reports_history): all of
+    this patient, ready, none twice, no two with the same content."""
+    chosen = list({report.pk: report for report in reports}.values())
+    if not chosen:
+        raise RunRefused("Choose at least one ready report of this patient.")
+    if len(chosen) > MAX_REPORTS:
+        raise RunRefused(f"A run reads at most {MAX_REPORTS} reports; {len(chosen)} were chosen.")
+    first_with: dict[str, Report] = {}
+    for report in chosen:
+        if report.patient_id != patient.pk:
+            raise RunRefused(f"Report {report.pk} belongs to another patient, not to {patient.label}.")
+        if report.status != Report.Status.READY:
+            raise RunRefused(
+                f"Report {report.pk} is not ready for the council (status: {report.get_status_display()})."
+            )
+        same = first_with.setdefault(report.sha256, report)
+        if same is not report:
+            raise RunRefused(
+                f"Reports {same.pk} and {report.pk} have the same content (the same file uploaded twice); "
+                "choose one of them."
+            )
+    return reports_history(chosen).reports if len(chosen) > 1 else chosen
+
+
 def run_create(
     *,
     patient: Patient,
-    report: Report,
+    report: Report | None = None,
+    reports: Sequence[Report] = (),
     council_models: list[str],
     consolidator: str,
     user=None,
     available: set[str] | None = None,
 ) -> Run:
-    """A new run over a ready report of this patient, with discovered models only (never a substitute)."""
-    if report.patient_id != patient.pk:
-        raise RunRefused(f"Report {report.pk} belongs to another patient, not to {patient.label}.")
-    if report.status != Report.Status.READY:
-        raise RunRefused(
-            f"Report {report.pk} is not ready for the council (status: {report.get_status_display()})."
-        )
+    """A new run over ready reports of this patient (`report`, or several: `reports`, put on one timeline),
+    with discovered models only (never a substitute)."""
+    chosen = run_reports(patient=patient, reports=[*([report] if report else []), *reports])
     models = [model.strip() for model in council_models if model.strip()]
     consolidator = consolidator.strip()
     if not models:
@@ -119,15 +146,20 @@ def run_create(
     # Labels are shuffled once per run, so "Analysis A" says nothing about which model wrote it.
     order = list(range(len(models)))
     random.SystemRandom().shuffle(order)
-    return Run.objects.create(
-        patient=patient,
-        report=report,
-        council_models=models,
-        consolidator=consolidator,
-        label_map=assign_labels(models, order=order),
-        prompt_versions=STEPS.prompt_versions(),
-        created_by=user if user is not None and user.is_authenticated else None,
-    )
+    with transaction.atomic():
+        run = Run.objects.create(
+            patient=patient,
+            report=chosen[0],
+            council_models=models,
+            consolidator=consolidator,
+            label_map=assign_labels(models, order=order),
+            prompt_versions=STEPS.prompt_versions(),
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        RunReport.objects.bulk_create(
+            [RunReport(run=run, report=r, position=i) for i, r in enumerate(chosen)]
+        )
+    return run
 
 
 RUNPIPELINE = "runpipeline"

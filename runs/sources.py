@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -18,7 +20,7 @@ from django.conf import settings
 from council import deid
 from council.stages.base import CouncilInput
 from patients.models import Patient, PatientIdentifier, Redaction, Report
-from patients.selectors import report_pages, report_text
+from patients.selectors import History, report_pages, report_text, reports_history
 from runs.models import Run
 
 
@@ -33,20 +35,21 @@ class PageImage:
 @dataclass(frozen=True)
 class CouncilSource:
     council_input: CouncilInput
-    original: str  # the report text as stored (never sent)
+    original: str  # the report text as stored (never sent); several reports: joined as sent
     report: deid.Deidentified
     context: dict[str, str]  # the clinical context as the council sees it
     images: list[PageImage] = field(default_factory=list)
+    history: History | None = None  # the reports on one timeline, their merged fact table
 
 
-def identifiers_for(patient: Patient, report: Report | None = None) -> deid.Identifiers:
-    """Everything known to identify this patient, for this report: recorded identifiers, the patient
-    label, and the redactions for the patient and for this report."""
+def identifiers_for(patient: Patient, *reports: Report | None) -> deid.Identifiers:
+    """Everything known to identify this patient, for these reports: recorded identifiers, the patient
+    label, and the redactions for the patient and for each of the reports."""
     rows = list(patient.identifiers.all())
     kinds = PatientIdentifier.Kind
     redactions = Redaction.objects.filter(patient=patient, report__isnull=True)
-    if report is not None:
-        redactions = redactions | Redaction.objects.filter(patient=patient, report=report)
+    if chosen := [report for report in reports if report is not None]:
+        redactions = redactions | Redaction.objects.filter(patient=patient, report__in=chosen)
     return deid.Identifiers(
         names=tuple(r.value for r in rows if r.kind == kinds.NAME),
         birth_dates=tuple(d for r in rows if (d := r.birth_date) is not None),
@@ -58,13 +61,13 @@ def identifiers_for(patient: Patient, report: Report | None = None) -> deid.Iden
     )
 
 
-def guard_for(patient: Patient, report: Report | None = None) -> deid.IdentifierGuard:
-    return deid.IdentifierGuard(identifiers_for(patient, report), order=settings.DEID_DATE_ORDER)
+def guard_for(patient: Patient, *reports: Report | None) -> deid.IdentifierGuard:
+    return deid.IdentifierGuard(identifiers_for(patient, *reports), order=settings.DEID_DATE_ORDER)
 
 
 def guard_for_run(run_id: int) -> deid.IdentifierGuard:
     run = Run.objects.select_related("patient", "report").get(pk=run_id)
-    return guard_for(run.patient, run.report)
+    return guard_for(run.patient, *run.report_list())
 
 
 def deidentified_context(
@@ -77,11 +80,95 @@ def deidentified_context(
     }
 
 
-def council_source(*, patient: Patient, report: Report, with_images: bool = True) -> CouncilSource:
-    """The de-identified report text, context and (when configured) painted-out page images."""
+def run_source(run: Run, *, with_images: bool = True) -> CouncilSource:
+    """What every stage of `run` is given: its report, or its reports on one timeline."""
+    return council_source(
+        patient=run.patient, reports=run.report_list(), with_images=with_images, ordered=True
+    )
+
+
+def council_source(
+    *,
+    patient: Patient,
+    report: Report | None = None,
+    reports: Sequence[Report] = (),
+    with_images: bool = True,
+    ordered: bool = False,
+) -> CouncilSource:
+    """The de-identified report text, context and (when configured) painted-out page images.
+
+    Several reports (`reports`) go on one timeline (patients.selectors.reports_history): their texts in
+    timeline order under a table of the timeline's sessions, each text's page marks numbered on across the
+    reports (so `[p5]` names one page of one report), and every absolute date, in every text and the
+    context, `day N` from the first session of the whole timeline."""
+    chosen = list({r.pk: r for r in [*([report] if report else []), *reports]}.values())
+    if len(chosen) == 1:
+        return _one_report_source(patient, chosen[0], with_images=with_images)
+    identifiers = identifiers_for(patient, *chosen)
+    history = reports_history(chosen, ordered=ordered)
+    originals = [report_text(r) for r in history.reports]
+    anchor = history.anchor or min(
+        (
+            d
+            for text in originals
+            if (d := deid.first_date(text, identifiers, order=settings.DEID_DATE_ORDER))
+        ),
+        default=None,
+    )
+    total = sum(r.page_count or 0 for r in history.reports)
+    head = timeline_block(history)
+    parts_original, parts_sent = [head], [head]
+    marks: list[tuple[int, int]] = []
+    replaced: Counter[str] = Counter()
+    at = len(head)
+    images: list[tuple[str, PageImage]] = []
+    for position, (source, original) in enumerate(zip(history.reports, originals, strict=True), start=1):
+        first = history.first_page(source)
+        header = _report_header(history, source, position, first)
+        text = deid.deidentify(original, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
+        sent = renumber_pages(text.text, first - 1, total)
+        parts_original.append(header + renumber_pages(original, first - 1, total))
+        at += len(header)
+        marks.extend(_shifted_marks(text, sent, at))
+        parts_sent.append(header + sent)
+        at += len(sent)
+        replaced.update(text.replaced)
+        if with_images:
+            images.extend(
+                (url, PageImage(first - 1 + d.page, d.sent, d.painted, d.reason))
+                for url, d in page_images(source, identifiers)
+            )
+    table = facts_block(history)
+    if table:
+        text = deid.deidentify(table, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
+        parts_original.append(table)
+        marks.extend((at + start, at + end) for start, end in text.marks)
+        parts_sent.append(text.text)
+        replaced.update(text.replaced)
+    images = images[: settings.COUNCIL_PAGE_IMAGES] if images else []
+    sent_text = "".join(parts_sent)
+    result = deid.Deidentified(text=sent_text, anchor=anchor, replaced=replaced, marks=tuple(marks))
+    context = deidentified_context(patient, identifiers, anchor=anchor)
+    return CouncilSource(
+        council_input=CouncilInput(
+            report_text=sent_text,
+            clinical_context=context,
+            page_images=tuple(url for url, _ in images if url),
+        ),
+        original="".join(parts_original),
+        report=result,
+        context=context,
+        images=[decision for _, decision in images],
+        history=history,
+    )
+
+
+def _one_report_source(patient: Patient, report: Report, *, with_images: bool) -> CouncilSource:
     identifiers = identifiers_for(patient, report)
     original = report_text(report)
-    text = deid.deidentify(original, identifiers, order=settings.DEID_DATE_ORDER)
+    history = reports_history([report])
+    # Day 0 is the report's first session where it prints one (else its first date): as for several.
+    text = deid.deidentify(original, identifiers, anchor=history.anchor, order=settings.DEID_DATE_ORDER)
     context = deidentified_context(patient, identifiers, anchor=text.anchor)
     images = page_images(report, identifiers) if with_images else []
     return CouncilSource(
@@ -94,6 +181,90 @@ def council_source(*, patient: Patient, report: Report, with_images: bool = True
         report=text,
         context=context,
         images=[decision for _, decision in images],
+        history=history,
+    )
+
+
+_PAGE_NUMBER = re.compile(r"^=== PAGE (\d+) / \d+ ===$", re.MULTILINE)
+
+
+def renumber_pages(text: str, before: int, total: int) -> str:
+    """A report's page marks as pages of several reports: `=== PAGE 2 / 3 ===` → `=== PAGE 6 / 9 ===`."""
+    return _PAGE_NUMBER.sub(lambda m: f"=== PAGE {before + int(m.group(1))} / {total} ===", text)
+
+
+def _shifted_marks(text: deid.Deidentified, renumbered: str, offset: int) -> list[tuple[int, int]]:
+    """The replacement marks of `text` in its renumbered form, placed at `offset` of the joined text
+    (renumbering changes lengths only inside page marks, which hold no replacement)."""
+    cuts = [(m.start(), len(m.group(0))) for m in _PAGE_NUMBER.finditer(text.text)]
+    new = [len(m.group(0)) for m in _PAGE_NUMBER.finditer(renumbered)]
+    out = []
+    for start, end in text.marks:
+        delta = sum(n - old for (at, old), n in zip(cuts, new, strict=True) if at < start)
+        out.append((offset + start + delta, offset + end + delta))
+    return out
+
+
+def timeline_block(history: History) -> str:
+    """The timeline as the council reads it, before the reports: each session, its day, and which report's
+    session it is (the same session printed by two reports is one line)."""
+    names = {r.pk: f"report {i}" for i, r in enumerate(history.reports, start=1)}
+    line = history.timeline
+    lines = [
+        f"=== TIMELINE: {len(history.reports)} reports of this patient, {len(line.sessions)} sessions ===",
+        "Each report numbers its sessions from 1; below they are on one timeline (by the dates printed), and "
+        "the fact table and these instructions call them by their timeline number. Dates are days after "
+        "timeline session 1. Pages are numbered on across the reports.",
+    ]
+    for session in line.sessions:
+        members = " = ".join(f"{names[r]} session {n}" for r, n in session.members)
+        lines.append(f"- {line.label(session.index)}: {members}")
+    return "\n".join(lines) + "\n\n"
+
+
+def facts_block(history: History) -> str:
+    """The merged, session-mapped fact table as text: one line per value (page of the run, measurement,
+    timeline session, value as read or as corrected), the same session printed by two reports once. Absolute
+    dates in it are de-identified by the caller like the rest."""
+    if not history.facts:
+        return ""
+    names = {r.pk: i for i, r in enumerate(history.reports, start=1)}
+    lines = [
+        "",
+        "=== FACT TABLE: every value read from the reports, sessions on the timeline ===",
+        "page | measurement | session | value | target or norm",
+    ]
+    for fact in history.facts:
+        what = " · ".join(
+            str(part) for part in (fact.get("metric"), fact.get("site"), fact.get("band")) if part
+        )
+        session = f"S{fact['session']}" if fact.get("session") else "-"
+        correction = fact.get("correction")
+        value = str(correction.get("value")) if correction else str(fact.get("value", ""))
+        value += f" {fact['unit']}" if fact.get("unit") and fact.get("metric") != "Session date" else ""
+        if correction:
+            value += f" (corrected; read as {fact.get('value')})"
+        if fact.get("disagreement"):
+            value += " (readings disagree)"
+        source = (
+            f"p{fact['page']} (report {names.get(fact.get('report_id'), '?')} p{fact.get('report_page')})"
+        )
+        reference = fact.get("target") or fact.get("norm") or ""
+        lines.append(f"{source} | {what} | {session} | {value} | {reference}")
+    return "\n".join(lines) + "\n"
+
+
+def _report_header(history: History, report: Report, position: int, first: int) -> str:
+    count = report.page_count or 0
+    own = sorted({n for s in history.timeline.sessions for r, n in s.members if r == report.pk})
+    mapped = ", ".join(
+        f"its session {n} is timeline session {history.timeline.index_of(report.pk, n)}" for n in own
+    )
+    pages = f"pages {first}\u2013{first + count - 1}" if count > 1 else f"page {first}"
+    return (
+        f"=== REPORT {position} of {len(history.reports)}: {pages} of this run"
+        + (f"; {mapped}" if mapped else "")
+        + " ===\n"
     )
 
 

@@ -43,6 +43,17 @@ def _posted_id(request: HttpRequest, name: str) -> int:
         return 0
 
 
+def _posted_ids(request: HttpRequest, name: str) -> list[int]:
+    """Every id posted under `name` (a checkbox list); anything not a number matches nothing (0)."""
+    ids = []
+    for value in request.POST.getlist(name):
+        try:
+            ids.append(int(value))
+        except ValueError:
+            ids.append(0)
+    return ids
+
+
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
     services.runs_mark_stale_interrupted()
@@ -101,7 +112,9 @@ def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") ->
         "reports_unfinished": any(
             r.status in (Report.Status.PENDING, Report.Status.PROCESSING) for r in reports
         ),
-        "patient_runs": list(patient.runs.select_related("report")[:50]),
+        "patient_runs": list(
+            patient.runs.select_related("report").prefetch_related("report_links__report")[:50]
+        ),
         "upstream": health,
         "wizard_error": error,
         "stage_count": len(STEPS),
@@ -126,13 +139,14 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
 @require_POST
 def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = access.patient_runs_for(request.user, patient_id, "start")
-    report = patient.reports.filter(pk=_posted_id(request, "report")).first()
+    wanted = _posted_ids(request, "reports") + _posted_ids(request, "report")
+    reports = list(patient.reports.filter(pk__in=wanted))
     try:
-        if report is None:
-            raise services.RunRefused("Choose a ready report of this patient.")
+        if not reports or len(reports) != len(set(wanted)):
+            raise services.RunRefused("Choose a ready report of this patient, or several of them.")
         run = services.run_create(
             patient=patient,
-            report=report,
+            reports=reports,
             council_models=request.POST.getlist("council_models"),
             consolidator=request.POST.get("consolidator", ""),
             user=request.user,
@@ -143,7 +157,9 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
         messages.error(request, exc.message)
         return _redirect(request, reverse("patients:detail", args=[patient.pk]) + "#runs-panel")
     audit.record(request, "run.started", run)
-    messages.success(request, f"Run {run.pk} started: {len(run.council_models)} council models.")
+    count = len(reports)
+    over = f" over {count} reports on one timeline" if count > 1 else ""
+    messages.success(request, f"Run {run.pk} started{over}: {len(run.council_models)} council models.")
     return _redirect(request, reverse("runs:detail", args=[run.pk]))
 
 
@@ -500,7 +516,7 @@ def _write_up_context(
         "run": run,
         "edited": edited,
         "text": shown,
-        "preview": reading.rendered(shown, run.report_id, checked.checks),
+        "preview": reading.rendered(shown, selectors.run_page_url(run), checked.checks),
         "numbers": checked,
         "diff": diff,
         "added": added,
@@ -553,7 +569,10 @@ def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
     if run.selected_artifact is None:
         return HttpResponse(page_html(text))
     checked = selectors.text_numbers(run.selected_artifact, selectors.fact_table(run), text)
-    context = {"numbers": checked, "preview": reading.rendered(text, run.report_id, checked.checks)}
+    context = {
+        "numbers": checked,
+        "preview": reading.rendered(text, selectors.run_page_url(run), checked.checks),
+    }
     return render(request, "runs/_write_up_preview.html", context)
 
 
@@ -609,7 +628,7 @@ def write_up_version(request: HttpRequest, pk: int, number: int) -> HttpResponse
     context = {
         "run": run,
         "version": version,
-        "html": reading.rendered(text, run.report_id, checked.checks),
+        "html": reading.rendered(text, selectors.run_page_url(run), checked.checks),
         "numbers": checked,
         "current": latest is not None and latest.pk == version.pk,
         "draft_name": STEPS[version.base.stage].output_name(version.base.model_id),

@@ -45,7 +45,7 @@ def test_wizard_offers_ready_reports_and_discovered_models_with_unavailable_ones
     patient, report = patient_report
     settings.COUNCIL_MODELS = [*COUNCIL, "not-listed-model"]
     html = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
-    assert f'name="report" value="{report.pk}"' in html
+    assert f'name="reports" value="{report.pk}"' in html
     for model in COUNCIL:
         assert re.search(rf'value="{re.escape(model)}" checked>', html), model
     assert re.search(r'value="not-listed-model" disabled>', html)

@@ -101,7 +101,7 @@ def test_the_wizard_marks_fake_models_and_repeated_reports(clinician_client, fak
     html_ = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
     assert html_.count("same content as") == 1 and f"(report {first.pk})" in html_
     assert (
-        f'name="report" value="{first.pk}" checked>' in html_
+        f'name="reports" value="{first.pk}" checked>' in html_
     )  # the original is offered first, not the copy
     # The fake upstream lists its test models with owner "fake" and the named ones with real owners.
     fake_rows = [row for row in html_.split("<label") if 'value="fake-slow"' in row]

@@ -165,7 +165,7 @@ def test_clinician_runs_the_council_live_and_exports_a_draft(
     page.locator("#run-wizard").wait_for(timeout=30_000)
     wizard = page.locator("#run-wizard")
     assert wizard.locator("input[name=council_models]:checked").count() == 3
-    assert wizard.locator("input[name=report]:checked").count() == 1
+    assert wizard.locator("input[name=reports]:checked").count() == 1
     # A fourth member that votes REVISE, so Stage 5 has required changes to combine.
     wizard.locator("input[name=council_models][value=fake-reviser]").check()
     shot(page, "02-patient-with-wizard")
