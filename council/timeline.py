@@ -355,7 +355,7 @@ class Series:
             delta = b.number - a.number
             digits = max(_decimals({"value": a.value}), _decimals({"value": b.value}))
             beyond = None if self.threshold is None else abs(round(delta, digits)) > self.threshold
-            out.append(Change(a.session, b.session, round(delta, digits), beyond))
+            out.append(Change(a.session, b.session, round(delta, digits), beyond, digits))
         return out
 
 
@@ -365,10 +365,11 @@ class Change:
     after: int
     delta: float
     beyond_threshold: bool | None  # None: the report gives no threshold
+    digits: int = 0  # decimals printed: the finer of the two values'
 
     def text(self, unit: str, threshold: float | None) -> str:
         sign = "+" if self.delta > 0 else ("\u2212" if self.delta < 0 else "\u00b1")
-        amount = f"{sign}{_plain(abs(self.delta))}{' ' + unit if unit else ''}"
+        amount = f"{sign}{abs(self.delta):.{self.digits}f}{' ' + unit if unit else ''}"
         line = f"Session {self.before} \u2192 {self.after}: {amount}"
         if threshold is None or self.beyond_threshold is None:
             return line

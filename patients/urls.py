@@ -11,6 +11,7 @@ urlpatterns = [
     path("patients/<int:pk>/", views.patient_detail, name="detail"),
     path("patients/<int:pk>/edit/", views.patient_update, name="update"),
     path("patients/<int:pk>/reports/", views.patient_reports, name="reports"),
+    path("patients/<int:pk>/trend.svg", views.patient_trend, name="trend"),
     path("patients/<int:pk>/reports/upload/", views.report_upload, name="upload"),
     path("patients/<int:pk>/identifiers/", views.identifier_add, name="identifier_add"),
     path(

@@ -3,6 +3,8 @@ only the fragment it asked for, rendered from the same template the full page in
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,6 +15,8 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 import audit
+from council import timeline
+from documents import charts
 from patients import access, selectors, services
 from patients.forms import IdentifierForm, PatientForm, RedactionForm
 from patients.models import Patient, PatientIdentifier, Redaction, Report
@@ -78,6 +82,7 @@ def _detail_context(
         "may": access.abilities(request.user),
         "may_handle_identifiers": access.can(request.user, "view_identifiers"),
     }
+    context |= _trends_context(patient)
     if context["may_handle_identifiers"]:
         context["identifiers"] = list(patient.identifiers.all())
         context["identifier_form"] = identifier_form or IdentifierForm()
@@ -278,3 +283,90 @@ def redaction_delete(request: HttpRequest, pk: int, redaction_id: int) -> HttpRe
     services.redaction_delete(redaction=redaction)
     messages.success(request, "Redaction removed.")
     return redirect(_preview_url(report))
+
+
+# -- trends: each measurement across the patient's sessions ------------------------------------------------
+
+
+def _trend_key(series: timeline.Series) -> dict[str, str]:
+    return {"metric": series.metric, "site": series.site or "", "band": series.band or ""}
+
+
+def _trend(history: selectors.History, series: timeline.Series) -> charts.Trend:
+    changes = series.changes()
+    return charts.Trend(
+        title=series.title,
+        unit=series.unit,
+        x_labels=tuple(
+            f"S{s.index}" + (f"\nday {s.day}" if s.day is not None else "") for s in history.timeline.sessions
+        ),
+        points=tuple((p.session - 1, p.number) for p in series.points),
+        beyond=tuple(c.beyond_threshold for c in changes),
+        target=charts.target_range(series.target),
+    )
+
+
+def _chart(patient: Patient, series: timeline.Series) -> dict:
+    changes = series.changes()
+    return {
+        "src": reverse("patients:trend", args=[patient.pk]) + "?" + urlencode(_trend_key(series)),
+        "alt": f"{series.title}: "
+        + ", ".join(
+            f"S{p.session} {p.value}{' ' + series.unit if series.unit else ''}" for p in series.points
+        ),
+        "threshold": series.threshold,
+        "changes": [
+            {"text": c.text(series.unit, series.threshold), "beyond": c.beyond_threshold} for c in changes
+        ],
+    }
+
+
+def _trends_context(patient: Patient) -> dict:
+    history = selectors.patient_history(patient)
+    all_series = timeline.series(history.facts)
+    plain = [s for s in all_series if s.site is None and s.band is None]
+    grouped: dict[str, list[timeline.Series]] = {}
+    for s in all_series:
+        if s.site is not None or s.band is not None:
+            grouped.setdefault(s.metric, []).append(s)
+    by_id = {r.pk: r for r in history.reports}
+    return {
+        "trend_sessions": [
+            {
+                "index": s.index,
+                "date": s.date,
+                "day": s.day,
+                "members": [{"report": by_id[r], "session": n} for r, n in s.members],
+                "notes": s.notes,
+            }
+            for s in history.timeline.sessions
+        ],
+        "trend_notes": history.timeline.notes,
+        "trend_charts": [_chart(patient, s) for s in plain],
+        "trend_groups": [
+            {
+                "metric": metric,
+                "charts": [_chart(patient, s) for s in items],
+                "beyond": sum(bool(c.beyond_threshold) for s in items for c in s.changes()),
+            }
+            for metric, items in grouped.items()
+        ],
+    }
+
+
+@require_GET
+def patient_trend(request: HttpRequest, pk: int) -> HttpResponse:
+    """One measurement across the patient's sessions as an SVG chart (`metric`, `site`, `band` in the query)."""
+    patient = access.patient_for(request.user, pk)
+    history = selectors.patient_history(patient)
+    wanted = {k: request.GET.get(k, "") for k in ("metric", "site", "band")}
+    series = next((s for s in timeline.series(history.facts) if _trend_key(s) == wanted), None)
+    if series is None:
+        # Past the last like a page past the last (qeeg_site/pagination.py): the patient exists, the chart not.
+        return HttpResponse(
+            f"This patient has no measurement {wanted['metric']!r} (site {wanted['site'] or '-'}, band "
+            f"{wanted['band'] or '-'}) read in two sessions or more.",
+            status=422,
+            content_type="text/plain; charset=utf-8",
+        )
+    return HttpResponse(charts.svg(_trend(history, series)), content_type="image/svg+xml")

@@ -54,6 +54,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GET /patients/{pk}/": SEES_THE_PATIENT,
     "POST /patients/{pk}/edit/": KEEPS_THE_RECORD,
     "GET /patients/{pk}/reports/": SEES_THE_PATIENT,
+    "GET /patients/{pk}/trend.svg": SEES_THE_PATIENT,  # no such measurement: 422 after the access check
     "POST /patients/{pk}/reports/upload/": KEEPS_THE_RECORD,
     "GET /reports/{pk}/": SEES_THE_PATIENT,
     "POST /reports/{pk}/reingest/": KEEPS_THE_RECORD,
@@ -229,7 +230,7 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
         "POST /patients/{pk}/edit/": ({"label": world.patient.label, "age": "41"}, None),
         "POST /patients/{pk}/reports/upload/": ({"files": _upload()}, None),
         "POST /runs/patients/{patient_id}/start/": (
-            {"report": world.report.pk, "council_models": COUNCIL, "consolidator": CONSOLIDATOR},
+            {"reports": [world.report.pk], "council_models": COUNCIL, "consolidator": CONSOLIDATOR},
             None,
         ),
         "POST /runs/{pk}/select/": ({"artifact": world.artifact.pk}, None),
