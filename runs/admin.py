@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 
 from council.stages import STEPS
-from runs.models import Artifact, CouncilChange, Run, RunEvent
+from runs.models import Artifact, CouncilChange, Run, RunEvent, RunReport
 
 
 @admin.display(description="stage", ordering="stage")
@@ -47,6 +47,19 @@ class CouncilChangeInline(admin.TabularInline):
         return False
 
 
+class RunReportInline(admin.TabularInline):
+    """The reports the run reads, in its (timeline) order."""
+
+    model = RunReport
+    extra = 0
+    can_delete = False
+    fields = ["position", "report"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "patient", "status", "stages_done", "consolidator", "created_at", "finished_at"]
@@ -77,7 +90,7 @@ class RunAdmin(admin.ModelAdmin):
         "worked_seconds",
         "working_since",
     ]
-    inlines = [CouncilChangeInline, ArtifactInline]
+    inlines = [RunReportInline, CouncilChangeInline, ArtifactInline]
 
     def has_add_permission(self, request) -> bool:
         # Runs are made through the run wizard or POST /api/runs, which check the models upstream.

@@ -57,7 +57,8 @@ def _posted_ids(request: HttpRequest, name: str) -> list[int]:
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
     services.runs_mark_stale_interrupted()
-    runs = access.runs_for(request.user).select_related("patient", "report")[:200]
+    runs = access.runs_for(request.user).select_related("patient", "report")
+    runs = runs.prefetch_related("report_links__report")[:200]
     return render(request, "runs/list.html", {"runs": runs})
 
 

@@ -235,3 +235,19 @@ def test_a_date_the_council_was_given_as_a_day_is_not_taken_for_a_measurement():
               "value": "312", "number": 312.0, "unit": "ms", "target": "", "norm": ""}]  # fmt: skip
     checks = numbers.check("Session 3 (day 187): reaction time 312 ms [p1]; on day -12 nothing.", facts)
     assert [(c.mention.text, c.status) for c in checks] == [("312 ms", "match")]
+
+
+def test_the_run_page_and_the_runs_list_name_every_report(two_exports, clinician_client, administrator):
+    patient, earlier, later = two_exports
+    run = _run(patient, later, earlier)
+    page = clinician_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "2 reports on one timeline:" in page
+    assert page.index(f'/reports/{earlier.pk}/">visit-3.pdf') < page.index(
+        f'/reports/{later.pk}/">visit-5.pdf'
+    )
+    listed = clinician_client.get("/runs/").content.decode()
+    assert "visit-3.pdf<br>visit-5.pdf" in listed
+    from tests.conftest import signed_in
+
+    admin = signed_in(administrator).get(f"/admin/runs/run/{run.pk}/change/").content.decode()
+    assert "visit-3.pdf" in admin and "visit-5.pdf" in admin
