@@ -5,6 +5,7 @@ council.health (cached), never by HTTP from here."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -23,11 +24,13 @@ from django_htmx.http import HttpResponseClientRedirect
 
 import audit
 from accounts.models import profile_of
+from council import timeline
 from council.health import UpstreamHealth, cached_upstream_health
 from council.stages import STEPS
 from council.stages.registry import Step
 from documents.markdown import page_html
 from jobs import selectors as job_selectors
+from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
 from runs import access, reading, selectors, services, sources, versions
@@ -106,6 +109,7 @@ def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") ->
         report.same_as = first_of.setdefault(report.sha256, report)
         if report.same_as is report:
             report.same_as = None
+        report.session_dates = _session_dates(report)
     return {
         "patient": patient,
         "ready_reports": ready,
@@ -122,6 +126,13 @@ def _panel_context(patient: Patient, health: UpstreamHealth, error: str = "") ->
         "stage_count_words": apnumber(len(STEPS)),
         **_model_choices(health),
     }
+
+
+def _session_dates(report: Report) -> list[date]:
+    """The dates of the sessions a report prints (its fact table), for choosing reports to put together."""
+    facts = (patient_selectors.report_facts(report) or {}).get("facts") or []
+    dates, _ = timeline.session_dates(timeline.ReportFacts(report.pk, facts, order=settings.DEID_DATE_ORDER))
+    return [dates[index] for index in sorted(dates)]
 
 
 @require_GET

@@ -126,6 +126,9 @@ def test_the_wizard_offers_every_ready_report_to_tick(two_exports, clinician_cli
     html = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
     assert f'type="checkbox" name="reports" value="{earlier.pk}"' in html
     assert f'type="checkbox" name="reports" value="{later.pk}"' in html
+    # Each says which visits it prints, so the clinician sees which reports make one history.
+    assert f"3 sessions {HISTORY[0]:%Y-%m-%d} to {HISTORY[2]:%Y-%m-%d}" in html
+    assert f"3 sessions {HISTORY[2]:%Y-%m-%d} to {HISTORY[4]:%Y-%m-%d}" in html
     response = clinician_client.post(
         f"/runs/patients/{patient.pk}/start/",
         {"reports": [earlier.pk, later.pk], "council_models": ["gpt-5"], "consolidator": "gpt-5"},
