@@ -32,7 +32,12 @@ def make_patient(label: str = "SYNTH-001") -> Patient:
 def make_ready_report(patient: Patient, folder: Path, *, seed: int = 11) -> Report:
     path = folder / f"report-{seed}.txt"
     make_text_report(path, seed=seed)
-    upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="text/plain")
+    return upload_and_read(patient, path, content_type="text/plain")
+
+
+def upload_and_read(patient: Patient, path: Path, *, content_type: str) -> Report:
+    """`path` uploaded for the patient and read by the real ingestion, here (no child process)."""
+    upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type=content_type)
     with mock.patch("jobs.launcher.launch_command", return_value=0):
         [report] = report_upload(patient=patient, files=[upload])
     report_ingest(report_id=report.pk)

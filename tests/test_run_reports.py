@@ -12,18 +12,15 @@ import json
 import re
 from datetime import date
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
 from council import numbers
 from patients.models import Patient, PatientIdentifier, Report
 from patients.selectors import report_facts
-from patients.services import report_ingest, report_upload
 from runs import reading, selectors, services, sources
 from runs.models import Run, RunReport
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, run_pipeline_here
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, run_pipeline_here, upload_and_read
 from tests.synthetic_vendor import Sessions, make_vendor_pdf, patient_history
 
 LABEL = "SYNTH-TL-01"
@@ -36,13 +33,7 @@ def vendor_report(patient: Patient, folder: Path, visits: list[date], *, seed: i
     """A vendor export of three of the patient's visits, uploaded and read as a clinician's upload is."""
     path = folder / name
     make_vendor_pdf(path, pages=PAGES, seed=seed, label=LABEL, sessions=Sessions(visits, history=5))
-    upload = SimpleUploadedFile(name, path.read_bytes(), content_type="application/pdf")
-    with mock.patch("jobs.launcher.launch_command", return_value=0):
-        [report] = report_upload(patient=patient, files=[upload])
-    report_ingest(report_id=report.pk)
-    report.refresh_from_db()
-    assert report.status == Report.Status.READY, report.error
-    return report
+    return upload_and_read(patient, path, content_type="application/pdf")
 
 
 pytestmark = pytest.mark.django_db
