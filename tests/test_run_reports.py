@@ -245,3 +245,22 @@ def test_the_run_page_and_the_runs_list_name_every_report(two_exports, clinician
 
     admin = signed_in(administrator).get(f"/admin/runs/run/{run.pk}/change/").content.decode()
     assert "visit-3.pdf" in admin and "visit-5.pdf" in admin
+
+
+def test_the_export_of_a_run_over_two_reports_names_both_and_their_merged_values(two_exports):
+    from runs.exports import export_run
+
+    patient, earlier, later = two_exports
+    run = _run(patient, earlier, later)
+    table = selectors.fact_table(run)
+    fourth = next(f for f in table["facts"] if f["metric"] == "Reaction Time" and f["session"] == 4)
+    draft = f"# Final draft\n\nReaction time in session 4 was {fourth['value']} ms [p3].\n"
+    paths = export_run(run=run, artifact=add_artifact(run, stage=6, model_id="gpt-5", text=draft))
+    md = paths.md_path.read_text(encoding="utf-8")
+    assert "Report 1 of 2" in md and "visit-3.pdf" in md and "pages 1\u20132 of the run" in md
+    assert "Report 2 of 2" in md and "visit-5.pdf" in md and "pages 3\u20134 of the run" in md
+    assert "1 match" in md  # the draft checked against the merged table
+    # The appendix: the merged table, visit 3 once, sessions by their timeline number.
+    appendix = md.split("Appendix: values read from the report")[1]
+    assert len([line for line in appendix.splitlines() if "| Reaction Time |" in line]) == 5
+    assert paths.pdf_path.read_bytes().startswith(b"%PDF")
