@@ -196,10 +196,12 @@ def _compact_pattern(value: str) -> str | None:
     joined = "".join(runs)
     if len(joined) < 3 or (joined.isdigit() and len(joined) < 4):
         return None  # too short to tell apart from a measurement or a word
-    # Between runs a separator is optional (SYNTH-001, SYNTH 001, SYNTH001, synth_001, SYNTH/001); a long
-    # number may also be printed in groups (0044 7192, 004-471-92), a short one only as entered.
+    # Between runs a separator is optional, and may be a few marks as entered (SYNTH-001, SYNTH 001,
+    # SYNTH001, synth_001, SYNTH/001, "患者 #017"); a long number may also be printed in groups (0044 7192,
+    # 004-471-92), a short one only as entered.
     inner = r"[\s/]?" if len(joined) >= 6 else ""
-    return _W + r"[\s./]?".join(inner.join(re.escape(ch) for ch in run) for run in runs) + r"(?![\w])"
+    between = r"[^\w\n]{0,3}"
+    return _W + between.join(inner.join(re.escape(ch) for ch in run) for run in runs) + r"(?![\w])"
 
 
 # --- dates -------------------------------------------------------------------------------------------------

@@ -199,3 +199,12 @@ def test_a_date_printed_as_a_date_of_birth_is_one_even_when_not_recorded():
 )
 def test_a_name_printed_after_a_name_label_goes_even_when_not_recorded(text, expected):
     assert clean(text, Identifiers()) == expected
+
+
+def test_a_label_in_several_scripts_goes_as_typed_with_its_marks():
+    # A patient label with hyphens, spaces and a "#" between its parts is a record number like any other:
+    # found as written, and its parts run together or spaced otherwise.
+    label = "Zoë Müller-Ødegård Σοφία Дмитрий 患者 #017"
+    ids = Identifiers(record_numbers=(label,))
+    text = f"Patient {label}; also ZOË MULLER-ØDEGÅRD σοφια дмитрии 患者 017. Theta 4.2 µV at Fz."
+    assert clean(text, ids) == "Patient [ID]; also [ID]. Theta 4.2 µV at Fz."
