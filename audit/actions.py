@@ -37,8 +37,11 @@ ACTIONS: dict[str, str] = {
     "run.selected": "selected a draft",
     "run.acknowledged": "acknowledged",
     "run.exported": "exported a run",
-    "version.saved": "saved a version of a write-up",
-    "version.signed": "signed a version of a write-up",
+    "version.saved": "saved a version of a write-up or patient version",
+    "version.signed": "signed a version of a write-up or patient version",
+    "patient_version.requested": "asked a model for the patient version",
+    "patient_version.written": "had the patient version written by a model",
+    "patient_version.exported": "exported the patient version",
     "export.downloaded": "downloaded an export",
     # API tokens.
     "token.created": "created an API token",

@@ -239,6 +239,8 @@ CLIPROXY_HEALTH_CACHE_SECONDS = env.float("CLIPROXY_HEALTH_CACHE_SECONDS", defau
 # The council: defaults offered by the run wizard; each must be discovered upstream to be used.
 COUNCIL_MODELS = env.list("COUNCIL_MODELS", default=["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
 COUNCIL_CONSOLIDATOR = env.str("COUNCIL_CONSOLIDATOR", default="claude-sonnet-4-5")
+# The model that writes a run's patient version unless the clinician picks another; empty: the run's consolidator.
+PATIENT_VERSION_MODEL = env.str("PATIENT_VERSION_MODEL", default="")
 # Each model is its own subscription behind CLIProxyAPI, so the limit that matters is per model: at most
 # COUNCIL_PER_MODEL_CONCURRENCY requests to one model in flight from a runner. A stage asks each model one
 # thing, so every model of the council is in flight at once. COUNCIL_CONCURRENCY caps the calls of a stage in

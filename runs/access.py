@@ -27,6 +27,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "rejoin": ("runs.add_run", "Your role cannot change who takes part in a run."),
     "edit": ("runs.change_run", "Your role cannot edit the write-up."),
     "sign": ("runs.change_run", "Your role cannot sign the write-up."),
+    "ask": ("runs.change_run", "Your role cannot ask a model for the patient version."),
 }
 
 

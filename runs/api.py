@@ -16,8 +16,8 @@ from pydantic import BaseModel
 import audit
 from council.stages import STEPS
 from patients import access as patient_access
-from runs import access, selectors, services, versions
-from runs.models import Artifact, DraftVersion, Run, RunReport, elapsed_seconds
+from runs import access, patient_version, selectors, services, versions
+from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run, RunReport, elapsed_seconds
 
 router = Router(tags=["runs"])
 
@@ -568,6 +568,9 @@ class VersionOut(Schema):
     signer_credentials: str
     signed_at: datetime | None
     numbers: dict[str, int] | None  # what the number check said of the text when it was saved
+    kind: str  # clinician (the write-up) | patient (the patient version)
+    model_id: str  # a patient version written by a model: which; "" when a person saved it
+    source_version: int | None  # a patient version: the signed write-up version it was written from
 
 
 class VersionDetail(VersionOut):
@@ -588,39 +591,39 @@ def _version(version: DraftVersion) -> dict[str, Any]:
         "signer_credentials": version.signer_credentials,
         "signed_at": version.signed_at,
         "numbers": version.numbers,
+        "kind": version.kind,
+        "model_id": version.model_id,
+        "source_version": version.source.number if version.source else None,
     }
 
 
-@router.get("/runs/{run_id}/versions", response=list[VersionOut])
-def run_versions(request: HttpRequest, run_id: int):
-    """The saved versions of the selected draft, oldest first (the export uses the last)."""
-    return [_version(v) for v in versions.versions_of(access.run_for(request.user, run_id))]
+def _versions(request: HttpRequest, run_id: int, kind: str) -> list[dict[str, Any]]:
+    return [_version(v) for v in versions.versions_of(access.run_for(request.user, run_id), kind)]
 
 
-@router.post("/runs/{run_id}/versions", response={201: VersionOut})
-def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
-    """Save the next version of the selected draft; its numbers are checked as it is saved (`numbers`)."""
+def _version_save(request: HttpRequest, run_id: int, text: str, kind: str):
     try:
         version = versions.version_save(
-            run=access.run_for(request.user, run_id, "edit"), text=payload.text, user=request.user
+            run=access.run_for(request.user, run_id, "edit"), text=text, user=request.user, kind=kind
         )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
-    audit.record(request, "version.saved", version, number=version.number)
+    audit.record(request, "version.saved", version, number=version.number, kind=kind)
     return Status(201, _version(version))
 
 
-@router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
-def run_version(request: HttpRequest, run_id: int, number: int):
+def _version_detail(request: HttpRequest, run_id: int, number: int, kind: str) -> dict[str, Any]:
     run = access.run_for(request.user, run_id)
-    version = DraftVersion.objects.filter(run_id=run.pk, number=number).select_related("base").first()
+    version = (
+        DraftVersion.objects.filter(run_id=run.pk, kind=kind, number=number).select_related("base").first()
+    )
     if version is None:
-        raise HttpError(404, f"Run {run_id} has no version {number}.")
+        raise HttpError(404, f"Run {run_id} has no {versions.NOUN[kind]} version {number}.")
     try:
         text = versions.version_text(version)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
-    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text)
+    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text, kind=kind)
     return {
         **_version(version),
         "text": text,
@@ -629,19 +632,143 @@ def run_version(request: HttpRequest, run_id: int, number: int):
     }
 
 
-@router.post("/runs/{run_id}/versions/{number}/sign", response={200: VersionOut, 409: dict})
-def run_version_sign(request: HttpRequest, run_id: int, number: int):
-    """Sign a version as the caller (name and credentials from their profile); only the latest, only once.
-    As for an export, 409 lists its flagged numbers not yet acknowledged (`unresolved`); post again with
-    their keys in `{"acknowledge": [...]}`."""
+def _version_sign(request: HttpRequest, run_id: int, number: int, kind: str):
     run = access.run_for(request.user, run_id, "sign")
     try:
         version = versions.version_sign(
-            run=run, number=number, user=request.user, acknowledge=_acknowledged(request)
+            run=run, number=number, user=request.user, acknowledge=_acknowledged(request), kind=kind
         )
     except services.NumbersUnresolved as exc:
         return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
         raise _refused(exc) from exc
-    audit.record(request, "version.signed", version, number=version.number)
+    audit.record(request, "version.signed", version, number=version.number, kind=kind)
     return _version(version)
+
+
+@router.get("/runs/{run_id}/versions", response=list[VersionOut])
+def run_versions(request: HttpRequest, run_id: int):
+    """The saved versions of the write-up (of the selected draft), oldest first (the export uses the last)."""
+    return _versions(request, run_id, versions.CLINICIAN)
+
+
+@router.post("/runs/{run_id}/versions", response={201: VersionOut})
+def run_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
+    """Save the next version of the write-up; its numbers are checked as it is saved (`numbers`)."""
+    return _version_save(request, run_id, payload.text, versions.CLINICIAN)
+
+
+@router.get("/runs/{run_id}/versions/{number}", response=VersionDetail)
+def run_version(request: HttpRequest, run_id: int, number: int):
+    return _version_detail(request, run_id, number, versions.CLINICIAN)
+
+
+@router.post("/runs/{run_id}/versions/{number}/sign", response={200: VersionOut, 409: dict})
+def run_version_sign(request: HttpRequest, run_id: int, number: int):
+    """Sign a version as the caller (name and credentials from their profile); only the latest, only once.
+    As for an export, 409 lists its flagged numbers not yet acknowledged (`unresolved`); post again with
+    their keys in `{"acknowledge": [...]}`."""
+    return _version_sign(request, run_id, number, versions.CLINICIAN)
+
+
+# -- the patient version: asked of one model, then versions and signatures as the write-up's -----------------
+
+
+class PatientRequestIn(Schema):
+    model_id: str | None = None  # default: PATIENT_VERSION_MODEL, else the run's consolidator
+
+
+class PatientRequestOut(Schema):
+    id: int
+    model_id: str
+    status: str  # queued | running | done | failed
+    error: str
+    source_version: int  # the signed write-up version it is written from
+    version: int | None  # the patient version it wrote
+    prompt_version: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency_ms: int | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _patient_request(row: PatientVersionRequest) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "model_id": row.model_id,
+        "status": row.status,
+        "error": row.error,
+        "source_version": row.source.number,
+        "version": row.version.number if row.version else None,
+        "prompt_version": row.prompt_version,
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "latency_ms": row.latency_ms,
+        "created_at": row.created_at,
+        "finished_at": row.finished_at,
+    }
+
+
+@router.post("/runs/{run_id}/patient-version/requests", response={202: PatientRequestOut})
+def patient_version_ask(request: HttpRequest, run_id: int, payload: PatientRequestIn):
+    """Ask one model to write the patient version from the signed write-up (de-identified first). It is
+    written by a job; follow it with GET …/requests. 409 without a signed write-up or while one is being
+    written; 422 for a model CLIProxyAPI does not offer."""
+    run = _run(request, run_id, "ask")
+    try:
+        asked = patient_version.request_create(run=run, model_id=payload.model_id or "", user=request.user)
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    audit.record(request, "patient_version.requested", asked, model=asked.model_id[:200])
+    return Status(202, _patient_request(asked))
+
+
+@router.get("/runs/{run_id}/patient-version/requests", response=list[PatientRequestOut])
+def patient_version_requests(request: HttpRequest, run_id: int):
+    """Every request for a patient version of this run, newest first."""
+    run = _run(request, run_id)
+    patient_version.requests_settle()
+    return [_patient_request(r) for r in run.patient_requests.select_related("source", "version")]
+
+
+@router.get("/runs/{run_id}/patient-versions", response=list[VersionOut])
+def patient_versions(request: HttpRequest, run_id: int):
+    """The patient versions (of the selected draft), oldest first: the first a model wrote, then edits."""
+    return _versions(request, run_id, versions.PATIENT)
+
+
+@router.post("/runs/{run_id}/patient-versions", response={201: VersionOut})
+def patient_version_save(request: HttpRequest, run_id: int, payload: VersionIn):
+    """Save an edit of the patient version as its next version (numbers checked as it is saved)."""
+    return _version_save(request, run_id, payload.text, versions.PATIENT)
+
+
+@router.get("/runs/{run_id}/patient-versions/{number}", response=VersionDetail)
+def patient_version_detail(request: HttpRequest, run_id: int, number: int):
+    return _version_detail(request, run_id, number, versions.PATIENT)
+
+
+@router.post("/runs/{run_id}/patient-versions/{number}/sign", response={200: VersionOut, 409: dict})
+def patient_version_sign(request: HttpRequest, run_id: int, number: int):
+    """Sign the latest patient version, as the write-up is signed (409 `unresolved` for flagged numbers)."""
+    return _version_sign(request, run_id, number, versions.PATIENT)
+
+
+@router.post("/runs/{run_id}/patient-version/export", response={200: ExportOut, 409: dict})
+def patient_version_export(request: HttpRequest, run_id: int):
+    """Export the latest patient version as patient.md and patient.pdf ("Draft — not signed" until it is).
+    409 lists its flagged numbers not yet acknowledged, as for the write-up's export."""
+    run = _run(request, run_id, "export")
+    try:
+        services.patient_version_export(run=run, acknowledge=_acknowledged(request), user=request.user)
+    except services.NumbersUnresolved as exc:
+        return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
+    except services.RunRefused as exc:
+        raise _refused(exc) from exc
+    audit.record(request, "patient_version.exported", run, artifact=run.selected_artifact_id)
+    return {
+        "artifact_id": run.selected_artifact_id,
+        "md_url": f"/api/runs/{run.pk}/export/{Run.EXPORT_PATIENT_MARKDOWN}",
+        "pdf_url": f"/api/runs/{run.pk}/export/{Run.EXPORT_PATIENT_PDF}",
+    }

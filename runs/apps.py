@@ -8,12 +8,19 @@ class RunsConfig(AppConfig):
 
     def ready(self) -> None:
         from jobs.kinds import JobKind, register
-        from runs import services
+        from runs import patient_version, services
 
         register(
             JobKind(
                 name=services.RUNPIPELINE,
                 settle=services.runs_mark_stale_interrupted,
                 settled_line="Marked {n} run(s) interrupted: their runner stopped without a word.",
+            )
+        )
+        register(
+            JobKind(
+                name=patient_version.PATIENT_VERSION,
+                settle=patient_version.requests_settle,
+                settled_line="{n} patient version(s) whose writer stopped without a word failed; ask again.",
             )
         )

@@ -20,9 +20,9 @@ from council.stages import STEPS
 from documents.files import write_all_atomic
 from documents.markdown_pdf import Card, Unprintable, render_markdown_pdf
 from runs import selectors
-from runs.models import Artifact, Run
+from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run
 from runs.services import RunRefused
-from runs.versions import Edited, current_text
+from runs.versions import PATIENT, Edited, current_text
 
 logger = logging.getLogger(__name__)
 
@@ -54,25 +54,117 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
     card = run_card(run=run, artifact=artifact, edited=edited)
     parts = [signature_block(edited), clinical_context_section(run), edited.text.strip()]
     parts.append(facts_appendix(selectors.fact_table(run)))
-    report_markdown = "\n\n".join(part for part in parts if part) + "\n"
-    final_md = final_markdown(report_markdown, card)
+    paths = _write_export(
+        run,
+        "\n\n".join(part for part in parts if part) + "\n",
+        title=export_title(run, signed=edited.signed),
+        card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
+        names=(Run.EXPORT_MARKDOWN, Run.EXPORT_PDF),
+    )
+    logger.info("run %s exported %s to %s", run.pk, _artifact_name(artifact), run.exports_dir)
+    return paths
+
+
+def export_patient_version(*, run: Run) -> ExportPaths:
+    """Write patient.md and patient.pdf: the latest patient version (signed, or "Draft — not signed" on
+    every page), titled as the patient version, with a card saying how it was made (which model, from which
+    signed write-up, its numbers checked). Both or neither, as for the write-up."""
+    artifact = run.selected_artifact
+    if artifact is None:
+        raise ExportError("Select a final draft (or the consolidation) before exporting.")
     try:
-        final_pdf = render_markdown_pdf(
-            report_markdown,
-            title=export_title(run, signed=edited.signed),
-            card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
-        )
+        edited = current_text(run, artifact, PATIENT)
+    except RunRefused as error:
+        raise ExportError(error.message) from error
+    card = patient_card(run=run, edited=edited)
+    paths = _write_export(
+        run,
+        "\n\n".join([patient_heading(edited), edited.text.strip()]) + "\n",
+        title=patient_title(run, signed=edited.signed),
+        card=Card(heading=PATIENT_CARD_HEADING, caption=PATIENT_CARD_CAPTION, rows=card),
+        names=(Run.EXPORT_PATIENT_MARKDOWN, Run.EXPORT_PATIENT_PDF),
+    )
+    logger.info("run %s exported patient version %s", run.pk, edited.version.number)
+    return paths
+
+
+def _write_export(run: Run, markdown: str, *, title: str, card: Card, names: tuple[str, str]) -> ExportPaths:
+    """`markdown` with its card as a Markdown file and a PDF (`names`, in the run's exports folder)."""
+    final_md = final_markdown(markdown, card.rows, heading=card.heading)
+    try:
+        final_pdf = render_markdown_pdf(markdown, title=title, card=card)
     except Unprintable as error:
         # Refused whole, never printed with holes: the Markdown is not written either.
         raise ExportError(str(error)) from error
-
-    paths = ExportPaths(
-        md_path=run.export_path(Run.EXPORT_MARKDOWN), pdf_path=run.export_path(Run.EXPORT_PDF)
-    )
+    paths = ExportPaths(md_path=run.export_path(names[0]), pdf_path=run.export_path(names[1]))
     # Both or neither: until both are complete, the earlier export stays whole.
     write_all_atomic({paths.md_path: final_md.encode("utf-8"), paths.pdf_path: final_pdf})
-    logger.info("run %s exported %s to %s", run.pk, _artifact_name(artifact), run.exports_dir)
     return paths
+
+
+PATIENT_TITLE = "Patient version"
+PATIENT_CARD_HEADING = "How this summary was made"
+PATIENT_CARD_CAPTION = (
+    "Written in plain language from your clinician's signed report, then reviewed by your clinician."
+)
+
+
+def patient_title(run: Run, *, signed: bool) -> str:
+    title = f"{PATIENT_TITLE}: a summary for you — {run.patient.label}"
+    return title if signed else f"{title} — {NOT_SIGNED}"
+
+
+def patient_heading(edited: Edited) -> str:
+    """The first lines of the patient export: what it is, and who signed it (or that nobody has yet)."""
+    lines = [
+        f"> **{PATIENT_TITLE}** — a plain-language summary of your qEEG report for you. Your clinician's "
+        "full report is the record; talk this summary over with them."
+    ]
+    version = edited.version
+    if version.signed:
+        lines.append(f"> Reviewed and **signed** by {version.signature_line()}.")
+    else:
+        lines.append(f"> **{NOT_SIGNED}.** Your clinician has not signed this summary yet.")
+    return "  \n".join(lines)
+
+
+def patient_card(*, run: Run, edited: Edited) -> list[tuple[str, str]]:
+    """(label, value) rows: which model wrote it from which signed write-up, its versions and numbers."""
+    version = edited.version
+    source = version.source
+    written = _first_written(run, version)
+    request = PatientVersionRequest.objects.filter(version=written).first() if written else None
+    rows = [
+        ("Exported", _when(timezone.now())),
+        ("Run", _run_line(run)),
+        ("Patient", run.patient.label),
+        ("Written by", f"{written.model_id}, from the signed write-up" if written else "not recorded"),
+        (
+            "From the write-up",
+            f"version {source.number}, signed by {source.signature_line()}, sha256 {source.sha256}"
+            if source
+            else "not recorded",
+        ),
+        ("Patient version", _write_up_line(edited)),
+        ("Signature", version.signature_line() if version.signed else NOT_SIGNED),
+        ("Text sha256", version.sha256),
+    ]
+    rows.extend(_verification_rows(run, edited.artifact, edited.text, PATIENT))
+    if request is not None:
+        rows.append(("Prompt version", request.prompt_version))
+    return rows
+
+
+def _first_written(run: Run, version: DraftVersion) -> DraftVersion | None:
+    """The model-written patient version this one comes from (itself, or the last one written before it)."""
+    if version.model_id:
+        return version
+    return (
+        DraftVersion.objects.filter(run=run, kind=PATIENT, number__lt=version.number)
+        .exclude(model_id="")
+        .order_by("-number")
+        .first()
+    )
 
 
 CARD_HEADING = "Run card"
@@ -95,7 +187,8 @@ def signature_block(edited: Edited) -> str:
         return f"> **{NOT_SIGNED}.** The model's draft as written; nobody has reviewed or signed it."
     if not version.signed:
         return (
-            f"> **{NOT_SIGNED}.** Version {version.number}, edited by {_person(version.author)}; "
+            f"> **{NOT_SIGNED}.** Version {version.number}, {'written' if version.model_id else 'edited'} by "
+            f"{_written_by(version)}; "
             "it becomes final only when a clinician signs it."
         )
     return (
@@ -178,9 +271,11 @@ def run_card(*, run: Run, artifact: Artifact, edited: Edited) -> list[tuple[str,
     return rows
 
 
-def _verification_rows(run: Run, artifact: Artifact, text: str) -> list[tuple[str, str]]:
-    """The fact table's state and the exported text's numbers checked against it, with every flagged
-    number the clinician acknowledged: what it said, who and when."""
+def _verification_rows(
+    run: Run, artifact: Artifact, text: str, kind: str = DraftVersion.Kind.CLINICIAN
+) -> list[tuple[str, str]]:
+    """The fact table's state and the exported text (a `kind` of text of `artifact`) checked against it,
+    with every flagged number the clinician acknowledged: what it said, who and when."""
     table = selectors.fact_table(run)
     if table is None:
         return [("Fact table", "none (this report has no fact table; numbers not checked)")]
@@ -194,7 +289,7 @@ def _verification_rows(run: Run, artifact: Artifact, text: str) -> list[tuple[st
     if checks is None:
         return rows
     rows.append(("Numbers checked", numbers.summary_line(checks)))
-    acknowledged = {a.key: a for a in artifact.acknowledgements.select_related("by")}
+    acknowledged = {a.key: a for a in artifact.acknowledgements.filter(kind=kind).select_related("by")}
     for check in checks:
         if check.flagged:
             ack = acknowledged.get(check.key)
@@ -203,13 +298,13 @@ def _verification_rows(run: Run, artifact: Artifact, text: str) -> list[tuple[st
     return rows
 
 
-def final_markdown(report_markdown: str, card: list[tuple[str, str]]) -> str:
+def final_markdown(report_markdown: str, card: list[tuple[str, str]], *, heading: str = CARD_HEADING) -> str:
     lines = [
         report_markdown.rstrip(),
         "",
         "---",
         "",
-        f"## {CARD_HEADING}",
+        f"## {heading}",
         "",
         "| Item | Detail |",
         "|---|---|",
@@ -225,7 +320,11 @@ def _write_up_line(edited: Edited) -> str:
     version = edited.version
     if version is None:
         return "the model's draft, not edited"
-    return f"version {version.number}, saved by {_person(version.author)} {_when(version.created_at)}"
+    return f"version {version.number}, saved by {_written_by(version)} {_when(version.created_at)}"
+
+
+def _written_by(version: DraftVersion) -> str:
+    return f"the model {version.model_id}" if version.model_id else _person(version.author)
 
 
 def _person(user) -> str:

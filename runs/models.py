@@ -44,9 +44,14 @@ class Run(models.Model):
     # The exported files of the selected artifact: name in data/exports/<run_id>/ → (what it is, content type).
     EXPORT_MARKDOWN = "final.md"
     EXPORT_PDF = "final.pdf"
+    # The patient version's own export (runs/exports.py export_patient_version).
+    EXPORT_PATIENT_MARKDOWN = "patient.md"
+    EXPORT_PATIENT_PDF = "patient.pdf"
     EXPORTS = {
         EXPORT_MARKDOWN: ("Markdown", "text/markdown; charset=utf-8"),
         EXPORT_PDF: ("PDF", "application/pdf"),
+        EXPORT_PATIENT_MARKDOWN: ("patient version Markdown", "text/markdown; charset=utf-8"),
+        EXPORT_PATIENT_PDF: ("patient version PDF", "application/pdf"),
     }
 
     FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
@@ -212,15 +217,34 @@ class RunEvent(models.Model):
 
 
 class DraftVersion(models.Model):
-    """One saved edit of the clinician's write-up, starting from the selected model draft (`base`). Its text
-    is on disk at data/versions/<run>/v<number>.md and never rewritten: a signed version stays as signed, and a
-    later change is a new version. The signer's name and credentials are copied at signing, so a later
-    profile edit does not change what was signed."""
+    """One saved version of a text the clinician signs: the write-up (kind "clinician", edited from the
+    selected model draft, `base`) or the patient version (kind "patient", written by a model from a signed
+    write-up, `source`, then edited). Its text is on disk under data/versions/<run>/ and never rewritten: a
+    signed version stays as signed, and a later change is a new version. The signer's name and credentials
+    are copied at signing, so a later profile edit does not change what was signed."""
+
+    class Kind(models.TextChoices):
+        CLINICIAN = "clinician", "Write-up"
+        PATIENT = "patient", "Patient version"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="versions")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CLINICIAN)
     number = models.PositiveIntegerField()
+    # RESTRICT, not PROTECT: the draft cannot go while versions of it stand, but the run (and with it both)
+    # can be deleted.
     base = models.ForeignKey(
-        Artifact, on_delete=models.PROTECT, related_name="versions", help_text="The model draft edited."
+        Artifact, on_delete=models.RESTRICT, related_name="versions", help_text="The model draft edited."
+    )
+    source = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A patient version: the signed write-up it was written from.",
+    )
+    model_id = models.CharField(
+        max_length=200, blank=True, help_text="Written by this model (a patient version's first text)."
     )
     file_path = models.CharField(max_length=500, help_text="Relative to the data folder.")
     sha256 = models.CharField(max_length=64)
@@ -239,11 +263,20 @@ class DraftVersion(models.Model):
     numbers = models.JSONField(null=True, blank=True)
 
     class Meta:
-        ordering = ["run", "number"]
-        constraints = [models.UniqueConstraint(fields=["run", "number"], name="version_one_per_number")]
+        ordering = ["run", "kind", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "kind", "number"], name="version_one_per_kind_number")
+        ]
 
     def __str__(self) -> str:
-        return f"Run {self.run_id} version {self.number}{' (signed)' if self.signed_at else ''}"
+        what = "version" if self.kind == self.Kind.CLINICIAN else "patient version"
+        return f"Run {self.run_id} {what} {self.number}{' (signed)' if self.signed_at else ''}"
+
+    def written_by(self) -> str:
+        """Who wrote this version: the model (a patient version's first text), else its author's username."""
+        if self.model_id:
+            return f"the model {self.model_id}"
+        return self.author.get_username() if self.author else "a removed user"
 
     @property
     def path(self) -> Path:
@@ -267,6 +300,10 @@ class NumberAcknowledgement(models.Model):
     artifact can be exported with it: who, when, and which number (its key: offset and text as written)."""
 
     artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE, related_name="acknowledgements")
+    # Which text of the artifact's the number is in: the write-up edited from it, or its patient version.
+    kind = models.CharField(
+        max_length=10, choices=DraftVersion.Kind.choices, default=DraftVersion.Kind.CLINICIAN
+    )
     key = models.CharField(max_length=200)
     status = models.CharField(max_length=20)
     title = models.TextField(blank=True, help_text="What the check said when it was acknowledged.")
@@ -278,7 +315,9 @@ class NumberAcknowledgement(models.Model):
     class Meta:
         ordering = ["artifact", "at"]
         constraints = [
-            models.UniqueConstraint(fields=["artifact", "key"], name="acknowledgement_one_per_number")
+            models.UniqueConstraint(
+                fields=["artifact", "kind", "key"], name="acknowledgement_one_per_kind_number"
+            )
         ]
 
     def __str__(self) -> str:
@@ -322,3 +361,55 @@ class CouncilChange(models.Model):
         when = timezone.localtime(self.at).strftime("%Y-%m-%d %H:%M %Z")
         why = f": {self.reason}" if self.reason else ""
         return f"{self.summary} — by {self.by_name or 'a removed user'}, {when}{why}"
+
+
+class PatientVersionRequest(models.Model):
+    """A model asked to write the patient version from a signed write-up (runs/patient_version.py): which
+    model, from which version, the job that does it (jobs/), and what came of it — the patient version it
+    wrote, or why not. At most one per run is being written at a time."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Writing"
+        DONE = "done", "Written"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="patient_requests")
+    source = models.ForeignKey(
+        DraftVersion, on_delete=models.CASCADE, related_name="+", help_text="The signed write-up."
+    )
+    model_id = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    version = models.OneToOneField(
+        DraftVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="request"
+    )
+    prompt_version = models.CharField(max_length=60)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="patient_request_one_active_per_run",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.run_id} patient version by {self.model_id} ({self.status})"
+
+    @property
+    def active(self) -> bool:
+        return self.status in self.ACTIVE

@@ -346,17 +346,21 @@ class TextNumbers:
         return [check for check in self.checks or [] if check.flagged]
 
 
-def text_numbers(artifact: Artifact, table: dict[str, Any] | None, text: str | None = None) -> TextNumbers:
-    """`text` (default: the artifact's own; else the write-up edited from it) checked once: the checks and
-    the flagged numbers not acknowledged for `artifact`."""
+def text_numbers(
+    artifact: Artifact, table: dict[str, Any] | None, text: str | None = None, *, kind: str = "clinician"
+) -> TextNumbers:
+    """`text` (default: the artifact's own; else a version of `kind` edited or written from it: the write-up,
+    the patient version) checked once: the checks and the flagged numbers not acknowledged for it."""
     checks = number_checks(artifact, table, text)
     flagged = [check for check in checks or [] if check.flagged]
-    acknowledged = set(artifact.acknowledgements.values_list("key", flat=True)) if flagged else set()
+    acknowledged = (
+        set(artifact.acknowledgements.filter(kind=kind).values_list("key", flat=True)) if flagged else set()
+    )
     return TextNumbers(checks=checks, unresolved=[c for c in flagged if c.key not in acknowledged])
 
 
 def unresolved_numbers(
-    artifact: Artifact, table: dict[str, Any] | None, text: str | None = None
+    artifact: Artifact, table: dict[str, Any] | None, text: str | None = None, *, kind: str = "clinician"
 ) -> list[numbers.Check]:
-    """The flagged numbers of `artifact` (or of `text`, the write-up edited from it) nobody acknowledged."""
-    return text_numbers(artifact, table, text).unresolved
+    """The flagged numbers of `artifact` (or of `text`, a version of `kind` from it) nobody acknowledged."""
+    return text_numbers(artifact, table, text, kind=kind).unresolved

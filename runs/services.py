@@ -7,7 +7,7 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -923,17 +923,26 @@ class NumbersUnresolved(RunRefused):
 
 
 def numbers_acknowledge(
-    *, run: Run, artifact: Artifact, text: str, acknowledge: Sequence[str] = (), user=None, doing: str
+    *,
+    run: Run,
+    artifact: Artifact,
+    text: str,
+    acknowledge: Sequence[str] = (),
+    user=None,
+    doing: str,
+    kind: str = "clinician",
 ) -> None:
-    """The one acknowledgement path (export and signing alike): `text` (the model's `artifact`, or a version
-    edited from it) goes ahead only once each of its flagged numbers is acknowledged. `acknowledge` names
-    numbers by key, recorded with `user` and the time; NumbersUnresolved lists the rest."""
-    unresolved = selectors.unresolved_numbers(artifact, selectors.fact_table(run), text)
+    """The one acknowledgement path (exporting and signing, the write-up and the patient version alike):
+    `text` (the model's `artifact`, or a version of `kind` from it) goes ahead only once each of its flagged
+    numbers is acknowledged. `acknowledge` names numbers by key, recorded with `user` and the time;
+    NumbersUnresolved lists the rest."""
+    unresolved = selectors.unresolved_numbers(artifact, selectors.fact_table(run), text, kind=kind)
     wanted = set(acknowledge)
     for check in unresolved:
         if check.key in wanted:
             NumberAcknowledgement.objects.get_or_create(
                 artifact=artifact,
+                kind=kind,
                 key=check.key,
                 defaults={
                     "status": check.status,
@@ -950,26 +959,49 @@ def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> Expor
     """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
     were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
     names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
-    from runs.exports import ExportError, export_run
+    from runs.exports import export_run
 
     run.refresh_from_db()
+    artifact = _exported_text(run, acknowledge, user, kind="clinician")
+    paths = _exporting(lambda: export_run(run=run, artifact=artifact))
+    events.event_emit(run=run, kind=events.EXPORTED, artifact_id=artifact.pk)
+    return paths
+
+
+def patient_version_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
+    """Write patient.md and patient.pdf for the latest patient version: as for the write-up, only once each
+    of its flagged numbers is acknowledged (the same path)."""
+    from runs.exports import export_patient_version
+
+    run.refresh_from_db()
+    _exported_text(run, acknowledge, user, kind="patient")
+    return _exporting(lambda: export_patient_version(run=run))
+
+
+def _exported_text(run: Run, acknowledge: Sequence[str], user, *, kind: str) -> Artifact:
+    """The selected artifact, once every flagged number of the text of `kind` exported from it (the latest
+    version, else the model's draft) is acknowledged."""
+    from runs.versions import current_text
+
     artifact = run.selected_artifact
     if artifact is None:
         raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
-    from runs.versions import current_text
-
-    # The text that is exported: the clinician's latest edit of the draft, else the model's text.
     numbers_acknowledge(
         run=run,
         artifact=artifact,
-        text=current_text(run, artifact).text,
+        text=current_text(run, artifact, kind).text,
         acknowledge=acknowledge,
         user=user,
         doing="exporting",
+        kind=kind,
     )
+    return artifact
+
+
+def _exporting(export: Callable[[], ExportPaths]) -> ExportPaths:
+    from runs.exports import ExportError
+
     try:
-        paths = export_run(run=run, artifact=artifact)
+        return export()
     except ExportError as exc:
         raise RunRefused(str(exc)) from exc
-    events.event_emit(run=run, kind=events.EXPORTED, artifact_id=artifact.pk)
-    return paths

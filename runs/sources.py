@@ -348,3 +348,12 @@ def preview_pages(original: str, result: deid.Deidentified) -> list[PreviewPage]
         title = first_line.strip("= ").title() if _PAGE_MARK.match(first_line) else "Report text"
         pages.append(PreviewPage(title=title, original=page_text.rstrip(), sent=[p for p in pieces if p[0]]))
     return pages
+
+
+def write_up_source(*, patient: Patient, report: Report, text: str) -> tuple[str, dict[str, str]]:
+    """A text written about this report (the signed write-up, for the patient version) and the clinical
+    context, de-identified by the same rules, identifiers and `day 0` as the report itself."""
+    identifiers = identifiers_for(patient, report)
+    anchor = deid.first_date(report_text(report), identifiers, order=settings.DEID_DATE_ORDER)
+    sent = deid.deidentify(text, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
+    return sent.text, deidentified_context(patient, identifiers, anchor=anchor)

@@ -3,6 +3,9 @@ from __future__ import annotations
 from django.urls import path
 
 from runs import views
+from runs.versions import PATIENT as PATIENT_KIND
+
+PATIENT = {"kind": PATIENT_KIND}
 
 app_name = "runs"
 urlpatterns = [
@@ -26,6 +29,26 @@ urlpatterns = [
     path("<int:pk>/write-up/save/", views.write_up_save, name="write_up_save"),
     path("<int:pk>/write-up/<int:number>/sign/", views.write_up_sign, name="write_up_sign"),
     path("<int:pk>/write-up/versions/<int:number>/", views.write_up_version, name="write_up_version"),
+    # The patient version: the same editor, versions and signing as the write-up, of the other kind.
+    path("<int:pk>/patient-version/", views.write_up, PATIENT, name="patient_version"),
+    path("<int:pk>/patient-version/ask/", views.patient_version_ask, name="patient_version_ask"),
+    path(
+        "<int:pk>/patient-version/preview/", views.write_up_preview, PATIENT, name="patient_version_preview"
+    ),
+    path("<int:pk>/patient-version/save/", views.write_up_save, PATIENT, name="patient_version_save"),
+    path(
+        "<int:pk>/patient-version/<int:number>/sign/",
+        views.write_up_sign,
+        PATIENT,
+        name="patient_version_sign",
+    ),
+    path(
+        "<int:pk>/patient-version/versions/<int:number>/",
+        views.write_up_version,
+        PATIENT,
+        name="patient_version_version",
+    ),
+    path("<int:pk>/patient-version/export/", views.patient_version_export, name="patient_version_export"),
     path("reports/<int:pk>/council-view/", views.report_preview, name="report_preview"),
     path(
         "reports/<int:pk>/council-view/pages/<int:number>.png",

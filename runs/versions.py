@@ -1,9 +1,13 @@
-"""The clinician's write-up: versions of the selected draft, saved and signed. Pages and the API call these.
+"""The texts a clinician signs, as versions: the write-up (edited from the selected model draft) and the
+patient version (written by a model from the signed write-up, runs/patient_version.py, then edited). Pages,
+the API and the patient-version runner call these; each kind is the same machinery, told apart by
+`DraftVersion.kind`.
 
-Each save is a new `DraftVersion` whose text is a file under data/versions/<run>/ (named with its number and
-hash, written whole by documents.files) and whose sha256 is in the row; nothing ever rewrites a version, so a
-signed version stays exactly as it was signed and a later change is a new, unsigned version. Versions belong
-to the model draft they were edited from (`base`): selecting another draft starts its own history."""
+Each save is a new `DraftVersion` whose text is a file under data/versions/<run>/ (named with its kind,
+number and hash, written whole by documents.files) and whose sha256 is in the row; nothing ever rewrites a
+version, so a signed version stays exactly as it was signed and a later change is a new, unsigned version.
+Versions belong to the model draft they were edited from (`base`): selecting another draft starts its own
+history, of both kinds."""
 
 from __future__ import annotations
 
@@ -25,11 +29,15 @@ from runs.services import RunRefused, numbers_acknowledge
 # The longest write-up a version may hold (characters); model drafts are a few thousand.
 MAX_VERSION_CHARS = 200_000
 
+CLINICIAN, PATIENT = DraftVersion.Kind.CLINICIAN, DraftVersion.Kind.PATIENT
+# What each kind is called in a sentence.
+NOUN = {CLINICIAN: "write-up", PATIENT: "patient version"}
+
 
 @dataclass(frozen=True)
 class Edited:
-    """What the export and the editor take as the current write-up: the latest version of the selected draft,
-    or the draft itself when nobody has edited it."""
+    """What the export and the editor take as the current text of a kind: its latest version of the
+    selected draft, or (the write-up only) the draft itself when nobody has edited it."""
 
     artifact: Artifact
     text: str
@@ -40,21 +48,30 @@ class Edited:
         return self.version is not None and self.version.signed
 
 
-def versions_of(run: Run) -> list[DraftVersion]:
-    """The versions of the selected draft, oldest first."""
+def versions_of(run: Run, kind: str = CLINICIAN) -> list[DraftVersion]:
+    """The versions of `kind` of the selected draft, oldest first."""
     if run.selected_artifact_id is None:
         return []
     return list(
-        DraftVersion.objects.filter(run=run, base_id=run.selected_artifact_id).select_related("author")
+        DraftVersion.objects.filter(run=run, kind=kind, base_id=run.selected_artifact_id).select_related(
+            "author", "source"
+        )
     )
 
 
-def latest_version(run: Run, artifact: Artifact | None = None) -> DraftVersion | None:
-    """The newest version of `artifact` (default: the selected draft)."""
+def latest_version(run: Run, artifact: Artifact | None = None, kind: str = CLINICIAN) -> DraftVersion | None:
+    """The newest version of `kind` of `artifact` (default: the selected draft)."""
     artifact_id = artifact.pk if artifact is not None else run.selected_artifact_id
     if artifact_id is None:
         return None
-    return DraftVersion.objects.filter(run=run, base_id=artifact_id).order_by("-number").first()
+    rows = DraftVersion.objects.filter(run=run, kind=kind, base_id=artifact_id)
+    return rows.select_related("source").order_by("-number").first()
+
+
+def signed_write_up(run: Run) -> DraftVersion | None:
+    """The write-up's latest version if it is signed: what a patient version is written from."""
+    version = latest_version(run)
+    return version if version is not None and version.signed else None
 
 
 def version_text(version: DraftVersion) -> str:
@@ -72,14 +89,19 @@ def version_text(version: DraftVersion) -> str:
     return data.decode("utf-8")
 
 
-def current_text(run: Run, artifact: Artifact | None = None) -> Edited:
-    """`artifact` (default: the selected draft) as it stands now: its latest version, else the model's text."""
+def current_text(run: Run, artifact: Artifact | None = None, kind: str = CLINICIAN) -> Edited:
+    """The text of `kind` of `artifact` (default: the selected draft) as it stands now: its latest version,
+    else (the write-up) the model's draft; a patient version must have been written first."""
     artifact = artifact or run.selected_artifact
     if artifact is None:
         raise RunRefused("Select a final draft (or the consolidation) before editing it.", status=409)
-    version = latest_version(run, artifact)
+    version = latest_version(run, artifact, kind)
     if version is not None:
         return Edited(artifact=artifact, text=version_text(version), version=version)
+    if kind == PATIENT:
+        raise RunRefused(
+            "There is no patient version yet: sign the write-up, then ask a model to write one.", status=409
+        )
     try:
         text = artifact.path.read_text(encoding="utf-8")
     except (OSError, ValueError) as error:
@@ -87,39 +109,78 @@ def current_text(run: Run, artifact: Artifact | None = None) -> Edited:
     return Edited(artifact=artifact, text=text, version=None)
 
 
+def model_text(run: Run, kind: str = CLINICIAN) -> str:
+    """What the clinician's edits of `kind` are compared with: the model's draft, or the patient version
+    the model last wrote."""
+    if kind == CLINICIAN:
+        return selectors.artifact_text(run.selected_artifact) if run.selected_artifact else ""
+    written = [v for v in versions_of(run, PATIENT) if v.model_id]
+    return version_text(written[-1]) if written else ""
+
+
 def _normalised(text: str) -> str:
     # A textarea posts CRLF; the file keeps LF and one final newline.
     return text.replace("\r\n", "\n").replace("\r", "\n").rstrip() + "\n"
 
 
-def version_save(*, run: Run, text: str, user) -> DraftVersion:
-    """Save `text` as the next version of the selected draft. Refused when empty, too long, or unchanged."""
+def version_save(*, run: Run, text: str, user, kind: str = CLINICIAN) -> DraftVersion:
+    """Save `text` as the next version of `kind` of the selected draft. Refused when empty, too long, or
+    unchanged (and a patient version before a model has written one)."""
     text = _normalised(text)
+    noun = NOUN[kind]
     if not text.strip():
-        raise RunRefused("The write-up is empty; write something before saving.")
+        raise RunRefused(f"The {noun} is empty; write something before saving.")
     if len(text) > MAX_VERSION_CHARS:
         raise RunRefused(
-            f"The write-up is {len(text):,} characters; at most {MAX_VERSION_CHARS:,} can be saved.",
+            f"The {noun} is {len(text):,} characters; at most {MAX_VERSION_CHARS:,} can be saved.",
             status=413,
         )
-    current = current_text(run)
+    current = current_text(run, kind=kind)
     if _normalised(current.text) == text:
         what = f"version {current.version.number}" if current.version else "the model's draft"
         raise RunRefused(f"Nothing changed since {what}; there is no new version to save.", status=409)
-    # The number check of the fidelity work, on the text as saved: its summary stays with the version (pages
-    # check again on read, so a correction of the fact table after the save shows at once).
-    checked = selectors.text_numbers(current.artifact, selectors.fact_table(run), text)
+    return version_write(
+        run=run,
+        kind=kind,
+        base=current.artifact,
+        source=current.version.source if current.version else None,
+        text=text,
+        author=user,
+    )
+
+
+def version_write(
+    *,
+    run: Run,
+    kind: str,
+    base: Artifact,
+    text: str,
+    author=None,
+    model_id: str = "",
+    source: DraftVersion | None = None,
+) -> DraftVersion:
+    """Write `text` as the next version of `kind`: file first (whole), then the row. Its numbers are checked
+    as it is saved and the summary kept on the row (pages check again on read, so a correction of the fact
+    table after the save shows at once)."""
+    text = _normalised(text)
+    # The number check of the fidelity work, on the text as saved.
+    checked = selectors.text_numbers(base, selectors.fact_table(run), text, kind=kind)
     data = text.encode("utf-8")
     digest = hashlib.sha256(data).hexdigest()
-    number = (DraftVersion.objects.filter(run=run).aggregate(n=Max("number"))["n"] or 0) + 1
-    relpath = f"versions/{run.pk}/v{number}-{digest[:12]}.md"
+    rows = DraftVersion.objects.filter(run=run, kind=kind)
+    number = (rows.aggregate(n=Max("number"))["n"] or 0) + 1
+    prefix = "" if kind == CLINICIAN else f"{kind}-"
+    relpath = f"versions/{run.pk}/{prefix}v{number}-{digest[:12]}.md"
     version = DraftVersion(
         run=run,
+        kind=kind,
         number=number,
-        base=current.artifact,
+        base=base,
+        source=source,
+        model_id=model_id,
         file_path=relpath,
         sha256=digest,
-        author=user,
+        author=author,
         numbers=numbers.summary(checked.checks) if checked.checks is not None else None,
     )
     write_atomic(version.path, data)
@@ -136,18 +197,22 @@ def version_save(*, run: Run, text: str, user) -> DraftVersion:
     return version
 
 
-def version_sign(*, run: Run, number: int, user, acknowledge: Sequence[str] = ()) -> DraftVersion:
-    """Sign version `number` as `user` (name and credentials from their profile, now). Only the latest
-    version of the selected draft can be signed, and only once; its text must still match its hash, and each
-    of its flagged numbers must be acknowledged first (`acknowledge`, as for an export; else
+def version_sign(
+    *, run: Run, number: int, user, acknowledge: Sequence[str] = (), kind: str = CLINICIAN
+) -> DraftVersion:
+    """Sign version `number` of `kind` as `user` (name and credentials from their profile, now). Only the
+    latest version of the selected draft can be signed, and only once; its text must still match its hash,
+    and each of its flagged numbers must be acknowledged first (`acknowledge`, as for an export; else
     NumbersUnresolved lists them)."""
-    version = DraftVersion.objects.filter(run=run, number=number).first()
+    version = DraftVersion.objects.filter(run=run, kind=kind, number=number).first()
     if version is None:
-        raise RunRefused(f"Run {run.pk} has no version {number}.", status=404)
-    latest = latest_version(run)
+        raise RunRefused(f"Run {run.pk} has no {NOUN[kind]} version {number}.", status=404)
+    latest = latest_version(run, kind=kind)
     if latest is None or latest.pk != version.pk:
-        newest = f"version {latest.number}" if latest else "a version of the selected draft"
-        raise RunRefused(f"Version {number} is not the current write-up; sign {newest} instead.", status=409)
+        newest = f"version {latest.number}" if latest else f"a version of the {NOUN[kind]}"
+        raise RunRefused(
+            f"Version {number} is not the current {NOUN[kind]}; sign {newest} instead.", status=409
+        )
     if version.signed:
         raise RunRefused(
             f"Version {number} is already signed by {version.signer_name}; change the text to make a new "
@@ -159,7 +224,13 @@ def version_sign(*, run: Run, number: int, user, acknowledge: Sequence[str] = ()
         raise RunRefused("Add your name (and credentials) to your profile before signing.", status=422)
     text = version_text(version)  # refuses a text that no longer matches its hash
     numbers_acknowledge(
-        run=run, artifact=version.base, text=text, acknowledge=acknowledge, user=user, doing="signing"
+        run=run,
+        artifact=version.base,
+        text=text,
+        acknowledge=acknowledge,
+        user=user,
+        doing="signing",
+        kind=kind,
     )
     claimed = DraftVersion.objects.filter(pk=version.pk, signed_at__isnull=True).update(
         signed_by=user,

@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 import audit
 from accounts.models import profile_of
@@ -33,8 +33,8 @@ from jobs import selectors as job_selectors
 from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
-from runs import access, reading, selectors, services, sources, versions
-from runs.models import Artifact, Run
+from runs import access, patient_version, reading, selectors, services, sources, versions
+from runs.models import Artifact, PatientVersionRequest, Run
 from runs.stream import stream_url
 
 
@@ -508,24 +508,56 @@ def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpRespo
     return HttpResponse(png, content_type="image/png")
 
 
-# -- edit and sign the write-up ----------------------------------------------------------------------------
+# -- edit and sign the write-up and the patient version ----------------------------------------------------
+# One set of views for both kinds of signed text (runs/versions.py); runs/urls.py passes `kind`.
+
+CLINICIAN, PATIENT = versions.CLINICIAN, versions.PATIENT
+# The route names of each kind's pages, for the one template.
+ROUTES = {
+    CLINICIAN: {
+        "page": "runs:write_up",
+        "preview": "runs:write_up_preview",
+        "save": "runs:write_up_save",
+        "sign": "runs:write_up_sign",
+        "version": "runs:write_up_version",
+    },
+    PATIENT: {
+        "page": "runs:patient_version",
+        "preview": "runs:patient_version_preview",
+        "save": "runs:patient_version_save",
+        "sign": "runs:patient_version_sign",
+        "version": "runs:patient_version_version",
+    },
+}
 
 
 def _write_up_context(
-    request: HttpRequest, run: Run, *, text: str | None = None, error: str = ""
+    request: HttpRequest, run: Run, *, kind: str, text: str | None = None, error: str = ""
 ) -> dict[str, Any]:
-    """The editor: the current text (or what was just posted and refused), its preview with the numbers
-    the check flags, the versions of the selected draft and the diff of the current text against the model's
-    draft."""
-    edited = versions.current_text(run)
-    model_text = selectors.artifact_text(edited.artifact)
-    shown = edited.text if text is None else text
-    diff, added, removed = reading.draft_diff(model_text, shown)
-    history = versions.versions_of(run)
-    latest = history[-1] if history else None
-    checked = selectors.text_numbers(edited.artifact, selectors.fact_table(run), shown)
-    return {
+    """The editor of `kind`: the current text (or what was just posted and refused), its preview with the
+    numbers the check flags, the versions and the diff of the current text against what the model wrote.
+    The patient version's page also has what it needs to ask a model for one, and to export it."""
+    context: dict[str, Any] = {
         "run": run,
+        "kind": kind,
+        "routes": ROUTES[kind],
+        "noun": versions.NOUN[kind],
+        "max_chars": versions.MAX_VERSION_CHARS,
+        "error": error,
+        "profile": profile_of(request.user),
+        "edited": None,
+    }
+    if kind == PATIENT:
+        context |= _patient_context(run)
+        if context["patient_versions"] == 0:
+            return context  # nothing to edit until a model has written it
+    edited = versions.current_text(run, kind=kind)
+    shown = edited.text if text is None else text
+    diff, added, removed = reading.draft_diff(versions.model_text(run, kind), shown)
+    history = versions.versions_of(run, kind)
+    latest = history[-1] if history else None
+    checked = selectors.text_numbers(edited.artifact, selectors.fact_table(run), shown, kind=kind)
+    return context | {
         "edited": edited,
         "text": shown,
         "preview": reading.rendered(shown, selectors.run_page_url(run), checked.checks),
@@ -539,9 +571,30 @@ def _write_up_context(
         # Signing asks for these, as the export does: the latest version's flagged numbers not acknowledged.
         "unresolved": checked.unresolved if text is None else [],
         "draft_name": STEPS[edited.artifact.stage].output_name(edited.artifact.model_id),
-        "max_chars": versions.MAX_VERSION_CHARS,
-        "error": error,
-        "profile": profile_of(request.user),
+    }
+
+
+def _patient_context(run: Run) -> dict[str, Any]:
+    """Asking for a patient version (which model, the last request and how it went) and exporting it."""
+    patient_version.requests_settle()
+    # The models offered now (cached; one short check at most), for the choice of writer.
+    health = async_to_sync(cached_upstream_health)()
+    choices = patient_version.model_choices(run, list(health.model_ids))
+    signed = versions.signed_write_up(run)
+    latest = versions.latest_version(run, kind=PATIENT)
+    return {
+        "signed_write_up": signed,
+        "patient_request": patient_version.latest_request(run),
+        "model_choices": choices,
+        "default_model": patient_version.default_model(run),
+        "patient_versions": len(versions.versions_of(run, PATIENT)),
+        # Written from an earlier signed write-up than the one that stands now: say so.
+        "stale_source": latest is not None and signed is not None and latest.source_id != signed.pk,
+        "patient_exports": {
+            Run.EXPORTS[name][0]: reverse("api:run_export_download", args=[run.pk, name])
+            for name in (Run.EXPORT_PATIENT_MARKDOWN, Run.EXPORT_PATIENT_PDF)
+            if run.export_path(name).is_file()
+        },
     }
 
 
@@ -552,23 +605,30 @@ def _to_selection(request: HttpRequest, run: Run, message: str) -> HttpResponse:
     )
 
 
-def _write_up_page(request: HttpRequest, run: Run, **kwargs: Any) -> HttpResponse:
+def _write_up_page(request: HttpRequest, run: Run, *, kind: str, **kwargs: Any) -> HttpResponse:
     if run.selected_artifact_id is None:
         return _to_selection(request, run, "Select a final draft (or the consolidation) before editing it.")
     try:
-        context = _write_up_context(request, run, **kwargs)
+        context = _write_up_context(request, run, kind=kind, **kwargs)
     except services.RunRefused as exc:
         return _to_selection(request, run, exc.message)
     return render(request, "runs/write_up.html", context, status=422 if kwargs.get("error") else 200)
 
 
 @require_GET
-def write_up(request: HttpRequest, pk: int) -> HttpResponse:
-    return _write_up_page(request, _run(request, pk))
+def write_up(request: HttpRequest, pk: int, kind: str = CLINICIAN) -> HttpResponse:
+    run = _run(request, pk)
+    waiting = request.GET.get("waiting", "")
+    if kind == PATIENT and request.htmx and waiting.isdigit():
+        # The page polls while a model writes: once that request has ended, the whole page is reloaded.
+        patient_version.requests_settle()
+        if not run.patient_requests.filter(pk=int(waiting), status__in=PatientVersionRequest.ACTIVE).exists():
+            return HttpResponseClientRefresh()
+    return _write_up_page(request, run, kind=kind)
 
 
 @require_POST
-def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
+def write_up_preview(request: HttpRequest, pk: int, kind: str = CLINICIAN) -> HttpResponse:
     """The live preview htmx asks for while the clinician types: the posted markdown through the one cleaner,
     its numbers checked against the fact table (flagged ones marked, with the summary line above)."""
     run = _run(request, pk, "edit")
@@ -580,7 +640,7 @@ def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
         )
     if run.selected_artifact is None:
         return HttpResponse(page_html(text))
-    checked = selectors.text_numbers(run.selected_artifact, selectors.fact_table(run), text)
+    checked = selectors.text_numbers(run.selected_artifact, selectors.fact_table(run), text, kind=kind)
     context = {
         "numbers": checked,
         "preview": reading.rendered(text, selectors.run_page_url(run), checked.checks),
@@ -589,56 +649,63 @@ def write_up_preview(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def write_up_save(request: HttpRequest, pk: int) -> HttpResponse:
+def write_up_save(request: HttpRequest, pk: int, kind: str = CLINICIAN) -> HttpResponse:
     run = _run(request, pk, "edit")
     text = request.POST.get("text", "")
     try:
-        version = versions.version_save(run=run, text=text, user=request.user)
+        version = versions.version_save(run=run, text=text, user=request.user, kind=kind)
     except services.RunRefused as exc:
-        return _write_up_page(request, run, text=text, error=exc.message)
-    audit.record(request, "version.saved", version, number=version.number)
+        return _write_up_page(request, run, kind=kind, text=text, error=exc.message)
+    audit.record(request, "version.saved", version, number=version.number, kind=kind)
     flagged = (version.numbers or {}).get("flagged", 0)
     said = (
         f" {flagged} number{'s' if flagged != 1 else ''} flagged against the fact table." if flagged else ""
     )
     messages.success(request, f"Saved version {version.number}.{said} Sign it when it is final.")
-    return _redirect(request, reverse("runs:write_up", args=[run.pk]))
+    return _redirect(request, reverse(ROUTES[kind]["page"], args=[run.pk]))
 
 
 @require_POST
-def write_up_sign(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+def write_up_sign(request: HttpRequest, pk: int, number: int, kind: str = CLINICIAN) -> HttpResponse:
     run = _run(request, pk, "sign")
     try:
         version = versions.version_sign(
-            run=run, number=number, user=request.user, acknowledge=request.POST.getlist("acknowledge")
+            run=run,
+            number=number,
+            user=request.user,
+            acknowledge=request.POST.getlist("acknowledge"),
+            kind=kind,
         )
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
-        audit.record(request, "version.signed", version, number=version.number)
+        audit.record(request, "version.signed", version, number=version.number, kind=kind)
         messages.success(
             request, f"Version {version.number} signed by {version.signature_line()}. Export it to send it."
         )
-    return _redirect(request, reverse("runs:write_up", args=[run.pk]))
+    return _redirect(request, reverse(ROUTES[kind]["page"], args=[run.pk]))
 
 
 @require_GET
-def write_up_version(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    """One saved version as it reads: its text with the numbers the check flags now, who saved and signed
+def write_up_version(request: HttpRequest, pk: int, number: int, kind: str = CLINICIAN) -> HttpResponse:
+    """One saved version as it reads: its text with the numbers the check flags now, who wrote and signed
     it, its hash, and what the check said when it was saved."""
     run = _run(request, pk)
-    version = run.versions.select_related("author", "base").filter(number=number).first()
+    version = run.versions.select_related("author", "base", "source").filter(kind=kind, number=number).first()
     if version is None:
-        raise Http404(f"Run {run.pk} has no version {number}.")
+        raise Http404(f"Run {run.pk} has no {versions.NOUN[kind]} version {number}.")
     try:
         text = versions.version_text(version)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
-        return _redirect(request, reverse("runs:write_up", args=[run.pk]))
-    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text)
-    latest = versions.latest_version(run, version.base)
+        return _redirect(request, reverse(ROUTES[kind]["page"], args=[run.pk]))
+    checked = selectors.text_numbers(version.base, selectors.fact_table(run), text, kind=kind)
+    latest = versions.latest_version(run, version.base, kind)
     context = {
         "run": run,
+        "kind": kind,
+        "routes": ROUTES[kind],
+        "noun": versions.NOUN[kind],
         "version": version,
         "html": reading.rendered(text, selectors.run_page_url(run), checked.checks),
         "numbers": checked,
@@ -647,3 +714,36 @@ def write_up_version(request: HttpRequest, pk: int, number: int) -> HttpResponse
     }
     audit.record(request, "artifact.viewed", version.base, stage=version.base.stage, version=version.number)
     return render(request, "runs/version.html", context)
+
+
+@require_POST
+def patient_version_ask(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the chosen model to write the patient version from the signed write-up (a job; the page polls)."""
+    run = _run(request, pk, "ask")
+    try:
+        asked = patient_version.request_create(
+            run=run, model_id=request.POST.get("model", ""), user=request.user
+        )
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        audit.record(request, "patient_version.requested", asked, model=asked.model_id[:200])
+        messages.success(
+            request, f"{asked.model_id} is writing the patient version; this page shows it when done."
+        )
+    return _redirect(request, reverse("runs:patient_version", args=[run.pk]))
+
+
+@require_POST
+def patient_version_export(request: HttpRequest, pk: int) -> HttpResponse:
+    run = _run(request, pk, "export")
+    try:
+        services.patient_version_export(
+            run=run, acknowledge=request.POST.getlist("acknowledge"), user=request.user
+        )
+    except services.RunRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        audit.record(request, "patient_version.exported", run, artifact=run.selected_artifact_id)
+        messages.success(request, "Exported: download the patient version below.")
+    return _redirect(request, reverse("runs:patient_version", args=[run.pk]) + "#patient-export")

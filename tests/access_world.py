@@ -8,6 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
+from accounts.models import profile_of
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 from patients.services import report_ingest, report_upload
 from runs import versions
@@ -60,6 +61,19 @@ def world(clinician, tmp_path, data_dir, launched, fake_upstream, settings) -> W
     (run.exports_dir / "final.md").write_text("# Final\n")
     (run.exports_dir / "final.pdf").write_bytes(b"%PDF-1.4\n")
     versions.version_save(run=run, text="# Final draft\n\nSynthetic text, edited.\n", user=clinician)
+    # Signed, with a patient version written from it, so the patient-version routes have one to answer about.
+    profile = profile_of(clinician)
+    profile.display_name = "Dr Synthetic"
+    profile.save()
+    signed = versions.version_sign(run=run, number=1, user=clinician)
+    versions.version_write(
+        run=run,
+        kind=versions.PATIENT,
+        base=artifact,
+        source=signed,
+        text="# Your qEEG results\n\nYou had a recording.\n",
+        model_id="gpt-5",
+    )
     identifier = PatientIdentifier.objects.create(patient=patient, kind="name", value="Synthetic Person")
     redaction = Redaction.objects.create(patient=patient, report=report, phrase="synthetic phrase")
     return World(patient, report, run, artifact, identifier, redaction)

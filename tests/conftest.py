@@ -81,6 +81,17 @@ def clinician(django_user_model):
 
 
 @pytest.fixture
+def signer(clinician):
+    """The clinician with a name and credentials on their profile, so they can sign."""
+    from accounts.models import profile_of
+
+    profile = profile_of(clinician)
+    profile.display_name, profile.credentials = "Dr Ada Rivera", "MD, clinical neurophysiology"
+    profile.save()
+    return clinician
+
+
+@pytest.fixture
 def other_clinician(django_user_model):
     """A clinician assigned to no patient: every patient is out of reach."""
     return with_role(

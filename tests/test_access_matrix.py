@@ -89,6 +89,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /runs/{pk}/write-up/save/": WORKS_THE_RUNS,
     "POST /runs/{pk}/write-up/{number}/sign/": WORKS_THE_RUNS,
     "GET /runs/{pk}/write-up/versions/{number}/": WORKS_THE_RUNS,
+    "GET /runs/{pk}/patient-version/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/patient-version/ask/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/patient-version/preview/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/patient-version/save/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/patient-version/{number}/sign/": WORKS_THE_RUNS,
+    "GET /runs/{pk}/patient-version/versions/{number}/": WORKS_THE_RUNS,
+    "POST /runs/{pk}/patient-version/export/": WORKS_THE_RUNS,
     "GET /account/profile/": EVERYONE,  # each user's own profile
     "POST /account/profile/": EVERYONE,
     "GET /api/docs": EVERYONE,
@@ -129,6 +136,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /api/runs/{run_id}/versions": WORKS_THE_RUNS,
     "GET /api/runs/{run_id}/versions/{number}": WORKS_THE_RUNS,
     "POST /api/runs/{run_id}/versions/{number}/sign": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/patient-version/requests": WORKS_THE_RUNS,
+    "GET /api/runs/{run_id}/patient-version/requests": WORKS_THE_RUNS,
+    "GET /api/runs/{run_id}/patient-versions": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/patient-versions": WORKS_THE_RUNS,
+    "GET /api/runs/{run_id}/patient-versions/{number}": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/patient-versions/{number}/sign": WORKS_THE_RUNS,
+    "POST /api/runs/{run_id}/patient-version/export": WORKS_THE_RUNS,
     "GET /api/tokens": EVERYONE,
     "POST /api/tokens": EVERYONE,
     "POST /api/tokens/{token_id}/revoke": NOT_YOURS,
@@ -257,6 +271,14 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
         "POST /api/runs/{run_id}/versions": ({"text": "# Final draft\n\nMatrix edit.\n"}, "application/json"),
         "POST /runs/{pk}/write-up/save/": ({"text": "# Final draft\n\nMatrix page edit.\n"}, None),
         "POST /runs/{pk}/write-up/preview/": ({"text": "# Preview"}, None),
+        "POST /runs/{pk}/patient-version/ask/": ({"model": "gpt-5"}, None),
+        "POST /runs/{pk}/patient-version/save/": ({"text": "# For you\n\nMatrix page edit.\n"}, None),
+        "POST /runs/{pk}/patient-version/preview/": ({"text": "# Preview"}, None),
+        "POST /api/runs/{run_id}/patient-version/requests": ({"model_id": "gpt-5"}, "application/json"),
+        "POST /api/runs/{run_id}/patient-versions": (
+            {"text": "# For you\n\nMatrix edit.\n"},
+            "application/json",
+        ),
     }
     return bodies.get(route.key, ({}, None))
 

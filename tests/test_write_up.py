@@ -43,14 +43,6 @@ def run(data_dir) -> Run:
     return run
 
 
-@pytest.fixture
-def signer(clinician):
-    profile = profile_of(clinician)
-    profile.display_name, profile.credentials = "Dr Ada Rivera", "MD, clinical neurophysiology"
-    profile.save()
-    return clinician
-
-
 def _save(client, run, text):
     return client.post(f"/runs/{run.pk}/write-up/save/", {"text": text})
 

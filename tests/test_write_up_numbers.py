@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from accounts.models import profile_of
 from audit.models import AuditEvent
 from runs.models import DraftVersion, NumberAcknowledgement, Run
 from tests.checked_runs import make_checked_run
@@ -20,14 +19,6 @@ from tests.checked_runs import make_checked_run
 @pytest.fixture
 def checked_run(db, data_dir: Path, tmp_path: Path):
     return make_checked_run(tmp_path)
-
-
-@pytest.fixture
-def signer(clinician):
-    profile = profile_of(clinician)
-    profile.display_name, profile.credentials = "Dr Ada Rivera", "MD"
-    profile.save()
-    return clinician
 
 
 def _draft(artifact) -> str:

@@ -60,6 +60,13 @@ class ModelFailed(Exception):
         self.usage = usage
 
 
+def context_block(clinical_context: dict[str, str]) -> str:
+    """The clinical context as prompts give it: one `- item: detail` line each."""
+    if not clinical_context:
+        return "(No clinical context was entered for this patient.)"
+    return "\n".join(f"- {key}: {value}" for key, value in clinical_context.items())
+
+
 @dataclass(frozen=True)
 class CouncilInput:
     """What every stage gets, besides earlier council output: the source report and the patient."""
@@ -69,9 +76,7 @@ class CouncilInput:
     page_images: tuple[str, ...] = ()  # data: URLs of page PNGs, offered to Stage 1 when configured
 
     def context_block(self) -> str:
-        if not self.clinical_context:
-            return "(No clinical context was entered for this patient.)"
-        return "\n".join(f"- {key}: {value}" for key, value in self.clinical_context.items())
+        return context_block(self.clinical_context)
 
     def prompt(self, version: str, **fields: str) -> tuple[str, str]:
         """A step's prompt (its registry entry names the version) as (system, user). Every step gets the

@@ -251,6 +251,46 @@ def json_reply(obj: dict[str, Any], *, fence: bool) -> str:
     return f"```json\n{text}\n```" if fence else text
 
 
+_PATIENT_LINE = re.compile(r"^qEEG Council\s*[—-]+\s*Patient version\s*$", re.MULTILINE)
+_CITED = re.compile(r"[^.\n]*\d[^.\n]*(?:\(p\. ?\d+\)|\[p\d+\])[^.\n]*\.?")
+
+
+def is_patient_version(messages: list[dict[str, Any]]) -> bool:
+    """The patient-version prompt (council/prompts/patient_version.v*.md) names itself on a line."""
+    return any(_PATIENT_LINE.search(message_text(m)) for m in messages)
+
+
+def patient_version(*, model: str, messages: list[dict[str, Any]]) -> str:
+    """A plain-language summary in the shape the patient-version prompt asks for, plainly fake: second
+    person, no names, no diagnosis; its appendix copies up to five sentences of the signed write-up that
+    cite a page for a number, word for word (what the prompt tells a real model to do)."""
+    prompt = "\n".join(user_texts(messages))
+    write_up = prompt.split("## The clinician's signed write-up", 1)[-1].split("## Your task", 1)[0]
+    cited = [m.group(0).strip(" -*") for m in _CITED.finditer(write_up)][:5]
+    appendix = "\n".join(f"- {line}" for line in cited) or "- The signed report cites no values by page."
+    return (
+        f"{FAKE_MARK} ({model}, patient version). Nothing below was written by a language model; it is "
+        "placeholder text for trying the application.\n\n"
+        "# Your qEEG results: a summary for you (fake)\n\n"
+        "## What was done\n\n"
+        "You had a recording of the electrical activity of your brain, taken with small sensors on your "
+        "scalp while you rested and did simple tasks. A computer compared it with recordings of many other "
+        "people.\n\n"
+        "## What the results showed\n\n"
+        "- Some of your brain's rhythms were a little different from the comparison group (fake).\n"
+        "- Other parts of the recording were in the usual range (fake).\n\n"
+        "## What this may mean\n\n"
+        "Results like these can be seen in many people and do not by themselves show that you have, or do "
+        "not have, any condition. They are one piece of information among many.\n\n"
+        "## Next steps\n\n"
+        "- Talk these results over with your clinician, who knows your history.\n"
+        "- Ask your clinician whether a repeat recording would help.\n\n"
+        "## Technical appendix\n\n"
+        f"{appendix}\n\n"
+        f"{END_MARKER}\n"
+    )
+
+
 def generic_reply(*, model: str, messages: list[dict[str, Any]]) -> str:
     last = user_texts(messages)[-1:] or [""]
     return f"{FAKE_MARK} ({model}). You said: {last[0][:200]}"

@@ -418,6 +418,8 @@ class FakeUpstream:
                 else replies.final_vote(model=model, vote=behaviour.vote)
             )
             return replies.json_reply(obj, fence=behaviour.json_fence), "stop"
+        if replies.is_patient_version(messages):
+            return replies.patient_version(model=model, messages=messages), "stop"
         return replies.generic_reply(model=model, messages=messages), "stop"
 
 
