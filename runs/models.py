@@ -53,6 +53,8 @@ class Run(models.Model):
         EXPORT_PATIENT_MARKDOWN: ("patient version Markdown", "text/markdown; charset=utf-8"),
         EXPORT_PATIENT_PDF: ("patient version PDF", "application/pdf"),
     }
+    WRITE_UP_EXPORTS = (EXPORT_MARKDOWN, EXPORT_PDF)
+    PATIENT_EXPORTS = (EXPORT_PATIENT_MARKDOWN, EXPORT_PATIENT_PDF)
 
     FINISHED = (Status.COMPLETE, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
     RESUMABLE = (Status.CREATED, Status.FAILED, Status.NEEDS_AUTH, Status.INTERRUPTED, Status.CANCELLED)
@@ -128,9 +130,9 @@ class Run(models.Model):
             raise ValueError(f"Exports are {' and '.join(self.EXPORTS)}.")
         return self.exports_dir / name
 
-    def exported_names(self) -> list[str]:
-        """The export files on disk now, in EXPORTS order."""
-        return [name for name in self.EXPORTS if self.export_path(name).is_file()]
+    def exported_names(self, names: tuple[str, ...] | None = None) -> list[str]:
+        """The export files on disk now (of `names`, default all), in EXPORTS order."""
+        return [name for name in names or self.EXPORTS if self.export_path(name).is_file()]
 
 
 class RunReport(models.Model):

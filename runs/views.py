@@ -287,11 +287,12 @@ def _selected_step(run: Run) -> Step | None:
     return STEPS.get(run.selected_artifact.stage) if run.selected_artifact_id else None
 
 
-def _exports(run: Run) -> dict[str, str]:
-    """What the download buttons say → where they point, for the export files on disk."""
+def _exports(run: Run, names: tuple[str, ...] = Run.WRITE_UP_EXPORTS) -> dict[str, str]:
+    """What the download buttons say → where they point, for the export files on disk (the write-up's, or
+    the patient version's)."""
     return {
         Run.EXPORTS[name][0]: reverse("api:run_export_download", args=[run.pk, name])
-        for name in run.exported_names()
+        for name in run.exported_names(names)
     }
 
 
@@ -590,11 +591,7 @@ def _patient_context(run: Run) -> dict[str, Any]:
         "patient_versions": len(versions.versions_of(run, PATIENT)),
         # Written from an earlier signed write-up than the one that stands now: say so.
         "stale_source": latest is not None and signed is not None and latest.source_id != signed.pk,
-        "patient_exports": {
-            Run.EXPORTS[name][0]: reverse("api:run_export_download", args=[run.pk, name])
-            for name in (Run.EXPORT_PATIENT_MARKDOWN, Run.EXPORT_PATIENT_PDF)
-            if run.export_path(name).is_file()
-        },
+        "patient_exports": _exports(run, Run.PATIENT_EXPORTS),
     }
 
 

@@ -238,6 +238,8 @@ def test_the_patient_version_is_edited_signed_and_exported_like_the_write_up(
     assert ok.status_code == 200, ok.content
     assert ok.json()["pdf_url"] == f"/api/runs/{run.pk}/export/patient.pdf"
     assert not run.export_path(Run.EXPORT_MARKDOWN).exists()  # the write-up's export is its own
+    stage = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+    assert "Export Markdown and PDF" in stage and "Export again" not in stage  # the write-up's is not done
     md = run.export_path(Run.EXPORT_PATIENT_MARKDOWN).read_text()
     assert md.startswith("> **Patient version**") and "**Draft — not signed.**" in md
     assert "| Written by | gpt-5, from the signed write-up |" in md and "## How this summary was made" in md
