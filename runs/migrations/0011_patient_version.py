@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("jobs", "0001_initial"),
-        ("runs", "0009_artifact_details"),
+        ("runs", "0010_run_reports"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
