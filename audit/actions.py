@@ -24,6 +24,8 @@ ACTIONS: dict[str, str] = {
     "report.reingested": "had a report read again",
     "deid.preview_viewed": "viewed the de-identification preview",
     "fact.corrected": "corrected a fact",
+    "facts.locked": "locked a report's fact table",
+    "facts.unlocked": "unlocked a report's fact table",
     # Runs.
     "run.created": "created a run",
     "run.started": "started a run",

@@ -27,6 +27,7 @@ ACTIONS: dict[str, tuple[str | None, str]] = {
     "view_identifiers": ("patients.view_identifiers", "Your role cannot see patient identifiers."),
     "change_identifiers": ("patients.change_identifiers", "Your role cannot record patient identifiers."),
     "correct_facts": ("patients.correct_facts", "Your role cannot correct facts."),
+    "lock_facts": ("patients.correct_facts", "Your role cannot lock or unlock fact tables."),
     "redact": ("patients.add_redaction", "Your role cannot add or remove redactions."),
 }
 

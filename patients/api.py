@@ -262,6 +262,80 @@ def report_facts(request: HttpRequest, report_id: int):
     return table
 
 
+class FactCorrectionIn(Schema):
+    fact: str = Field(min_length=1, max_length=500, description="the fact's `id` in the table")
+    value: str = Field(
+        max_length=services.MAX_CORRECTION_CHARS,
+        description="the value as printed on the page; the reading itself, for an undisputed fact, "
+        "removes the correction",
+    )
+    note: str = Field(default="", max_length=services.MAX_NOTE_CHARS)
+
+
+class FactLockOut(Schema):
+    locked: bool
+    by: str
+    at: str
+
+
+def _facts_refused(exc: services.FactsRefused) -> HttpError:
+    return HttpError(exc.status, exc.message)
+
+
+@router.post(
+    "/reports/{int:report_id}/facts/corrections",
+    response={200: dict, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+    url_name="report_fact_correct",
+)
+def report_fact_correct(request: HttpRequest, report_id: int, payload: FactCorrectionIn):
+    """Correct one fact's value (`{"fact": id, "value": "352", "note": "…"}`). The reading stays in
+    `value`; the correction (value, number, by, at, note) is put beside it, and on every reading of the same
+    measurement another reader disagrees with. Refused with 409 while the table is locked. Answers the
+    corrected fact."""
+    report = _ready(access.report_for(request.user, report_id, "correct_facts"))
+    try:
+        fact = services.fact_correct(
+            report=report, fact_id=payload.fact, value=payload.value, note=payload.note, user=request.user
+        )
+    except services.FactsRefused as exc:
+        raise _facts_refused(exc) from exc
+    audit.record(request, "fact.corrected", report, page=fact["page"], removed=fact["correction"] is None)
+    return fact
+
+
+@router.post(
+    "/reports/{int:report_id}/facts/lock",
+    response={200: FactLockOut, 404: ErrorOut, 409: ErrorOut},
+    url_name="report_facts_lock",
+)
+def report_facts_lock(request: HttpRequest, report_id: int):
+    """Lock the fact table (who, when). A locked table refuses corrections until it is unlocked; a run
+    started on an unlocked table says so on its page, in its API detail and in its export."""
+    report = _ready(access.report_for(request.user, report_id, "lock_facts"))
+    try:
+        lock = services.facts_lock(report=report, user=request.user)
+    except services.FactsRefused as exc:
+        raise _facts_refused(exc) from exc
+    audit.record(request, "facts.locked", report)
+    return {"locked": True, **lock}
+
+
+@router.delete(
+    "/reports/{int:report_id}/facts/lock",
+    response={200: FactLockOut, 404: ErrorOut, 409: ErrorOut},
+    url_name="report_facts_unlock",
+)
+def report_facts_unlock(request: HttpRequest, report_id: int):
+    """Unlock the fact table so values can be corrected again; answers the lock that was lifted."""
+    report = _ready(access.report_for(request.user, report_id, "lock_facts"))
+    try:
+        lock = services.facts_unlock(report=report)
+    except services.FactsRefused as exc:
+        raise _facts_refused(exc) from exc
+    audit.record(request, "facts.unlocked", report)
+    return {"locked": False, **lock}
+
+
 @router.get(
     "/reports/{int:report_id}/pages/{int:number}.png",
     response={404: ErrorOut, 409: ErrorOut},

@@ -579,3 +579,139 @@ def redaction_delete(*, redaction: Redaction) -> None:
 
 def _user(user: Any) -> Any:
     return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+# --- the fact table: corrections and the lock ------------------------------------------------------------------
+
+
+class FactsRefused(Exception):
+    """A correction or lock the table cannot take (no table, locked, no such fact, a value it cannot be)."""
+
+    def __init__(self, message: str, *, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+MAX_CORRECTION_CHARS = 100
+MAX_NOTE_CHARS = 500
+
+
+def _now_iso() -> str:
+    return timezone.now().isoformat(timespec="seconds")
+
+
+def _who(user: Any) -> str:
+    return user.get_username() if _user(user) is not None else "unknown"
+
+
+def _change_table(report: Report, change) -> Any:
+    """Read facts.json, apply `change(table)`, write it back whole (documents.files), with the report row
+    locked so two corrections at once are applied one after the other and neither is lost (PostgreSQL:
+    SELECT … FOR UPDATE; SQLite: the IMMEDIATE transaction holds the write lock)."""
+    from patients import facts
+
+    with transaction.atomic():
+        locked = Report.objects.select_for_update().filter(pk=report.pk).first()
+        if locked is None or locked.status != Report.Status.READY:
+            raise FactsRefused(f"Report {report.pk} is not ready; its facts cannot change now.", status=409)
+        table = facts.load_table(locked.folder)
+        if table is None:
+            raise FactsRefused(
+                f"Report {report.pk} has no fact table yet; read it again to make one.", status=404
+            )
+        result = change(table)
+        facts.write_table(locked.folder, table)
+    return result
+
+
+def _corrected_value(fact: dict[str, Any], text: str) -> tuple[str, float | None, bool]:
+    """The clinician's value as a fact holds it: (value, number, placeholder). A measurement that was read
+    as a number (or a placeholder) takes only a number or a placeholder; the fact's own unit may be typed."""
+    from patients.readers.base import parse_value, split_unit
+
+    value = " ".join(text.split())
+    if not value:
+        raise FactsRefused("Enter the value as printed on the page (e.g. 352, -1.2, N/A).")
+    if len(value) > MAX_CORRECTION_CHARS:
+        raise FactsRefused(
+            f"A value is at most {MAX_CORRECTION_CHARS} characters; this one has {len(value)}."
+        )
+    bare, unit = split_unit(value)
+    if unit and fact.get("unit") and unit.lower() != str(fact["unit"]).lower():
+        raise FactsRefused(f"This fact is in {fact['unit']}, not {unit}; enter the value in {fact['unit']}.")
+    parsed, number, placeholder = parse_value(bare if unit else value)
+    numeric = fact.get("number") is not None or fact.get("placeholder")
+    if numeric and number is None and not placeholder:
+        raise FactsRefused(
+            f"“{value}” is not a number: enter a number (e.g. 352 or -1.2) or a placeholder (-, N/A, <0)."
+        )
+    return parsed, number, placeholder
+
+
+def fact_correct(*, report: Report, fact_id: str, value: str, note: str = "", user: Any = None) -> dict:
+    """Correct one measurement's value. The reading stays in `value`; the correction (value, number, who,
+    when, note) goes beside it, on the fact and on every other reading of the same measurement it disagrees
+    with (a correction settles a disagreement). A value equal to the reading (of a fact no other reader
+    disputes) removes the correction.
+    Refused while the table is locked. Returns the corrected fact."""
+    note = note.strip()
+    if len(note) > MAX_NOTE_CHARS:
+        raise FactsRefused(f"A note is at most {MAX_NOTE_CHARS} characters; this one has {len(note)}.")
+
+    def change(table: dict[str, Any]) -> dict[str, Any]:
+        if lock := table.get("lock"):
+            raise FactsRefused(
+                f"The fact table was locked by {lock['by']} at {lock['at']}; unlock it to correct a value.",
+                status=409,
+            )
+        by_id = {fact["id"]: fact for fact in table["facts"]}
+        fact = by_id.get(fact_id)
+        if fact is None:
+            raise FactsRefused(f"This report's fact table has no fact with id “{fact_id[:200]}”.")
+        parsed, number, placeholder = _corrected_value(fact, value)
+        same = [fact, *(by_id[other] for other in fact.get("disagrees_with", []) if other in by_id)]
+        if parsed == fact["value"] and len(same) == 1:
+            fact["correction"] = None  # put back as read
+        else:
+            correction = {
+                "value": parsed,
+                "number": number,
+                "placeholder": placeholder,
+                "by": _who(user),
+                "at": _now_iso(),
+                "note": note,
+            }
+            for row in same:
+                row["correction"] = dict(correction)
+        return fact
+
+    return _change_table(report, change)
+
+
+def facts_lock(*, report: Report, user: Any = None) -> dict[str, str]:
+    """Lock the table (who, when): it refuses corrections until unlocked. Locking a locked table is
+    refused, so the first lock's who and when are never overwritten."""
+
+    def change(table: dict[str, Any]) -> dict[str, str]:
+        if lock := table.get("lock"):
+            raise FactsRefused(
+                f"The fact table is already locked by {lock['by']} at {lock['at']}.", status=409
+            )
+        table["lock"] = {"by": _who(user), "at": _now_iso()}
+        return table["lock"]
+
+    return _change_table(report, change)
+
+
+def facts_unlock(*, report: Report) -> dict[str, str]:
+    """Lift the lock so values can be corrected again; returns the lock that was lifted."""
+
+    def change(table: dict[str, Any]) -> dict[str, str]:
+        lock = table.get("lock")
+        if not lock:
+            raise FactsRefused("The fact table is not locked.", status=409)
+        table["lock"] = None
+        return lock
+
+    return _change_table(report, change)

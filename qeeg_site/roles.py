@@ -16,7 +16,8 @@ AUDITORS = "Auditors"
 ADMINISTRATORS = "Administrators"
 
 ROLES: dict[str, list[str]] = {
-    # Patient records, identifiers, uploads, assigning clinicians, the admin (with "staff status").
+    # Patient records, identifiers, uploads, assigning clinicians, correcting and locking the facts read from
+    # a report, the admin (with "staff status").
     # `view_patient` is what reaches every patient; anyone without it sees only the patients assigned to them.
     STAFF: [
         "patients.view_patient",
@@ -37,8 +38,9 @@ ROLES: dict[str, list[str]] = {
         "patients.add_report",
         "patients.change_report",
         "patients.delete_report",
+        "patients.correct_facts",
     ],
-    # Only the patients assigned to them: start runs, read every stage, select, correct facts, export.
+    # Only the patients assigned to them: start runs, read every stage, select, correct and lock facts, export.
     CLINICIANS: [
         "runs.view_run",
         "runs.add_run",

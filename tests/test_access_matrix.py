@@ -113,6 +113,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "GET /api/reports/{report_id}": SEES_THE_PATIENT,
     "GET /api/reports/{report_id}/text": SEES_THE_PATIENT,
     "GET /api/reports/{report_id}/facts": SEES_THE_PATIENT,
+    "POST /api/reports/{report_id}/facts/corrections": SEES_THE_PATIENT,  # staff and clinicians correct
+    "POST /api/reports/{report_id}/facts/lock": SEES_THE_PATIENT,
+    "DELETE /api/reports/{report_id}/facts/lock": SEES_THE_PATIENT,
     "GET /api/reports/{report_id}/pages/{number}.png": SEES_THE_PATIENT,
     "GET /api/reports/{report_id}/original": SEES_THE_PATIENT,
     "POST /api/reports/{report_id}/reingest": KEEPS_THE_RECORD,
@@ -264,6 +267,7 @@ def _body(route: Route, world: World) -> tuple[Any, str | None]:
             )
             for change in ("drop", "reask", "replace", "rejoin")
         },
+        "POST /api/reports/{report_id}/facts/corrections": ({"fact": "f", "value": "1"}, "application/json"),
         "POST /account/tokens/": ({"name": "matrix"}, None),
         "POST /patients/{pk}/identifiers/": ({"kind": "record_number", "value": "SYN-0042"}, None),
         "POST /reports/{pk}/redactions/": ({"phrase": "another phrase", "scope": "report"}, None),
