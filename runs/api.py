@@ -76,6 +76,9 @@ class RunDetail(RunSummary):
     stages: list[dict[str, Any]]
     votes: list[dict[str, Any]]
     exports: dict[str, str]
+    # The fact table the council was given (recorded when the run first started): state, lock, counts and
+    # the sentence the run page and the export print ("Started on an unlocked fact table: …").
+    fact_table: dict[str, Any]
 
 
 class StartOut(Schema):
@@ -230,6 +233,7 @@ def _detail(run: Run) -> dict[str, Any]:
         "stages": progress["stages"],
         "votes": selectors.final_votes(run),
         "exports": exports,
+        "fact_table": selectors.facts_given_summary(run),
     }
 
 

@@ -276,12 +276,17 @@ def _verification_rows(
 ) -> list[tuple[str, str]]:
     """The fact table's state and the exported text (a `kind` of text of `artifact`) checked against it,
     with every flagged number the clinician acknowledged: what it said, who and when."""
+    given = ("Fact table given to the council", selectors.facts_given_summary(run)["sentence"])
     table = selectors.fact_table(run)
     if table is None:
-        return [("Fact table", "none (this report has no fact table; numbers not checked)")]
+        return [given, ("Fact table", "none (this report has no fact table; numbers not checked)")]
     lock = table.get("lock")
     rows = [
-        ("Fact table", f"locked by {lock['by']} at {lock['at']}" if lock else "not locked by a clinician")
+        given,
+        (
+            "Fact table now",
+            f"locked by {lock['by']} at {lock['at']}" if lock else "not locked by a clinician",
+        ),
     ]
     if not selectors.has_numbers(table):
         return [*rows, ("Numbers checked", "not checked: no page of the report was read into numbers")]

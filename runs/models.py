@@ -77,6 +77,10 @@ class Run(models.Model):
     dropped = models.JSONField(default=dict, blank=True)
     catch_up = models.JSONField(default=list, blank=True)
     prompt_versions = models.JSONField(default=dict, blank=True)
+    # The fact table the council was given, recorded when the run first started (runs.services.
+    # run_facts_record): {"at", "lock" ({by, at} or None), "facts", "corrected"}; {} until then, or
+    # {"at", "none": True} for a report without one. The table itself is a file beside the artifacts.
+    facts_given = models.JSONField(default=dict, blank=True)
     selected_artifact = models.ForeignKey(
         "Artifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -114,6 +118,11 @@ class Run(models.Model):
     @property
     def artifacts_dir(self) -> Path:
         return settings.DATA_DIR / "artifacts" / str(self.pk)
+
+    @property
+    def facts_given_path(self) -> Path:
+        """The fact table as the run was given it (copied from the report's when the run first started)."""
+        return self.artifacts_dir / "facts-given.json"
 
     @property
     def exports_dir(self) -> Path:

@@ -83,8 +83,10 @@ class Progress:
 
 @sync_to_async
 def _load(run_id: int) -> tuple[Run, CouncilInput]:
-    """The run and what every stage is given: the report and context de-identified (runs.sources)."""
+    """The run and what every stage is given: the report, its fact table (as recorded when the run first
+    started) and the context, de-identified (runs.sources)."""
     run = Run.objects.select_related("patient", "report").get(pk=run_id)
+    services.run_facts_record(run=run)
     source = sources.run_source(run)
     if not source.council_input.report_text.strip():
         raise StageFailed(f"Report {run.report_id} has no text to give the council (is it ready?).")

@@ -3,6 +3,7 @@ export and `runpipeline` all read through these."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
@@ -364,3 +365,57 @@ def unresolved_numbers(
 ) -> list[numbers.Check]:
     """The flagged numbers of `artifact` (or of `text`, a version of `kind` from it) nobody acknowledged."""
     return text_numbers(artifact, table, text, kind=kind).unresolved
+
+
+# -- the fact table the council was given ----------------------------------------------------------------
+
+
+def facts_given(run: Run) -> dict[str, Any] | None:
+    """The fact table as `run` was given it (recorded when it first started, runs.services.
+    run_facts_record), or None: not started yet, or its report had no table."""
+    if run.pk is None or not run.facts_given or run.facts_given.get("none"):
+        return None
+    try:
+        return json.loads(run.facts_given_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def facts_given_summary(run: Run) -> dict[str, Any]:
+    """What the run page, the run's API detail and its export say about the fact table the council was
+    given: `state` (`locked`, `unlocked`, `none`, `not_started`, `before_fact_tables`), the lock, counts, and
+    one sentence. A run may start on an unlocked table; it then says so everywhere."""
+    given = run.facts_given or {}
+    lock = given.get("lock") or None
+    summary: dict[str, Any] = {
+        "state": "",
+        "locked": bool(lock),
+        "locked_by": lock["by"] if lock else None,
+        "locked_at": lock["at"] if lock else None,
+        "recorded_at": given.get("at"),
+        "facts": given.get("facts", 0),
+        "corrected": given.get("corrected", 0),
+    }
+    if not given:
+        if run.started_at is None:
+            state = "not_started"
+            sentence = "Not started yet: the council will be given the report's fact table as it is then."
+        else:
+            state = "before_fact_tables"
+            sentence = (
+                "Started before fact tables went into the prompts: the council had the report text only."
+            )
+    elif given.get("none"):
+        state, sentence = "none", "The report had no fact table: the council had the report text only."
+    elif lock:
+        state = "locked"
+        sentence = f"The council was given the fact table locked by {lock['by']} at {lock['at']}."
+    else:
+        state = "unlocked"
+        corrected = summary["corrected"]
+        sentence = (
+            "Started on an unlocked fact table: the council was given the values as the page readers read "
+            "them" + (f" ({corrected} corrected)" if corrected else "") + ", not a table a clinician had "
+            "checked and locked."
+        )
+    return {**summary, "state": state, "sentence": sentence}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import re
@@ -246,6 +247,34 @@ def run_heartbeat(*, run_id: int, job: Job) -> Beat:
     ):
         return Beat.LOST
     return beat
+
+
+def run_facts_record(*, run: Run) -> dict:
+    """Record, once, the fact table the council is given: a copy of the report's table as it is when the run
+    first starts (`Run.facts_given_path`) and, on the run, its lock, its size and how many values were
+    corrected. A resumed or redone run keeps its record, so every call of a run is given the same numbers
+    and starts with the same text; a correction or lock made after the start changes the number check (on
+    read), not the prompts. Returns the record."""
+    if run.facts_given:
+        return run.facts_given
+    from patients.selectors import report_facts
+
+    table = report_facts(run.report)
+    now = timezone.now().isoformat(timespec="seconds")
+    if table is None:
+        given = {"at": now, "none": True}
+    else:
+        rows = table.get("facts") or []
+        write_atomic(run.facts_given_path, json.dumps(table, ensure_ascii=False).encode("utf-8"))
+        given = {
+            "at": now,
+            "lock": table.get("lock") or None,
+            "facts": len(rows),
+            "corrected": sum(1 for fact in rows if fact.get("correction")),
+        }
+    Run.objects.filter(pk=run.pk).update(facts_given=given)
+    run.facts_given = given
+    return given
 
 
 def run_reset_from_stage(*, run: Run, stage: int) -> int:

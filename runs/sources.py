@@ -1,5 +1,5 @@
-"""What the council is given for a report: its text and the clinical context, de-identified, and page images
-only with their identifying regions painted out (or none, as DEID_PAGE_IMAGES says).
+"""What the council is given for a report: its text, its fact table and the clinical context, de-identified,
+and page images only with their identifying regions painted out (or none, as DEID_PAGE_IMAGES says).
 
 The one place both the pipeline (`runs.pipeline`) and the "What the council will see" page get it from, so the
 page shows exactly what is sent. The identifiers come from the patient (staff record them), the patient
@@ -14,13 +14,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from django.conf import settings
 
 from council import deid
-from council.stages.base import CouncilInput
+from council.stages.base import NO_FACT_TABLE, CouncilInput
 from patients.models import Patient, PatientIdentifier, Redaction, Report
-from patients.selectors import History, report_pages, report_text, reports_history
+from patients.selectors import History, report_facts, report_pages, report_text, reports_history
+from runs import selectors
 from runs.models import Run
 
 
@@ -38,6 +40,7 @@ class CouncilSource:
     original: str  # the report text as stored (never sent); several reports: joined as sent
     report: deid.Deidentified
     context: dict[str, str]  # the clinical context as the council sees it
+    facts: PromptFacts
     images: list[PageImage] = field(default_factory=list)
     history: History | None = None  # the reports on one timeline, their merged fact table
 
@@ -83,7 +86,7 @@ def deidentified_context(
 def run_source(run: Run, *, with_images: bool = True) -> CouncilSource:
     """What every stage of `run` is given: its report, or its reports on one timeline."""
     return council_source(
-        patient=run.patient, reports=run.report_list(), with_images=with_images, ordered=True
+        patient=run.patient, reports=run.report_list(), with_images=with_images, ordered=True, run=run
     )
 
 
@@ -94,6 +97,7 @@ def council_source(
     reports: Sequence[Report] = (),
     with_images: bool = True,
     ordered: bool = False,
+    run: Run | None = None,
 ) -> CouncilSource:
     """The de-identified report text, context and (when configured) painted-out page images.
 
@@ -103,7 +107,7 @@ def council_source(
     context, `day N` from the first session of the whole timeline."""
     chosen = list({r.pk: r for r in [*([report] if report else []), *reports]}.values())
     if len(chosen) == 1:
-        return _one_report_source(patient, chosen[0], with_images=with_images)
+        return _one_report_source(patient, chosen[0], with_images=with_images, run=run)
     identifiers = identifiers_for(patient, *chosen)
     history = reports_history(chosen, ordered=ordered)
     originals = [report_text(r) for r in history.reports]
@@ -154,32 +158,55 @@ def council_source(
             report_text=sent_text,
             clinical_context=context,
             page_images=tuple(url for url, _ in images if url),
+            fact_table=MERGED_FACT_TABLE,
         ),
         original="".join(parts_original),
         report=result,
         context=context,
+        facts=PromptFacts(
+            text=MERGED_FACT_TABLE,
+            lock=None,
+            facts=len(history.facts),
+            corrected=sum(1 for fact in history.facts if fact.get("correction")),
+            has_table=bool(history.facts),
+        ),
         images=[decision for _, decision in images],
         history=history,
     )
 
 
-def _one_report_source(patient: Patient, report: Report, *, with_images: bool) -> CouncilSource:
+# Several reports: their merged, session-mapped table ends the report text (facts_block); the shared start
+# points there. (One report: prompt_facts, the run's recorded table.)
+MERGED_FACT_TABLE = (
+    "(This run reads several reports: their merged fact table, sessions on one timeline, ends the report text "
+    "below, after the reports. It holds the authoritative numbers.)"
+)
+
+
+def _one_report_source(
+    patient: Patient, report: Report, *, with_images: bool, run: Run | None = None
+) -> CouncilSource:
+    """One report: its text, and its fact table (`prompt_facts`: of `run`, else as a run started now would
+    get it) in the shared start."""
     identifiers = identifiers_for(patient, report)
     original = report_text(report)
     history = reports_history([report])
     # Day 0 is the report's first session where it prints one (else its first date): as for several.
     text = deid.deidentify(original, identifiers, anchor=history.anchor, order=settings.DEID_DATE_ORDER)
     context = deidentified_context(patient, identifiers, anchor=text.anchor)
+    facts = prompt_facts(run if run is not None else Run(patient=patient, report=report))
     images = page_images(report, identifiers) if with_images else []
     return CouncilSource(
         council_input=CouncilInput(
             report_text=text.text,
             clinical_context=context,
             page_images=tuple(url for url, _ in images if url),
+            fact_table=facts.text,
         ),
         original=original,
         report=text,
         context=context,
+        facts=facts,
         images=[decision for _, decision in images],
         history=history,
     )
@@ -309,6 +336,205 @@ def painted_page(
         return None, PageImage(page=number, sent=False, reason=exc.message)
     found = deid.identifying_boxes(lines, identifiers, order=settings.DEID_DATE_ORDER)
     return deid.paint_out(image.read_bytes(), found), PageImage(page=number, sent=True, painted=len(found))
+
+
+# --- the fact table every prompt of a run carries --------------------------------------------------------
+
+# Readings below this confidence are marked unsure in the prompt (a reader's certainty of site and session
+# times the recogniser's score; text-layer facts are 1.0).
+UNSURE_BELOW = 0.6
+
+
+@dataclass(frozen=True)
+class PromptFacts:
+    text: str  # the table as the prompts carry it, de-identified like the report
+    lock: dict[str, str] | None  # the lock of the table the run was given: {by, at}, None when unlocked
+    facts: int  # rows in that table
+    corrected: int  # of them, corrected by a clinician or staff member
+    has_table: bool  # False: the report has no fact table (read before tables existed)
+
+
+def prompt_facts(run: Run) -> PromptFacts:
+    """The fact table every prompt of `run` carries as its authoritative numbers, in the shared start:
+    the table as it was when the run first started (its record, `runs.selectors.facts_given`; the report's
+    table as it is now for a run not started yet), grouped by page, each value with its page as [pN], its
+    source ([text layer] / [OCR]), corrections and disagreements said; then de-identified with the report's
+    identifiers, date order and `day 0`, so a session date reads as the same `day N` as in the report text
+    and nothing identifying leaves (the client's guard checks again)."""
+    if run.pk is not None and run.facts_given:
+        table = None if run.facts_given.get("none") else selectors.facts_given(run)
+    else:
+        table = report_facts(run.report)
+    if table is None:
+        return PromptFacts(text=NO_FACT_TABLE, lock=None, facts=0, corrected=0, has_table=False)
+    identifiers = identifiers_for(run.patient, run.report)
+    report = report_text(run.report)
+    order = deid.date_order(report, settings.DEID_DATE_ORDER)
+    # The report text's own `day 0` (its first session where it prints one), so both read alike.
+    anchor = reports_history([run.report]).anchor or deid.first_date(report, identifiers, order=order)
+    markdown = fact_table_markdown(table)
+    text = deid.deidentify(markdown, identifiers, anchor=anchor, order=order).text
+    rows = table.get("facts") or []
+    return PromptFacts(
+        text=text,
+        lock=table.get("lock") or None,
+        facts=len(rows),
+        corrected=sum(1 for fact in rows if fact.get("correction")),
+        has_table=True,
+    )
+
+
+def fact_table_markdown(table: dict[str, Any]) -> str:
+    """The fact table as markdown for a prompt: a line on its lock, then per page (`### [pN]`, where it was
+    read from, how well) one table per column layout: sessions as columns where a measurement has several,
+    else bands (a site-by-band Z table), else one value column. A cell is the value as printed (N/A stays
+    N/A), a correction with what was read, both readings where readers disagree."""
+    rows: list[dict[str, Any]] = table.get("facts") or []
+    corrected = sum(1 for fact in rows if fact.get("correction"))
+    if table.get("lock"):
+        lines = ["Locked: yes. A clinician checked this table against the report's pages and locked it."]
+    else:
+        lines = [
+            "Locked: no. No clinician has locked this table yet: its values are as the page readers read "
+            "them" + (f", {corrected} of them corrected by a clinician." if corrected else ".")
+        ]
+    lines.append(
+        f"{len(rows)} values. Cite each by its page: [pN]. A cell is the value as printed; N/A, - and <0 are "
+        "placeholders, not values."
+    )
+    quality = {page["page"]: page for page in table.get("pages") or []}
+    by_page: dict[int, list[dict[str, Any]]] = {}
+    for fact in rows:
+        by_page.setdefault(fact["page"], []).append(fact)
+    for number in sorted(set(by_page) | set(quality)):
+        page_rows = by_page.get(number, [])
+        page = quality.get(number)
+        if not page_rows:
+            if page is not None and page.get("reader") is None:
+                lines += ["", f"### [p{number}]", _NO_READER]
+            continue
+        sources = sorted({f"[{fact.get('source') or 'text layer'}]" for fact in page_rows})
+        heading = f"### [p{number}] read from {' and '.join(sources)}"
+        if page is not None and not page.get("fully_read", True):
+            heading += " (" + _not_fully_read(page) + ")"
+        lines += ["", heading]
+        for columns, measurements in _page_tables(page_rows):
+            lines += ["", *_markdown_table(columns, measurements)]
+    missing = table.get("missing") or []
+    if missing:
+        shown = "; ".join(_missing_line(m) for m in missing[:40])
+        more = f"; and {len(missing) - 40} more" if len(missing) > 40 else ""
+        lines += ["", f"Expected on the pages but not found ({len(missing)}): {shown}{more}."]
+    return "\n".join(lines)
+
+
+_NO_READER = (
+    "No reader knows this page's layout: its numbers are only in the report text below; check [OCR] text "
+    "there with care and say a number is not in the table."
+)
+
+
+def _not_fully_read(page: dict[str, Any]) -> str:
+    parts = []
+    if page.get("missing"):
+        parts.append(f"{page['missing']} expected value{'s' if page['missing'] != 1 else ''} not found")
+    if page.get("merged_tokens"):
+        parts.append(f"{page['merged_tokens']} cell{'s' if page['merged_tokens'] != 1 else ''} still merged")
+    if page.get("mean_confidence") is not None and not parts:
+        parts.append(f"mean confidence {page['mean_confidence']:.2f}")
+    return "not fully read: " + ", ".join(parts or ["unsure"])
+
+
+def _missing_line(missing: dict[str, Any]) -> str:
+    parts = [f"[p{missing['page']}] {missing['metric']}"]
+    parts += [str(missing[key]) for key in ("site", "band") if missing.get(key)]
+    if missing.get("session"):
+        parts.append(f"session {missing['session']}")
+    return " ".join(parts)
+
+
+@dataclass
+class _Measurement:
+    name: str
+    site: str
+    band: str
+    unit: str
+    reference: str  # vendor target range or Z norm
+    cells: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # column -> readings
+
+
+def _page_tables(rows: list[dict[str, Any]]) -> list[tuple[list[str], list[_Measurement]]]:
+    """The page's measurements, each as one table row, in tables of the same columns (first seen first).
+    A measurement read in several sessions has a column per session; one read once per band (a site-by-band
+    Z table), a column per band; anything else one value column."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for fact in rows:
+        # Not by unit: a placeholder ("-", N/A) carries none, and belongs in its measurement's row.
+        key = tuple(str(fact.get(name) or "") for name in ("metric", "section", "target", "norm"))
+        groups.setdefault(key, []).append(fact)
+    tables: dict[tuple[str, ...], list[_Measurement]] = {}
+    for (metric, section, target, norm), facts in groups.items():
+        unit = next((str(fact["unit"]) for fact in facts if fact.get("unit")), "")
+        sessions = list(dict.fromkeys(fact.get("session") for fact in facts))
+        by_band = len(sessions) == 1 and len({fact.get("band") for fact in facts}) > 1
+        name = metric if not section or section.lower() in metric.lower() else f"{metric} ({section})"
+        if by_band and sessions[0] is not None:
+            name = f"{name}, session {sessions[0]}"
+        measurements: dict[tuple, _Measurement] = {}
+        for fact in facts:
+            site, band = fact.get("site") or "", "" if by_band else fact.get("band") or ""
+            row = measurements.get((site, band))
+            if row is None:
+                row = measurements[(site, band)] = _Measurement(name, site, band, unit, target or norm)
+            row.cells.setdefault(_column(fact, by_band=by_band), []).append(fact)
+        ordered = sorted(facts, key=lambda fact: (fact.get("session") is not None, fact.get("session") or 0))
+        columns = tuple(dict.fromkeys(_column(fact, by_band=by_band) for fact in ordered))
+        tables.setdefault(columns, []).extend(measurements.values())
+    return [(list(columns), measurements) for columns, measurements in tables.items()]
+
+
+def _column(fact: dict[str, Any], *, by_band: bool) -> str:
+    if by_band:
+        return str(fact.get("band") or "Value")
+    return f"Session {fact['session']}" if fact.get("session") is not None else "Value"
+
+
+def _markdown_table(columns: list[str], measurements: list[_Measurement]) -> list[str]:
+    with_site = any(m.site for m in measurements)
+    with_band = any(m.band for m in measurements)
+    with_unit = any(m.unit for m in measurements)
+    with_reference = any(m.reference for m in measurements)
+    header = ["Measurement", *(["Site"] if with_site else []), *(["Band"] if with_band else []), *columns]
+    header += [*(["Unit"] if with_unit else []), *(["Vendor target / Z norm"] if with_reference else [])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in measurements:
+        cells = [m.name, *([m.site] if with_site else []), *([m.band] if with_band else [])]
+        cells += [_cell(m.cells.get(column, [])) for column in columns]
+        cells += [*([m.unit] if with_unit else []), *([m.reference] if with_reference else [])]
+        lines.append("| " + " | ".join(_md(cell) for cell in cells) + " |")
+    return lines
+
+
+def _cell(readings: list[dict[str, Any]]) -> str:
+    """One measurement in one column: a correction wins (what was read said), readers that disagree both
+    shown, a reading the reader was unsure of marked."""
+    if not readings:
+        return ""
+    read = list(dict.fromkeys(str(fact["value"]) for fact in readings))
+    corrected = next((fact["correction"] for fact in readings if fact.get("correction")), None)
+    if corrected:
+        value = str(corrected["value"])
+        return value if read == [value] else f"{value} (corrected; read as {' / '.join(read)})"
+    if len(read) > 1:
+        sources = [f"{fact['value']} [{fact.get('source')}]" for fact in readings]
+        return " / ".join(dict.fromkeys(sources)) + " (readers disagree)"
+    if min(float(fact.get("confidence", 1.0)) for fact in readings) < UNSURE_BELOW:
+        return f"{read[0]} (unsure reading)"
+    return read[0]
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 # --- the preview: what the council will see, page by page beside the original -----------------------------

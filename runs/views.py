@@ -251,6 +251,7 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
         "stream_url": stream_url(run.pk),
         "selected_step": _selected_step(run),
         "selection_stage": STEPS.selection_step.number,
+        "facts_given": selectors.facts_given_summary(run),
     }
 
 

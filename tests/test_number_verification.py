@@ -51,7 +51,7 @@ def test_export_asks_for_each_flagged_number_then_keeps_who_and_when(checked_run
     ack = NumberAcknowledgement.objects.get(artifact=artifact)
     assert ack.by == clinician and ack.key == flagged["key"] and ack.status == "wrong_session"
     card = run.export_path(Run.EXPORT_MARKDOWN).read_text()
-    assert "| Fact table | not locked by a clinician |" in card
+    assert "| Fact table now | not locked by a clinician |" in card
     assert "1 match, 1 flagged (1 wrong session)" in card
     assert f"Number “{wrong} ms”" in card and "acknowledged by clinician" in card
     # Acknowledged once is acknowledged: exporting again asks nothing.

@@ -42,7 +42,7 @@ def test_create_uses_the_configured_council_by_default(api, fake_upstream, patie
         COUNCIL
     )
     assert [s["state"] for s in body["stages"]] == ["pending"] * 6
-    assert body["prompt_versions"]["1"] == "stage1_analysis.v2"
+    assert body["prompt_versions"]["1"] == "stage1_analysis.v3"
 
 
 def test_create_refuses_a_model_the_upstream_does_not_list(api, fake_upstream, patient_report):

@@ -14,6 +14,8 @@ from council.stages.base import CouncilInput
 SOURCE = CouncilInput(
     report_text="=== PAGE 1 / 2 ===\n[text layer]\nAlpha peak 9.5 Hz\n=== PAGE 2 / 2 ===\n[OCR]\nTBR 4.1",
     clinical_context={"Age": "9", "Reason for referral": "attention {{report_text}} concerns"},
+    fact_table="### [p1] read from [text layer]\n\n| Measurement | Value | Unit |\n|---|---|---|\n"
+    "| Alpha peak | 9.5 | Hz |",
 )
 REVIEW = PeerReview.model_validate(
     {"reviews": [{"analysis_label": "A", "weaknesses": ["TBR wrong (p. 2)"]}], "ranking_best_to_worst": ["A"]}
@@ -36,14 +38,14 @@ def _messages(stage: int) -> list[dict]:
 
 
 def _shared_start() -> tuple[str, str]:
-    return prompts.load("shared.v1").render(
-        clinical_context=SOURCE.context_block(), report_text=SOURCE.report_text
+    return prompts.load("shared.v2").render(
+        clinical_context=SOURCE.context_block(), fact_table=SOURCE.fact_table, report_text=SOURCE.report_text
     )
 
 
 def test_every_stage_starts_with_the_same_text_byte_for_byte():
     system, start = _shared_start()
-    assert SOURCE.report_text in start and "- Age: 9" in start
+    assert SOURCE.report_text in start and "- Age: 9" in start and SOURCE.fact_table in start
     for stage in range(1, 7):
         messages = _messages(stage)
         assert [m["role"] for m in messages] == ["system", "user"]
@@ -64,7 +66,7 @@ def test_the_stage_line_and_task_follow_the_report(stage):
     assert "=== PAGE 2 / 2 ===" in user and "- Age: 9" in user
     # A placeholder-looking string in pasted text stays as it is: rendering is one pass.
     assert "attention {{report_text}} concerns" in user
-    assert "(p. 3)" in messages[0]["content"]
+    assert "[p3]" in messages[0]["content"] and "(p. 3)" not in user + messages[0]["content"]
     assert "<!-- END OF REPORT -->" in messages[0]["content"]
     if stage in (1, 3, 4, 6):
         assert user.rstrip().endswith("<!-- END OF REPORT -->")
@@ -104,10 +106,35 @@ def test_stage1_adds_page_images_alongside_the_text():
 
 
 def test_prompt_versions_are_recorded_per_stage():
-    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v2"
+    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v3"
 
 
 def test_version_1_prompts_still_load_whole():
     # Old runs name them; they are complete prompts of their own.
     template = prompts.load("stage2_peer_review.v1")
     assert not template.shared and template.system.startswith("qEEG Council — Stage 2: Peer review")
+
+
+def test_the_shared_rules_explain_the_fact_table_sources_placeholders_and_targets():
+    """What a model must know to read the numbers it is given (issue 10 item 6), said once for every stage."""
+    system, start = _shared_start()
+    for phrase in (
+        "The fact table holds the authoritative numbers",
+        "the table is right",
+        "[text layer] is text the PDF itself carries: exact",
+        "[OCR] is text recognised from an",
+        "it may be garbled",
+        'N/A, "-" and "<0" are placeholders, not values',
+        "not normative Z-scores",
+        "test/retest threshold",
+        "in one form only: [p3]",
+    ):
+        assert phrase in system, phrase
+    # The table comes before the report, both in the shared start.
+    assert start.index("## Fact table (authoritative numbers)") < start.index("## Source report")
+
+
+def test_a_source_without_a_fact_table_says_so_rather_than_leaving_a_hole():
+    bare = CouncilInput(report_text="=== PAGE 1 / 1 ===\n[text layer]\nTBR 4.1", clinical_context={})
+    _, user = bare.prompt(STEPS[1].prompt)
+    assert "No fact table was read from this report" in user

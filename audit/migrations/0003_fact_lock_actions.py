@@ -4,15 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_append_only'),
+        ("audit", "0002_append_only"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='action',
-            field=models.CharField(choices=[('artifact.viewed', "viewed a run's output"), ('deid.preview_viewed', 'viewed the de-identification preview'), ('export.downloaded', 'downloaded an export'), ('fact.corrected', 'corrected a fact'), ('facts.locked', "locked a report's fact table"), ('facts.unlocked', "unlocked a report's fact table"), ('identifiers.changed', "changed a patient's identifiers"), ('identifiers.viewed', "viewed a patient's identifiers"), ('patient.assigned', 'changed who is assigned to a patient'), ('patient.created', 'created a patient'), ('patient.edited', 'edited a patient'), ('patient.viewed', 'viewed a patient'), ('report.downloaded', "downloaded a report's original"), ('report.reingested', 'had a report read again'), ('report.uploaded', 'uploaded a report'), ('report.viewed', 'viewed a report'), ('run.acknowledged', 'acknowledged'), ('run.cancelled', 'cancelled a run'), ('run.created', 'created a run'), ('run.exported', 'exported a run'), ('run.resumed', 'resumed a run'), ('run.selected', 'selected a draft'), ('run.started', 'started a run'), ('session.idle_timeout', 'was signed out after the idle timeout'), ('sign_in', 'signed in'), ('sign_in.failed', 'failed to sign in'), ('sign_in.locked_out', 'was locked out after too many failed sign-ins'), ('sign_out', 'signed out'), ('token.created', 'created an API token'), ('token.revoked', 'revoked an API token'), ('token.used', 'used an API token')], db_index=True, max_length=40),
+            model_name="auditevent",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("artifact.viewed", "viewed a run's output"),
+                    ("deid.preview_viewed", "viewed the de-identification preview"),
+                    ("export.downloaded", "downloaded an export"),
+                    ("fact.corrected", "corrected a fact"),
+                    ("facts.locked", "locked a report's fact table"),
+                    ("facts.unlocked", "unlocked a report's fact table"),
+                    ("identifiers.changed", "changed a patient's identifiers"),
+                    ("identifiers.viewed", "viewed a patient's identifiers"),
+                    ("patient.assigned", "changed who is assigned to a patient"),
+                    ("patient.created", "created a patient"),
+                    ("patient.edited", "edited a patient"),
+                    ("patient.viewed", "viewed a patient"),
+                    ("report.downloaded", "downloaded a report's original"),
+                    ("report.reingested", "had a report read again"),
+                    ("report.uploaded", "uploaded a report"),
+                    ("report.viewed", "viewed a report"),
+                    ("run.acknowledged", "acknowledged"),
+                    ("run.cancelled", "cancelled a run"),
+                    ("run.created", "created a run"),
+                    ("run.exported", "exported a run"),
+                    ("run.resumed", "resumed a run"),
+                    ("run.selected", "selected a draft"),
+                    ("run.started", "started a run"),
+                    ("session.idle_timeout", "was signed out after the idle timeout"),
+                    ("sign_in", "signed in"),
+                    ("sign_in.failed", "failed to sign in"),
+                    ("sign_in.locked_out", "was locked out after too many failed sign-ins"),
+                    ("sign_out", "signed out"),
+                    ("token.created", "created an API token"),
+                    ("token.revoked", "revoked an API token"),
+                    ("token.used", "used an API token"),
+                ],
+                db_index=True,
+                max_length=40,
+            ),
         ),
     ]

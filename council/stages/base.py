@@ -26,6 +26,9 @@ CONTINUE_MESSAGE = (
 _MARKER_LINE = re.compile(r"[ \t]*<!--\s*END OF REPORT\s*-->[ \t]*\n?", re.IGNORECASE)
 
 T = TypeVar("T")
+NO_FACT_TABLE = (
+    "(No fact table was read from this report: every number must come from the report text below.)"
+)
 
 
 class CompletionLike(Protocol):
@@ -74,15 +77,20 @@ class CouncilInput:
     report_text: str
     clinical_context: dict[str, str]
     page_images: tuple[str, ...] = ()  # data: URLs of page PNGs, offered to Stage 1 when configured
+    fact_table: str = ""  # the run's fact table as markdown, de-identified: the authoritative numbers
 
     def context_block(self) -> str:
         return context_block(self.clinical_context)
 
     def prompt(self, version: str, **fields: str) -> tuple[str, str]:
         """A step's prompt (its registry entry names the version) as (system, user). Every step gets the
-        source report and the patient's context here, whatever earlier council output it is also given."""
+        source report, its fact table and the patient's context here, whatever earlier council output it
+        is also given."""
         return prompts.load(version).render(
-            clinical_context=self.context_block(), report_text=self.report_text, **fields
+            clinical_context=self.context_block(),
+            fact_table=self.fact_table or NO_FACT_TABLE,
+            report_text=self.report_text,
+            **fields,
         )
 
 

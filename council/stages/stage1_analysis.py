@@ -38,7 +38,7 @@ STEP = Step(
     key="analysis",
     name="Analysis",
     kind=Kind.MARKDOWN,
-    prompt="stage1_analysis.v2",
+    prompt="stage1_analysis.v3",
     calls=calls,
     takers=Takers(Who.COUNCIL),
 )

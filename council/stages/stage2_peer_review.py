@@ -84,7 +84,7 @@ STEP = Step(
     name="Peer review",
     kind=Kind.JSON,
     schema=schemas.PeerReview,
-    prompt="stage2_peer_review.v2",
+    prompt="stage2_peer_review.v3",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis", at_least=2),  # a lone analysis has no peers
     inputs=(Input("analysis"),),

@@ -58,7 +58,7 @@ STEP = Step(
     key="consolidation",
     name="Consolidation",
     kind=Kind.MARKDOWN,
-    prompt="stage4_consolidation.v3",
+    prompt="stage4_consolidation.v4",
     calls=calls,
     takers=Takers(Who.CONSOLIDATOR),
     inputs=(Input("revision", required=True),),

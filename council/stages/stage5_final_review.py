@@ -50,7 +50,7 @@ STEP = Step(
     name="Final review",
     kind=Kind.JSON,
     schema=schemas.FinalReview,
-    prompt="stage5_final_review.v2",
+    prompt="stage5_final_review.v3",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("consolidation", required=True),),

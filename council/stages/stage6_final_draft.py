@@ -80,7 +80,7 @@ STEP = Step(
     key="final_draft",
     name="Final draft",
     kind=Kind.MARKDOWN,
-    prompt="stage6_final_draft.v3",
+    prompt="stage6_final_draft.v4",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("consolidation", required=True), Input("final_review")),
