@@ -27,6 +27,8 @@ FULLY_READ_CONFIDENCE = 0.85
 
 class PageQuality(TypedDict):
     page: int
+    width: float | None  # the page's size in PDF points, the unit of every fact's box (None: no layout)
+    height: float | None
     sources: list[str]  # the layouts read: "text layer", "OCR"
     reader: str | None  # None: no reader knows this page's layout
     labels_found: int
@@ -137,6 +139,8 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
         pages.append(
             PageQuality(
                 page=number,
+                width=round(entries[0][0].width, 2) if entries else None,
+                height=round(entries[0][0].height, 2) if entries else None,
                 sources=[layout.source for layout, _ in entries],
                 reader=reader,
                 **quality,

@@ -226,3 +226,45 @@ def patient_history(patient: Patient) -> History:
             seen.add(report.sha256)
             reports.append(report)
     return reports_history(reports)
+
+
+class Highlight(TypedDict):
+    page: int
+    width: float  # the page in PDF points (the unit of fact boxes): an SVG viewBox over its image
+    height: float
+    box: tuple[float, float, float, float] | None  # x, y, width, height of the value, with a margin
+    zoom: tuple[float, float, float, float] | None  # a viewBox around the box, wide enough to read its row
+
+
+HIGHLIGHT_MARGIN = 2.0  # points around a value's box
+ZOOM_WIDTH, ZOOM_HEIGHT = 260.0, 110.0  # points of page shown around the value (its row and neighbours)
+
+
+def fact_highlight(report: Report, table: facts.FactTable, fact: dict) -> Highlight | None:
+    """Where `fact` sits on its page image, for drawing it highlighted: None when the page has no image.
+    `box` is None when the reader recorded no position for the value."""
+    number = fact.get("page")
+    if not isinstance(number, int) or report_page_image(report, number) is None:
+        return None
+    quality = next((p for p in table.get("pages") or [] if p.get("page") == number), {})
+    width, height = quality.get("width"), quality.get("height")
+    if not width or not height:  # a table made before pages carried their size: from the render
+        from PIL import Image  # a runner never draws a page
+
+        with Image.open(report_page_image(report, number)) as image:
+            px_width, px_height = image.size
+        width, height = (
+            px_width * 72 / settings.REPORT_RENDER_DPI,
+            px_height * 72 / settings.REPORT_RENDER_DPI,
+        )
+    box = zoom = None
+    coordinates = fact.get("box") or []
+    if len(coordinates) == 4 and coordinates[2] > coordinates[0] and coordinates[3] > coordinates[1]:
+        x0, y0, x1, y1 = (float(value) for value in coordinates)
+        m = HIGHLIGHT_MARGIN
+        box = (x0 - m, y0 - m, x1 - x0 + 2 * m, y1 - y0 + 2 * m)
+        zoom_width, zoom_height = min(ZOOM_WIDTH, width), min(ZOOM_HEIGHT, height)
+        left = min(max(0.0, (x0 + x1) / 2 - zoom_width / 2), width - zoom_width)
+        top = min(max(0.0, (y0 + y1) / 2 - zoom_height / 2), height - zoom_height)
+        zoom = (left, top, zoom_width, zoom_height)
+    return Highlight(page=number, width=round(width, 2), height=round(height, 2), box=box, zoom=zoom)

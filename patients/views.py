@@ -154,14 +154,34 @@ def report_upload(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("patients:detail", pk=patient.pk)
 
 
-def _report_context(request: HttpRequest, report: Report) -> dict:
+def _report_context(request: HttpRequest, report: Report, *, fact_id: str = "", error: str = "") -> dict:
+    table = selectors.report_facts(report)
     return {
         "report": report,
         "patient": report.patient,
         "pages": selectors.report_pages(report),
         "ingest": selectors.ingest_progress(report),
-        "facts": selectors.report_facts(report),
+        "facts": table,
         "may": access.abilities(request.user),
+        "viewer": _fact_viewer(report, table, fact_id or request.GET.get("fact", ""), error=error),
+    }
+
+
+def _fact_viewer(report: Report, table: dict | None, fact_id: str, *, error: str = "") -> dict | None:
+    """The fact shown beside the table: its page image with the value's box highlighted, its correction
+    form. None when no fact is chosen (or the id names none)."""
+    if not table or not fact_id:
+        return None
+    fact = next((row for row in table["facts"] if row["id"] == fact_id), None)
+    if fact is None:
+        return None
+    by_id = {row["id"]: row for row in table["facts"]}
+    return {
+        "fact": fact,
+        "highlight": selectors.fact_highlight(report, table, fact),
+        "others": [by_id[other] for other in fact.get("disagrees_with", []) if other in by_id],
+        "lock": table.get("lock"),
+        "error": error,
     }
 
 
@@ -174,6 +194,82 @@ def report_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "patients/_report_body.html", _report_context(request, report))
     audit.record(request, "report.viewed", report)
     return render(request, "patients/report.html", _report_context(request, report))
+
+
+@require_GET
+def report_fact(request: HttpRequest, pk: int) -> HttpResponse:
+    """The viewer for one fact (`?fact=<id>`): htmx swaps it in beside the table; without htmx the report
+    page shows it (the same fragment, rendered in place)."""
+    report = access.report_for(request.user, pk)
+    fact_id = request.GET.get("fact", "")
+    if not request.htmx:
+        return redirect(_fact_url(report, fact_id))
+    context = _report_context(request, report, fact_id=fact_id)
+    if context["viewer"] is None:
+        return HttpResponse("This report's fact table has no such fact.", status=404)
+    return render(request, "patients/_fact_viewer.html", context)
+
+
+def _fact_url(report: Report, fact_id: str) -> str:
+    return f"{reverse('patients:report', args=[report.pk])}?{urlencode({'fact': fact_id})}#fact-viewer"
+
+
+@require_POST
+def report_fact_correct(request: HttpRequest, pk: int) -> HttpResponse:
+    """Correct the chosen fact's value (form: fact, value, note). On a refusal the report page comes back
+    with the reason beside the fact (422, or 409 for a locked table), nothing written."""
+    report = access.report_for(request.user, pk, "correct_facts")
+    fact_id = request.POST.get("fact", "")
+    try:
+        fact = services.fact_correct(
+            report=report,
+            fact_id=fact_id,
+            value=request.POST.get("value", ""),
+            note=request.POST.get("note", ""),
+            user=request.user,
+        )
+    except services.FactsRefused as exc:
+        context = _report_context(request, report, fact_id=fact_id, error=exc.message)
+        if context["viewer"] is None:
+            messages.error(request, exc.message)
+        return render(request, "patients/report.html", context, status=exc.status)
+    audit.record(request, "fact.corrected", report, page=fact["page"], removed=fact["correction"] is None)
+    if fact["correction"] is None:
+        messages.success(
+            request, f"Put back as read: {fact['metric']} on page {fact['page']} is {fact['value']}."
+        )
+    else:
+        messages.success(
+            request,
+            f"Corrected {fact['metric']} on page {fact['page']}: {fact['correction']['value']} "
+            f"(read as {fact['value']}).",
+        )
+    return redirect(_fact_url(report, fact_id))
+
+
+@require_POST
+def report_facts_lock(request: HttpRequest, pk: int) -> HttpResponse:
+    """Lock the fact table (or `unlock=1`: lift the lock)."""
+    report = access.report_for(request.user, pk, "lock_facts")
+    unlock = request.POST.get("unlock") == "1"
+    try:
+        lock = (
+            services.facts_unlock(report=report)
+            if unlock
+            else services.facts_lock(report=report, user=request.user)
+        )
+    except services.FactsRefused as exc:
+        messages.error(request, exc.message)
+    else:
+        audit.record(request, "facts.unlocked" if unlock else "facts.locked", report)
+        messages.success(
+            request,
+            f"Fact table unlocked (it was locked by {lock['by']}): values can be corrected again."
+            if unlock
+            else "Fact table locked: runs started now are given it as checked, and it takes no corrections "
+            "until someone unlocks it.",
+        )
+    return redirect(reverse("patients:report", args=[report.pk]) + "#facts")
 
 
 @require_POST

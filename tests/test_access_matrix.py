@@ -58,6 +58,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /patients/{pk}/reports/upload/": KEEPS_THE_RECORD,
     "GET /reports/{pk}/": SEES_THE_PATIENT,
     "POST /reports/{pk}/reingest/": KEEPS_THE_RECORD,
+    "GET /reports/{pk}/facts/view/": SEES_THE_PATIENT,
+    "POST /reports/{pk}/facts/correct/": SEES_THE_PATIENT,  # staff and clinicians correct facts
+    "POST /reports/{pk}/facts/lock/": SEES_THE_PATIENT,
     "POST /patients/{pk}/identifiers/": KEEPS_THE_RECORD,
     "POST /patients/{pk}/identifiers/{identifier_id}/delete/": KEEPS_THE_RECORD,
     "POST /reports/{pk}/redactions/": SEES_THE_PATIENT,  # staff and clinicians both redact
