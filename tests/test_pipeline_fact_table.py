@@ -141,3 +141,12 @@ def test_a_run_started_on_a_locked_table_says_who_locked_it(fake_upstream, tmp_p
     assert summary["state"] == "locked" and summary["locked_by"] == "clinician"
     assert summary["sentence"] == f"The council was given the fact table locked by clinician at {lock['at']}."
     assert all("Locked: yes." in message_text(c.body["messages"][1]) for c in fake_upstream.calls if c.stage)
+
+
+def test_the_council_view_shows_the_fact_table_as_sent(tmp_path, clinician, clinician_client, launched):
+    report, _ = _vendor_report(tmp_path, clinician, launched)
+    page = clinician_client.get(reverse("runs:report_preview", args=[report.pk])).content.decode()
+    sent = page.split('<pre class="facts-sent">', 1)[1].split("</pre>", 1)[0]
+    assert "Locked: no." in sent and "Cognition of [NAME]" in sent and "| Record (Performance) | [ID] |" in sent
+    assert fold(NAME) not in fold(page) and MRN not in page
+    assert "<strong>not locked</strong>" in page
