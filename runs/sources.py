@@ -528,7 +528,8 @@ def _cell(readings: list[dict[str, Any]]) -> str:
     if len(read) > 1:
         sources = [f"{fact['value']} [{fact.get('source')}]" for fact in readings]
         return " / ".join(dict.fromkeys(sources)) + " (readers disagree)"
-    if min(float(fact.get("confidence", 1.0)) for fact in readings) < UNSURE_BELOW:
+    confidences = [fact["confidence"] for fact in readings if fact.get("confidence") is not None]
+    if confidences and min(confidences) < UNSURE_BELOW:
         return f"{read[0]} (unsure reading)"
     return read[0]
 

@@ -147,6 +147,8 @@ def test_the_council_view_shows_the_fact_table_as_sent(tmp_path, clinician, clin
     report, _ = _vendor_report(tmp_path, clinician, launched)
     page = clinician_client.get(reverse("runs:report_preview", args=[report.pk])).content.decode()
     sent = page.split('<pre class="facts-sent">', 1)[1].split("</pre>", 1)[0]
-    assert "Locked: no." in sent and "Cognition of [NAME]" in sent and "| Record (Performance) | [ID] |" in sent
+    assert (
+        "Locked: no." in sent and "Cognition of [NAME]" in sent and "| Record (Performance) | [ID] |" in sent
+    )
     assert fold(NAME) not in fold(page) and MRN not in page
     assert "<strong>not locked</strong>" in page
