@@ -11,7 +11,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from council import disagreement
+from council import disagreement, prompts
 from council.schemas import FinalReview
 from council.stages import STEPS, stage4_consolidation, stage6_final_draft
 from council.stages.base import CallLimits, CouncilInput
@@ -176,8 +176,13 @@ def test_a_final_draft_states_per_numbered_change_and_the_statement_is_kept_besi
 
 
 def test_the_current_prompts_ask_for_both_sections_and_keep_the_shared_start():
-    assert STEPS["consolidation"].prompt == "stage4_consolidation.v3"
-    assert STEPS["final_draft"].prompt == "stage6_final_draft.v3"
+    # Version 4 of both: version 3's sections on the shared start with the fact table (shared.v2).
+    assert STEPS["consolidation"].prompt == "stage4_consolidation.v4"
+    assert STEPS["final_draft"].prompt == "stage6_final_draft.v4"
+    for version in ("stage4_consolidation.v4", "stage6_final_draft.v4"):
+        assert prompts.load(version).shared == "shared.v2"
+    assert "## Where the council disagreed" in prompts.load("stage4_consolidation.v4").user
+    assert "## Required changes: applied or not" in prompts.load("stage6_final_draft.v4").user
 
 
 # -- the pages, over a run against the fake upstream ----------------------------------------------------------
