@@ -397,17 +397,19 @@ def _colour(pixels: np.ndarray) -> str | None:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: int = READ_DPI) -> PageLayout:
-    """OCR one page into word boxes (see the module docstring)."""
+def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float = READ_DPI) -> PageLayout:
+    """OCR one page into word boxes (see the module docstring). A page too large for the pixel cap comes
+    with a lower `read_dpi`; detection then runs on that render as it is, never on an upscaled one."""
     import cv2
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     width, height = page.get_size()
+    detect_dpi = min(DETECT_DPI, read_dpi)
     fine = np.asarray(page.render(scale=read_dpi / 72).to_pil().convert("RGB"))
     coarse = np.ascontiguousarray(
         cv2.resize(
-            fine, None, fx=DETECT_DPI / read_dpi, fy=DETECT_DPI / read_dpi, interpolation=cv2.INTER_AREA
+            fine, None, fx=detect_dpi / read_dpi, fy=detect_dpi / read_dpi, interpolation=cv2.INTER_AREA
         )
     )
     timings["render"] = time.perf_counter() - started
@@ -417,7 +419,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: int = 
     timings["detect"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    factor = read_dpi / DETECT_DPI
+    factor = read_dpi / detect_dpi
     regions = []
     for quad in det if det is not None else []:
         xs, ys = quad[:, 0] * factor, quad[:, 1] * factor

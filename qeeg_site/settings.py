@@ -217,6 +217,14 @@ FILE_UPLOAD_HANDLERS = [
 REPORT_MAX_BYTES = env.int("REPORT_MAX_BYTES", default=50 * 1024 * 1024)
 REPORT_MAX_PAGES = env.int("REPORT_MAX_PAGES", default=200)
 REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)
+# Bounds on what one report may cost to read (patients/ingest.py, patients/sandbox.py): a render has at most
+# this many pixels (a larger page is rendered coarser), no stream may inflate past this, and each PDF is read
+# in a child process with this much address space and time (a measured OCR ingestion peaks near 1.5 GB of
+# address space, 0.8 GB resident).
+REPORT_MAX_PAGE_PIXELS = env.int("REPORT_MAX_PAGE_PIXELS", default=12_000_000)
+REPORT_MAX_STREAM_MB = env.int("REPORT_MAX_STREAM_MB", default=256)
+INGEST_MAX_MEMORY_MB = env.int("INGEST_MAX_MEMORY_MB", default=2048)
+INGEST_MAX_SECONDS = env.float("INGEST_MAX_SECONDS", default=900.0)
 REPORT_OCR_ENABLED = env.bool("REPORT_OCR_ENABLED", default=True)
 # A page whose text layer has fewer characters than this is treated as an image and OCR'd.
 REPORT_OCR_MIN_CHARS = env.int("REPORT_OCR_MIN_CHARS", default=200)
