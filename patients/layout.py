@@ -22,6 +22,7 @@ on any render. `PageLayout.rows()` rebuilds table rows by vertical centre; reade
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 import statistics
 import time
@@ -35,6 +36,9 @@ import pypdfium2.raw as pdfium_c
 OCR = "OCR"
 TEXT_LAYER = "text layer"
 DETECT_DPI = 100
+# The detector's input is never larger than this (an A3 page at DETECT_DPI is 1.9 million pixels): a poster
+# page is detected coarser, or its arrays alone would exhaust the ingester's memory.
+DETECT_MAX_PIXELS = 2_500_000
 READ_DPI = 300
 # A pixel is ink when its darkest channel is under this (light grey rules and head outlines are not).
 INK_LEVEL = 150
@@ -405,7 +409,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     width, height = page.get_size()
-    detect_dpi = min(DETECT_DPI, read_dpi)
+    detect_dpi = min(DETECT_DPI, read_dpi, 72 * math.sqrt(DETECT_MAX_PIXELS / max(width * height, 1.0)))
     fine = np.asarray(page.render(scale=read_dpi / 72).to_pil().convert("RGB"))
     coarse = np.ascontiguousarray(
         cv2.resize(

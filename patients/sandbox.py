@@ -49,7 +49,8 @@ def _child(sender: Connection, source: Path, out_dir: Path, name: str, options: 
     except MemoryError:
         message = ("memory",)
     except Exception as exc:  # reported by the parent like any other ingestion error
-        message = ("error", f"{type(exc).__name__}: {exc}")
+        # onnxruntime reports a failed allocation as a RuntimeError naming std::bad_alloc.
+        message = ("memory",) if "bad_alloc" in str(exc) else ("error", f"{type(exc).__name__}: {exc}")
     sender.send((*message, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024))
     sender.close()
 
