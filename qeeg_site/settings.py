@@ -215,6 +215,9 @@ FILE_UPLOAD_HANDLERS = [
     "patients.uploads.ReportSizeCapUploadHandler",
 ]
 REPORT_MAX_BYTES = env.int("REPORT_MAX_BYTES", default=50 * 1024 * 1024)
+# The most one request may carry (several reports in one upload); larger ones are refused from their
+# Content-Length before the server reads the body (qeeg_site/asgi_guard.py).
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=2 * REPORT_MAX_BYTES + 1024 * 1024)
 REPORT_MAX_PAGES = env.int("REPORT_MAX_PAGES", default=200)
 REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)
 # Bounds on what one report may cost to read (patients/ingest.py, patients/sandbox.py): a render has at most
