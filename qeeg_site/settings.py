@@ -275,6 +275,9 @@ if DEID_DATE_ORDER not in ("mdy", "dmy"):
 
 # Jobs (ingestion, runs): every runner heartbeats; one silent for RUN_STALE_SECONDS is dead, on any host.
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+# Per person: runs queued or running at once, and model calls a day (0: no limit). runs/limits.py
+RUNS_MAX_IN_FLIGHT_PER_USER = env.int("RUNS_MAX_IN_FLIGHT_PER_USER", default=3)
+MODEL_CALLS_PER_USER_PER_DAY = env.int("MODEL_CALLS_PER_USER_PER_DAY", default=200)
 RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
 # Who this machine is on a job's claim (several hosts may share one PostgreSQL), and how many jobs may be in
 # flight at once; more wait queued and start as slots free.

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 import audit
 from council.stages import STEPS
 from patients import access as patient_access
-from runs import access, patient_version, selectors, services, versions
+from runs import access, limits, patient_version, selectors, services, versions
 from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run, RunReport, elapsed_seconds
 
 router = Router(tags=["runs"])
@@ -76,6 +76,7 @@ class RunDetail(RunSummary):
     stages: list[dict[str, Any]]
     votes: list[dict[str, Any]]
     exports: dict[str, str]
+    estimated_calls: int  # model calls the whole run makes (one per stage and taker): what the quota counts
 
 
 class StartOut(Schema):
@@ -230,6 +231,7 @@ def _detail(run: Run) -> dict[str, Any]:
         "stages": progress["stages"],
         "votes": selectors.final_votes(run),
         "exports": exports,
+        "estimated_calls": limits.run_estimate(run),
     }
 
 
@@ -315,7 +317,7 @@ def run_start(request: HttpRequest, run_id: int):
     run = _run(request, run_id, "start")
     was = run.status
     try:
-        started = services.run_start(run=run)
+        started = services.run_start(run=run, user=request.user)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     if started:

@@ -162,13 +162,26 @@ def run_create(
     return run
 
 
+def run_check_limits(*, user: Any, calls: int, run: Run | None = None) -> None:
+    """RunRefused (429) when `user` may not start `calls` more model calls now (runs/limits.py)."""
+    from runs import limits
+
+    try:
+        limits.check_start(user=user, calls=calls, leaving_out=run)
+    except limits.LimitReached as exc:
+        raise RunRefused(exc.message, status=429) from exc
+
+
 RUNPIPELINE = "runpipeline"
 
 
-def run_start(*, run: Run, reopen: bool = False) -> bool:
+def run_start(*, run: Run, reopen: bool = False, user: Any = None) -> bool:
     """Queue the run and submit its runner's job: launched at once if fewer than JOBS_MAX_RUNNING jobs are in
     flight, else when a slot frees. False when there was nothing to do (it is running or queued). `reopen`
-    starts a complete run again (a council change gave it something more to ask)."""
+    starts a complete run again (a council change gave it something more to ask). Refused (429) past the
+    starter's limits (`user`, else whoever created the run; runs/limits.py)."""
+    from runs import limits
+
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
@@ -179,7 +192,9 @@ def run_start(*, run: Run, reopen: bool = False) -> bool:
             "--from-stage N.",
             status=409,
         )
+    # One transaction (on SQLite it holds the write lock from the start): two starts cannot both pass.
     with transaction.atomic():
+        run_check_limits(user=user or run.created_by, calls=limits.calls_to_come(run), run=run)
         startable = [*Run.RESUMABLE, Run.Status.COMPLETE] if reopen else Run.RESUMABLE
         queued = Run.objects.filter(pk=run.pk, status__in=startable).update(
             status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
