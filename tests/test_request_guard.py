@@ -16,6 +16,7 @@ from django.test import AsyncClient
 
 from patients.models import Patient
 from qeeg_site.asgi_guard import RequestGuard
+from qeeg_site.models import ApiToken
 from tests.stream_helpers import daphne_process
 from tests.synthetic_reports import make_qeeg_pdf
 
@@ -200,8 +201,9 @@ def test_daphne_refuses_a_chunked_body_at_the_cap(daphne):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_daphne_still_takes_a_real_upload(daphne, api_token, tmp_path):
+def test_daphne_still_takes_a_real_upload(daphne, staff, tmp_path):
     url, _ = daphne
+    _, api_token = ApiToken.issue(user=staff, name="uploads")  # uploads are staff's
     patient = Patient.objects.create(label="SYNTH-GUARD")
     pdf = tmp_path / "r.pdf"
     make_qeeg_pdf(pdf, pages=1, image_only_pages=())

@@ -43,7 +43,9 @@ def test_the_api_shows_the_estimate_before_the_start(api, fake_upstream, patient
     assert body["status"] == "created" and body["estimated_calls"] == 16
 
 
-def test_runs_in_flight_are_limited_per_person(api, fake_upstream, patient_report, launched, settings, staff):
+def test_runs_in_flight_are_limited_per_person(
+    api, fake_upstream, patient_report, launched, settings, administrator
+):
     settings.RUNS_MAX_IN_FLIGHT_PER_USER = 2
     first, second, third = (_create(api, *patient_report) for _ in range(3))
     assert api.post(f"/api/runs/{first['id']}/start").status_code == 202
@@ -57,7 +59,7 @@ def test_runs_in_flight_are_limited_per_person(api, fake_upstream, patient_repor
     assert Run.objects.get(pk=third["id"]).status == Run.Status.CREATED  # nothing queued, nothing launched
     assert len(launched) == 2
     # Someone else is not held up by the clinician's runs.
-    _, token = ApiToken.issue(user=staff, name="t")
+    _, token = ApiToken.issue(user=administrator, name="t")
     other = Client(headers={"Authorization": f"Bearer {token}"})
     assert other.post(f"/api/runs/{_create(other, *patient_report)['id']}/start").status_code == 202
     # One finishes: the next may start.
