@@ -21,8 +21,17 @@ from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_re
 
 schema = schemathesis.openapi.from_dict(ninja_api.get_openapi_schema())
 schema.app = get_wsgi_application()
-BUDGET_SECONDS = 40
-started = time.monotonic()
+# The wall-clock budget of the whole fuzz run, counted from its first case: not from this module's import,
+# which in a whole-suite run happens at collection, minutes before the first case runs (that made the test
+# fail in the suite and pass alone). Alone it takes ~20 s; the margin is for a loaded 2-core machine.
+BUDGET_SECONDS = 150
+_first_case_at: list[float] = []
+
+
+def _seconds_since_first_case() -> float:
+    if not _first_case_at:
+        _first_case_at.append(time.monotonic())
+    return time.monotonic() - _first_case_at[0]
 
 
 @pytest.fixture
@@ -51,7 +60,7 @@ def rows(db, tmp_path, fake_upstream, launched, settings):
     suppress_health_check=list(HealthCheck),
 )
 def test_no_operation_answers_a_server_error(case, rows, api_token):
-    assert time.monotonic() - started < BUDGET_SECONDS, "the fuzz run is over its time budget"
+    assert _seconds_since_first_case() < BUDGET_SECONDS, "the fuzz run is over its time budget"
     for name in case.path_parameters or {}:
         if name in rows:
             case.path_parameters[name] = rows[name]
