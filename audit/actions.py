@@ -24,6 +24,8 @@ ACTIONS: dict[str, str] = {
     "report.reingested": "had a report read again",
     "deid.preview_viewed": "viewed the de-identification preview",
     "fact.corrected": "corrected a fact",
+    "facts.locked": "locked a report's fact table",
+    "facts.unlocked": "unlocked a report's fact table",
     # Runs.
     "run.created": "created a run",
     "run.started": "started a run",
@@ -35,7 +37,8 @@ ACTIONS: dict[str, str] = {
     "run.model_rejoined": "let a model rejoin",
     "artifact.viewed": "viewed a run's output",
     "run.selected": "selected a draft",
-    "run.acknowledged": "acknowledged",
+    "run.acknowledged": "acknowledged a flagged number",
+    "version.viewed": "viewed a write-up",
     "run.exported": "exported a run",
     "version.saved": "saved a version of a write-up or patient version",
     "version.signed": "signed a version of a write-up or patient version",

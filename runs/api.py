@@ -523,7 +523,7 @@ def run_export(request: HttpRequest, run_id: int):
     with its `key`, status and nearest fact); post again with their keys in `acknowledge`."""
     run = _run(request, run_id, "export")
     try:
-        services.run_export(run=run, acknowledge=_acknowledged(request), user=request.user)
+        services.run_export(run=run, acknowledge=_acknowledged(request), user=request)
     except services.NumbersUnresolved as exc:
         return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
@@ -625,6 +625,7 @@ def _version_detail(request: HttpRequest, run_id: int, number: int, kind: str) -
         text = versions.version_text(version)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "version.viewed", version)
     checked = selectors.text_numbers(version.base, selectors.fact_table(run), text, kind=kind)
     return {
         **_version(version),

@@ -15,8 +15,10 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.http import HttpRequest
 from django.utils import timezone
 
+import audit
 from council.stages import STEPS
 from council.stages.registry import Step
 from council.stages.stage2_peer_review import assign_labels, label_for
@@ -950,12 +952,14 @@ def numbers_acknowledge(
     """The one acknowledgement path (exporting and signing, the write-up and the patient version alike):
     `text` (the model's `artifact`, or a version of `kind` from it) goes ahead only once each of its flagged
     numbers is acknowledged. `acknowledge` names numbers by key, recorded with `user` and the time;
-    NumbersUnresolved lists the rest."""
+    each is also in the audit trail (`user` may be the
+    request, which also says from where); NumbersUnresolved lists the rest."""
+    by, user = user, user.user if isinstance(user, HttpRequest) else user
     unresolved = selectors.unresolved_numbers(artifact, selectors.fact_table(run), text, kind=kind)
     wanted = set(acknowledge)
     for check in unresolved:
         if check.key in wanted:
-            NumberAcknowledgement.objects.get_or_create(
+            _, created = NumberAcknowledgement.objects.get_or_create(
                 artifact=artifact,
                 kind=kind,
                 key=check.key,
@@ -965,6 +969,8 @@ def numbers_acknowledge(
                     "by": user if getattr(user, "is_authenticated", False) else None,
                 },
             )
+            if created:  # the number's place and text as the draft wrote it, and what the check said
+                audit.record(by, "run.acknowledged", artifact, number=check.key[:200], status=check.status)
     left = [check.as_dict() for check in unresolved if check.key not in wanted]
     if left:
         raise NumbersUnresolved(left, doing=doing)
@@ -973,7 +979,8 @@ def numbers_acknowledge(
 def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
     """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
     were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
-    names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
+    names them by key, recorded with `user`, a user or the request, and the time); otherwise
+    NumbersUnresolved lists them."""
     from runs.exports import export_run
 
     run.refresh_from_db()

@@ -476,7 +476,7 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
 def run_export(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk, "export")
     try:
-        services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request.user)
+        services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
@@ -525,6 +525,7 @@ def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpRespo
     png, decision = sources.painted_page(report, number, sources.identifiers_for(report.patient, report))
     if png is None:
         raise Http404(f"This page image is not sent: {decision.reason}.")
+    audit.record(request, "deid.preview_viewed", report, page=number)
     return HttpResponse(png, content_type="image/png")
 
 
@@ -634,6 +635,8 @@ def _write_up_page(request: HttpRequest, run: Run, *, kind: str, **kwargs: Any) 
 @require_GET
 def write_up(request: HttpRequest, pk: int, kind: str = CLINICIAN) -> HttpResponse:
     run = _run(request, pk)
+    if not request.htmx:
+        audit.record(request, "version.viewed", run, artifact=run.selected_artifact_id)
     waiting = request.GET.get("waiting", "")
     if kind == PATIENT and request.htmx and waiting.isdigit():
         # The page polls while a model writes: once that request has ended, the whole page is reloaded.
