@@ -90,10 +90,10 @@ def test_page_images_the_council_view_and_the_write_up_are_recorded(world, clini
         ("deid.preview_viewed", {}),
         ("deid.preview_viewed", {"page": 1}),
         ("version.viewed", {"artifact": world.artifact.pk}),
-        ("version.saved", {"number": 2}),
-        ("version.saved", {"number": 3}),
+        ("version.saved", {"number": 2, "kind": "clinician"}),
+        ("version.saved", {"number": 3, "kind": "clinician"}),
         ("version.viewed", {}),
-        ("version.signed", {"number": 3}),
+        ("version.signed", {"number": 3, "kind": "clinician"}),
     ]
     assert {
         e.object_type for e in trail if e.action != "version.viewed" and e.action.startswith("version.")
