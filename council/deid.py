@@ -20,8 +20,12 @@ Measurements are never touched: every pattern needs a label, a separator shape o
 printed as values (µV, ms, Hz, Z-scores, ranges such as 253-364 ms or 0.9-2.2) do not have.
 
 `IdentifierGuard` is the last check before a payload leaves (council/client.py): it looks for the known
-identifiers only (full names in any order, the family name, dates of birth, record numbers, phrases) and
-for page images that are not marked as painted out, and says which kind it found, never the value.
+identifiers only (full names in any order, each part of a name alone, dates of birth, record numbers,
+phrases) and for page images that are not marked as painted out, and says which kind it found, never the
+value. A part of a name that is also a common English word (`NAME_WORDS`: "May", "Will", "Young", "Rose")
+refuses a payload only where it is written as a name: capitalised and not at the start of a sentence or
+line ("reported by May", "Mr Young"), so "may reflect", "young adult" and a sentence that begins "Will"
+still go. Parts shorter than three letters are only looked for inside the full name.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 NAME = "[NAME]"
@@ -390,6 +395,32 @@ class _Span:
     value: date | None = None  # dates become offsets once the anchor is known
 
 
+# Given and family names that are also common English words (and the qEEG band names), from
+# council/name_words.txt: the guard refuses one of them alone only where it is written as a name (see
+# `_as_a_name`). De-identification still replaces them in any case: a word too many taken out of a report is
+# safe, a refused call fails the run.
+NAME_WORDS = frozenset(
+    word
+    for line in (Path(__file__).with_name("name_words.txt")).read_text(encoding="utf-8").splitlines()
+    if not line.startswith("#")
+    for word in line.split()
+)
+# Where a capital letter says nothing: a line's start (after a list, heading or quote mark), after a
+# sentence's end, a colon or a table cell's bar, and after an opening bracket or quote there.
+_SENTENCE_START = re.compile(r"(?:^\s*(?:[#>*+\-]+|\d+[.)])?|[.!?:;|])[\s\"'(\[*_]*$")
+# What makes the next word a name wherever it stands: an initial ("A. May") or a title ("Dr. Young").
+_NAME_BEFORE = re.compile(r"(?:(?<![\w.])[A-Z]\.|\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof))\.?\s*$")
+
+
+def _as_a_name(text: str, start: int) -> bool:
+    """Whether the word at `start` of `text` is written as a name: capitalised, and not where any word may
+    be (a sentence's or a line's start), unless an initial or a title stands before it."""
+    if not text[start : start + 1].isupper():
+        return False
+    line = text[text.rfind("\n", 0, start) + 1 : start]
+    return bool(_NAME_BEFORE.search(line)) or not _SENTENCE_START.search(line)
+
+
 class _Matcher:
     """The known identifiers compiled to patterns over folded text."""
 
@@ -397,7 +428,9 @@ class _Matcher:
         self.identifiers = identifiers
         self.name_parts: list[re.Pattern[str]] = []
         self.full_names: list[re.Pattern[str]] = []
-        self.family_names: list[re.Pattern[str]] = []
+        # Each part of a name alone (three letters or more), for the guard; those that are also words apart.
+        self.single_names: list[re.Pattern[str]] = []
+        self.word_names: list[re.Pattern[str]] = []
         for name in identifiers.names:
             tokens = _name_tokens(name)
             if not tokens:
@@ -419,27 +452,37 @@ class _Matcher:
                     rotated = parts[k:] + parts[:k]
                     self.full_names.append(re.compile(_W + r"[\s,.]*".join(rotated) + _WE))
                 self.full_names.append(re.compile(_W + r"[\s,.]*".join(reversed(parts)) + _WE))
-            if len(tokens[-1]) >= 3:
-                self.family_names.append(re.compile(_W + parts[-1] + _WE))
+            for token, part in zip(tokens, parts, strict=True):
+                if len(token.strip("'\u2019")) >= 3:
+                    alone = re.compile(_W + part + _WE)
+                    (self.word_names if fold(token) in NAME_WORDS else self.single_names).append(alone)
         self.records = [p for v in identifiers.record_numbers if (p := _compact_pattern(v))]
         self.phrases = [p for v in identifiers.phrases if (p := _compact_pattern(v))]
         self.dob_compact = {form for day in identifiers.birth_dates for form in _compact_forms(day)}
 
-    def known(self, folded: _Folded, *, strict: bool) -> Iterator[tuple[int, int, str, str]]:
-        """(start, end, token, kind) in original positions. strict: what the guard looks for."""
+    def known(self, folded: _Folded, *, strict: bool, text: str = "") -> Iterator[tuple[int, int, str, str]]:
+        """(start, end, token, kind) in original positions. strict: what the guard looks for in `text`
+        (the original of `folded`)."""
         groups: list[tuple[Iterable[re.Pattern[str] | str], str, str]] = [
             (self.records, ID, "a record number"),
             (self.phrases, REDACTED, "a redacted phrase"),
         ]
         if strict:
-            groups += [(self.full_names, NAME, "the patient's name"), (self.family_names, NAME, "a name")]
+            groups += [
+                (self.full_names, NAME, "the patient's name"),
+                (self.single_names, NAME, "a name"),
+                (self.word_names, NAME, "a name"),
+            ]
         else:
             groups += [(self.full_names, NAME, "the patient's name"), (self.name_parts, NAME, "a name")]
         for patterns, token, kind in groups:
+            as_written = strict and patterns is self.word_names
             for pattern in patterns:
                 for match in re.finditer(pattern, folded.text):
                     if match.end() > match.start():
                         start, end = folded.original(match.start(), match.end())
+                        if as_written and not _as_a_name(text, start):
+                            continue
                         yield start, end, token, kind
 
 
@@ -660,7 +703,7 @@ class IdentifierGuard:
         return found
 
     def _find(self, text: str) -> str | None:
-        for _, _, _, kind in self._matcher.known(_Folded.of(text), strict=True):
+        for _, _, _, kind in self._matcher.known(_Folded.of(text), strict=True, text=text):
             return kind
         births = set(self.identifiers.birth_dates)
         if births:

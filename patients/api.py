@@ -347,6 +347,8 @@ def report_page(request: HttpRequest, report_id: int, number: int, thumb: bool =
     path = selectors.report_page_image(report, number, thumb=thumb)
     if path is None:
         raise HttpError(404, f"Report {report.pk} has no page image {number}.")
+    if not thumb:  # a thumbnail is part of a report's list, which is recorded where it is shown
+        audit.record(request, "report.viewed", report, part="page", page=number)
     return FileResponse(open(path, "rb"), content_type="image/png")
 
 

@@ -12,11 +12,16 @@ and a reader can tell where a number came from. `pages.json` records per page wh
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
+import mmap
 import re
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -52,6 +57,7 @@ class PageRecord(TypedDict):
     image_coverage: float  # share of the page area covered by image objects
     image: str | None  # path relative to the report folder
     thumb: str | None
+    render_note: str  # why the page was rendered coarser than asked (a page too large), or ""
     sources: dict[str, str]  # source label -> text
 
 
@@ -62,6 +68,10 @@ class IngestOptions:
     ocr_enabled: bool
     ocr_min_chars: int
     ocr_image_area: float
+    # A render is never larger than this many pixels: a bigger page is rendered at a lower resolution.
+    max_page_pixels: int = 12_000_000
+    # No stream of the file may inflate past this many bytes (checked before PDFium opens the file).
+    max_stream_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -69,6 +79,7 @@ class IngestResult:
     page_count: int
     pages: list[PageRecord] = field(default_factory=list)
     seconds: float = 0.0
+    peak_memory_mb: int | None = None  # of the process that read it, when it ran in its own (sandbox.py)
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,130 @@ def _read_text(path: Path, *, name: str) -> str:
         return text
 
 
+# --- decompression bombs ------------------------------------------------------------------------------------
+
+# A stream's dictionary ends right before its `stream` keyword; the object it belongs to starts at `n g obj`.
+_STREAM_KEYWORD = re.compile(rb">>\s*stream(?:\r\n|\n|\r)")
+_OBJECT_START = re.compile(rb"\d+\s+\d+\s+obj\b")
+_FILTER = re.compile(rb"/Filter\s*(\[[^\]]*\]|/[^\s/\[\]<>()]+)")
+_NAME = re.compile(rb"/([^\s/\[\]<>()]+)")
+_ABBREVIATIONS = {"Fl": "FlateDecode", "AHx": "ASCIIHexDecode", "A85": "ASCII85Decode"}
+_ZLIB_HEADER = re.compile(rb"\x78[\x01\x5e\x9c\xda]")
+_CHUNK = 1 << 20
+
+
+def _filters(dictionary: bytes, data: memoryview) -> list[str]:
+    """The stream's filter names in order, with `#xx` escapes undone (`/Fl#61teDecode` is FlateDecode). A
+    filter given indirectly (`/Filter 7 0 R`) is taken for FlateDecode when the data looks like zlib."""
+    found = list(_FILTER.finditer(dictionary))
+    match = found[-1] if found else None
+    if match is None:
+        return ["FlateDecode"] if b"/Filter" in dictionary and _ZLIB_HEADER.match(data[:2]) else []
+    names = []
+    for raw in _NAME.findall(match.group(1)):
+        name = re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw).decode("latin-1")
+        names.append(_ABBREVIATIONS.get(name, name))
+    return names
+
+
+def _ascii_decoded(data: memoryview, kind: str) -> bytes:
+    """ASCIIHex/ASCII85 decoded in memory: their output is smaller than their input, which is in the file."""
+    text = bytes(data[: _CHUNK * 64])
+    try:
+        if kind == "ASCIIHexDecode":
+            digits = re.sub(rb"\s", b"", text.split(b">", 1)[0])
+            return binascii.unhexlify(digits + b"0" * (len(digits) % 2))
+        body = re.sub(rb"\s", b"", text.split(b"~>", 1)[0])
+        return base64.a85decode(body.removeprefix(b"<~"))
+    except (ValueError, binascii.Error):
+        return b""
+
+
+def _inflated(pieces: Iterator[bytes | memoryview]) -> Iterator[bytes]:
+    """FlateDecode as a stream of at most 1 MiB pieces; stops at the end of the zlib data or at an error,
+    as far as PDFium would get."""
+    inflater = zlib.decompressobj()
+    for piece in pieces:
+        data = piece
+        while data and not inflater.eof:
+            try:
+                out = inflater.decompress(data, _CHUNK)
+            except zlib.error:
+                return
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+        if inflater.eof:
+            return
+
+
+def _raw_pieces(data: memoryview) -> Iterator[memoryview]:
+    for start in range(0, len(data), _CHUNK):
+        yield data[start : start + _CHUNK]
+
+
+def _decoded_size(data: memoryview, filters: list[str], limit: int) -> int:
+    """How many bytes the stream decodes to, counted in pieces and given up past `limit`. Counted through
+    any chain of FlateDecode (and ASCIIHex/ASCII85 in front of it); other filters (images, LZW, RunLength)
+    stop the count, and the ingester's memory limit bounds what they might still cost."""
+    pieces: Iterator[bytes | memoryview] = _raw_pieces(data)
+    for position, name in enumerate(filters):
+        if name in ("ASCIIHexDecode", "ASCII85Decode") and position == 0:
+            pieces = iter([_ascii_decoded(data, name)])
+        elif name == "FlateDecode":
+            pieces = _inflated(pieces)
+        else:
+            break
+    else:
+        if not filters:
+            return 0  # stored as is: no bigger than the file
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if total > limit:
+            break
+    return total
+
+
+def check_streams(path: Path, *, name: str, max_bytes: int) -> None:
+    """Refuse (413) a file any stream of which inflates past `max_bytes`: PDFium would inflate it whole into
+    memory when it opens the file or a page (a 1 MB stream can hold a gigabyte of blanks, a 3 KB one twice
+    deflated as much). Read straight from the file; nothing but one piece at a time is held."""
+    if path.stat().st_size == 0:
+        return
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        whole = memoryview(mapped)
+        try:
+            for match in _STREAM_KEYWORD.finditer(mapped):
+                window = mapped[max(0, match.start() - 16384) : match.start()]
+                starts = list(_OBJECT_START.finditer(window))
+                dictionary = window[starts[-1].end() :] if starts else window
+                data = whole[match.end() :]
+                size = _decoded_size(data, _filters(dictionary, data), max_bytes)
+                del data
+                if size > max_bytes:
+                    raise UnreadableReport(
+                        f"{name} holds compressed content that inflates to more than "
+                        f"{max_bytes // (1024 * 1024)} MB (REPORT_MAX_STREAM_MB); it is refused unread.",
+                        status=413,
+                    )
+        finally:
+            whole.release()
+
+
+def render_scale(width: float, height: float, *, dpi: int, max_pixels: int) -> tuple[float, str]:
+    """The scale to render a page of width x height points at, and why it is coarser than `dpi` when the
+    page is so large that the render would pass `max_pixels` (checked before anything is rendered)."""
+    scale = dpi / 72
+    if width <= 0 or height <= 0 or width * height * scale * scale <= max_pixels:
+        return scale, ""
+    scale = math.sqrt(max_pixels / (width * height)) * 0.999  # PDFium rounds the bitmap's sides up
+    return scale, (
+        f"rendered at {scale * 72:.0f} dpi, not {dpi}: the page is {width / 72:.0f} x {height / 72:.0f} in, "
+        f"and a render may have at most {max_pixels / 1e6:g} million pixels (REPORT_MAX_PAGE_PIXELS)"
+    )
+
+
 # --- OCR ----------------------------------------------------------------------------------------------------
 
 _engine: Any = None
@@ -234,6 +369,7 @@ def ingest_pdf(
     """Write pages/, thumbs/, text.md and pages.json for a PDF into out_dir (an empty work folder).
     `on_step` hears of each step as it starts (the page shows it live)."""
     started = time.monotonic()
+    check_streams(source, name=name, max_bytes=options.max_stream_bytes)
     document = open_pdf(source, name=name, max_pages=options.max_pages)
     (out_dir / "pages").mkdir()
     (out_dir / "thumbs").mkdir()
@@ -251,7 +387,11 @@ def ingest_pdf(
                 if layer:
                     layouts.append(layout.read_text_layer(page, number=number))
                 coverage = round(image_coverage(page), 3)
-                bitmap = page.render(scale=options.render_dpi / 72)
+                width, height = page.get_size()
+                scale, render_note = render_scale(
+                    width, height, dpi=options.render_dpi, max_pixels=options.max_page_pixels
+                )
+                bitmap = page.render(scale=scale)
                 image = bitmap.to_pil()
                 image_rel = f"pages/page-{number:04d}.png"
                 thumb_rel = f"thumbs/page-{number:04d}.png"
@@ -270,13 +410,18 @@ def ingest_pdf(
                     image_coverage=coverage,
                     image=image_rel,
                     thumb=thumb_rel,
+                    render_note=render_note,
                     sources={TEXT_LAYER: layer},
                 )
                 reason = _ocr_reason(len(layer), coverage, options)
                 if reason and options.ocr_enabled:
                     on_step(Step(f"OCR of page {number}", index, result.page_count))
                     ocr_started = time.monotonic()
-                    read = layout.read_ocr(page, number=number, engine=ocr_engine())
+                    # The fine OCR render is capped like the page image: a poster is read coarser.
+                    ocr_scale, _ = render_scale(
+                        width, height, dpi=layout.READ_DPI, max_pixels=options.max_page_pixels
+                    )
+                    read = layout.read_ocr(page, number=number, engine=ocr_engine(), read_dpi=ocr_scale * 72)
                     layouts.append(read)
                     text = read.text()
                     record.update(
@@ -328,6 +473,7 @@ def ingest_text(source: Path, out_dir: Path, *, name: str, kind: str) -> IngestR
                 image_coverage=0.0,
                 image=None,
                 thumb=None,
+                render_note="",
                 sources={TEXT_FILE: text},
             )
         ],

@@ -22,6 +22,7 @@ on any render. `PageLayout.rows()` rebuilds table rows by vertical centre; reade
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 import statistics
 import time
@@ -35,6 +36,9 @@ import pypdfium2.raw as pdfium_c
 OCR = "OCR"
 TEXT_LAYER = "text layer"
 DETECT_DPI = 100
+# The detector's input is never larger than this (an A3 page at DETECT_DPI is 1.9 million pixels): a poster
+# page is detected coarser, or its arrays alone would exhaust the ingester's memory.
+DETECT_MAX_PIXELS = 2_500_000
 READ_DPI = 300
 # A pixel is ink when its darkest channel is under this (light grey rules and head outlines are not).
 INK_LEVEL = 150
@@ -397,17 +401,19 @@ def _colour(pixels: np.ndarray) -> str | None:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: int = READ_DPI) -> PageLayout:
-    """OCR one page into word boxes (see the module docstring)."""
+def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float = READ_DPI) -> PageLayout:
+    """OCR one page into word boxes (see the module docstring). A page too large for the pixel cap comes
+    with a lower `read_dpi`; detection then runs on that render as it is, never on an upscaled one."""
     import cv2
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     width, height = page.get_size()
+    detect_dpi = min(DETECT_DPI, read_dpi, 72 * math.sqrt(DETECT_MAX_PIXELS / max(width * height, 1.0)))
     fine = np.asarray(page.render(scale=read_dpi / 72).to_pil().convert("RGB"))
     coarse = np.ascontiguousarray(
         cv2.resize(
-            fine, None, fx=DETECT_DPI / read_dpi, fy=DETECT_DPI / read_dpi, interpolation=cv2.INTER_AREA
+            fine, None, fx=detect_dpi / read_dpi, fy=detect_dpi / read_dpi, interpolation=cv2.INTER_AREA
         )
     )
     timings["render"] = time.perf_counter() - started
@@ -417,7 +423,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: int = 
     timings["detect"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    factor = read_dpi / DETECT_DPI
+    factor = read_dpi / detect_dpi
     regions = []
     for quad in det if det is not None else []:
         xs, ys = quad[:, 0] * factor, quad[:, 1] * factor

@@ -31,6 +31,7 @@ class PageData(TypedDict):
     ocr_confidence: float | None
     image: Path | None  # full-size PNG
     thumb: Path | None
+    render_note: str  # why the page image is coarser than REPORT_RENDER_DPI (a page too large), or ""
 
 
 def patient_search(q: str = "", *, within: QuerySet[Patient] | None = None) -> QuerySet[Patient]:
@@ -91,6 +92,7 @@ def report_pages(report: Report) -> list[PageData]:
                 ocr_confidence=record["ocr_confidence"],
                 image=report.folder / record["image"] if record["image"] else None,
                 thumb=report.folder / record["thumb"] if record["thumb"] else None,
+                render_note=record.get("render_note", ""),  # absent from reports read before the cap
             )
         )
     return pages

@@ -35,7 +35,7 @@ from jobs.services import dead_rows, job_submit
 from patients.models import ORIGINAL_FILES, Patient, PatientIdentifier, Redaction, Report
 
 if TYPE_CHECKING:
-    from patients import ingest
+    from patients import ingest, sandbox
 # patients.ingest (PDF rendering, OCR) is imported where a report is read or checked, not here: this module is
 # imported by every process (the admin's autodiscovery), and a council runner never reads a PDF.
 
@@ -307,7 +307,15 @@ def _ingest_options() -> ingest.IngestOptions:
         ocr_enabled=settings.REPORT_OCR_ENABLED,
         ocr_min_chars=settings.REPORT_OCR_MIN_CHARS,
         ocr_image_area=settings.REPORT_OCR_IMAGE_AREA,
+        max_page_pixels=settings.REPORT_MAX_PAGE_PIXELS,
+        max_stream_bytes=settings.REPORT_MAX_STREAM_MB * 1024 * 1024,
     )
+
+
+def _ingest_limits() -> sandbox.Limits:
+    from patients import sandbox
+
+    return sandbox.Limits(memory_mb=settings.INGEST_MAX_MEMORY_MB, seconds=settings.INGEST_MAX_SECONDS)
 
 
 def _swap_in(work: Path, folder: Path) -> None:
@@ -360,7 +368,7 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
     Returns None when another process holds it (or it is not pending), or when the report was deleted
     meanwhile. Nothing is held open in the database while pages render or OCR runs.
     """
-    from patients import ingest
+    from patients import ingest, sandbox
 
     if not report_claim(report_id=report_id, job=job):
         return None
@@ -380,11 +388,12 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
         except OSError:
             shutil.copy2(source, work / source.name)
         if report.kind == Report.Kind.PDF:
-            result = ingest.ingest_pdf(
+            result = sandbox.ingest_pdf_limited(
                 source,
                 work,
                 name=report.original_name,
                 options=_ingest_options(),
+                limits=_ingest_limits(),
                 on_step=_ProgressRecorder(report, job),
             )
         else:
@@ -419,11 +428,12 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
         return None
     ocr_pages = sum(1 for page in result.pages if page["ocr_ran"])
     log.info(
-        "report %s ready: %s page(s), %s OCR'd, %.1f s",
+        "report %s ready: %s page(s), %s OCR'd, %.1f s, peak %s MB",
         report.pk,
         result.page_count,
         ocr_pages,
         result.seconds,
+        result.peak_memory_mb,
     )
     return report
 

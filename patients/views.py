@@ -300,6 +300,8 @@ def _page_png(request: HttpRequest, pk: int, number: int, *, thumb: bool) -> Fil
     path = selectors.report_page_image(report, number, thumb=thumb)
     if path is None:
         raise Http404("No such page image.")
+    if not thumb:  # a thumbnail is part of the report page, which is recorded as it is shown
+        audit.record(request, "report.viewed", report, part="page", page=number)
     response = FileResponse(open(path, "rb"), content_type="image/png")  # noqa: SIM115 (FileResponse closes it)
     # Page images never change for a given ingestion; let the browser keep them for a while.
     response["Cache-Control"] = "private, max-age=300"

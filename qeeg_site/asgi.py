@@ -14,6 +14,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from qeeg_site.asgi_guard import guard  # noqa: E402
 from qeeg_site.auth import BearerTokenMiddleware  # noqa: E402
 from runs import stream  # noqa: E402
 
@@ -28,3 +29,4 @@ application = ProtocolTypeRouter(
         "http": URLRouter([*stream.routes(signed_in), re_path(r"", django_application)]),
     }
 )
+application = guard(application)  # over-cap and signed-out writes refused from headers, before the body

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
+from functools import partial, wraps
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -14,7 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import SESSION_KEY, get_user_model, logout
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.views import redirect_to_login
 from django.core.handlers.asgi import ASGIRequest
@@ -36,23 +38,36 @@ class LoginRequiredPagesMiddleware(LoginRequiredMiddleware):
         return super().process_view(request, view_func, view_args, view_kwargs)
 
     def handle_no_permission(self, request: HttpRequest, view_func) -> HttpResponse:
-        if request.headers.get("HX-Request") == "true":
-            # An htmx fragment (a poll, a search) must not get the sign-in page swapped into it: the whole
-            # page goes to sign in, and comes back to where it was.
-            page = urlsplit(request.headers.get("HX-Current-URL", "")).path or "/"
-            response = HttpResponse(status=204)
-            response["HX-Redirect"] = (
-                f"{resolve_url(self.get_login_url(view_func))}?{urlencode({'next': page})}"
-            )
-            return response
+        if _is_htmx(request):
+            return _whole_page_to_sign_in(request, self.get_login_url(view_func))
         return super().handle_no_permission(request, view_func)
+
+
+def _is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _whole_page_to_sign_in(request: HttpRequest, login_url: str) -> HttpResponse:
+    """An htmx fragment (a poll, a search) must not get the sign-in page swapped into it: the whole page goes
+    to sign in, and comes back to where it was."""
+    page = urlsplit(request.headers.get("HX-Current-URL", "")).path or "/"
+    response = HttpResponse(status=204)
+    response["HX-Redirect"] = f"{resolve_url(login_url)}?{urlencode({'next': page})}"
+    return response
+
+
+# What the pages' own requests carry (polls, the upstream banner's re-check, the run page's refreshes driven
+# by its live stream): they are not activity, or an open page would never be signed out for idleness.
+BACKGROUND_HEADER = "X-Background-Request"
 
 
 class IdleTimeoutMiddleware:
     """Signs a session out after SESSION_IDLE_TIMEOUT_SECONDS without a request, on top of the absolute
     SESSION_COOKIE_AGE. The last request's time is written at most every minute (a tenth of the timeout when
-    that is shorter), so a page that polls does not write the session every two seconds. A poll counts as
-    activity: it runs only while something the clinician is watching is unfinished."""
+    that is shorter). A request the page makes by itself (BACKGROUND_HEADER: polls, the banner, the run
+    page's stream-driven refreshes) is not activity, and neither is an open live stream (runs/stream.py is cut
+    once the timeout passes, see `_session_still_signed_in`); a background request after the timeout sends the
+    whole page to sign in."""
 
     KEY = "last_request_at"
 
@@ -69,7 +84,12 @@ class IdleTimeoutMiddleware:
                 request.audit_sign_out_reason = "session.idle_timeout"
                 logout(request)
                 messages.info(request, f"You were signed out after {_duration(limit)} without activity.")
-            elif seen is None or now - seen >= min(60, max(limit // 10, 1)):
+                if _is_htmx(request):  # also for /api/ fragments (the banner), which LoginRequired skips
+                    return _whole_page_to_sign_in(request, settings.LOGIN_URL)
+            elif seen is None or (
+                request.headers.get(BACKGROUND_HEADER) != "true"
+                and now - seen >= min(60, max(limit // 10, 1))
+            ):
                 request.session[self.KEY] = now
         return self.get_response(request)
 
@@ -132,12 +152,15 @@ def docs_access(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse
 
 class BearerTokenMiddleware(BaseMiddleware):
     """For channels consumers (the live stream), inside channels' AuthMiddlewareStack: a request its session
-    did not sign in is signed in by `Authorization: Bearer <token>`, with the JSON API's own token check."""
+    did not sign in is signed in by `Authorization: Bearer <token>`, with the JSON API's own token check.
+    Either way the scope gets `sign_in_check` (below), which a consumer that stays open asks again."""
 
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
         user = scope.get("user")
-        if user is None or not user.is_authenticated:
+        if user is not None and user.is_authenticated and scope.get("session") is not None:
+            scope["sign_in_check"] = partial(_session_still_signed_in, scope["session"].session_key, user.pk)
+        else:
             scheme, _, token = _header(scope, b"authorization").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 request = ASGIRequest({**scope, "path": scope.get("path", "/")}, io.BytesIO())
@@ -146,7 +169,50 @@ class BearerTokenMiddleware(BaseMiddleware):
                 found = await sync_to_async(BearerTokenAuth().authenticate)(request, token.strip())
                 if found is not None:
                     scope["user"] = found
+                    scope["sign_in_check"] = partial(_token_still_valid, hash_token(token.strip()))
         return await self.inner(scope, receive, send)
+
+
+# How often an open stream looks again at what signed it in, at most: a sign-out or a revoked token in
+# another tab, process or host ends it within this.
+STREAM_RECHECK_SECONDS = 60.0
+
+
+def _session_still_signed_in(session_key: str | None, user_pk: int) -> tuple[str | None, float]:
+    """`sign_in_check` for a session: (why it no longer signs the stream in, or None; seconds until the next
+    look). The idle deadline is the session's last real request plus the timeout; a stream is no request."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    data = store.load() if session_key else {}  # {} once signed out, flushed or past SESSION_COOKIE_AGE
+    if str(data.get(SESSION_KEY)) != str(user_pk) or not _active(user_pk):
+        return "You are signed out.", 0.0
+    seen, limit = data.get(IdleTimeoutMiddleware.KEY), settings.SESSION_IDLE_TIMEOUT_SECONDS
+    wait = _recheck_interval()
+    if seen is not None:
+        left = seen + limit - time.time()
+        if left < 0:
+            return f"You were signed out after {_duration(limit)} without activity.", 0.0
+        wait = min(wait, left + 1)  # just past the deadline, where the middleware signs the session out too
+    return None, max(wait, 0.5)
+
+
+def _token_still_valid(token_hash: str) -> tuple[str | None, float]:
+    """`sign_in_check` for a bearer token: revoked, expired or its user made inactive ends the stream."""
+    row = ApiToken.objects.select_related("user").filter(token_hash=token_hash).first()
+    if row is None or not row.user.is_active:
+        return "The API token is no longer valid.", 0.0
+    if refusal := row.refusal():
+        return refusal, 0.0
+    wait = min(_recheck_interval(), (row.expires_at - timezone.now()).total_seconds() + 1)
+    return None, max(wait, 0.5)
+
+
+def _recheck_interval() -> float:
+    # Spread out, so the streams that opened together (a page reload, a benchmark) do not all look at once.
+    return STREAM_RECHECK_SECONDS * random.uniform(0.75, 1.0)
+
+
+def _active(user_pk: int) -> bool:
+    return get_user_model().objects.filter(pk=user_pk, is_active=True).exists()
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:

@@ -215,8 +215,19 @@ FILE_UPLOAD_HANDLERS = [
     "patients.uploads.ReportSizeCapUploadHandler",
 ]
 REPORT_MAX_BYTES = env.int("REPORT_MAX_BYTES", default=50 * 1024 * 1024)
+# The most one request may carry (several reports in one upload); larger ones are refused from their
+# Content-Length before the server reads the body (qeeg_site/asgi_guard.py).
+REQUEST_MAX_BYTES = env.int("REQUEST_MAX_BYTES", default=2 * REPORT_MAX_BYTES + 1024 * 1024)
 REPORT_MAX_PAGES = env.int("REPORT_MAX_PAGES", default=200)
 REPORT_RENDER_DPI = env.int("REPORT_RENDER_DPI", default=110)
+# Bounds on what one report may cost to read (patients/ingest.py, patients/sandbox.py): a render has at most
+# this many pixels (a larger page is rendered coarser), no stream may inflate past this, and each PDF is read
+# in a child process with this much address space and time (a measured OCR ingestion peaks near 1.5 GB of
+# address space, 0.8 GB resident).
+REPORT_MAX_PAGE_PIXELS = env.int("REPORT_MAX_PAGE_PIXELS", default=12_000_000)
+REPORT_MAX_STREAM_MB = env.int("REPORT_MAX_STREAM_MB", default=256)
+INGEST_MAX_MEMORY_MB = env.int("INGEST_MAX_MEMORY_MB", default=2048)
+INGEST_MAX_SECONDS = env.float("INGEST_MAX_SECONDS", default=900.0)
 REPORT_OCR_ENABLED = env.bool("REPORT_OCR_ENABLED", default=True)
 # A page whose text layer has fewer characters than this is treated as an image and OCR'd.
 REPORT_OCR_MIN_CHARS = env.int("REPORT_OCR_MIN_CHARS", default=200)
@@ -264,6 +275,9 @@ if DEID_DATE_ORDER not in ("mdy", "dmy"):
 
 # Jobs (ingestion, runs): every runner heartbeats; one silent for RUN_STALE_SECONDS is dead, on any host.
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=5.0)
+# Per person: runs queued or running at once, and model calls a day (0: no limit). runs/limits.py
+RUNS_MAX_IN_FLIGHT_PER_USER = env.int("RUNS_MAX_IN_FLIGHT_PER_USER", default=3)
+MODEL_CALLS_PER_USER_PER_DAY = env.int("MODEL_CALLS_PER_USER_PER_DAY", default=200)
 RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
 # Who this machine is on a job's claim (several hosts may share one PostgreSQL), and how many jobs may be in
 # flight at once; more wait queued and start as slots free.

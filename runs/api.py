@@ -16,7 +16,7 @@ from pydantic import BaseModel
 import audit
 from council.stages import STEPS
 from patients import access as patient_access
-from runs import access, patient_version, selectors, services, versions
+from runs import access, limits, patient_version, selectors, services, versions
 from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run, RunReport, elapsed_seconds
 
 router = Router(tags=["runs"])
@@ -79,6 +79,7 @@ class RunDetail(RunSummary):
     # The fact table the council was given (recorded when the run first started): state, lock, counts and
     # the sentence the run page and the export print ("Started on an unlocked fact table: …").
     fact_table: dict[str, Any]
+    estimated_calls: int  # model calls the whole run makes (one per stage and taker): what the quota counts
 
 
 class StartOut(Schema):
@@ -234,6 +235,7 @@ def _detail(run: Run) -> dict[str, Any]:
         "votes": selectors.final_votes(run),
         "exports": exports,
         "fact_table": selectors.facts_given_summary(run),
+        "estimated_calls": limits.run_estimate(run),
     }
 
 
@@ -319,7 +321,7 @@ def run_start(request: HttpRequest, run_id: int):
     run = _run(request, run_id, "start")
     was = run.status
     try:
-        started = services.run_start(run=run)
+        started = services.run_start(run=run, user=request.user)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     if started:
@@ -525,7 +527,7 @@ def run_export(request: HttpRequest, run_id: int):
     with its `key`, status and nearest fact); post again with their keys in `acknowledge`."""
     run = _run(request, run_id, "export")
     try:
-        services.run_export(run=run, acknowledge=_acknowledged(request), user=request.user)
+        services.run_export(run=run, acknowledge=_acknowledged(request), user=request)
     except services.NumbersUnresolved as exc:
         return Status(409, {"detail": exc.message, "unresolved": exc.unresolved})
     except services.RunRefused as exc:
@@ -627,6 +629,7 @@ def _version_detail(request: HttpRequest, run_id: int, number: int, kind: str) -
         text = versions.version_text(version)
     except services.RunRefused as exc:
         raise _refused(exc) from exc
+    audit.record(request, "version.viewed", version)
     checked = selectors.text_numbers(version.base, selectors.fact_table(run), text, kind=kind)
     return {
         **_version(version),

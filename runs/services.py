@@ -16,8 +16,10 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.http import HttpRequest
 from django.utils import timezone
 
+import audit
 from council.stages import STEPS
 from council.stages.registry import Step
 from council.stages.stage2_peer_review import assign_labels, label_for
@@ -163,13 +165,26 @@ def run_create(
     return run
 
 
+def run_check_limits(*, user: Any, calls: int, run: Run | None = None) -> None:
+    """RunRefused (429) when `user` may not start `calls` more model calls now (runs/limits.py)."""
+    from runs import limits
+
+    try:
+        limits.check_start(user=user, calls=calls, leaving_out=run)
+    except limits.LimitReached as exc:
+        raise RunRefused(exc.message, status=429) from exc
+
+
 RUNPIPELINE = "runpipeline"
 
 
-def run_start(*, run: Run, reopen: bool = False) -> bool:
+def run_start(*, run: Run, reopen: bool = False, user: Any = None) -> bool:
     """Queue the run and submit its runner's job: launched at once if fewer than JOBS_MAX_RUNNING jobs are in
     flight, else when a slot frees. False when there was nothing to do (it is running or queued). `reopen`
-    starts a complete run again (a council change gave it something more to ask)."""
+    starts a complete run again (a council change gave it something more to ask). Refused (429) past the
+    starter's limits (`user`, else whoever created the run; runs/limits.py)."""
+    from runs import limits
+
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
@@ -180,7 +195,9 @@ def run_start(*, run: Run, reopen: bool = False) -> bool:
             "--from-stage N.",
             status=409,
         )
+    # One transaction (on SQLite it holds the write lock from the start): two starts cannot both pass.
     with transaction.atomic():
+        run_check_limits(user=user or run.created_by, calls=limits.calls_to_come(run), run=run)
         startable = [*Run.RESUMABLE, Run.Status.COMPLETE] if reopen else Run.RESUMABLE
         queued = Run.objects.filter(pk=run.pk, status__in=startable).update(
             status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
@@ -964,12 +981,14 @@ def numbers_acknowledge(
     """The one acknowledgement path (exporting and signing, the write-up and the patient version alike):
     `text` (the model's `artifact`, or a version of `kind` from it) goes ahead only once each of its flagged
     numbers is acknowledged. `acknowledge` names numbers by key, recorded with `user` and the time;
-    NumbersUnresolved lists the rest."""
+    each is also in the audit trail (`user` may be the
+    request, which also says from where); NumbersUnresolved lists the rest."""
+    by, user = user, user.user if isinstance(user, HttpRequest) else user
     unresolved = selectors.unresolved_numbers(artifact, selectors.fact_table(run), text, kind=kind)
     wanted = set(acknowledge)
     for check in unresolved:
         if check.key in wanted:
-            NumberAcknowledgement.objects.get_or_create(
+            _, created = NumberAcknowledgement.objects.get_or_create(
                 artifact=artifact,
                 kind=kind,
                 key=check.key,
@@ -979,6 +998,8 @@ def numbers_acknowledge(
                     "by": user if getattr(user, "is_authenticated", False) else None,
                 },
             )
+            if created:  # the number's place and text as the draft wrote it, and what the check said
+                audit.record(by, "run.acknowledged", artifact, number=check.key[:200], status=check.status)
     left = [check.as_dict() for check in unresolved if check.key not in wanted]
     if left:
         raise NumbersUnresolved(left, doing=doing)
@@ -987,7 +1008,8 @@ def numbers_acknowledge(
 def run_export(*, run: Run, acknowledge: Sequence[str] = (), user=None) -> ExportPaths:
     """Write final.md and final.pdf for the selected artifact (data/exports/<run_id>/). A text whose numbers
     were flagged against the fact table exports only once each flagged number is acknowledged (`acknowledge`
-    names them by key, recorded with `user` and the time); otherwise NumbersUnresolved lists them."""
+    names them by key, recorded with `user`, a user or the request, and the time); otherwise
+    NumbersUnresolved lists them."""
     from runs.exports import export_run
 
     run.refresh_from_db()

@@ -12,7 +12,11 @@ Order of a connection:
 3. then the live events from the group, skipping ids already sent, and reading from the table whatever the
    group did not bring (the feed says which event came before each), so there is no gap and no repeat,
 4. `: keepalive` comments while idle, and a final `end` event once the run is finished (complete, failed,
-   needs_auth, interrupted).
+   needs_auth, interrupted);
+5. or a final `signed_out` event (`{"run_id", "detail"}`) once what signed the stream in no longer does: the
+   session's idle timeout passed (a stream is not activity), the user signed out, the token was revoked or
+   expired. The scope's `sign_in_check` (qeeg_site/auth.py) says when; it is asked at the start, just after
+   each deadline and at least every minute.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import Http404
 from django.urls import URLPattern, path, reverse
 
@@ -37,6 +42,10 @@ from runs.access import run_for
 log = logging.getLogger(__name__)
 
 SIGN_IN = "Sign in, or send Authorization: Bearer <token>."
+
+
+# The scope's `sign_in_check`: (why the stream is no longer signed in, or None; seconds until asking again).
+SignInCheck = Callable[[], tuple[str | None, float]]
 
 
 def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
@@ -51,6 +60,17 @@ def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
     except PermissionDenied as exc:
         return 403, str(exc)
     return None
+
+
+def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[int, str] | None, float]:
+    """stream_refusal, after the sign-in check (a session past its idle timeout is signed out already), and
+    when to ask the check again."""
+    wait = 0.0
+    if check is not None:
+        ended, wait = check()
+        if ended:
+            return (401, f"{ended} {SIGN_IN}"), 0.0
+    return stream_refusal(user, run_id), wait
 
 
 def last_event_id(scope: dict[str, Any]) -> int | None:
@@ -74,6 +94,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
     run_id: int | None = None
     watching = False
     _keepalive: asyncio.Task[None] | None = None
+    _sign_in_watch: asyncio.Task[None] | None = None
 
     async def __call__(self, scope, receive, send):
         try:
@@ -100,7 +121,8 @@ class RunStreamConsumer(AsyncHttpConsumer):
         if self.scope["method"] != "GET":
             await self._refuse(405, "Only GET.", ((b"Allow", b"GET"),))
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        refusal = await feed.on_reader_thread(stream_refusal)(self.scope.get("user"), run_id)
+        check = self.scope.get("sign_in_check")
+        refusal, recheck_in = await feed.on_reader_thread(_opening)(self.scope.get("user"), run_id, check)
         if refusal is not None:
             await self._refuse(*refusal)
         self.run_id, self.feed = run_id, feed.get_feed()
@@ -128,7 +150,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
         if finished:
             await self._send_backlog()  # whatever was written between our reads and the finish
             await self._end()
-        self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.create_task(self._keep_alive())
+        if check is not None:
+            self._sign_in_watch = loop.create_task(self._watch_sign_in(check, recheck_in))
 
     async def run_event(self, message: dict[str, Any]) -> None:
         missed = message["prev"] is not None and message["prev"] > self.sent
@@ -145,6 +170,15 @@ class RunStreamConsumer(AsyncHttpConsumer):
     async def run_catch_up(self, message: dict[str, Any]) -> None:
         if await self._send_backlog():
             await self._end()
+
+    async def run_signed_out(self, message: dict[str, Any]) -> None:
+        """From `_watch_sign_in`, through our own channel, so the stream ends here, in the consumer's loop."""
+        await self._send(
+            feed.encode("signed_out", self.sent, {"run_id": self.run_id, "detail": message["detail"]})
+        )
+        await self.send_body(b"")
+        await self._leave()
+        raise StopConsumer
 
     async def disconnect(self) -> None:
         await self._leave()
@@ -177,6 +211,18 @@ class RunStreamConsumer(AsyncHttpConsumer):
             # Renew the membership: the layer forgets members after a day (group_expiry), a run may go on longer.
             await self.channel_layer.group_add(feed.run_group(self.run_id), self.channel_name)
 
+    async def _watch_sign_in(self, check: SignInCheck, wait: float) -> None:
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                ended, wait = await feed.on_reader_thread(check)()
+            except DatabaseError:
+                log.warning("run %s stream: the sign-in check failed; trying again in 5 s", self.run_id)
+                ended, wait = None, 5.0
+            if ended:
+                await self.channel_layer.send(self.channel_name, {"type": "run.signed_out", "detail": ended})
+                return
+
     async def _end(self) -> None:
         await self._send(feed.encode("end", self.sent, {"run_id": self.run_id}))
         await self.send_body(b"")
@@ -189,9 +235,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
         raise StopConsumer
 
     async def _leave(self) -> None:
-        if self._keepalive is not None and self._keepalive is not asyncio.current_task():
-            self._keepalive.cancel()
-        self._keepalive = None
+        for task in (self._keepalive, self._sign_in_watch):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._keepalive = self._sign_in_watch = None
         if self.watching:
             self.watching = False
             self.feed.unwatch(self.run_id)

@@ -33,7 +33,7 @@ from jobs import selectors as job_selectors
 from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
-from runs import access, patient_version, reading, selectors, services, sources, versions
+from runs import access, limits, patient_version, reading, selectors, services, sources, versions
 from runs.models import Artifact, PatientVersionRequest, Run
 from runs.stream import stream_url
 
@@ -135,6 +135,20 @@ def _session_dates(report: Report) -> list[date]:
     return [dates[index] for index in sorted(dates)]
 
 
+def _estimate_context(user: Any, health: UpstreamHealth) -> dict[str, Any]:
+    """What the council checked by default will cost in model calls, and what the user has left today."""
+    council = [m["id"] for m in _model_choices(health)["council_choices"] if m["checked"]]
+    consolidator = settings.COUNCIL_CONSOLIDATOR
+    one = limits.planned_calls(council=["a"], consolidator=consolidator)
+    two = limits.planned_calls(council=["a", "b"], consolidator=consolidator)
+    return {
+        "call_estimate": limits.planned_calls(council=council, consolidator=consolidator),
+        "calls_per_member": two - one,
+        "calls_fixed": 2 * one - two,
+        "quota": limits.quota(user),
+    }
+
+
 @require_GET
 async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpResponse:
     """The runs panel of the patient page: the wizard and this patient's runs. Async, so a slow upstream
@@ -143,7 +157,8 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
 
     def render_panel() -> str:
         patient = access.patient_runs_for(request.user, patient_id)
-        return render_to_string("runs/_patient_runs.html", _panel_context(patient, health), request=request)
+        context = {**_panel_context(patient, health), **_estimate_context(request.user, health)}
+        return render_to_string("runs/_patient_runs.html", context, request=request)
 
     return HttpResponse(await sync_to_async(render_panel)())
 
@@ -156,6 +171,10 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
     try:
         if not reports or len(reports) != len(set(wanted)):
             raise services.RunRefused("Choose a ready report of this patient, or several of them.")
+        council = [m.strip() for m in request.POST.getlist("council_models") if m.strip()]
+        consolidator = request.POST.get("consolidator", "").strip()
+        calls = limits.planned_calls(council=council, consolidator=consolidator)
+        services.run_check_limits(user=request.user, calls=calls)  # before a run exists to leave behind
         run = services.run_create(
             patient=patient,
             reports=reports,
@@ -164,7 +183,7 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
             user=request.user,
         )
         audit.record(request, "run.created", run)
-        services.run_start(run=run)
+        services.run_start(run=run, user=request.user)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
         return _redirect(request, reverse("patients:detail", args=[patient.pk]) + "#runs-panel")
@@ -326,7 +345,7 @@ def run_live(request: HttpRequest, pk: int) -> HttpResponse:
 def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk, "start")
     try:
-        started = services.run_start(run=run)
+        started = services.run_start(run=run, user=request.user)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
@@ -458,7 +477,7 @@ def run_select(request: HttpRequest, pk: int) -> HttpResponse:
 def run_export(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk, "export")
     try:
-        services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request.user)
+        services.run_export(run=run, acknowledge=request.POST.getlist("acknowledge"), user=request)
     except services.RunRefused as exc:
         messages.error(request, exc.message)
     else:
@@ -507,6 +526,7 @@ def report_preview_page(request: HttpRequest, pk: int, number: int) -> HttpRespo
     png, decision = sources.painted_page(report, number, sources.identifiers_for(report.patient, report))
     if png is None:
         raise Http404(f"This page image is not sent: {decision.reason}.")
+    audit.record(request, "deid.preview_viewed", report, page=number)
     return HttpResponse(png, content_type="image/png")
 
 
@@ -616,6 +636,8 @@ def _write_up_page(request: HttpRequest, run: Run, *, kind: str, **kwargs: Any) 
 @require_GET
 def write_up(request: HttpRequest, pk: int, kind: str = CLINICIAN) -> HttpResponse:
     run = _run(request, pk)
+    if not request.htmx:
+        audit.record(request, "version.viewed", run, artifact=run.selected_artifact_id)
     waiting = request.GET.get("waiting", "")
     if kind == PATIENT and request.htmx and waiting.isdigit():
         # The page polls while a model writes: once that request has ended, the whole page is reloaded.

@@ -180,6 +180,13 @@ async def session_cookie(user: Any) -> str:
 @contextlib.contextmanager
 def daphne_server(env: dict[str, str]) -> Iterator[str]:
     """The project's ASGI application under a real daphne process on a free loopback port; yields its URL."""
+    with daphne_process(env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def daphne_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`daphne_server`, also yielding the process (to watch its memory)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -202,7 +209,7 @@ def daphne_server(env: dict[str, str]) -> Iterator[str]:
                         proc.stderr.read().decode() if proc.poll() is not None else "daphne did not start"
                     ) from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
         proc.terminate()
         try:

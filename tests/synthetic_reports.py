@@ -10,9 +10,11 @@ The `make_*` functions below it write the hostile/broken files ingestion must re
 
 from __future__ import annotations
 
+import binascii
 import io
 import random
 import re
+import zlib
 from pathlib import Path
 from typing import TypedDict
 
@@ -258,3 +260,98 @@ def make_text_report(path: Path | str, *, markdown: bool = False, seed: int = 11
         caption="",
     )
     return ReportContent(patient_label="SYNTH-TEXT", page_count=1, pages=[page])
+
+
+# --- resource bombs: tiny files that would cost gigabytes to read -----------------------------------------
+
+
+def _raw_pdf(objects: list[bytes]) -> bytes:
+    """A well-formed PDF from object bodies (object i + 1 is objects[i]; 1 is the catalog), with a real xref."""
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def _stream(data: bytes, extra: bytes = b"") -> bytes:
+    return b"<< /Length %d %s>>\nstream\n" % (len(data), extra) + data + b"\nendstream"
+
+
+def _one_page_pdf(page_extra: bytes, content: bytes, *more: bytes) -> bytes:
+    return _raw_pdf(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 5 0 R >> %s>> %s /Contents 4 0 R >>"
+            % (b"/XObject << /Im1 6 0 R >> " if more else b"", page_extra),
+            content,
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+            *more,
+        ]
+    )
+
+
+def make_huge_page_pdf(path: Path | str, *, points: int = 14400) -> Path:
+    """One page of points x points (14400 pt = 200 in, the largest PDF allows) with a line of text: under a
+    kilobyte on disk, about 2 GB as a bitmap at 110 dpi."""
+    text = b"BT /F1 24 Tf 72 72 Td (Synthetic poster-sized page) Tj ET"
+    data = _one_page_pdf(b"/MediaBox [0 0 %d %d]" % (points, points), _stream(text))
+    Path(path).write_bytes(data)
+    return Path(path)
+
+
+def _deflate_repeated(unit: bytes, size: int, *, layers: int = 1) -> bytes:
+    """zlib of `unit` repeated up to `size` bytes, made in 1 MiB pieces so making it never holds `size`."""
+    compressor = zlib.compressobj(9)
+    piece = unit * (1024 * 1024 // len(unit))
+    chunks, left = [], size
+    while left > 0:
+        chunks.append(compressor.compress(piece[:left]))
+        left -= len(piece)
+    chunks.append(compressor.flush())
+    data = b"".join(chunks)
+    for _ in range(layers - 1):
+        data = zlib.compress(data, 9)
+    return data
+
+
+def make_inflation_bomb_pdf(
+    path: Path | str,
+    *,
+    inflated_bytes: int = 1 << 30,
+    layers: int = 1,
+    hex_wrapped: bool = False,
+    flate_name: bytes = b"/FlateDecode",
+) -> Path:
+    """An A4 page whose content stream is about 1 MB of FlateDecode that inflates to `inflated_bytes` of
+    blanks. With `layers`=2 it is compressed twice (a few kilobytes); `hex_wrapped` puts ASCIIHexDecode in
+    front; `flate_name` may spell the filter another legal way (`/Fl`, `/Fl#61teDecode`)."""
+    content = _deflate_repeated(b" ", inflated_bytes, layers=layers)
+    names = [flate_name] * layers
+    if hex_wrapped:
+        content = binascii.hexlify(content) + b">"
+        names.insert(0, b"/ASCIIHexDecode")
+    stream = _stream(content, b"/Filter [%s] " % b" ".join(names))
+    data = _one_page_pdf(b"/MediaBox [0 0 595 842]", stream)
+    Path(path).write_bytes(data)
+    return Path(path)
+
+
+def make_image_bomb_pdf(path: Path | str, *, side: int = 40000) -> Path:
+    """An A4 page showing one side x side RGB image whose pixels (4.8 GB at 40000) deflate to a few MB."""
+    pixels = _deflate_repeated(b"\xff", side * side * 3)
+    image = _stream(
+        pixels,
+        b"/Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 "
+        b"/Filter /FlateDecode " % (side, side),
+    )
+    content = _stream(b"q 500 0 0 700 40 60 cm /Im1 Do Q")
+    data = _one_page_pdf(b"/MediaBox [0 0 595 842]", content, image)
+    Path(path).write_bytes(data)
+    return Path(path)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import profile_of
 from audit.models import AuditEvent
 from tests.conftest import signed_in, token_client
 
@@ -62,6 +63,41 @@ def test_what_a_clinician_reads_and_does_on_a_patient_is_recorded(world, clinici
     )
     # A token call says which token: its use is on the trail (once a minute, like its last use).
     assert AuditEvent.objects.filter(action="token.used", user=clinician).count() == 1
+
+
+def test_page_images_the_council_view_and_the_write_up_are_recorded(world, clinician, settings):
+    profile = profile_of(clinician)
+    profile.display_name, profile.credentials = "Dr Synthetic Signer", "MD"
+    profile.save()
+    pages, api = signed_in(clinician), token_client(clinician)
+    p, r, run = world.patient.pk, world.report.pk, world.run.pk
+    pages.get(f"/reports/{r}/pages/1.png")
+    pages.get(f"/reports/{r}/thumbs/1.png")  # a thumbnail: part of the report page, not recorded alone
+    api.get(f"/api/reports/{r}/pages/1.png")
+    pages.get(f"/runs/reports/{r}/council-view/")
+    pages.get(f"/runs/reports/{r}/council-view/pages/1.png")
+    pages.get(f"/runs/{run}/write-up/")
+    pages.post(f"/runs/{run}/write-up/save/", {"text": "# Final draft\n\nEdited on the page.\n"})
+    api.post(
+        f"/api/runs/{run}/versions", {"text": "# Final draft\n\nEdited.\n"}, content_type="application/json"
+    )
+    api.get(f"/api/runs/{run}/versions/3")
+    api.post(f"/api/runs/{run}/versions/3/sign")
+    trail = AuditEvent.objects.filter(patient_id=p, user=clinician).order_by("pk")
+    assert [(e.action, e.detail) for e in trail] == [
+        ("report.viewed", {"part": "page", "page": 1}),
+        ("report.viewed", {"part": "page", "page": 1}),
+        ("deid.preview_viewed", {}),
+        ("deid.preview_viewed", {"page": 1}),
+        ("version.viewed", {"artifact": world.artifact.pk}),
+        ("version.saved", {"number": 2, "kind": "clinician"}),
+        ("version.saved", {"number": 3, "kind": "clinician"}),
+        ("version.viewed", {}),
+        ("version.signed", {"number": 3, "kind": "clinician"}),
+    ]
+    assert {
+        e.object_type for e in trail if e.action != "version.viewed" and e.action.startswith("version.")
+    } == {"draftversion"}
 
 
 def test_staff_writes_are_recorded_and_a_refused_attempt_leaves_no_success(world, staff, clinician):

@@ -127,3 +127,47 @@ async def test_a_client_without_identifiers_still_refuses_unmarked_images():
         await client.complete("gpt-5", [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}])
     assert route.call_count == 0
     await client.aclose()
+
+
+def test_a_given_name_alone_is_refused_in_any_case():
+    guard = IdentifierGuard(ANNA)
+    for text in ("Anna tolerated the recording well.", "as ANNA said", "seen with anna", "Maria's sleep"):
+        assert guard.find(text) == "a name", text
+    # A hyphenated family name's first part alone too (only the last part was looked for before).
+    assert guard.find("Müller reported headaches.") == "a name"
+
+
+MAY = Identifiers(names=("May Young",), birth_dates=(date(2016, 3, 14),))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "May reflect drowsiness; this may also be medication.",
+        "Frontal theta in a young adult.",
+        "- May indicate an attention deficit.",
+        "## May be relevant\n\nYoung children show more theta.",
+        "Impression: May reflect drowsiness.",
+        "| Young | 12.3 |",
+        "The alpha peak may shift.\n\nMay 2: no change.",
+    ],
+)
+def test_a_name_that_is_a_common_word_passes_where_it_is_a_word(text):
+    """'May', 'Young' are words before they are names: lowercase, or capitalised where any word may be
+    (a sentence's or a line's start, a table cell), they do not refuse the call."""
+    assert IdentifierGuard(MAY).find(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The recording was reviewed with May on day 23.",
+        "as reported by Mr Young",
+        "Seen: Dr. Young and M. Young.",
+        "seen with A. May",
+        "May Young",
+        "young, may",
+    ],
+)
+def test_a_name_that_is_a_common_word_is_refused_where_it_is_written_as_a_name(text):
+    assert IdentifierGuard(MAY).find(text) in ("a name", "the patient's name"), text

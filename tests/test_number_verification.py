@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from audit.models import AuditEvent
 from patients import facts
 from runs.models import NumberAcknowledgement, Run
 from tests.checked_runs import make_checked_run
@@ -50,12 +51,17 @@ def test_export_asks_for_each_flagged_number_then_keeps_who_and_when(checked_run
     assert ok.status_code == 200, ok.content
     ack = NumberAcknowledgement.objects.get(artifact=artifact)
     assert ack.by == clinician and ack.key == flagged["key"] and ack.status == "wrong_session"
+    # In the audit trail too: who, which number, what the check said, from where; once.
+    [event] = AuditEvent.objects.filter(action="run.acknowledged")
+    assert (event.user, event.patient_id, event.object_id) == (clinician, run.patient_id, str(artifact.pk))
+    assert event.detail == {"number": flagged["key"], "status": "wrong_session"} and event.ip == "127.0.0.1"
     card = run.export_path(Run.EXPORT_MARKDOWN).read_text()
     assert "| Fact table now | not locked by a clinician |" in card
     assert "1 match, 1 flagged (1 wrong session)" in card
     assert f"Number “{wrong} ms”" in card and "acknowledged by clinician" in card
-    # Acknowledged once is acknowledged: exporting again asks nothing.
+    # Acknowledged once is acknowledged: exporting again asks nothing (and records no second acknowledgement).
     assert api.post(f"/api/runs/{run.pk}/export").status_code == 200
+    assert AuditEvent.objects.filter(action="run.acknowledged").count() == 1
 
 
 def test_the_page_export_form_lists_the_numbers_and_records_the_acknowledgement(
@@ -71,6 +77,9 @@ def test_the_page_export_form_lists_the_numbers_and_records_the_acknowledgement(
     clinician_client.post(reverse("runs:export", args=[run.pk]), {"acknowledge": [key]})
     assert run.export_path(Run.EXPORT_MARKDOWN).exists()
     assert NumberAcknowledgement.objects.get(artifact=artifact).by == clinician
+    assert list(AuditEvent.objects.filter(user=clinician).values_list("action", flat=True).order_by("pk"))[
+        -2:
+    ] == ["run.acknowledged", "run.exported"]
 
 
 def test_a_correction_in_the_table_changes_the_verdict_on_read(checked_run, api):

@@ -120,7 +120,7 @@ def test_sigterm_puts_the_report_back_to_pending(patient, monkeypatch, data_dir)
     def interrupted(*args, **kwargs):
         raise services.Interrupted()
 
-    monkeypatch.setattr("patients.ingest.ingest_pdf", interrupted)
+    monkeypatch.setattr("patients.sandbox.ingest_pdf_limited", interrupted)
     with pytest.raises(services.Interrupted):
         services.report_ingest(report_id=report.pk)
     report.refresh_from_db()

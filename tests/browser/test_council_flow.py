@@ -45,17 +45,30 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture
-def app_url(tmp_path: Path, upstream: FakeUpstream) -> Iterator[str]:
+def app_env() -> dict[str, str]:
+    """Settings the app under test gets on top of app_environ's (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
+def app_environ(tmp_path: Path, upstream: FakeUpstream, app_env: dict[str, str]) -> dict[str, str]:
+    """The environment of the app under test and of any `manage.py` command run beside it."""
     data = tmp_path / "app-data"
     data.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    env |= {
+    return env | {
         "QEEG_DATA_DIR": str(data),
         "CLIPROXY_BASE_URL": upstream.base_url,
         "CLIPROXY_API_KEY": "",
         "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
         "RUN_HEARTBEAT_SECONDS": "1",
+        **app_env,
     }
+
+
+@pytest.fixture
+def app_url(app_environ: dict[str, str]) -> Iterator[str]:
+    env, data = app_environ, Path(app_environ["QEEG_DATA_DIR"])
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
     subprocess.run(

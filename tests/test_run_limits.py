@@ -1,0 +1,106 @@
+"""Per-person limits on runs: runs in flight and model calls a day, refused 429 with the reason, and the
+estimate of calls shown before a start, on the wizard and in the API."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from qeeg_site.models import ApiToken
+from runs import limits
+from runs.models import Artifact, Run
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def patient_report(tmp_path):
+    patient = make_patient()
+    return patient, make_ready_report(patient, tmp_path)
+
+
+def _create(api, patient, report, **extra):
+    reply = api.post(
+        "/api/runs",
+        {"patient_id": patient.pk, "report_id": report.pk, **extra},
+        content_type="application/json",
+    )
+    assert reply.status_code == 201, reply.content
+    return reply.json()
+
+
+def test_the_estimate_is_one_call_per_taker_of_every_step():
+    # Six steps: five by every council member, the consolidation by the consolidator alone.
+    assert limits.planned_calls(council=COUNCIL, consolidator=CONSOLIDATOR) == 3 * 5 + 1
+    # A council of one has no peers to review: that step is skipped.
+    assert limits.planned_calls(council=["gpt-5"], consolidator=CONSOLIDATOR) == 1 * 4 + 1
+    assert limits.planned_calls(council=COUNCIL, consolidator=CONSOLIDATOR, after_stage=4) == 6
+
+
+def test_the_api_shows_the_estimate_before_the_start(api, fake_upstream, patient_report):
+    body = _create(api, *patient_report)
+    assert body["status"] == "created" and body["estimated_calls"] == 16
+
+
+def test_runs_in_flight_are_limited_per_person(
+    api, fake_upstream, patient_report, launched, settings, administrator
+):
+    settings.RUNS_MAX_IN_FLIGHT_PER_USER = 2
+    first, second, third = (_create(api, *patient_report) for _ in range(3))
+    assert api.post(f"/api/runs/{first['id']}/start").status_code == 202
+    assert api.post(f"/api/runs/{second['id']}/start").status_code == 202
+    refused = api.post(f"/api/runs/{third['id']}/start")
+    assert refused.status_code == 429
+    assert (
+        "2 runs in flight" in refused.json()["detail"]
+        and "RUNS_MAX_IN_FLIGHT_PER_USER" in refused.json()["detail"]
+    )
+    assert Run.objects.get(pk=third["id"]).status == Run.Status.CREATED  # nothing queued, nothing launched
+    assert len(launched) == 2
+    # Someone else is not held up by the clinician's runs.
+    _, token = ApiToken.issue(user=administrator, name="t")
+    other = Client(headers={"Authorization": f"Bearer {token}"})
+    assert other.post(f"/api/runs/{_create(other, *patient_report)['id']}/start").status_code == 202
+    # One finishes: the next may start.
+    Run.objects.filter(pk=first["id"]).update(status=Run.Status.COMPLETE)
+    assert api.post(f"/api/runs/{third['id']}/start").status_code == 202
+
+
+def test_model_calls_a_day_are_limited_counting_calls_made_and_to_come(
+    api, fake_upstream, patient_report, launched, settings
+):
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 40
+    first, second, third = (_create(api, *patient_report) for _ in range(3))
+    assert api.post(f"/api/runs/{first['id']}/start").status_code == 202  # 16 to come
+    # The first run made its Stage 1 calls today and is still going: 3 made, 13 to come.
+    run = Run.objects.get(pk=first["id"])
+    for model in COUNCIL:
+        Artifact.objects.create(run=run, stage=1, model_id=model, kind="md")
+    Run.objects.filter(pk=run.pk).update(stages_done=1)
+    assert api.post(f"/api/runs/{second['id']}/start").status_code == 202  # 3 + 13 + 16 = 32 <= 40
+    refused = api.post(f"/api/runs/{third['id']}/start")
+    assert refused.status_code == 429
+    detail = refused.json()["detail"]
+    assert "about 16 model calls, and you have 8 of today's 40 left" in detail
+    assert "3 made today, 29 still to come" in detail and "MODEL_CALLS_PER_USER_PER_DAY" in detail
+    # A smaller council fits.
+    small = _create(api, *patient_report, council_models=["gpt-5"])
+    assert small["estimated_calls"] == 5
+    assert api.post(f"/api/runs/{small['id']}/start").status_code == 202
+
+
+def test_the_wizard_shows_the_estimate_and_refuses_without_leaving_a_run(
+    clinician_client, fake_upstream, patient_report, launched, settings
+):
+    patient, report = patient_report
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 10
+    panel = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
+    assert "16 model calls" in panel and "10 of today" in panel
+    reply = clinician_client.post(
+        f"/runs/patients/{patient.pk}/start/",
+        {"report": report.pk, "council_models": COUNCIL, "consolidator": CONSOLIDATOR},
+        follow=True,
+    )
+    assert "about 16 model calls, and you have 10 of today" in reply.content.decode()
+    assert not Run.objects.exists() and launched == []
