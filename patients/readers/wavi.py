@@ -48,6 +48,18 @@ AVERAGES = {
     ("N1OO", "CF", "AVG"): ("Central-frontal average", "N100"),
 }
 COLUMNS = (("#", "trials", ""), ("UV", "amplitude", "\u00b5V"), ("MS", "latency", "ms"))
+# What a WAVi summary page prints, section by section, for every session in its session table: a measure
+# the reader does not find is reported missing (and the page is not fully read), not silently absent.
+# Rows beyond these are read too; these are the ones a summary page must have.
+SUMMARY_MEASURES = {
+    "Performance": ("Reaction Time", "Reaction Time Variability", "Errors"),
+    "Evoked Potentials": (
+        "P300 Latency", "P300 Voltage", "P300 Latency Test/Retest", "P300 Voltage Test/Retest", "N100 Latency",
+    ),
+    "Peak Frequencies": ("Peak Alpha Frequency EC", "Peak Alpha Frequency EO"),
+    "State Ratios": ("Theta/Beta Ratio", "Alpha EO/EC Ratio"),
+    "Assessment Scores": ("PHQ-9", "Sleep Quality"),
+}  # fmt: skip
 
 
 # --- summary ------------------------------------------------------------------------------------------------
@@ -94,6 +106,13 @@ def read_summary(layout: PageLayout) -> Reading:
     reading.labels_found += len(dates)
     if not dates:
         reading.notes.append("no session table found")
+    # The page's known contents, for every session it has (from the session table, else the table headers).
+    sessions = sorted(dates) or sorted({s for *_, s in reading.expected if s is not None}) or [1]
+    known = [measure for measures in SUMMARY_MEASURES.values() for measure in measures]
+    reading.expected += [(measure, None, None, s) for measure in known for s in sessions]
+    reading.expected += [("Session date", None, None, s) for s in sessions]
+    reading.labels_expected = len(SUMMARY_MEASURES) + len(sessions)
+    reading.labels_found = min(reading.labels_found, reading.labels_expected)
     return reading
 
 
@@ -254,6 +273,16 @@ def read_p300(layout: PageLayout) -> Reading:
         panels[(site, "P300 Rare")] = (box, "placed")
     reading.labels_found = len(panels)
     reading.labels_expected = len(ELECTRODES) + len(set(AVERAGES.values()))
+    # Every panel of the head and the averages, for every session of the colour key (three when the key
+    # was not read): what the page must have, whatever could be read of it.
+    reading.expected += [("Session date", None, None, session) for session in sorted(key) or [1, 2, 3]]
+    for site in [*ELECTRODES, *dict.fromkeys(s for s, _ in AVERAGES.values())]:
+        for metric in ("P300 Rare", "N100"):
+            if metric == "N100" and site != "Central-frontal average":
+                continue
+            for session in sorted(key) or [1, 2, 3]:
+                for _, name, _ in COLUMNS:
+                    reading.expected.append((f"{metric} {name}", site, None, session))
 
     # Column anchors relative to the label centre, from the panels whose header was read whole.
     offsets: dict[str, list[float]] = {"#": [], "UV": [], "MS": []}
@@ -264,15 +293,6 @@ def read_p300(layout: PageLayout) -> Reading:
     if len(anchor_offset) < 3:
         reading.notes.append("panel header (# UV MS) not found")
         return reading
-
-    sessions = sorted(key) or [1, 2, 3]
-    for site in [*ELECTRODES, *{s for s, _ in AVERAGES.values()}]:
-        for metric in ("P300 Rare", "N100"):
-            if metric == "N100" and site != "Central-frontal average":
-                continue
-            for session in sessions:
-                for _, name, _ in COLUMNS:
-                    reading.expected.append((f"{metric} {name}", site, None, session))
 
     for (site, metric), (label, how) in panels.items():
         header = _header_below(layout, label, half)
