@@ -57,7 +57,7 @@ class Fact(TypedDict):
     norm: str  # for Z-scores: what the norm is ("" otherwise)
     reader: str
     source: str  # "OCR" or "text layer"
-    confidence: float  # 0..1: recognition score times how sure the reader is of site and session
+    confidence: float | None  # 0..1: recognition score times the reader's certainty; None: a model's reading
     box: list[float]  # x0, y0, x1, y1 in PDF points from the page's top-left corner
 
 
