@@ -322,11 +322,7 @@ def read_unsure_pages(
         _read_pages(
             table,
             pages,
-            pdf_path=pdf_path,
-            layouts=layouts,
-            records=records,
-            identifiers=identifiers,
-            date_order=date_order,
+            _Sources(pdf_path, layouts, records, identifiers, date_order),
             config=config,
             client_factory=client_factory,
         )
@@ -349,30 +345,32 @@ def read_unsure_pages(
     return table
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """What a page is painted and read from."""
+
+    pdf_path: Path
+    layouts: list[PageLayout]
+    records: list[dict[str, Any]]
+    identifiers: deid.Identifiers
+    date_order: str
+
+
 async def _read_pages(
-    table: dict[str, Any],
-    pages: list[int],
-    *,
-    pdf_path: Path,
-    layouts: list[PageLayout],
-    records: list[dict[str, Any]],
-    identifiers: deid.Identifiers,
-    date_order: str,
-    config: VisionConfig,
-    client_factory: Any,
+    table: dict[str, Any], pages: list[int], sources: _Sources, *, config: VisionConfig, client_factory: Any
 ) -> None:
     from council.client import CLIProxyClient, UpstreamError
 
     started = time.monotonic()
     budget = config.timeout_seconds
-    guard = deid.IdentifierGuard(identifiers, order=date_order)
+    guard = deid.IdentifierGuard(sources.identifiers, order=sources.date_order)
     factory = client_factory or CLIProxyClient.from_settings
     # One call may not outlast the pass, retries and cooldowns included.
     client = factory(
         guard=guard, read_timeout=budget, max_retry_seconds=budget, max_cooldown_seconds=budget / 2
     )
     quality_of = {page["page"]: page for page in table["pages"]}
-    records_of = {record["page"]: record for record in records}
+    records_of = {record["page"]: record for record in sources.records}
     limits = CallLimits(max_tokens=config.max_tokens, json_retries=config.json_retries)
     async with client:
         for index, number in enumerate(pages):
@@ -384,7 +382,7 @@ async def _read_pages(
                     status="not sent", note=f"FACTS_VISION_MAX_PAGES ({config.max_pages}) pages were sent"
                 )
                 continue
-            page_layouts = [layout for layout in layouts if layout.page == number]
+            page_layouts = [layout for layout in sources.layouts if layout.page == number]
             why = _why_not_sent(quality, records_of.get(number, {}), page_layouts)
             if why:
                 state.update(status="not sent", note=why)
@@ -396,7 +394,12 @@ async def _read_pages(
             page_started = time.monotonic()
             try:
                 png, painted = painted_png(
-                    pdf_path, number, page_layouts, identifiers, dpi=config.dpi, order=date_order
+                    sources.pdf_path,
+                    number,
+                    page_layouts,
+                    sources.identifiers,
+                    dpi=config.dpi,
+                    order=sources.date_order,
                 )
                 state["painted"] = painted
                 messages = build_messages(

@@ -29,6 +29,7 @@ from patients.readers import generic
 from patients.readers.base import (
     ELECTRODES,
     Reading,
+    by_right_edge,
     count_merged,
     fold,
     make_fact,
@@ -441,12 +442,7 @@ def read_sites(layout: PageLayout) -> Reading:
             reading.labels_found += 1
             values = [b for b in data.boxes[1:] if b.x0 > data.boxes[0].x1]
             reading.merged_tokens += count_merged(values)
-            taken: set[int] = set()
-            for box in values:
-                session, header = min(columns, key=lambda c: abs(c[1].x1 - box.x1))
-                if abs(header.x1 - box.x1) > 0.45 * step or session in taken:
-                    continue
-                taken.add(session)
+            for session, box in by_right_edge(values, [(s, h.x1) for s, h in columns], step=step):
                 reading.cells_read += 1
                 reading.facts.append(
                     make_fact(
