@@ -221,10 +221,8 @@ def test_without_a_model_or_with_page_images_off_nothing_is_sent_and_the_unread_
     pdf, _, layout, table, records = _text_page_table(tmp_path)
     _read(table, pdf, layout, records, _config(model=""))
     assert table["vision"]["status"] == "off"
-    assert (
-        table["vision"]["note"]
-        == "page(s) 1 not fully read; no vision reader is configured (FACTS_VISION_MODEL)"
-    )
+    assert table["vision"]["pages"] == [1]
+    assert table["vision"]["note"] == "no vision reader is configured (FACTS_VISION_MODEL)"
     _read(table, pdf, layout, records, _config(images_allowed=False))
     assert "DEID_PAGE_IMAGES is off" in table["vision"]["note"]
     assert fake_upstream.count(model=MODEL) == 0 and table["pages"][0]["vision"] is None

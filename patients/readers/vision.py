@@ -306,17 +306,12 @@ def read_unsure_pages(
     if not pages:
         summary.update(status="not needed", note="every page was fully read by the deterministic readers")
         return table
-    listed = ", ".join(map(str, pages))
+    # `pages` says which pages were not fully read; the note says what the vision reader did about them.
     if not config.model:
-        summary["note"] = (
-            f"page(s) {listed} not fully read; no vision reader is configured (FACTS_VISION_MODEL)"
-        )
+        summary["note"] = "no vision reader is configured (FACTS_VISION_MODEL)"
         return table
     if not config.images_allowed:
-        summary["note"] = (
-            f"page(s) {listed} not fully read; FACTS_VISION_MODEL is set but DEID_PAGE_IMAGES is off, "
-            "so no page image may leave"
-        )
+        summary["note"] = "FACTS_VISION_MODEL is set but DEID_PAGE_IMAGES is off, so no page image may leave"
         return table
     asyncio.run(
         _read_pages(
@@ -334,9 +329,7 @@ def read_unsure_pages(
     ]
     read = sent.count("read")
     if not sent:
-        summary.update(
-            status="nothing sent", note=f"page(s) {listed} not fully read; none could be sent (see each page)"
-        )
+        summary.update(status="nothing sent", note="none of them could be sent (see each page)")
     else:
         summary["status"] = "done" if read == len(sent) else "partial" if read else "failed"
         summary["note"] = f"{read} of {len(sent)} page(s) sent were read by {config.model}" + (
