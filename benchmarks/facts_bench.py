@@ -3,7 +3,7 @@
     uv run python benchmarks/facts_bench.py [--seeds 3] [--dpi 150,200,300]
 
 For each seed, one report with every vendor page as an image-only page (WAVi summary, WAVi P300 Rare
-Comparison, NeuroGuide Z table) and as a text-layer page, read the way ingestion reads them
+Comparison, WAVi typed per-site tables, NeuroGuide Z table) and as a text-layer page, read the way ingestion reads them
 (`patients.layout.read_ocr` / `read_text_layer`, then `patients.readers`, then `patients.facts`), in a
 child process pinned to one core, so OCR warm-up and memory belong to the case alone.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-KINDS = ("wavi_summary", "wavi_p300", "neuroguide_z")
+KINDS = ("wavi_summary", "wavi_p300", "wavi_sites", "neuroguide_z")
 
 
 def run_case(seed: int, dpi: int) -> dict:

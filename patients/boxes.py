@@ -58,6 +58,12 @@ def page_lines(report: Report, number: int, image_path: Path) -> list[list[TextB
             page.close()
     finally:
         document.close()
+    return layout_lines(layouts, size)
+
+
+def layout_lines(layouts: list[layout.PageLayout], size: tuple[int, int]) -> list[list[TextBox]]:
+    """The layouts' word boxes in the pixel space of an image of the page `size` pixels large, in lines
+    (each layout on its own lines)."""
     lines: list[list[TextBox]] = []
     for read in layouts:
         sx, sy = size[0] / read.width, size[1] / read.height

@@ -40,6 +40,8 @@ class PageQuality(TypedDict):
     expected: int
     missing: int
     fully_read: bool
+    unsure: list[str]  # why the page is not fully read, one reason each ([] when it is)
+    vision: dict[str, Any] | None  # what the vision reader did with the page (patients/readers/vision.py)
     notes: list[str]
 
 
@@ -55,13 +57,14 @@ class FactTable(TypedDict):
     schema: int
     generated_at: str
     pages: list[PageQuality]
-    facts: list[dict[str, Any]]  # Fact plus: disagreement, disagrees_with, correction
+    facts: list[dict[str, Any]]  # Fact plus: disagreement, disagrees_with, confirmed_by, correction
     missing: list[MissingFact]
     disagreements: int
+    vision: dict[str, Any] | None  # {model, status, note}: the vision reader's run over the unsure pages
     lock: dict[str, str] | None  # {"by": username, "at": ISO time} once a clinician locks the table
 
 
-def _key(fact: Fact | MissingFact) -> tuple:
+def _key(fact: Fact | MissingFact | dict[str, Any]) -> tuple:
     return (
         fact["page"],
         fact["metric"].replace(" ", "").lower(),
@@ -73,6 +76,67 @@ def _key(fact: Fact | MissingFact) -> tuple:
 
 def read_layouts(layouts: list[PageLayout]) -> list[tuple[PageLayout, Reading | None]]:
     return [(layout, read_page(layout)) for layout in layouts]
+
+
+def table_row(fact: Fact) -> dict[str, Any]:
+    """A reader's fact as a row of the table: its id names its source, and the review fields start empty."""
+    return {
+        **fact,
+        "id": f"{fact['id']}|{fact['source']}",
+        "disagreement": False,
+        "disagrees_with": [],
+        "confirmed_by": [],
+        "correction": None,
+    }
+
+
+def merge_row(
+    facts: list[dict[str, Any]], kept: dict[tuple, list[dict[str, Any]]], row: dict[str, Any]
+) -> str:
+    """Add one reading of a measurement to the table: "new" (nothing read it before), "agreed" (an earlier
+    reading has the same value: that one stays, and says who confirmed it) or "disagreed" (kept beside the
+    earlier readings, all of them marked; the table never picks one)."""
+    key = _key(row)
+    group = kept.get(key)
+    if not group:
+        kept[key] = [row]
+        facts.append(row)
+        return "new"
+    same = next((other for other in group if fold(other["value"]) == fold(row["value"])), None)
+    if same is not None:
+        by = f"{row['reader']} [{row['source']}]"
+        if by not in same["confirmed_by"] and row["reader"] != same["reader"]:
+            same["confirmed_by"].append(by)
+        return "agreed"
+    for other in group:
+        other["disagreement"] = True
+        other["disagrees_with"].append(row["id"])
+        row["disagrees_with"].append(other["id"])
+    row["disagreement"] = True
+    # Beside the readings it disagrees with, so the table shows them together.
+    facts.insert(facts.index(group[-1]) + 1, row)
+    group.append(row)
+    return "disagreed"
+
+
+def unsure_reasons(quality: dict[str, Any], *, reader: str | None, missing: int, expected: int) -> list[str]:
+    """Why a page is not fully read, from its reading measures; [] when it is (a reader knows the layout,
+    every label and expected fact was found, no merged token is left, and the boxes were read surely)."""
+    if not reader:
+        return ["no reader knows this page's layout"]
+    reasons = []
+    if missing:
+        reasons.append(f"{missing} of {expected} expected facts missing")
+    if quality["labels_expected"] and quality["labels_found"] < quality["labels_expected"]:
+        reasons.append(f"{quality['labels_found']} of {quality['labels_expected']} labels found")
+    if quality["merged_tokens"]:
+        reasons.append(f"{quality['merged_tokens']} merged tokens left")
+    if not quality["cells_read"]:
+        reasons.append("no table cell read")
+    confidence = quality.get("mean_confidence")
+    if confidence is not None and confidence < FULLY_READ_CONFIDENCE:
+        reasons.append(f"mean confidence {confidence:.2f} (< {FULLY_READ_CONFIDENCE})")
+    return reasons
 
 
 def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count: int) -> FactTable:
@@ -91,7 +155,7 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
         entries = by_page.get(number, [])
         # Text layer first: exact where it exists.
         entries.sort(key=lambda entry: entry[0].source != "text layer")
-        kept: dict[tuple, dict[str, Any]] = {}
+        kept: dict[tuple, list[dict[str, Any]]] = {}
         expected: set[tuple] = set()
         notes: list[str] = []
         quality = {"labels_found": 0, "labels_expected": 0, "cells_read": 0, "merged_tokens": 0}
@@ -111,23 +175,7 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
                 for metric, site, band, session in reading.expected
             }
             for fact in reading.facts:
-                key = _key(fact)
-                row: dict[str, Any] = {
-                    **fact,
-                    "disagreement": False,
-                    "disagrees_with": [],
-                    "correction": None,
-                }
-                row["id"] = f"{fact['id']}|{fact['source']}"
-                first = kept.get(key)
-                if first is None:
-                    kept[key] = row
-                    facts.append(row)
-                elif fold(first["value"]) != fold(row["value"]):
-                    first["disagreement"] = row["disagreement"] = True
-                    first["disagrees_with"].append(row["id"])
-                    row["disagrees_with"].append(first["id"])
-                    facts.append(row)
+                if merge_row(facts, kept, table_row(fact)) == "disagreed":
                     disagreements += 1
         page_missing = sorted(expected - set(kept), key=str)
         for _, metric_key, site, band, session in page_missing:
@@ -136,6 +184,12 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
         mean_confidence = round(sum(confidences) / len(confidences), 4) if confidences else None
         reader = readers[0] if readers else None
         page_facts = sum(1 for fact in facts if fact["page"] == number)
+        unsure = unsure_reasons(
+            {**quality, "mean_confidence": mean_confidence},
+            reader=reader,
+            missing=len(page_missing),
+            expected=len(expected),
+        )
         pages.append(
             PageQuality(
                 page=number,
@@ -148,13 +202,10 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
                 facts=page_facts,
                 expected=len(expected),
                 missing=len(page_missing),
-                fully_read=bool(
-                    reader
-                    and not page_missing
-                    and quality["merged_tokens"] == 0
-                    and (mean_confidence or 0) >= FULLY_READ_CONFIDENCE
-                ),
-                notes=notes if reader else ["no reader knows this page's layout", *notes],
+                fully_read=not unsure,
+                unsure=unsure,
+                vision=None,
+                notes=notes,
             )
         )
     return FactTable(
@@ -164,8 +215,31 @@ def build_table(readings: list[tuple[PageLayout, Reading | None]], *, page_count
         facts=facts,
         missing=missing,
         disagreements=disagreements,
+        vision=None,
         lock=None,
     )
+
+
+def add_facts(table: FactTable, page: int, new: list[Fact]) -> dict[str, int]:
+    """Merge another reader's facts for one page into a built table (the vision reader's, after the
+    deterministic ones): new measurements are added (and no longer missing), agreeing ones confirm the
+    reading already there, disagreeing ones are kept beside it and marked. Counts of each."""
+    kept: dict[tuple, list[dict[str, Any]]] = {}
+    for row in table["facts"]:
+        kept.setdefault(_key(row), []).append(row)
+    counts = {"new": 0, "agreed": 0, "disagreed": 0}
+    for fact in new:
+        if fact["page"] != page:
+            raise ValueError(f"a fact of page {fact['page']} merged into page {page}")
+        counts[merge_row(table["facts"], kept, table_row(fact))] += 1
+    table["disagreements"] += counts["disagreed"]
+    still = [m for m in table["missing"] if m["page"] != page or _key(m) not in kept]
+    for quality in table["pages"]:
+        if quality["page"] == page:
+            quality["missing"] -= len(table["missing"]) - len(still)
+            quality["facts"] = sum(1 for row in table["facts"] if row["page"] == page)
+    table["missing"] = still
+    return counts
 
 
 def _metric_name(readings: list[tuple[PageLayout, Reading | None]], page: int, metric_key: str) -> str:

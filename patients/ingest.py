@@ -80,6 +80,7 @@ class IngestResult:
     pages: list[PageRecord] = field(default_factory=list)
     seconds: float = 0.0
     peak_memory_mb: int | None = None  # of the process that read it, when it ran in its own (sandbox.py)
+    layouts: list[layout.PageLayout] = field(default_factory=list, repr=False)  # for the vision reader
 
 
 @dataclass(frozen=True)
@@ -442,6 +443,7 @@ def ingest_pdf(
         document.close()
     on_step(Step("the fact table", result.page_count, result.page_count))
     table = facts.build_table(facts.read_layouts(layouts), page_count=result.page_count)
+    result.layouts = layouts
     result.seconds = round(time.monotonic() - started, 2)
     _write_outputs(out_dir, result, kind="pdf", table=table)
     return result

@@ -398,6 +398,7 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
             )
         else:
             result = ingest.ingest_text(source, work, name=report.original_name, kind=report.kind)
+        _read_unsure_pages(report, source, work, result)
         _swap_in(work, report.folder)
     except Interrupted:
         shutil.rmtree(work, ignore_errors=True)
@@ -436,6 +437,40 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
         result.peak_memory_mb,
     )
     return report
+
+
+def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) -> None:
+    """The vision reader over the pages the deterministic readers were unsure of (patients/readers/vision.py),
+    written into the work folder's fact table. It never fails the ingestion: whatever goes wrong, the report
+    is ready with the deterministic facts and the table says what happened."""
+    from patients import facts
+    from patients.readers import vision
+    from runs.sources import identifiers_for  # the one place identifiers are gathered (runs imports patients)
+
+    table = facts.load_table(work)
+    if table is None:
+        return
+    config = vision.VisionConfig.from_settings()
+    try:
+        vision.read_unsure_pages(
+            table,
+            pdf_path=source,
+            layouts=result.layouts,
+            records=result.pages,
+            identifiers=identifiers_for(report.patient, report),
+            date_order=settings.DEID_DATE_ORDER,
+            config=config,
+        )
+    except Exception as exc:
+        # The report's id only: an error text could carry what was read from the page.
+        log.exception("vision reader failed on report %s", report.pk)
+        table["vision"] = {
+            "model": config.model,
+            "status": "failed",
+            "note": f"the vision reader failed ({type(exc).__name__}); the deterministic facts stand alone",
+            "pages": vision.unsure_pages(table),
+        }
+    facts.write_table(work, table)
 
 
 def _after_ingest(report: Report) -> Report | None:

@@ -264,6 +264,13 @@ COUNCIL_MAX_TOKENS = env.int("COUNCIL_MAX_TOKENS", default=8000)
 # Stage 1 may also see the images of up to N pages that needed OCR (painted out); 0 sends text only.
 COUNCIL_PAGE_IMAGES = env.int("COUNCIL_PAGE_IMAGES", default=0)
 
+# The vision reader (patients/readers/vision.py): pages the deterministic readers are unsure of go, painted
+# out, to this vision-capable model during ingestion; empty = off.
+FACTS_VISION_MODEL = env.str("FACTS_VISION_MODEL", default="").strip()
+FACTS_VISION_MAX_PAGES = env.int("FACTS_VISION_MAX_PAGES", default=6)
+FACTS_VISION_TIMEOUT_SECONDS = env.float("FACTS_VISION_TIMEOUT_SECONDS", default=180.0)
+FACTS_VISION_DPI = env.int("FACTS_VISION_DPI", default=200)
+
 # De-identification (council/deid.py): page images leave only painted out ("paint") or never ("off").
 DEID_PAGE_IMAGES = env.str("DEID_PAGE_IMAGES", default="off").strip().lower()
 if DEID_PAGE_IMAGES not in ("off", "paint"):

@@ -13,6 +13,8 @@ Pages (all numbers made up from a seed):
 - `wavi_p300`: "P300 Rare Comparison": one tiny `# UV MS` panel per electrode in the 10-20 head layout plus
   the averages and the N100 central-frontal average, rows = sessions told apart only by text colour (rows
   ordered by latency, not by session), and a Color Key mapping colours to sessions and dates.
+- `wavi_sites`: WAVi's typed per-site tables, four `Site S1 S2 S3` tables (peak alpha frequency, theta/beta
+  ratio, relative alpha, alpha asymmetry Z) side by side in tiny print, "-" for unrecorded sessions.
 - `neuroguide_z`: a NeuroGuide-style site by band Z-score table, 19 sites by 10 bands, signed values.
 - `generic_rows`: rows like "Trail Making Test A 41 sec 33 sec 47 sec 38-64 sec".
 """
@@ -35,6 +37,7 @@ FONT_BOLD = FONT_DIR / "DejaVuSans-Bold.ttf"
 A4 = (595.28, 841.89)  # points
 BLACK = (20, 20, 20)
 GREY = (150, 150, 150)
+FAINT = (196, 196, 196)  # light toner: lighter than patients.layout.INK_LEVEL, still legible to an eye
 # WAVi-like session colours: purple, red, green.
 SESSION_COLOURS = {1: (112, 48, 160), 2: (200, 16, 16), 3: (0, 128, 40)}
 SESSION_COLOUR_NAMES = {1: "purple", 2: "red", 3: "green"}
@@ -114,6 +117,7 @@ class VendorPage:
     inks: list[Ink] = field(default_factory=list)
     shapes: list[Shape] = field(default_factory=list)
     facts: list[TrueFact] = field(default_factory=list)
+    value_inks: list[tuple[Ink, int]] = field(default_factory=list)  # a printed value and its fact's index
 
     def text(self, *args, **kwargs) -> Ink:
         ink = Ink(*args, **kwargs)
@@ -319,8 +323,9 @@ def wavi_summary(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
             page.text(label_x, y, name, size=6.5)
             for index, value in enumerate(values, start=1):
                 printed = value if value in ("-", "N/A", "<0") or not unit else f"{value} {unit}"
-                page.text(first_col + (index - 1) * col_w, y, printed, size=6.5)
+                ink = page.text(first_col + (index - 1) * col_w, y, printed, size=6.5)
                 page.fact(name, value, unit=unit, session=index, target=target)
+                page.value_inks.append((ink, len(page.facts) - 1))
             page.text(target_x, y, target, size=6.5)
             y += 8.8
         page.shapes.append(Shape("line", (label_x, y + 1, target_x + 38, y + 1), colour=(200, 200, 200)))
@@ -472,6 +477,69 @@ def wavi_p300(rng: random.Random, sessions: Sessions, *, label: str) -> VendorPa
     return page
 
 
+# --- WAVi typed per-site tables ------------------------------------------------------------------------------
+
+# (title as printed, metric, unit, value maker): one table per measure type, a row per 10-20 site.
+SITE_TABLES = [
+    ("Peak Alpha Frequency (Hz)", "Peak Alpha Frequency", "Hz", lambda rng: f"{rng.uniform(7.6, 12.4):.1f}"),
+    ("Theta/Beta Ratio", "Theta/Beta Ratio", "", lambda rng: f"{rng.uniform(0.6, 4.8):.2f}"),
+    ("Relative Alpha (%)", "Relative Alpha", "%", lambda rng: f"{rng.uniform(4, 61):.1f}"),
+    ("Alpha Asymmetry (Z)", "Alpha Asymmetry", "Z", lambda rng: f"{rng.uniform(-2.9, 2.9):.2f}"),
+]
+
+
+def wavi_sites(rng: random.Random, sessions: Sessions, *, label: str) -> VendorPage:
+    """WAVi's typed per-site tables: one small `Site S1 S2 S3` table per measure type, four side by side in
+    tiny print with thin gaps (a line read straight across runs four tables together), values right-aligned
+    under their session, "-" where a session has no value for that site, session colours only on the
+    header, and the session dates in a key line at the top."""
+    page = VendorPage("wavi_sites")
+    _header(
+        page, "WAVi Brain Health Report \u2014 Site Measures", "Eyes closed; one table per measure", label
+    )
+    x = 36.0
+    for index in (1, 2, 3):
+        page.text(x, 66, f"S{index}: {sessions.label(index)}", size=6.5, colour=SESSION_COLOURS[index])
+        page.fact("Session date", sessions.label(index), session=index)
+        x += 92
+    size = 5.8
+    line = size * 1.42
+    top = 86.0
+    width = (A4[0] - 72) / len(SITE_TABLES)
+    for t, (title, metric, unit, make) in enumerate(SITE_TABLES):
+        left = 36.0 + t * width
+        page.text(left, top, title, size=6.4, bold=True)
+        # Site label, then three value columns (right edges) packed into the table's width.
+        columns = [left + 46 + k * 27 for k in range(3)]
+        page.text(left, top + 10, "Site", size=size, bold=True)
+        for k, right in enumerate(columns, start=1):
+            page.text(
+                right, top + 10, f"S{k}", size=size, bold=True, colour=SESSION_COLOURS[k], align="right"
+            )
+        page.shapes.append(
+            Shape("line", (left, top + 18, left + width - 8, top + 18), colour=(120, 120, 120))
+        )
+        y = top + 21
+        for printed, site, _, _ in HEAD_LAYOUT:
+            page.text(left, y, printed, size=size)
+            for k, right in enumerate(columns, start=1):
+                value = "-" if rng.random() < 0.04 else make(rng)
+                if value == "-0.00":
+                    value = "0.00"
+                ink = page.text(right, y, value, size=size, align="right")
+                page.fact(metric, value, unit=unit, site=site, session=k)
+                page.value_inks.append((ink, len(page.facts) - 1))
+            y += line
+    page.text(
+        36,
+        top + 21 + 19 * line + 10,
+        "- = not recorded in that session. Asymmetry Z against the age-matched norm.",
+        size=6,
+        colour=(90, 90, 90),
+    )
+    return page
+
+
 # --- NeuroGuide Z table ------------------------------------------------------------------------------------
 
 
@@ -549,6 +617,7 @@ def generic_rows(rng: random.Random, sessions: Sessions, *, label: str) -> Vendo
 PAGE_MAKERS = {
     "wavi_summary": wavi_summary,
     "wavi_p300": wavi_p300,
+    "wavi_sites": wavi_sites,
     "neuroguide_z": neuroguide_z,
     "generic_rows": generic_rows,
 }
@@ -607,6 +676,7 @@ class VendorReport(TypedDict):
     page_count: int
     pages: list[dict]  # per page: number, kind, mode ("image"/"text")
     facts: list[TrueFact]
+    faint: list[TrueFact]  # facts printed too pale for a layout reader (`faint`)
 
 
 def make_vendor_pdf(
@@ -618,12 +688,17 @@ def make_vendor_pdf(
     dpi: int = 200,
     jpeg_quality: int | None = 88,
     sessions: Sessions | None = None,
+    faint: int = 0,
 ) -> VendorReport:
     """Write a vendor-like report; `pages` lists (kind, "image" | "text"). Returns the facts it printed.
     `sessions`: the three sessions it prints (e.g. three visits of a `patient_history`); else made up.
 
     Image pages are rasterised at `dpi` and embedded as JPEG (as vendor exporters do, with its artefacts
     around small coloured print) or PNG when `jpeg_quality` is None, with no text layer at all.
+
+    `faint`: on each image page, that many printed values (chosen by the seed) are printed so pale that no
+    layout reader sees them as ink, as a worn or light-toner print is; a person (or a vision model) still
+    can, and the returned facts keep them. `report["faint"]` lists them.
     """
     pages = pages or [
         ("wavi_summary", "image"),
@@ -638,11 +713,16 @@ def make_vendor_pdf(
     pdf.set_auto_page_break(auto=False)
     pdf.add_font("DejaVu", "", str(FONT))
     pdf.add_font("DejaVu", "B", str(FONT_BOLD))
-    report = VendorReport(page_count=len(pages), pages=[], facts=[])
+    report = VendorReport(page_count=len(pages), pages=[], facts=[], faint=[])
     for number, (kind, mode) in enumerate(pages, start=1):
         page = PAGE_MAKERS[kind](rng, sessions, label=label)
         pdf.add_page()
         if mode == "image":
+            for ink, index in random.Random(seed * 1000 + number).sample(
+                page.value_inks, min(faint, len(page.value_inks))
+            ):
+                ink.colour = FAINT
+                report["faint"].append(TrueFact(**{**page.facts[index], "page": number}))
             bitmap = render_bitmap(page, dpi=dpi)
             buffer = io.BytesIO()
             if jpeg_quality is None:

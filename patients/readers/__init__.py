@@ -25,6 +25,7 @@ class PageReader:
 READERS: tuple[PageReader, ...] = (
     PageReader(wavi.P300, wavi.matches_p300, wavi.read_p300),
     PageReader(wavi.SUMMARY, wavi.matches_summary, wavi.read_summary),
+    PageReader(wavi.SITES, wavi.matches_sites, wavi.read_sites),
     PageReader(neuroguide.NAME, neuroguide.matches, neuroguide.read),
     PageReader(generic.NAME, generic.matches, generic.read),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import colorsys
 import re
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from patients.layout import Box, PageLayout, Row, is_merged_token
 
@@ -33,6 +33,7 @@ _CONFUSIONS = {
     "5": "S",
     "8": "B",
 }
+K = TypeVar("K")
 PLACEHOLDERS = {"-", "N/A", "NA", "<0", "--"}
 DASHES = "\u2013\u2014\u2212"  # en dash, em dash, minus sign: read and compared as "-"
 _NUMBER = re.compile(r"^[<>]?-?\d+(?:\.\d+)?$")
@@ -57,7 +58,7 @@ class Fact(TypedDict):
     norm: str  # for Z-scores: what the norm is ("" otherwise)
     reader: str
     source: str  # "OCR" or "text layer"
-    confidence: float  # 0..1: recognition score times how sure the reader is of site and session
+    confidence: float | None  # 0..1: recognition score times the reader's certainty; None: a model's reading
     box: list[float]  # x0, y0, x1, y1 in PDF points from the page's top-left corner
 
 
@@ -240,6 +241,20 @@ def make_fact(
         confidence=round(score * certainty, 4),
         box=union_box(boxes) if boxes else [],
     )
+
+
+def by_right_edge(boxes: list[Box], columns: list[tuple[K, float]], *, step: float) -> list[tuple[K, Box]]:
+    """Right-aligned values (a site row of a Z or per-site table) to the column whose header ends nearest
+    each one's right edge, within 0.45 of the column pitch `step`; the first value a column gets is its."""
+    taken: set[K] = set()
+    placed: list[tuple[K, Box]] = []
+    for box in boxes:
+        key, right = min(columns, key=lambda column: abs(column[1] - box.x1))
+        if abs(right - box.x1) > 0.45 * step or key in taken:
+            continue
+        taken.add(key)
+        placed.append((key, box))
+    return placed
 
 
 def count_merged(boxes: list[Box]) -> int:

@@ -14,6 +14,7 @@ from patients.layout import PageLayout
 from patients.readers.base import (
     ELECTRODES,
     Reading,
+    by_right_edge,
     count_merged,
     fold,
     joined,
@@ -80,12 +81,7 @@ def read(layout: PageLayout) -> Reading:
         reading.labels_found += 1
         values = [b for b in row.boxes[1:] if b.x0 > row.boxes[0].x1]
         reading.merged_tokens += count_merged(values)
-        taken: set[str] = set()
-        for box in values:
-            band, right = min(bands, key=lambda b: abs(b[1] - box.x1))
-            if abs(right - box.x1) > 0.45 * step or band in taken:
-                continue
-            taken.add(band)
+        for band, box in by_right_edge(values, bands, step=step):
             reading.cells_read += 1
             reading.facts.append(
                 make_fact(

@@ -10,10 +10,17 @@ colour; the page's Color Key says which colour is which session and its date. So
 colour -> session; every electrode label (repaired from the 10-20 vocabulary, and by its place in the head
 when OCR garbled it) owns the values below it; each value takes its column from the panel's header and
 its session from its colour.
+
+Site Measures: WAVi's typed per-site tables, one `Site S1 S2 S3` table per measure type ("Peak Alpha
+Frequency (Hz)"), several side by side. Each "Site" header opens a table reaching to the next one; its
+title above names the metric and unit; every row is a 10-20 site (repaired from the vocabulary) and each
+value takes the session whose right-aligned header it ends nearest. A table is expected to list all 19
+sites for every session of its header.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 
@@ -22,6 +29,7 @@ from patients.readers import generic
 from patients.readers.base import (
     ELECTRODES,
     Reading,
+    by_right_edge,
     count_merged,
     fold,
     make_fact,
@@ -32,6 +40,7 @@ from patients.readers.base import (
 
 SUMMARY = "wavi-summary"
 P300 = "wavi-p300"
+SITES = "wavi-sites"
 _DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4}")
 # Standard 10-20 positions (x: left to right, y: front to back), to place a panel whose label OCR lost.
 HEAD_POSITIONS = {
@@ -48,6 +57,18 @@ AVERAGES = {
     ("N1OO", "CF", "AVG"): ("Central-frontal average", "N100"),
 }
 COLUMNS = (("#", "trials", ""), ("UV", "amplitude", "\u00b5V"), ("MS", "latency", "ms"))
+# What a WAVi summary page prints, section by section, for every session in its session table: a measure
+# the reader does not find is reported missing (and the page is not fully read), not silently absent.
+# Rows beyond these are read too; these are the ones a summary page must have.
+SUMMARY_MEASURES = {
+    "Performance": ("Reaction Time", "Reaction Time Variability", "Errors"),
+    "Evoked Potentials": (
+        "P300 Latency", "P300 Voltage", "P300 Latency Test/Retest", "P300 Voltage Test/Retest", "N100 Latency",
+    ),
+    "Peak Frequencies": ("Peak Alpha Frequency EC", "Peak Alpha Frequency EO"),
+    "State Ratios": ("Theta/Beta Ratio", "Alpha EO/EC Ratio"),
+    "Assessment Scores": ("PHQ-9", "Sleep Quality"),
+}  # fmt: skip
 
 
 # --- summary ------------------------------------------------------------------------------------------------
@@ -94,6 +115,13 @@ def read_summary(layout: PageLayout) -> Reading:
     reading.labels_found += len(dates)
     if not dates:
         reading.notes.append("no session table found")
+    # The page's known contents, for every session it has (from the session table, else the table headers).
+    sessions = sorted(dates) or sorted({s for *_, s in reading.expected if s is not None}) or [1]
+    known = [measure for measures in SUMMARY_MEASURES.values() for measure in measures]
+    reading.expected += [(measure, None, None, s) for measure in known for s in sessions]
+    reading.expected += [("Session date", None, None, s) for s in sessions]
+    reading.labels_expected = len(SUMMARY_MEASURES) + len(sessions)
+    reading.labels_found = min(reading.labels_found, reading.labels_expected)
     return reading
 
 
@@ -254,6 +282,16 @@ def read_p300(layout: PageLayout) -> Reading:
         panels[(site, "P300 Rare")] = (box, "placed")
     reading.labels_found = len(panels)
     reading.labels_expected = len(ELECTRODES) + len(set(AVERAGES.values()))
+    # Every panel of the head and the averages, for every session of the colour key (three when the key
+    # was not read): what the page must have, whatever could be read of it.
+    reading.expected += [("Session date", None, None, session) for session in sorted(key) or [1, 2, 3]]
+    for site in [*ELECTRODES, *dict.fromkeys(s for s, _ in AVERAGES.values())]:
+        for metric in ("P300 Rare", "N100"):
+            if metric == "N100" and site != "Central-frontal average":
+                continue
+            for session in sorted(key) or [1, 2, 3]:
+                for _, name, _ in COLUMNS:
+                    reading.expected.append((f"{metric} {name}", site, None, session))
 
     # Column anchors relative to the label centre, from the panels whose header was read whole.
     offsets: dict[str, list[float]] = {"#": [], "UV": [], "MS": []}
@@ -264,15 +302,6 @@ def read_p300(layout: PageLayout) -> Reading:
     if len(anchor_offset) < 3:
         reading.notes.append("panel header (# UV MS) not found")
         return reading
-
-    sessions = sorted(key) or [1, 2, 3]
-    for site in [*ELECTRODES, *{s for s, _ in AVERAGES.values()}]:
-        for metric in ("P300 Rare", "N100"):
-            if metric == "N100" and site != "Central-frontal average":
-                continue
-            for session in sessions:
-                for _, name, _ in COLUMNS:
-                    reading.expected.append((f"{metric} {name}", site, None, session))
 
     for (site, metric), (label, how) in panels.items():
         header = _header_below(layout, label, half)
@@ -333,3 +362,96 @@ def _assign_columns(boxes: list[Box], anchors: dict[str, float]) -> dict[str, Bo
         if name not in cells:
             cells[name] = box
     return cells
+
+
+# --- Site Measures: typed per-site tables ---------------------------------------------------------------------
+
+_SESSION_HEADER = re.compile(r"^S(\d{1,2})$")
+_TITLE_UNIT = re.compile(r"^(.*?)\s*\(([^)]{1,8})\)$")
+
+
+def _site_headers(layout: PageLayout) -> list[tuple[int, Box, list[tuple[int, Box]]]]:
+    """(row index, "Site" box, [(session, header box)]) for every table header on the page."""
+    found = []
+    for index, row in enumerate(layout.rows()):
+        current: tuple[int, Box, list[tuple[int, Box]]] | None = None
+        for box in row.boxes:
+            text = fold(box.text)
+            if text.lower() == "site":
+                current = (index, box, [])
+                found.append(current)
+            elif current is not None and (match := _SESSION_HEADER.match(text.upper())):
+                current[2].append((int(match.group(1)), box))
+    return [header for header in found if len(header[2]) >= 2]
+
+
+def matches_sites(layout: PageLayout) -> bool:
+    return "site measures" in text_of(layout) and bool(_site_headers(layout))
+
+
+def _site_dates(layout: PageLayout) -> dict[int, str]:
+    text = fold(" ".join(b.text for b in layout.boxes))
+    return {
+        int(m.group(1)): m.group(2) for m in re.finditer(r"\bS(\d{1,2})\s*:\s*(\d{1,2}/\d{1,2}/\d{4})", text)
+    }
+
+
+def read_sites(layout: PageLayout) -> Reading:
+    reading = Reading(reader=SITES)
+    rows = layout.rows()
+    headers = _site_headers(layout)
+    dates = _site_dates(layout)
+    for session, date in sorted(dates.items()):
+        box = next((b for b in layout.boxes if fold(b.text).endswith(date)), None)
+        reading.facts.append(
+            make_fact(
+                layout, reader=SITES, metric="Session date", boxes=[box] if box else [], text=date,
+                session=session, session_date=date,
+            )
+        )  # fmt: skip
+    lefts = sorted(site.x0 for _, site, _ in headers)
+    for index, site_box, columns in headers:
+        left = site_box.x0
+        right = next((x for x in lefts if x > left + site_box.width), layout.width)
+        line = max(site_box.height, 1.0)
+        title_row = rows[index - 1] if index else None
+        title_boxes = [b for b in (title_row.boxes if title_row else []) if left - 1 <= b.x0 < right - line]
+        title = fold(" ".join(b.text for b in title_boxes))
+        match = _TITLE_UNIT.match(title)
+        metric, unit = (match.group(1), match.group(2)) if match else (title or "Site measure", "")
+        unit = unit.replace("u", "\u00b5") if unit.lower() == "uv" else unit
+        sessions = [session for session, _ in columns]
+        reading.labels_expected += len(ELECTRODES)
+        reading.expected += [(metric, site, None, s) for site in ELECTRODES for s in sessions]
+        step = min((b.x1 - a.x1 for (_, a), (_, b) in itertools.pairwise(columns)), default=4 * line)
+        below = [
+            b
+            for b in layout.boxes
+            if left - line <= b.x0 < right - 0.5 * line and b.cy > site_box.y1 + 0.3 * line
+        ]
+        previous = site_box.cy
+        seen: set[str] = set()
+        for data in group_rows(below):
+            if data.cy - previous > 5 * line:  # a lost row or two leaves a gap; a caption ends it
+                break
+            site = repair_electrode(data.boxes[0].text)
+            if site is None or site in seen:
+                break
+            previous = data.cy
+            seen.add(site)
+            reading.labels_found += 1
+            values = [b for b in data.boxes[1:] if b.x0 > data.boxes[0].x1]
+            reading.merged_tokens += count_merged(values)
+            for session, box in by_right_edge(values, [(s, h.x1) for s, h in columns], step=step):
+                reading.cells_read += 1
+                reading.facts.append(
+                    make_fact(
+                        layout, reader=SITES, metric=metric, boxes=[box], unit=unit, site=site, session=session,
+                        session_date=dates.get(session), section=title,
+                        norm="Z-score against the age-matched norm" if unit == "Z" else "",
+                    )
+                )  # fmt: skip
+    reading.expected += [("Session date", None, None, s) for s in sorted(dates)]
+    if not headers:
+        reading.notes.append("no Site / S1 … table header found")
+    return reading

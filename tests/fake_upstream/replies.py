@@ -25,6 +25,7 @@ _REQUIRED = re.compile(
     re.MULTILINE | re.DOTALL,
 )
 _NUMBERED = re.compile(r"^(\d+)\.\s+\S", re.MULTILINE)
+_PAGE_FACTS_LINE = re.compile(r"^qEEG Council\s*[—-]+\s*Page facts:\s*page\s*(\d+)", re.MULTILINE)
 
 STAGE_NAMES = {
     1: "Analysis",
@@ -71,6 +72,24 @@ def parse_stage(messages: list[dict[str, Any]]) -> int | None:
         if match:
             return int(match.group(1))
     return None
+
+
+def page_facts_page(messages: list[dict[str, Any]]) -> int | None:
+    """The page a vision reader's page-facts request asks about (it carries the page image); None else."""
+    if not image_count(messages):
+        return None
+    for text in user_texts(messages):
+        match = _PAGE_FACTS_LINE.search(text)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def page_facts_reply(*, model: str, page: int) -> str:
+    # The fake cannot read images: a valid reply that reads nothing, and says so.
+    return json.dumps(
+        {"page": page, "facts": [], "unreadable": [f"FAKE UPSTREAM ({model}): cannot read images"]}
+    )
 
 
 def user_texts(messages: list[dict[str, Any]]) -> list[str]:

@@ -10,7 +10,8 @@ Failure tokens, consumed one per call to that model (any endpoint): "429" / "429
 "auth_unavailable", "model_not_found", "unknown_provider" (legacy 502), "malformed" (200, broken JSON),
 "empty" (200, empty content), "sleep:<seconds>" (answers after that long).
 
-`latency` delays every answer of a model; `reply_chars` makes its markdown replies as long as real ones.
+`latency` delays every answer of a model; `reply_chars` makes its markdown replies as long as real ones;
+`page_facts_replies` scripts what it answers the vision reader (patients/readers/vision.py), verbatim.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class ModelBehaviour:
     json_fence: bool = False  # Stage 2/5 JSON wrapped in a ```json fence
     vote: str = "APPROVE"  # Stage 5
     reply_chars: int = 0  # markdown replies padded to at least this many characters (real-length outputs)
+    # Replies to the vision reader's page-facts requests (an image and `qEEG Council — Page facts: page N`),
+    # sent verbatim, one per call; then a valid reply with no facts, marked fake.
+    page_facts_replies: list[str] = field(default_factory=list)
 
 
 def default_models() -> dict[str, ModelBehaviour]:
@@ -187,8 +191,9 @@ class FakeUpstream:
         """Change (or add) a model's behaviour, e.g. `script("gpt-5", failures=["503", "503"], latency=1)`."""
         with self._lock:
             current = self._models.get(model, ModelBehaviour())
-            if "failures" in changes:
-                changes["failures"] = list(changes["failures"])
+            for name in ("failures", "page_facts_replies"):
+                if name in changes:
+                    changes[name] = list(changes[name])
             self._models[model] = replace(current, **changes)
             return self._models[model]
 
@@ -396,7 +401,18 @@ class FakeUpstream:
             401, "unauthorized: the provider rejected the stored sign-in", type_="authentication_error"
         )
 
+    def _take_page_facts_reply(self, model: str) -> str | None:
+        with self._lock:
+            behaviour = self._models.get(model)
+            return behaviour.page_facts_replies.pop(0) if behaviour and behaviour.page_facts_replies else None
+
     def _reply_text(self, model: str, behaviour: ModelBehaviour, messages: list[dict]) -> tuple[str, str]:
+        page = replies.page_facts_page(messages)
+        if page is not None:
+            scripted = self._take_page_facts_reply(model)
+            return (
+                scripted if scripted is not None else replies.page_facts_reply(model=model, page=page)
+            ), "stop"
         stage = replies.parse_stage(messages)
         # Stages 2 and 5 answer JSON; every other numbered stage (a step a test adds too) answers markdown.
         if stage is not None and stage not in (2, 5):
