@@ -76,10 +76,10 @@ def ingest_pdf_limited(
     name: str,
     options: ingest.IngestOptions,
     limits: Limits,
-    on_step: ingest.OnStep = ingest._no_steps,
+    on_step: ingest.OnStep | None = None,
 ) -> ingest.IngestResult:
     """`ingest.ingest_pdf` in a limited child; its result, or UnreadableReport with the reason. The child's
-    steps reach `on_step` here, in the parent, as they start."""
+    steps reach `on_step` (when given) here, in the parent, as they start."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(
@@ -102,7 +102,8 @@ def ingest_pdf_limited(
                 except EOFError:  # it died without a word (aborted, killed)
                     break
                 if message[0] == "step":
-                    on_step(message[1])
+                    if on_step is not None:
+                        on_step(message[1])
                     message = None
                     continue
                 break

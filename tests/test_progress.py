@@ -305,3 +305,28 @@ def test_a_pending_report_says_why_it_waits(clinician_client, settings):
     html = clinician_client.get(reverse("patients:report", args=[report.pk])).content.decode()
     waiting = html[html.index('id="ingest-waiting"') :]
     assert "Waiting for a free job slot: all 1 are in use (JOBS_MAX_RUNNING)" in waiting
+
+
+def test_the_limited_reader_needs_no_step_listener_and_passes_steps_to_one(tmp_path):
+    """`sandbox.ingest_pdf_limited` defaults to no listener (None, not another module's private no-op):
+    called with none it reads the PDF, called with one it hears every step the child took."""
+    from patients import sandbox
+
+    pdf = tmp_path / "report.pdf"
+    make_qeeg_pdf(pdf, pages=1)
+    options = ingest.IngestOptions(
+        max_pages=10, render_dpi=72, ocr_enabled=False, ocr_min_chars=200, ocr_image_area=0.5
+    )
+    limits = sandbox.Limits(memory_mb=2048, seconds=120)
+    quiet, heard = tmp_path / "quiet", tmp_path / "heard"
+    quiet.mkdir()
+    heard.mkdir()
+    result = sandbox.ingest_pdf_limited(
+        pdf, quiet, name="report.pdf", options=options, limits=limits, on_step=None
+    )
+    assert result.page_count == 1 and (quiet / "text.md").is_file()
+    steps: list[ingest.Step] = []
+    sandbox.ingest_pdf_limited(
+        pdf, heard, name="report.pdf", options=options, limits=limits, on_step=steps.append
+    )
+    assert [s.what for s in steps] == ["text layer and image of page 1", "the fact table"]
