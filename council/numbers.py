@@ -16,7 +16,8 @@ change: "(+10 %)") are matched against pairs of facts of one measurement in two 
 matched against the vendor target ranges printed on the pages; a number inside a fact's target or norm
 text (a threshold such as "< 25 ms") counts as a reference. Not measurements, and skipped: page numbers in
 citations, list and heading numbering, dates and years (and "day 120", a date de-identified), "Stage 4", "Session 2", "S2", "10-20 system",
-electrode and band names ("Fp1", "Alpha 1"), names like "PHQ-9", and counts ("3 sessions", "19 sites").
+electrode and band names ("Fp1", "Alpha 1"), names like "PHQ-9", counts ("3 sessions", "19 sites"), and
+identifiers: record numbers and serials ("MRN 447192", "00447192"; `is_identifier`).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ _IGNORE = [
     re.compile(r"^\s*(?:[-*+]\s+)?\d+[.)](?=\s)", re.MULTILINE),  # list numbering
     re.compile(r"^#+\s*[\d.]+", re.MULTILINE),  # heading numbering
     re.compile(r"\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b\d{4}-\d{2}-\d{2}\b"),  # dates
-    re.compile(r"\bdays?\s+-?\d+\b", re.IGNORECASE),  # de-identified dates ("day 120", council/deid.py)
+    re.compile(r"\bdays?\s+[-+]?\d+\b", re.IGNORECASE),  # de-identified dates ("day 120", council/deid.py)
     re.compile(r"\b(?:19|20)\d{2}\b(?!\s?(?:ms|hz|\u00b5v|uv|%|sec)\b)", re.IGNORECASE),  # years
     re.compile(
         r"\b(?:stages?|steps?|reviewers?|responses?|models?|tables?|figures?|items?|versions?)\s+\d+", re.I
@@ -89,6 +90,12 @@ _IGNORE = [
     _BAND,
     _SITE,
 ]
+# An identifier's label just before a number: "MRN 447192", "serial no. 2231", "Record #17", "ID: 9".
+_ID_LABEL = re.compile(
+    r"(?:\b(?:mrn|ids?|record|chart|accession|serial|s/?n|device|case|file)(?:\s*(?:no\.?|nr\.?|number|#))?"
+    r"|\bno\.|#|(?-i:\[[A-Z]{2,}\]))\s*[:#/-]?\s*$",
+    re.IGNORECASE,
+)
 _STOPWORDS = {"a", "b", "the", "of", "test", "rare", "z", "ratio", "score", "scores", "ec", "eo", "at", "in"}
 
 
@@ -324,7 +331,7 @@ def extract(
                 continue
             if (after.isalpha() and not _UNIT.match(text, b)) or after == "/":
                 continue
-            if any(s <= a < e for s, e in ignored):
+            if any(s <= a < e for s, e in ignored) or is_identifier(text, a, b):
                 continue
             if _COUNT_AFTER.match(text, b):
                 continue
@@ -392,6 +399,27 @@ def extract(
                 )
             )
     return mentions
+
+
+def is_identifier(text: str, start: int, end: int) -> bool:
+    """Whether the digits at text[start:end] name something rather than measure it: a record number, a
+    device serial, an accession number. Such a token is not a measurement, so it is never checked (it would
+    only ever "match nothing"). Identifiers are: digits after an identifier's label or a redaction
+    placeholder ("MRN 447192", "S/N 2231-07", "#017", "[ID]-2"), a zero-padded run of three digits or more
+    ("00447192", "007"), and a run of seven digits or more; the last two only without a unit after them
+    ("0.5 ms" and "1200000 µV" are measurements). De-identified dates ("day 23") are skipped elsewhere."""
+    raw = text[start:end]
+    signed = raw[:1] in ("-", "+", "\u2212")
+    digits = raw[1:] if signed else raw
+    if not digits.isdigit():
+        return False  # a decimal point: a measurement's way of writing
+    if _ID_LABEL.search(text[max(0, start - 24) : start + (1 if signed else 0)]):
+        return True  # "[ID]-2": the dash joins the number to its label
+    if signed:
+        return False
+    if _UNIT.match(text, end):
+        return False
+    return (len(raw) >= 3 and raw[0] == "0") or len(raw) >= 7
 
 
 def _session_items(text: str, left: int, right: int, dates: dict[str, int]) -> list[tuple[int, int]]:

@@ -94,3 +94,43 @@ def test_a_corrected_fact_is_what_the_draft_is_checked_against(rows):
     corrected = [dict(r, correction={"value": "999", "number": 999.0}) if r is fact else r for r in rows]
     assert numbers.check(text, corrected)[0].flagged
     assert numbers.check(text.replace(fact["value"], "999"), corrected)[0].status == "match"
+
+
+def test_identifiers_are_not_reported_as_unmatched_measurements(rows):
+    """Record numbers, serials and numbers glued to a redaction placeholder name things; they are not
+    measurements, so the check neither matches nor flags them (before: each was a "match nothing")."""
+    rt = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 1)
+    measured = f"Reaction time in session 1 was {rt['value']} ms [p1]"
+    identifiers = [
+        "Record 00447192",
+        "MRN 447192",
+        "MRN: 447192",
+        "the amplifier (S/N 4471-92)",
+        "device serial no. 20231",
+        "accession number 5531",
+        "patient #017",
+        "chart ID 9",
+        "[ID]-2",
+        "recording 20231145",
+        "file 007",
+    ]
+    for identifier in identifiers:
+        text = f"{identifier}. {measured}."
+        checks = numbers.check(text, rows)
+        assert [c.mention.text for c in checks] == [f"{rt['value']} ms"], (
+            identifier,
+            [c.title() for c in checks],
+        )
+        assert checks[0].status == "match"
+    assert numbers.is_identifier("MRN 447192", 4, 10)
+    assert not numbers.is_identifier("MRN 4.5", 4, 7)  # a decimal point: a measurement's way of writing
+
+
+def test_numbers_like_identifiers_with_a_unit_or_decimals_are_still_checked(rows):
+    for text in ("Latency was 007 ms.", "Amplitude 1234567 µV.", "Theta was 0.012 z.", "Alpha rose by 03 %."):
+        (mention,) = numbers.extract(text)
+        assert mention.unit, text
+    assert [c.status for c in numbers.check("A value of 4471920 was seen.", rows)] == []
+    assert [c.status for c in numbers.check("A value of 0447 was seen.", rows)] == []
+    assert [c.status for c in numbers.check("A value of 447 was seen.", rows)] == ["no_match"]
+    assert numbers.extract("Session 2 (day +23) and day -4.") == []
