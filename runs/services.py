@@ -294,12 +294,23 @@ def run_facts_record(*, run: Run) -> dict:
     return given
 
 
-def run_reset_from_stage(*, run: Run, stage: int) -> int:
-    """Forget stages >= `stage` (rows and files) so they are made again; returns how many artifacts went."""
+def run_reset_check(*, run: Run, stage: int) -> list[Artifact]:
+    """The answers redoing stages >= `stage` would discard, or RunRefused: a stage that does not exist, or a
+    draft among them that the clinician edited or signed (`versions_kept`)."""
     if stage not in STEPS:
         raise RunRefused(f"--from-stage takes a stage from {STEPS.number_range()}.")
     doomed = list(run.artifacts.filter(stage__gte=stage))
+    redone = [s.number for s in STEPS if s.number >= stage]
+    versions_kept(run=run, discard=doomed, doing=f"redoing {_stages_words(redone)}")
+    return doomed
+
+
+def run_reset_from_stage(*, run: Run, stage: int) -> int:
+    """Forget stages >= `stage` (rows and files) so they are made again; returns how many artifacts went.
+    Refused (RunRefused, nothing changed) when that would discard an edited or signed draft."""
     with transaction.atomic():
+        # Checked inside the write transaction: no version can be saved between the check and the delete.
+        doomed = run_reset_check(run=run, stage=stage)
         Artifact.objects.filter(pk__in=[a.pk for a in doomed]).delete()
         Run.objects.filter(pk=run.pk).update(
             stages_done=min(run.stages_done, stage - 1), current_stage=stage - 1
@@ -592,18 +603,46 @@ def _step(stage: int | None) -> Step:
     return step
 
 
-def _kept_versions(discard: Sequence[Artifact]) -> None:
-    """A draft the clinician edited (or signed) is never thrown away under them."""
-    edited = DraftVersion.objects.filter(base__in=list(discard)).select_related("base").first()
-    if edited is not None:
-        signed = (
-            " and signed" if DraftVersion.objects.filter(base=edited.base, signed_at__isnull=False) else ""
+def versions_kept(*, run: Run, discard: Sequence[Artifact], doing: str) -> None:
+    """RunRefused (409) when discarding the answers `discard` would take with it a draft the clinician edited
+    or signed: a saved version, signed above all, is never thrown away under them. The refusal names each
+    version and who signed it; `doing` says what would discard them ("redoing Stages 5 to 6")."""
+    held = list(
+        DraftVersion.objects.filter(run=run, base__in=[a.pk for a in discard])
+        .select_related("base")
+        .order_by("base__stage", "base__model_id", "kind", "number")
+    )
+    if not held:
+        return
+    drafts: dict[int, list[DraftVersion]] = {}
+    for version in held:
+        drafts.setdefault(version.base_id, []).append(version)
+    named = []
+    for versions in drafts.values():
+        base = versions[0].base
+        kinds = []
+        for kind in DraftVersion.Kind:
+            mine = [v for v in versions if v.kind == kind]
+            if not mine:
+                continue
+            noun = "write-up version" if kind == DraftVersion.Kind.CLINICIAN else "patient version"
+            numbers = ", ".join(str(v.number) for v in mine)
+            signed = [f"{v.number} signed by {v.signature_line()}" for v in mine if v.signed]
+            kinds.append(
+                f"{noun}{'s' if len(mine) > 1 else ''} {numbers} "
+                + (f"({'; '.join(signed)})" if signed else "(not signed)")
+            )
+        named.append(
+            f"{' and '.join(kinds)}, edited from {STEPS[base.stage].output_name(base.model_id)} "
+            f"(Stage {base.stage})"
         )
-        raise RunRefused(
-            f"The write-up was edited{signed} from {STEPS[edited.base.stage].output_name(edited.base.model_id)}"
-            f"; this change would discard that draft. Start a new run instead.",
-            status=409,
-        )
+    what = "a signed version" if any(v.signed for v in held) else "a saved version"
+    raise RunRefused(
+        f"Run {run.pk} holds the clinician's work on a draft this would discard: {'; '.join(named)}. "
+        f"{doing[:1].upper()}{doing[1:]} would throw that draft away, and {what} is never discarded. "
+        "Start a new run over the same reports instead.",
+        status=409,
+    )
 
 
 def council_change_plan(
@@ -628,8 +667,17 @@ def council_change_plan(
             status=409,
         )
     plan = _plan(run, list(run.artifacts.all()), kind, model_id, stage, replacement)
-    _kept_versions(plan.discard)
+    versions_kept(run=run, discard=plan.discard, doing=_doing(plan))
     return plan
+
+
+def _doing(plan: ChangePlan) -> str:
+    """A council change as a clause: "asking gpt-5 again in Stage 1"."""
+    if plan.kind == Change.REASK:
+        return f"asking {plan.model_id} again in Stage {plan.stage}"
+    if plan.kind == Change.REPLACE:
+        return f"putting {plan.replacement} in {plan.model_id}'s place from Stage {plan.stage}"
+    return f"this change ({Change(plan.kind).label.lower()} {plan.model_id})"
 
 
 def _plan(
@@ -880,6 +928,7 @@ def council_change(
         now = Run.objects.select_for_update().get(pk=run.pk)
         if _membership(now) != _membership(run):
             raise RunRefused(f"Run {run.pk} changed meanwhile; look at it again.", status=409)
+        versions_kept(run=run, discard=plan.discard, doing=_doing(plan))  # none saved since the plan
         Run.objects.filter(pk=run.pk).update(**fields)
         Artifact.objects.filter(pk__in=doomed).delete()
         change = CouncilChange.objects.create(

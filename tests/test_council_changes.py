@@ -239,7 +239,7 @@ def test_impossible_changes_are_refused_in_words(api, gemini_failed_stage_1, cli
     api.post(f"/api/runs/{run.pk}/select", {"artifact_id": draft.pk}, content_type="application/json")
     api.post(f"/api/runs/{run.pk}/versions", {"text": "# Edited\n"}, content_type="application/json")
     answer = post("reask", model="gpt-5", stage=1)
-    assert answer.status_code == 409 and "would discard that draft" in answer.json()["detail"]
+    assert answer.status_code == 409 and "write-up version 1 (not signed)" in answer.json()["detail"]
     # While it runs, only going on without a model is possible.
     Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING, current_stage=3)
     from tests.job_helpers import runner_job

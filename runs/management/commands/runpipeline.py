@@ -36,7 +36,10 @@ class Command(BaseCommand):
             type=int,
             choices=STEPS.numbers,
             metavar="N",
-            help=f"Redo stages N..{STEPS.last.number} on purpose: their artifacts are deleted and requested again.",
+            help=(
+                f"Redo stages N..{STEPS.last.number} on purpose: their artifacts are deleted and requested again "
+                "(refused when that would discard a draft with saved or signed versions)."
+            ),
         )
         parser.add_argument(
             "--list", action="store_true", dest="list_runs", help="List runs and their states, then exit."
@@ -58,6 +61,12 @@ class Command(BaseCommand):
             raise CommandError(
                 f"Run {run_id} is complete; nothing to do (use --from-stage N to redo stages of a complete run)."
             )
+        if from_stage is not None:
+            # Refused before a job is made: redoing must never discard a draft the clinician edited or signed.
+            try:
+                services.run_reset_check(run=run, stage=from_stage)
+            except services.RunRefused as exc:
+                raise CommandError(exc.message) from exc
         # The job first (a runner that died without a word is judged by its heartbeat and set aside), then the
         # run: each a compare-and-set, so of two runners started at once, on any hosts, one goes on.
         job = job_claim(kind=services.RUNPIPELINE, args=[str(run_id)])
@@ -78,7 +87,12 @@ class Command(BaseCommand):
                 "(use --from-stage N to redo stages of a complete run)."
             )
         if from_stage is not None:
-            dropped = services.run_reset_from_stage(run=claimed, stage=from_stage)
+            try:
+                dropped = services.run_reset_from_stage(run=claimed, stage=from_stage)
+            except services.RunRefused as exc:  # a version was saved since the check above: as it was
+                services.run_finish(run_id=run_id, status=run.status, error=run.error, job=job)
+                job_finish(job=job, error=exc.message)
+                raise CommandError(exc.message) from exc
             self.stdout.write(
                 f"Run {run_id}: redoing from Stage {from_stage} ({dropped} artifact(s) dropped)."
             )
