@@ -1,7 +1,9 @@
-"""Make static/fonts/NotoSansCJKsc-Regular-subset.otf, the PDF export's fallback font for CJK. Run by hand, not
-at run time, after `apt-get install fonts-noto-cjk`:
+"""Make static/fonts/NotoSansCJKsc-Regular-subset.otf and NotoSansCJKsc-Bold-subset.otf, the PDF export's
+fallback fonts for CJK (regular and bold text). Run by hand, not at run time, after
+`apt-get install fonts-noto-cjk`:
 
     uv run python documents/make_cjk_subset.py static/fonts/NotoSansCJKsc-Regular-subset.otf
+    uv run python documents/make_cjk_subset.py static/fonts/NotoSansCJKsc-Bold-subset.otf Bold
 
 It keeps every code point from U+2E80 to U+FFEF that one of GB2312, Shift JIS (JIS X 0208), Big5 or EUC-KR
 (KS X 1001) can encode, plus all CJK punctuation, kana, Hangul compatibility jamo and full-width forms: the
@@ -15,8 +17,8 @@ import sys
 from fontTools import subset
 from fontTools.ttLib import TTCollection
 
-SOURCE = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
-FACE = "Noto Sans CJK SC"
+SOURCE = "/usr/share/fonts/opentype/noto/NotoSansCJK-{weight}.ttc"
+FACE = {"Regular": "Noto Sans CJK SC", "Bold": "Noto Sans CJK SC Bold"}
 CODECS = ("gb2312", "shift_jis", "big5", "euc_kr")
 WHOLE_BLOCKS = [(0x3000, 0x30FF), (0x3130, 0x318F), (0x31F0, 0x31FF), (0xFF00, 0xFFEF)]
 
@@ -34,9 +36,11 @@ def wanted() -> set[int]:
     return points
 
 
-def main(target: str) -> None:
-    collection = TTCollection(SOURCE)
-    index = next(i for i, f in enumerate(collection.fonts) if f["name"].getDebugName(4) == FACE)
+def main(target: str, weight: str = "Regular") -> None:
+    # Both weights keep the same code points, so bold text never falls back to the regular face.
+    source = SOURCE.format(weight=weight)
+    collection = TTCollection(source)
+    index = next(i for i, f in enumerate(collection.fonts) if f["name"].getDebugName(4) == FACE[weight])
     cmap = collection.fonts[index].getBestCmap()
     points = {cp for cp in wanted() if cp in cmap}
     options = subset.Options()
@@ -45,7 +49,7 @@ def main(target: str) -> None:
     options.notdef_outline = True
     options.hinting = False
     options.font_number = index
-    font = subset.load_font(SOURCE, options)
+    font = subset.load_font(source, options)
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes=points)
     subsetter.subset(font)
@@ -54,4 +58,4 @@ def main(target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -29,10 +29,10 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 FONT_DIR = Path(__file__).resolve().parent.parent / "static" / "fonts"
 SANS = "dejavusans"
 MONO = "dejavusansmono"
-# What DejaVu lacks, Noto Sans CJK prints (a subset, see static/fonts/README.md); anything neither has is
-# refused with its code point (Unprintable), never dropped.
+# What DejaVu lacks, Noto Sans CJK prints (subsets of its regular and bold, see static/fonts/README.md);
+# anything neither has is refused with its code point (Unprintable), never dropped.
 FALLBACK = "notosanscjk"
-FALLBACK_FILE = "NotoSansCJKsc-Regular-subset.otf"
+FALLBACK_FILES = {"": "NotoSansCJKsc-Regular-subset.otf", "B": "NotoSansCJKsc-Bold-subset.otf"}
 
 # Layout, in mm and pt. A4 with margins that survive office printers and hole punches.
 MARGIN_LEFT = 20.0
@@ -421,11 +421,20 @@ class ClinicalPDF(FPDF):
         ):
             self.add_font(SANS, style, FONT_DIR / file)
         self.add_font(MONO, "", FONT_DIR / "DejaVuSansMono.ttf")
-        self.add_font(FALLBACK, "", FONT_DIR / FALLBACK_FILE)
+        for style, file in FALLBACK_FILES.items():
+            self.add_font(FALLBACK, style, FONT_DIR / file)
         self.set_fallback_fonts([FALLBACK], exact_match=False)
         self.set_title(title)
         self.set_creator("qEEG Council")
         self.set_lang("en")
+
+    def get_fallback_font(self, char: str, style: str = "") -> str | None:
+        """Noto Sans CJK has no italic (CJK is not slanted): bold and bold italic fall back to its bold face,
+        the rest to its regular. fpdf2's own choice would print bold italic in the regular face."""
+        face = FALLBACK + ("B" if "B" in str(style) else "")
+        if face in self.fonts and ord(char) in self.fonts[face].cmap:
+            return face
+        return super().get_fallback_font(char, style)
 
     def header(self) -> None:
         if self.page_no() == 1:
