@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -220,14 +222,94 @@ def reports_history(reports: Sequence[Report], *, ordered: bool = False) -> Hist
 
 
 def patient_history(patient: Patient) -> History:
-    """Every ready report of the patient on one timeline; a file uploaded twice counts once (the first)."""
+    """Every ready report of the patient on one timeline; a file uploaded twice counts once (the first).
+    Built once per state of those reports and kept (`HISTORIES`): the patient page and each of its trend
+    charts, a request of its own, ask for the same timeline. Treat it as read-only."""
+    return _patient_kept(patient)[0]
+
+
+def patient_series(patient: Patient) -> tuple[History, list[timeline.Series]]:
+    """The patient's history and each measurement's numbers across its sessions (`timeline.series`), both
+    kept with the history: every trend chart of the patient page needs them."""
+    history, kept = _patient_kept(patient)
+    if kept.series is None:
+        kept.series = timeline.series(history.facts)  # the same list whichever thread gets here first
+    return history, kept.series
+
+
+def _patient_kept(patient: Patient) -> tuple[History, _Kept]:
     seen: set[str] = set()
     reports = []
     for report in patient.reports.filter(status=Report.Status.READY).order_by("pk"):
         if report.sha256 not in seen:
             seen.add(report.sha256)
             reports.append(report)
-    return reports_history(reports)
+    key = _history_key(patient, reports)  # stamped before anything is read: a change after it is a new key
+    kept = HISTORIES.get(key)
+    if kept is None:
+        kept = HISTORIES.put(key, _Kept(reports_history(reports)))
+    built = kept.history
+    mine = {report.pk: report for report in reports}  # this request's rows, in the kept timeline's order
+    return History([mine[r.pk] for r in built.reports], built.timeline, built.facts, built.tables), kept
+
+
+def _history_key(patient: Patient, reports: Sequence[Report]) -> tuple:
+    """What a patient's history is made of, found without reading it: each ready report's row and its fact
+    table file's inode, modification time and size (a correction or a lock rewrites the file whole, under a
+    new inode), and the date order the timeline reads dates in."""
+    from patients.facts import FACTS_FILE
+
+    stamps = []
+    for report in reports:
+        try:
+            stat = (report.folder / FACTS_FILE).stat()
+            stamp: tuple[int, int, int] | None = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            stamp = None
+        stamps.append(
+            (report.pk, str(report.folder), report.sha256, report.page_count, report.processed_at, stamp)
+        )
+    return (patient.pk, settings.DEID_DATE_ORDER, tuple(stamps))
+
+
+@dataclass
+class _Kept:
+    history: History
+    series: list[timeline.Series] | None = None  # patient_series, once asked for
+
+
+class _Histories:
+    """The last few patients' histories in this process, by `_history_key` (one per patient, the latest): at
+    most `size`, the least recently asked for dropped first. Threads of one web process share it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple, _Kept] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _Kept | None:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+            return kept
+
+    def put(self, key: tuple, kept: _Kept) -> _Kept:
+        with self._lock:
+            for older in [k for k in self._kept if k[0] == key[0]]:
+                del self._kept[older]  # the same patient's history before a change: never asked for again
+            self._kept[key] = kept
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return kept
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+HISTORIES = _Histories(size=32)
 
 
 class Highlight(TypedDict):

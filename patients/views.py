@@ -420,8 +420,7 @@ def _chart(patient: Patient, series: timeline.Series) -> dict:
 
 
 def _trends_context(patient: Patient) -> dict:
-    history = selectors.patient_history(patient)
-    all_series = timeline.series(history.facts)
+    history, all_series = selectors.patient_series(patient)
     plain = [s for s in all_series if s.site is None and s.band is None]
     grouped: dict[str, list[timeline.Series]] = {}
     for s in all_series:
@@ -456,9 +455,9 @@ def _trends_context(patient: Patient) -> dict:
 def patient_trend(request: HttpRequest, pk: int) -> HttpResponse:
     """One measurement across the patient's sessions as an SVG chart (`metric`, `site`, `band` in the query)."""
     patient = access.patient_for(request.user, pk)
-    history = selectors.patient_history(patient)
+    history, all_series = selectors.patient_series(patient)  # kept: read and worked out once for every chart
     wanted = {k: request.GET.get(k, "") for k in ("metric", "site", "band")}
-    series = next((s for s in timeline.series(history.facts) if _trend_key(s) == wanted), None)
+    series = next((s for s in all_series if _trend_key(s) == wanted), None)
     if series is None:
         # Past the last like a page past the last (qeeg_site/pagination.py): the patient exists, the chart not.
         return HttpResponse(

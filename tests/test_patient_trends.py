@@ -132,3 +132,41 @@ def test_a_change_keeps_the_decimals_the_report_prints():
     assert change.text("\u00b5V", 3.0) == (
         "Session 1 \u2192 2: +6.0 \u00b5V, beyond the vendor's test/retest threshold of 3 \u00b5V"
     )
+
+
+def test_the_timeline_is_read_once_for_the_page_and_all_its_charts(patient, clinician_client, monkeypatch):
+    """Every chart is a request of its own; none of them reads a fact table the page already read, until a
+    table changes (a correction rewrites it), and then each is read once more and the chart shows the change."""
+    import re
+    from html import unescape
+
+    from patients import selectors, services
+
+    selectors.HISTORIES.clear()
+    reads: list[Path] = []
+    real = facts.load_table
+    monkeypatch.setattr(facts, "load_table", lambda folder: reads.append(folder) or real(folder))
+    worked_out: list[int] = []  # each measurement's series over the timeline (O(facts²) work)
+    real_series = timeline.series
+    monkeypatch.setattr(timeline, "series", lambda rows: worked_out.append(len(rows)) or real_series(rows))
+    html = clinician_client.get(f"/patients/{patient.pk}/").content.decode()
+    sources = [unescape(src) for src in re.findall(r'src="(/patients/\d+/trend\.svg\?[^"]+)"', html)]
+    assert len(sources) >= 20
+    assert len(reads) == 2  # the page: each of the two reports' facts.json once
+    for src in sources:
+        assert clinician_client.get(src).status_code == 200
+    assert len(reads) == 2, "a chart request read the fact tables again"
+    assert len(worked_out) == 1, "a chart request worked the series out again"
+
+    query = urlencode({"metric": "P300 Latency", "site": "", "band": ""})
+    before = clinician_client.get(f"/patients/{patient.pk}/trend.svg?{query}").content
+    last = _latency(patient)[1].points[-1]
+    report = Report.objects.get(pk=last.report_id)
+    services.fact_correct(report=report, fact_id=last.fact_id.split(":", 1)[1], value="999")
+    corrected = len(reads)  # the correction read the table it rewrote
+    after = clinician_client.get(f"/patients/{patient.pk}/trend.svg?{query}").content
+    assert len(reads) == corrected + 2 and after != before  # each table once more; the chart shows it
+    assert _latency(patient)[1].points[-1].number == 999.0
+    for src in sources[:5]:
+        assert clinician_client.get(src).status_code == 200
+    assert len(reads) == corrected + 2
