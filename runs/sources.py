@@ -540,7 +540,12 @@ def _md(text: str) -> str:
 
 # --- the preview: what the council will see, page by page beside the original -----------------------------
 
-_PAGE_MARK = re.compile(r"^=== PAGE \d+ / \d+ ===$", re.MULTILINE)
+# Where the preview cuts the text: each page, and in a run over several reports the timeline, each report's
+# header and the merged fact table (the marks council_source writes; de-identification leaves them alone).
+_SECTION_MARK = re.compile(
+    r"^=== (?:PAGE \d+ / \d+|REPORT \d+ of \d+: .*|TIMELINE: .*|FACT TABLE: .*) ===$", re.MULTILINE
+)
+_KINDS = {"PAGE": "page", "REPORT": "report", "TIMELINE": "timeline", "FACT": "facts"}
 
 
 @dataclass(frozen=True)
@@ -548,13 +553,14 @@ class PreviewPage:
     title: str
     original: str
     sent: list[tuple[str, bool]]  # (text, is a replacement), in order
+    kind: str = "text"  # page, report (a report's header alone), timeline, facts, text (before any mark)
 
 
 def preview_pages(original: str, result: deid.Deidentified) -> list[PreviewPage]:
-    """Both texts cut at the page marks (de-identification leaves them as they are), the sent side in
+    """Both texts cut at the section marks (de-identification leaves them as they are), the sent side in
     pieces so a page can show each replacement."""
-    cuts_original = [m.start() for m in _PAGE_MARK.finditer(original)] or [0]
-    cuts_sent = [m.start() for m in _PAGE_MARK.finditer(result.text)] or [0]
+    cuts_original = _cuts(original)
+    cuts_sent = _cuts(result.text)
     if len(cuts_original) != len(cuts_sent):  # never expected; then one block rather than a wrong pairing
         cuts_original, cuts_sent = [0], [0]
     pages = []
@@ -570,11 +576,25 @@ def preview_pages(original: str, result: deid.Deidentified) -> list[PreviewPage]
             pieces.append((result.text[mark_start:mark_end], True))
             at = mark_end
         pieces.append((result.text[at:end], False))
-        page_text = original[o_start:o_end]
-        first_line = page_text.split("\n", 1)[0]
-        title = first_line.strip("= ").title() if _PAGE_MARK.match(first_line) else "Report text"
-        pages.append(PreviewPage(title=title, original=page_text.rstrip(), sent=[p for p in pieces if p[0]]))
+        page_text = original[o_start:o_end].strip("\n")
+        first_line, _, body = page_text.partition("\n")
+        title, kind = "Report text", "text"
+        if _SECTION_MARK.match(first_line):
+            head, colon, rest = first_line.strip("= ").partition(":")
+            title, kind = head.capitalize() + colon + rest, _KINDS[head.split()[0]]
+            if kind == "report" and body.strip():
+                kind = "text"  # a report with no page marks (a text upload): its text is under its header
+        pages.append(
+            PreviewPage(title=title, original=page_text.rstrip(), sent=[p for p in pieces if p[0]], kind=kind)
+        )
     return pages
+
+
+def _cuts(text: str) -> list[int]:
+    cuts = [m.start() for m in _SECTION_MARK.finditer(text)]
+    if not cuts or text[: cuts[0]].strip():
+        cuts.insert(0, 0)  # text before the first mark is a section too
+    return cuts
 
 
 def write_up_source(*, patient: Patient, report: Report, text: str) -> tuple[str, dict[str, str]]:

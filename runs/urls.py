@@ -49,6 +49,8 @@ urlpatterns = [
         name="patient_version_version",
     ),
     path("<int:pk>/patient-version/export/", views.patient_version_export, name="patient_version_export"),
+    path("<int:pk>/council-view/", views.run_preview, name="preview"),
+    path("patients/<int:patient_id>/council-view/", views.reports_preview, name="reports_preview"),
     path("reports/<int:pk>/council-view/", views.report_preview, name="report_preview"),
     path(
         "reports/<int:pk>/council-view/pages/<int:number>.png",

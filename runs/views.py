@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -165,6 +166,14 @@ async def patient_runs_panel(request: HttpRequest, patient_id: int) -> HttpRespo
 
 @require_POST
 def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse:
+    if request.POST.get("preview"):  # the wizard's "What the council will see" button: no run is made
+        patient = access.patient_runs_for(request.user, patient_id)
+        wanted = _posted_ids(request, "reports") + _posted_ids(request, "report")
+        if not wanted:
+            messages.error(request, "Tick the reports the run would read first.")
+            return _redirect(request, reverse("patients:detail", args=[patient.pk]) + "#runs-panel")
+        query = urlencode([("reports", pk) for pk in dict.fromkeys(wanted)])
+        return _redirect(request, reverse("runs:reports_preview", args=[patient.pk]) + "?" + query)
     patient = access.patient_runs_for(request.user, patient_id, "start")
     wanted = _posted_ids(request, "reports") + _posted_ids(request, "report")
     reports = list(patient.reports.filter(pk__in=wanted))
@@ -498,21 +507,106 @@ def report_preview(request: HttpRequest, pk: int) -> HttpResponse:
     report = access.report_for_runs(request.user, pk)
     if report.status != Report.Status.READY:
         raise Http404("The report is not read yet; there is nothing the council would see.")
-    patient = report.patient
-    source = sources.council_source(patient=patient, report=report)
+    source = sources.council_source(patient=report.patient, report=report)
+    audit.record(request, "deid.preview_viewed", report)
+    return _preview(request, source=source, reports=[report], report=report, heading=report.original_name)
+
+
+@require_GET
+def run_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """What every stage of run `pk` is given: all its reports as the council gets them (one timeline, each
+    report's text under its header, the merged fact table; one report: the table the run recorded)."""
+    run = access.run_for(request.user, pk)
+    reports = run.report_list()
+    source = sources.run_source(run)
+    audit.record(request, "deid.preview_viewed", run, reports=[r.pk for r in reports])
+    return _preview(request, source=source, reports=source.history.reports, run=run, heading=f"Run {run.pk}")
+
+
+@require_GET
+def reports_preview(request: HttpRequest, patient_id: int) -> HttpResponse:
+    """What a run over the reports ticked in the wizard (`?reports=1&reports=2`) would give every stage,
+    before it is made: the same checks and the same function as a run's."""
+    patient = access.patient_runs_for(request.user, patient_id)
+    wanted = list(dict.fromkeys(_query_ids(request, "reports")))
+    if not wanted:
+        return _refused_page("Choose the reports (reports=<id>, one or more) a run would read.")
+    reports = list(patient.reports.filter(pk__in=wanted))
+    if len(reports) != len(wanted):
+        raise Http404(
+            f"{patient.label} has no report {', '.join(map(str, sorted(set(wanted) - {r.pk for r in reports})))}."
+        )
+    try:
+        reports = services.run_reports(patient=patient, reports=reports)
+    except services.RunRefused as exc:
+        return _refused_page(exc.message, status=exc.status)
+    source = sources.council_source(patient=patient, reports=reports, ordered=True)
+    audit.record(request, "deid.preview_viewed", patient, reports=[r.pk for r in reports])
+    count = len(reports)
+    heading = f"A run over {count} reports" if count > 1 else f"A run over {reports[0].original_name}"
+    return _preview(request, source=source, reports=reports, heading=heading)
+
+
+def _query_ids(request: HttpRequest, name: str) -> list[int]:
+    ids = []
+    for value in request.GET.getlist(name):
+        try:
+            ids.append(int(value))
+        except ValueError:
+            ids.append(0)  # matches nothing: not found
+    return ids
+
+
+def _refused_page(message: str, *, status: int = 422) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _preview(
+    request: HttpRequest,
+    *,
+    source: sources.CouncilSource,
+    reports: list[Report],
+    heading: str,
+    report: Report | None = None,
+    run: Run | None = None,
+) -> HttpResponse:
+    """The "What the council will see" page of one report, a run, or the wizard's choice (runs/report_preview.html)."""
+    patient = reports[0].patient
+    history = source.history
+    images = []
+    for image in source.images:
+        # Several reports: a page number of the run (numbered on across them) is one page of one report.
+        where = history.page_of(image.page) if history is not None and len(reports) > 1 else None
+        shown, own = where if where is not None else (reports[0], image.page)
+        images.append({"image": image, "report": shown, "own_page": own})
+    tables = history.tables if history is not None else {}
+    redactions = patient.redactions.filter(report__isnull=True) | patient.redactions.filter(
+        report__in=reports
+    )
     context = {
+        "heading": heading,
         "report": report,
+        "run": run,
+        "reports": reports,
         "patient": patient,
         "source": source,
         "pages": sources.preview_pages(source.original, source.report),
         "entered_context": patient.clinical_context(),
         "replaced": sorted(source.report.replaced.items()),
-        "redactions": patient.redactions.filter(report__isnull=True) | report.redactions.all(),
+        "images": images,
+        "table_states": [
+            {
+                "report": r,
+                "lock": (tables.get(r.pk) or {}).get("lock"),
+                "has_table": tables.get(r.pk) is not None,
+            }
+            for r in reports
+        ],
+        "redactions": redactions.select_related("report"),
         "redaction_form": RedactionForm(),
         "page_images_setting": settings.DEID_PAGE_IMAGES,
         "page_images_limit": settings.COUNCIL_PAGE_IMAGES,
     }
-    audit.record(request, "deid.preview_viewed", report)
     return render(request, "runs/report_preview.html", context)
 
 

@@ -68,6 +68,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "POST /reports/{pk}/redactions/{redaction_id}/delete/": SEES_THE_PATIENT,
     "GET /runs/reports/{pk}/council-view/": WORKS_THE_RUNS,  # what the council will see
     "GET /runs/reports/{pk}/council-view/pages/{number}.png": WORKS_THE_RUNS,
+    "GET /runs/{pk}/council-view/": WORKS_THE_RUNS,  # what the council sees: all of a run's reports
+    "GET /runs/patients/{patient_id}/council-view/": WORKS_THE_RUNS,  # …of the reports ticked in the wizard
     "GET /reports/{pk}/original/": SEES_THE_PATIENT,
     "GET /reports/{pk}/pages/{number}.png": SEES_THE_PATIENT,
     "GET /reports/{pk}/thumbs/{number}.png": SEES_THE_PATIENT,
