@@ -49,8 +49,12 @@ def _posted_id(request: HttpRequest, name: str) -> int:
 
 def _posted_ids(request: HttpRequest, name: str) -> list[int]:
     """Every id posted under `name` (a checkbox list); anything not a number matches nothing (0)."""
+    return _ids(request.POST.getlist(name))
+
+
+def _ids(values: list[str]) -> list[int]:
     ids = []
-    for value in request.POST.getlist(name):
+    for value in values:
         try:
             ids.append(int(value))
         except ValueError:
@@ -528,7 +532,7 @@ def reports_preview(request: HttpRequest, patient_id: int) -> HttpResponse:
     """What a run over the reports ticked in the wizard (`?reports=1&reports=2`) would give every stage,
     before it is made: the same checks and the same function as a run's."""
     patient = access.patient_runs_for(request.user, patient_id)
-    wanted = list(dict.fromkeys(_query_ids(request, "reports")))
+    wanted = list(dict.fromkeys(_ids(request.GET.getlist("reports"))))
     if not wanted:
         return _refused_page("Choose the reports (reports=<id>, one or more) a run would read.")
     reports = list(patient.reports.filter(pk__in=wanted))
@@ -545,16 +549,6 @@ def reports_preview(request: HttpRequest, patient_id: int) -> HttpResponse:
     count = len(reports)
     heading = f"A run over {count} reports" if count > 1 else f"A run over {reports[0].original_name}"
     return _preview(request, source=source, reports=reports, heading=heading)
-
-
-def _query_ids(request: HttpRequest, name: str) -> list[int]:
-    ids = []
-    for value in request.GET.getlist(name):
-        try:
-            ids.append(int(value))
-        except ValueError:
-            ids.append(0)  # matches nothing: not found
-    return ids
 
 
 def _refused_page(message: str, *, status: int = 422) -> HttpResponse:
