@@ -115,7 +115,7 @@ def test_a_runs_page_leads_to_all_its_reports_as_the_council_gets_them(
 def test_the_wizard_shows_what_a_run_over_the_ticked_reports_would_be_given(clinician_client, two_exports):
     patient, earlier, later = two_exports
     panel = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
-    assert 'name="preview" value="1"' in panel
+    assert '<input type="submit" name="preview" value="What the council will see"' in panel
     response = clinician_client.post(
         f"/runs/patients/{patient.pk}/start/",
         {
