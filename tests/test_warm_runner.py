@@ -92,3 +92,27 @@ def test_a_stale_socket_is_no_warm_runner(tmp_path):
         dead.bind(str(warm.socket_path()))
     assert warm.socket_path().exists()
     assert warm.launch("runpipeline", ["7"], log_path=tmp_path / "x.log", env={}) is None
+
+
+def test_an_upload_is_read_by_a_forked_ingester(warm_runner, tmp_path):
+    """Ingestion reads each PDF in a spawned child of its own (patients/sandbox.py): from a forked job too."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from patients.models import Report
+    from patients.services import report_upload
+    from tests.run_helpers import make_patient
+    from tests.synthetic_reports import make_qeeg_pdf
+
+    path = tmp_path / "report.pdf"
+    make_qeeg_pdf(path, image_only_pages=())
+    upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="application/pdf")
+    [report] = report_upload(patient=make_patient(), files=[upload])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        report.refresh_from_db()
+        if report.status not in (Report.Status.PENDING, Report.Status.PROCESSING):
+            break
+        time.sleep(0.2)
+    assert report.status == Report.Status.READY, report.error
+    said = stop(warm_runner)
+    assert f"ingestreport {report.pk}: pid {report.job.pid}\n" in said
