@@ -122,16 +122,17 @@ def ready() -> bool:
 
 
 def preload() -> list[str]:
-    """Import every job kind's command (and what it imports) once, here, so no child imports it again."""
+    """Import every job kind's command (and what it imports) and do each kind's `prepare` once, here, so no
+    child does it again."""
     from django.core.management import get_commands, load_command_class
 
     from jobs import kinds
 
     commands = get_commands()
-    names = [kind.name for kind in kinds.registered()]
-    for name in names:
-        load_command_class(commands[name], name)
-    return names
+    for kind in kinds.registered():
+        load_command_class(commands[kind.name], kind.name)
+        kind.prepare()
+    return [kind.name for kind in kinds.registered()]
 
 
 def serve(out=None) -> int:
