@@ -244,9 +244,19 @@ def tls_context() -> ssl.SSLContext:
 
 def prepare() -> None:
     """Load once what every client's first request needs; the warm runner calls it before it forks (jobs/warm.py),
-    so no forked runner loads it again."""
+    so no forked runner loads it again: httpcore, anyio and its asyncio backend (imported by the first
+    connection: ~100 ms of a stage's first requests, all of them waiting), and the TLS context."""
+    import anyio
+    import anyio.streams.memory
+    import anyio.streams.stapled
+    import anyio.streams.tls
+    import anyio.to_thread
     import httpcore  # noqa: F401  (httpx imports it when its first transport is made)
 
+    async def first_touch() -> None:
+        await anyio.sleep(0)  # anyio loads the backend of the loop it first runs in
+
+    asyncio.run(first_touch())
     tls_context()
 
 
