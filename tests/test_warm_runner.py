@@ -39,13 +39,16 @@ def stop(proc: subprocess.Popen) -> str:
 
 def test_a_run_is_forked_by_the_warm_runner_and_completes(run, warm_runner):
     services.run_start(run=run)
-    deadline = time.monotonic() + 90
+    run.refresh_from_db()
+    job = Job.objects.get(pk=run.job_id)
+    # Until the runner is gone: it ends the run, then its job, then prints its summary, then exits.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.status not in (Run.Status.QUEUED, Run.Status.RUNNING):
+        job.refresh_from_db()
+        if job.status not in (Job.Status.QUEUED, *Job.IN_FLIGHT) and not launcher.pid_alive(job.pid):
             break
         time.sleep(0.1)
-    job = Job.objects.get(pk=run.job_id)
+    run.refresh_from_db()
     log_text = Path(job.log_path).read_text(encoding="utf-8")
     assert run.status == Run.Status.COMPLETE, (run.error, log_text[-2000:])
     assert job.status == Job.Status.DONE
