@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, PartResult, Target, pct, remove, throwaway_django
+from common import PartResult, Target, pct, remove, throwaway_django
+
+from tests.stream_helpers import daphne_process
 
 PATIENTS = 10_000
 RUNS = 50_000
 BIG_PATIENT_RUNS = 200
 REASONS = ["attention concerns", "memory complaints", "sleep problems", "headaches", "anxiety", "mood"]
 PASSWORD = "bench-pass-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_clinic(fake) -> dict:
@@ -184,45 +179,6 @@ def query_counts(ids: dict) -> list[dict]:
     return rows
 
 
-class Server:
-    """The app under daphne on a free loopback port, in its own process."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "qeeg_site.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("daphne did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 async def _client(base: str, token: str):
     import httpx
 
@@ -321,19 +277,13 @@ def main() -> None:
 
         connections.close_all()
         env = dict(os.environ)
-        first = Server(env)
-        try:
-            rows = asyncio.run(latency_rows([first.url], ids, requests=requests))
-            one_process = asyncio.run(throughput([first.url], ids, "/api/patients", per_client=requests // 4))
-            second = Server(env)
-            try:
+        with daphne_process(env, stderr=subprocess.DEVNULL) as (first, _):
+            rows = asyncio.run(latency_rows([first], ids, requests=requests))
+            one_process = asyncio.run(throughput([first], ids, "/api/patients", per_client=requests // 4))
+            with daphne_process(env, stderr=subprocess.DEVNULL) as (second, _):
                 two_processes = asyncio.run(
-                    throughput([first.url, second.url], ids, "/api/patients", per_client=requests // 4)
+                    throughput([first, second], ids, "/api/patients", per_client=requests // 4)
                 )
-            finally:
-                second.stop()
-        finally:
-            first.stop()
         for row in rows:
             row["queries"] = counts[row["endpoint"]]["queries"]
             row["queries_by_page_size"] = counts[row["endpoint"]]["queries_by_page_size"]

@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,13 +33,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.stream_helpers import Frame, FrameParser, daphne_process  # noqa: E402  (after the path)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,31 +107,21 @@ class Stream:
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
             raise RuntimeError(head.decode(errors="replace"))
-        buffer = b""
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return
+        parser = FrameParser(chunked=True)
+        while chunk := await reader.read(65536):
             received = time.time()
-            buffer += chunk
-            # Chunked transfer framing: strip the size lines; SSE frames end with a blank line.
-            while b"\n\n" in buffer:
-                frame, buffer = buffer.split(b"\n\n", 1)
+            for frame in parser.feed(chunk):
                 self.on_frame(frame, received)
 
-    def on_frame(self, frame: bytes, received: float) -> None:
-        for line in frame.split(b"\n"):
-            if line.startswith(b": keepalive"):
-                self.keepalives += 1
-            elif line.startswith(b"event: snapshot"):
-                self.ready.set()
-            elif line.startswith(b"data: "):
-                payload = json.loads(line[6:])
-                written = (payload.get("data") or {}).get("written_at") if isinstance(payload, dict) else None
-                if written:
-                    self.events += 1
-                    self.latencies.append(received - written)
-                    self.ids.append(int(payload["model_id"].rsplit("-", 1)[1]))
+    def on_frame(self, frame: Frame, received: float) -> None:
+        if frame.comment == "keepalive":
+            self.keepalives += 1
+        elif frame.event == "snapshot":
+            self.ready.set()
+        elif isinstance(frame.data, dict) and (written := (frame.data.get("data") or {}).get("written_at")):
+            self.events += 1
+            self.latencies.append(received - written)
+            self.ids.append(int(frame.data["model_id"].rsplit("-", 1)[1]))
 
 
 async def main(args: argparse.Namespace, streams: int) -> dict:
@@ -151,7 +139,6 @@ async def main(args: argparse.Namespace, streams: int) -> dict:
     if args.postgres:
         import psycopg
 
-        sys.path.insert(0, str(ROOT))
         from tests.postgres import start_cluster
 
         cluster = Path(tempfile.mkdtemp(prefix="sse-bench-pg-"))
@@ -180,21 +167,8 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
     ).stdout.split()
     token, run_ids = out[0], [int(x) for x in out[1:]]
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "qeeg_site.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with daphne_process(env, stderr=subprocess.DEVNULL) as (url, server):
+        port = int(url.rsplit(":", 1)[1])
         streams = [Stream() for _ in range(count)]
         opening = asyncio.Semaphore(50)
 
@@ -259,9 +233,6 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        server.terminate()
-        server.wait(10)
 
     def pct(p: float) -> float:
         return (

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -232,6 +234,32 @@ def _to_responses_input(messages: list[dict]) -> list[dict]:
     return items
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's verifying TLS context (its CA bundle, or SSL_CERT_FILE / SSL_CERT_DIR), made once per process
+    and shared by every client: loading the bundle is ~50 ms of CPU, which each runner paid before its first
+    request and the web server at each health check."""
+    return httpx.create_ssl_context()
+
+
+def prepare() -> None:
+    """Load once what every client's first request needs; the warm runner calls it before it forks (jobs/warm.py),
+    so no forked runner loads it again: httpcore, anyio and its asyncio backend (imported by the first
+    connection: ~100 ms of a stage's first requests, all of them waiting), and the TLS context."""
+    import anyio
+    import anyio.streams.memory
+    import anyio.streams.stapled
+    import anyio.streams.tls
+    import anyio.to_thread
+    import httpcore  # noqa: F401  (httpx imports it when its first transport is made)
+
+    async def first_touch() -> None:
+        await anyio.sleep(0)  # anyio loads the backend of the loop it first runs in
+
+    asyncio.run(first_touch())
+    tls_context()
+
+
 class CLIProxyClient:
     def __init__(
         self,
@@ -280,6 +308,7 @@ class CLIProxyClient:
             headers=headers,
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=60.0, pool=read_timeout),
             transport=transport,
+            verify=tls_context(),
         )
 
     @classmethod

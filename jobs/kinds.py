@@ -20,6 +20,9 @@ class JobKind:
     # Submit work left waiting with no live job (reports pending after their runner died). Only called
     # where launching is allowed: server start, an upload, a start, a finishing runner.
     resume: Callable[[], int] = _nothing
+    # What a warm runner (jobs/warm.py) loads once before it forks this kind's processes, beyond the command's
+    # own imports: what every job of the kind would otherwise load anew.
+    prepare: Callable[[], object] = _nothing
     settled_line: str = "{n} {name} job(s) stopped without a word."
     resumed_line: str = "Resumed {n} {name} job(s)."
 

@@ -290,6 +290,9 @@ RUN_STALE_SECONDS = env.float("RUN_STALE_SECONDS", default=30.0)
 # flight at once; more wait queued and start as slots free.
 QEEG_HOST_ID = env.str("QEEG_HOST_ID", default=socket.gethostname())
 JOBS_MAX_RUNNING = env.int("JOBS_MAX_RUNNING", default=6)
+# `serve` starts a warm runner that forks each job's process with Django already set up (jobs/warm.py);
+# off: every job starts a new interpreter.
+JOBS_WARM_RUNNER = env.bool("JOBS_WARM_RUNNER", default=True)
 
 # Live stream: how often the one per-process reader looks for new run events, and the keep-alive period.
 SSE_POLL_SECONDS = env.float("SSE_POLL_SECONDS", default=0.1)

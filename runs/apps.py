@@ -7,6 +7,7 @@ class RunsConfig(AppConfig):
     name = "runs"
 
     def ready(self) -> None:
+        from council.client import prepare as client_prepare
         from jobs.kinds import JobKind, register
         from runs import patient_version, services
 
@@ -14,6 +15,7 @@ class RunsConfig(AppConfig):
             JobKind(
                 name=services.RUNPIPELINE,
                 settle=services.runs_mark_stale_interrupted,
+                prepare=client_prepare,
                 settled_line="Marked {n} run(s) interrupted: their runner stopped without a word.",
             )
         )
@@ -21,6 +23,7 @@ class RunsConfig(AppConfig):
             JobKind(
                 name=patient_version.PATIENT_VERSION,
                 settle=patient_version.requests_settle,
+                prepare=client_prepare,
                 settled_line="{n} patient version(s) whose writer stopped without a word failed; ask again.",
             )
         )

@@ -46,23 +46,61 @@ def parse_frame(raw: str) -> Frame:
     return frame
 
 
+class FrameParser:
+    """Server-Sent Events frames from bytes as they arrive, cut anywhere. `chunked`: the bytes are a raw
+    HTTP/1.1 body in chunked transfer coding (what a socket reads after the response head), undone first.
+    The one stream reader of the tests and of benchmarks/sse_bench.py."""
+
+    def __init__(self, *, chunked: bool = False) -> None:
+        self.chunked = chunked
+        self.ended = False  # the last chunk (size 0) has come
+        self._raw = b""
+        self._body = b""
+
+    def feed(self, data: bytes | str) -> list[Frame]:
+        data = data.encode() if isinstance(data, str) else data
+        if self.chunked:
+            self._raw += data
+            self._unchunk()
+        else:
+            self._body += data
+        frames = []
+        while b"\n\n" in self._body:
+            raw, self._body = self._body.split(b"\n\n", 1)
+            frames.append(parse_frame(raw.decode()))
+        return frames
+
+    def _unchunk(self) -> None:
+        while not self.ended:
+            line_end = self._raw.find(b"\r\n")
+            if line_end < 0:
+                return
+            size = int(self._raw[:line_end].split(b";", 1)[0], 16)
+            start = line_end + 2
+            if len(self._raw) < start + size + 2:
+                return  # the rest of this chunk is still on its way
+            self._body += self._raw[start : start + size]
+            self._raw = self._raw[start + size + 2 :]
+            self.ended = size == 0
+
+
 class SSEReader:
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self._chunks = aiter(chunks)
-        self._buffer = ""
+        self._parser = FrameParser()
+        self._pending: list[Frame] = []
         self.closed = False
 
     async def frame(self, timeout: float = 5.0) -> Frame:
         """The next frame; raises TimeoutError if none comes, StopAsyncIteration if the server ended."""
-        while "\n\n" not in self._buffer:
+        while not self._pending:
             try:
                 chunk = await asyncio.wait_for(anext(self._chunks), timeout)
             except StopAsyncIteration:
                 self.closed = True
                 raise
-            self._buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
-        raw, self._buffer = self._buffer.split("\n\n", 1)
-        return parse_frame(raw)
+            self._pending.extend(self._parser.feed(chunk))
+        return self._pending.pop(0)
 
     async def event(self, timeout: float = 5.0) -> Frame:
         """The next named event, skipping comments and the retry hint."""
@@ -185,8 +223,11 @@ def daphne_server(env: dict[str, str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def daphne_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`daphne_server`, also yielding the process (to watch its memory)."""
+def daphne_process(
+    env: dict[str, str], *, stderr: int = subprocess.PIPE
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`daphne_server`, also yielding the process (to watch its memory or CPU). `stderr=subprocess.DEVNULL`
+    for a long-lived server whose output nobody reads (a pipe nobody drains would stall it once full)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -195,19 +236,18 @@ def daphne_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        proc.stderr.read().decode() if proc.poll() is not None else "daphne did not start"
-                    ) from None
+                    said = proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else ""
+                    raise RuntimeError(said or "daphne did not start") from None
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", proc
     finally:

@@ -106,7 +106,7 @@ def test_stage1_adds_page_images_alongside_the_text():
 
 
 def test_prompt_versions_are_recorded_per_stage():
-    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v3"
+    assert STEPS.prompt_versions()["2"] == "stage2_peer_review.v4"
 
 
 def test_version_1_prompts_still_load_whole():
@@ -138,3 +138,44 @@ def test_a_source_without_a_fact_table_says_so_rather_than_leaving_a_hole():
     bare = CouncilInput(report_text="=== PAGE 1 / 1 ===\n[text layer]\nTBR 4.1", clinical_context={})
     _, user = bare.prompt(STEPS[1].prompt)
     assert "No fact table was read from this report" in user
+
+
+def _common(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 27])
+def test_each_reviewer_reads_every_other_analysis_once_and_never_its_own(n):
+    labels = [stage2_peer_review.label_for(i) for i in range(n)]
+    for own in labels:
+        order = stage2_peer_review.review_order(labels, own)
+        assert sorted(order) == sorted(set(labels) - {own}) and len(order) == n - 1
+
+
+def test_reviewers_read_the_other_half_first_so_their_prompts_share_long_prefixes():
+    labels = list("ABCDEFGH")
+    orders = {own: stage2_peer_review.review_order(labels, own) for own in labels}
+    assert orders["A"] == list("EFGHCDB") and orders["B"] == list("EFGHCDA")
+    assert orders["E"] == list("ABCDGHF") and orders["H"] == list("ABCDEFG")
+    # Label order would let A share nothing with B; the halves share 6 of 7 analyses here, 4 across quarters.
+    assert orders["A"][:6] == orders["B"][:6] and orders["A"][:4] == orders["C"][:4]
+    # In the prompt too: A and B's Stage 2 prompts are the same up to their last analysis.
+    analyses = {label: f"text of {label} " * 50 for label in labels}
+    a, b = (
+        stage2_peer_review.build_messages(SOURCE, own_label=own, analyses=analyses)[1]["content"]
+        for own in "AB"
+    )
+    assert a[: _common(a, b)].endswith(analyses["D"].strip() + "\n\n## Analysis ")
+
+
+def test_stage3_begins_with_its_analysis_as_stage2_showed_it_first():
+    """The prompt of Analysis E's revision shares its start with the Stage 2 prompts that showed E first
+    (reviewers A to D), through the whole analysis: a provider's cache serves it."""
+    analyses = {label: f"analysis {label}, p3. " * 40 for label in "ABCDEFGH"}
+    review = stage2_peer_review.build_messages(SOURCE, own_label="A", analyses=analyses)[1]["content"]
+    revision = stage3_revision.build_messages(
+        SOURCE, label="E", analysis=analyses["E"], peer_reviews={"A": REVIEW}
+    )[1]["content"]
+    shared = revision[: _common(review, revision)]
+    assert shared.endswith(f"## Analysis E\n\n{analyses['E'].strip()}\n\n## ")
+    assert "You wrote Analysis E above" in revision[len(shared) :]

@@ -85,7 +85,7 @@ STEP = Step(
     key="revision",
     name="Revision",
     kind=Kind.MARKDOWN,
-    prompt="stage3_revision.v3",
+    prompt="stage3_revision.v4",
     calls=calls,
     takers=Takers(Who.COUNCIL, with_output_of="analysis"),
     inputs=(Input("analysis"), Input("peer_review")),

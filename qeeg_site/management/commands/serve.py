@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connections
 
+from jobs import warm
 from qeeg_site import startup
 
 
@@ -23,6 +25,10 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database is up to date.")
         self.create_first_admin()
+        connections.close_all()
+        # Before recovery launches anything: jobs are forked by it from now on (jobs/warm.py). Held here until
+        # daphne returns; it ends with this process (its stdin is a pipe from here).
+        warm_runner = warm.start() if settings.JOBS_WARM_RUNNER else None
         for line in startup.recover():
             self.stdout.write(line)
         connections.close_all()
@@ -32,7 +38,12 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Serving qEEG Council on http://{host}:{port}/ (Ctrl-C stops).")
         )
-        CommandLineInterface().run(["--bind", host, "--port", str(port), "qeeg_site.asgi:application"])
+        try:
+            CommandLineInterface().run(["--bind", host, "--port", str(port), "qeeg_site.asgi:application"])
+        finally:
+            if warm_runner is not None:
+                warm_runner.stdin.close()
+                warm_runner.wait(10)
 
     def create_first_admin(self) -> None:
         User = get_user_model()
