@@ -27,7 +27,8 @@ refuses a payload only where it is written as a name: capitalised and not at the
 line ("reported by May", "Mr Young"), so "may reflect", "young adult" and a sentence that begins "Will"
 still go. Parts shorter than three letters (two for CJK) are only looked for inside the full name.
 
-The patient label is matched whole like a record number and word by word like a name (`Identifiers.labels`).
+The patient label is matched whole like a record number, and its words like a name: two or more in a row, or
+one alone when it is not plain ASCII (`Identifiers.labels`; an ASCII word alone may be any English word).
 """
 
 from __future__ import annotations
@@ -68,9 +69,10 @@ class Identifiers:
     birth_dates: tuple[date, ...] = ()
     record_numbers: tuple[str, ...] = ()  # MRN, device serials …
     phrases: tuple[str, ...] = ()  # anything else: addresses, a school, the clinicians' redactions
-    # The patient's label as staff typed it ("Zoë Σοφία Дмитрий 患者 #017"): whole, like a record number; each
-    # of its words, like a part of a name (a vendor may print only some of them, or drop a script its font
-    # lacks); and its numbers where they stand next to a word of it ("[NAME] #017" leaves nothing).
+    # The patient's label as staff typed it ("Zoë Σοφία Дмитрий 患者 #017"): whole, like a record number; two
+    # or more of its words in a row, and alone each word that no English text holds (outside ASCII), like a
+    # name (a vendor may print only some of them, or drop a script its font lacks); and its numbers where
+    # they stand next to a word of it ("[NAME] #017" leaves nothing).
     labels: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
@@ -229,13 +231,13 @@ _LABEL_GENERIC = frozenset(
 )
 
 
-def _label_words(label: str) -> str:
-    """The words of a patient label (runs with a letter), generic ones left out, as one name."""
-    return " ".join(
+def _label_words(label: str) -> list[str]:
+    """The words of a patient label (parts with a letter), generic ones left out."""
+    return [
         word
         for word in _name_tokens(label)
         if any(ch.isalpha() for ch in word) and fold(word).strip("#") not in _LABEL_GENERIC
-    )
+    ]
 
 
 def _compact(value: str) -> list[str]:
@@ -478,7 +480,7 @@ class _Matcher:
         # Each part of a name alone (three letters or more), for the guard; those that are also words apart.
         self.single_names: list[re.Pattern[str]] = []
         self.word_names: list[re.Pattern[str]] = []
-        for name in (*identifiers.names, *(_label_words(label) for label in identifiers.labels)):
+        for name in identifiers.names:
             tokens = _name_tokens(name)
             if not tokens:
                 continue
@@ -503,6 +505,22 @@ class _Matcher:
                 if _distinct_alone(token):
                     alone = re.compile(_W + part + _WE)
                     (self.word_names if fold(token) in NAME_WORDS else self.single_names).append(alone)
+        for label in identifiers.labels:
+            words = _label_words(label)
+            for word in words:
+                # A word of the label alone only where it cannot be an English word of the prompts: a label
+                # "SYNTH-BROWSER-CHANGES" must not refuse every text with "changes" in it.
+                if not word.isascii() and _distinct_alone(word):
+                    alone = re.compile(_W + _token_pattern(word) + _WE)
+                    self.name_parts.append(alone)
+                    self.single_names.append(alone)
+            # Two or more of its words in a row, as in the label, whatever they are.
+            parts = [_token_pattern(word) for word in words]
+            self.full_names.extend(
+                re.compile(_W + r"[\s,.]*".join(parts[i:j]) + _WE)
+                for i in range(len(parts))
+                for j in range(i + 2, len(parts) + 1)
+            )
         self.records = [
             p for v in (*identifiers.record_numbers, *identifiers.labels) if (p := _compact_pattern(v))
         ]

@@ -229,6 +229,12 @@ def test_each_word_of_the_label_goes_alone_and_takes_its_number_with_it(text, ex
     assert clean(text, LABEL) == expected
 
 
+def test_plain_words_of_a_label_go_only_together():
+    ids = Identifiers(labels=("SYNTH-BROWSER-CHANGES 12",))
+    text = "Synth Browser was seen; the changes were small, browser tests pass."
+    assert clean(text, ids) == "[NAME] was seen; the changes were small, browser tests pass."
+
+
 def test_generic_words_of_a_label_stay_in_the_text():
     ids = Identifiers(labels=("Patient 17 Test Case",))
     text = "The patient completed the Trail Making Test; Patient 17 Test Case, day 3."
