@@ -25,7 +25,10 @@ phrases) and for page images that are not marked as painted out, and says which 
 value. A part of a name that is also a common English word (`NAME_WORDS`: "May", "Will", "Young", "Rose")
 refuses a payload only where it is written as a name: capitalised and not at the start of a sentence or
 line ("reported by May", "Mr Young"), so "may reflect", "young adult" and a sentence that begins "Will"
-still go. Parts shorter than three letters are only looked for inside the full name.
+still go. Parts shorter than three letters (two for CJK) are only looked for inside the full name.
+
+The patient label is matched whole like a record number, and its words like a name: two or more in a row, or
+one alone when it is not plain ASCII (`Identifiers.labels`; an ASCII word alone may be any English word).
 """
 
 from __future__ import annotations
@@ -64,11 +67,16 @@ class Identifiers:
 
     names: tuple[str, ...] = ()
     birth_dates: tuple[date, ...] = ()
-    record_numbers: tuple[str, ...] = ()  # MRN, device serials, the patient label …
+    record_numbers: tuple[str, ...] = ()  # MRN, device serials …
     phrases: tuple[str, ...] = ()  # anything else: addresses, a school, the clinicians' redactions
+    # The patient's label as staff typed it ("Zoë Σοφία Дмитрий 患者 #017"): whole, like a record number; two
+    # or more of its words in a row, and alone each word that no English text holds (outside ASCII), like a
+    # name (a vendor may print only some of them, or drop a script its font lacks); and its numbers where
+    # they stand next to a word of it ("[NAME] #017" leaves nothing).
+    labels: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.names or self.birth_dates or self.record_numbers or self.phrases)
+        return bool(self.names or self.birth_dates or self.record_numbers or self.phrases or self.labels)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,47 @@ def _name_tokens(name: str) -> list[str]:
         t
         for t in re.split(r"[\s,\-\u2010\u2011\u2012\u2013\u2014\u2015\u2212_.]+", name.strip())
         if len(t.strip("'\u2019")) >= 2
+    ]
+
+
+def _distinct_alone(token: str) -> bool:
+    """Whether a name part alone tells the patient apart (the guard looks for it on its own): three letters
+    or more, or two of a script whose every character is a syllable or a word (CJK: "王芳")."""
+    letters = token.strip("'\u2019")
+    return len(letters) >= 3 or (
+        len(letters) == 2 and all(unicodedata.east_asian_width(ch) in "WF" for ch in letters)
+    )
+
+
+# Words a label is often made of that name nobody ("Patient 017", "Case 12 test"): not taken as name parts.
+_LABEL_GENERIC = frozenset(
+    [
+        "patient",
+        "client",
+        "subject",
+        "case",
+        "test",
+        "demo",
+        "record",
+        "file",
+        "pt",
+        "id",
+        "no",
+        "nr",
+        "number",
+        "mrn",
+        "synthetic",
+        "sample",
+    ]
+)
+
+
+def _label_words(label: str) -> list[str]:
+    """The words of a patient label (parts with a letter), generic ones left out."""
+    return [
+        word
+        for word in _name_tokens(label)
+        if any(ch.isalpha() for ch in word) and fold(word).strip("#") not in _LABEL_GENERIC
     ]
 
 
@@ -453,10 +502,29 @@ class _Matcher:
                     self.full_names.append(re.compile(_W + r"[\s,.]*".join(rotated) + _WE))
                 self.full_names.append(re.compile(_W + r"[\s,.]*".join(reversed(parts)) + _WE))
             for token, part in zip(tokens, parts, strict=True):
-                if len(token.strip("'\u2019")) >= 3:
+                if _distinct_alone(token):
                     alone = re.compile(_W + part + _WE)
                     (self.word_names if fold(token) in NAME_WORDS else self.single_names).append(alone)
-        self.records = [p for v in identifiers.record_numbers if (p := _compact_pattern(v))]
+        for label in identifiers.labels:
+            words = _label_words(label)
+            for word in words:
+                # A word of the label alone only where it cannot be an English word of the prompts: a label
+                # "SYNTH-BROWSER-CHANGES" must not refuse every text with "changes" in it.
+                if not word.isascii() and _distinct_alone(word):
+                    alone = re.compile(_W + _token_pattern(word) + _WE)
+                    self.name_parts.append(alone)
+                    self.single_names.append(alone)
+            # Two or more of its words in a row, as in the label, whatever they are.
+            parts = [_token_pattern(word) for word in words]
+            self.full_names.extend(
+                re.compile(_W + r"[\s,.]*".join(parts[i:j]) + _WE)
+                for i in range(len(parts))
+                for j in range(i + 2, len(parts) + 1)
+            )
+        self.records = [
+            p for v in (*identifiers.record_numbers, *identifiers.labels) if (p := _compact_pattern(v))
+        ]
+        self.label_numbers = frozenset(n for label in identifiers.labels for n in re.findall(r"\d+", label))
         self.phrases = [p for v in identifiers.phrases if (p := _compact_pattern(v))]
         self.dob_compact = {form for day in identifiers.birth_dates for form in _compact_forms(day)}
 
@@ -550,7 +618,30 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
         for match in pattern.finditer(text):
             group = "v" if "v" in pattern.groupindex else 0
             spans.append(_Span(match.start(group), match.end(group), ADDRESS, 40))
-    return _merge_names(text, _resolve(spans))
+    return _with_label_numbers(text, _merge_names(text, _resolve(spans)), matcher.label_numbers)
+
+
+_NUMBER_AFTER = re.compile(r"[^\w\n]{0,3}(\d+)(?!\w|[.,]\d)")
+_NUMBER_BEFORE = re.compile(r"(?<![\w.,])(\d+)[^\w\n]{0,3}$")
+
+
+def _with_label_numbers(text: str, spans: list[_Span], numbers: frozenset[str]) -> list[_Span]:
+    """A name span takes in a number of the patient's label written right after or before it: once its
+    words are out, "[NAME] #017" would still say whose report it is."""
+    if not numbers:
+        return spans
+    out: list[_Span] = []
+    for i, span in enumerate(spans):
+        if span.token == NAME:
+            limit = spans[i + 1].start if i + 1 < len(spans) else len(text)
+            after = _NUMBER_AFTER.match(text, span.end, limit)
+            floor = out[-1].end if out else 0
+            before = _NUMBER_BEFORE.search(text, max(floor, span.start - 12), span.start)
+            start = before.start() if before and before.group(1) in numbers else span.start
+            end = after.end() if after and after.group(1) in numbers else span.end
+            span = _Span(start, end, NAME, span.priority)
+        out.append(span)
+    return out
 
 
 def first_date(text: str, identifiers: Identifiers = Identifiers(), *, order: str = "mdy") -> date | None:

@@ -56,11 +56,12 @@ def identifiers_for(patient: Patient, *reports: Report | None) -> deid.Identifie
     return deid.Identifiers(
         names=tuple(r.value for r in rows if r.kind == kinds.NAME),
         birth_dates=tuple(d for r in rows if (d := r.birth_date) is not None),
-        record_numbers=(patient.label, *(r.value for r in rows if r.kind == kinds.RECORD_NUMBER)),
+        record_numbers=tuple(r.value for r in rows if r.kind == kinds.RECORD_NUMBER),
         phrases=(
             *(r.value for r in rows if r.kind == kinds.OTHER),
             *redactions.values_list("phrase", flat=True),
         ),
+        labels=(patient.label,),
     )
 
 

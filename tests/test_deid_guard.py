@@ -137,6 +137,19 @@ def test_a_given_name_alone_is_refused_in_any_case():
     assert guard.find("Müller reported headaches.") == "a name"
 
 
+def test_each_word_of_the_patient_label_is_refused_alone_a_two_character_cjk_name_too():
+    guard = IdentifierGuard(Identifiers(labels=("Zoë Σοφία Дмитрий 患者 #017",), names=("王芳",)))
+    for text in ("Revised: ΣΟΦΙΑ showed", "дмитрий", "病历 患者 记录", "zoe", "Seen with 王芳 today"):
+        assert guard.find(text) == "a name", text
+    # Two Latin letters alone are too common to refuse; the label's number alone is not the label.
+    assert IdentifierGuard(Identifiers(names=("Al Fox",))).find("al fine") is None
+    assert guard.find("item 017 of 20") is None
+    # A label's plain English words refuse only together: the prompts are English.
+    plain = IdentifierGuard(Identifiers(labels=("SYNTH-BROWSER-CHANGES",)))
+    assert plain.find("Required changes: none. Browser: n/a. Synth") is None
+    assert plain.find("seen as browser changes") == "the patient's name"
+
+
 MAY = Identifiers(names=("May Young",), birth_dates=(date(2016, 3, 14),))
 
 

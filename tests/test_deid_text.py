@@ -208,3 +208,34 @@ def test_a_label_in_several_scripts_goes_as_typed_with_its_marks():
     ids = Identifiers(record_numbers=(label,))
     text = f"Patient {label}; also ZOË MULLER-ØDEGÅRD σοφια дмитрии 患者 017. Theta 4.2 µV at Fz."
     assert clean(text, ids) == "Patient [ID]; also [ID]. Theta 4.2 µV at Fz."
+
+
+LABEL = Identifiers(labels=("Zoë Σοφία Дмитрий 患者 #017",))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A vendor whose font lacks CJK prints the label without it: its words still go, and its number.
+        ("Patient ID: Zoë Σοφία Дмитрий #017\nSession 1", "Patient ID: [NAME]\nSession 1"),
+        ("Seen: ΣΟΦΙΑ, Дмитрий, #017.", "Seen: [NAME]."),
+        ("患者 #017 was seen", "[NAME] was seen"),
+        ("017 Zoë", "[NAME]"),
+        # The label's number alone, or inside a measurement, is not the label.
+        ("Fz theta 0.017 µV; item 017 of the scale", "Fz theta 0.017 µV; item 017 of the scale"),
+    ],
+)
+def test_each_word_of_the_label_goes_alone_and_takes_its_number_with_it(text, expected):
+    assert clean(text, LABEL) == expected
+
+
+def test_plain_words_of_a_label_go_only_together():
+    ids = Identifiers(labels=("SYNTH-BROWSER-CHANGES 12",))
+    text = "Synth Browser was seen; the changes were small, browser tests pass."
+    assert clean(text, ids) == "[NAME] was seen; the changes were small, browser tests pass."
+
+
+def test_generic_words_of_a_label_stay_in_the_text():
+    ids = Identifiers(labels=("Patient 17 Test Case",))
+    text = "The patient completed the Trail Making Test; Patient 17 Test Case, day 3."
+    assert clean(text, ids) == "The patient completed the Trail Making Test; [ID], day 3."

@@ -143,6 +143,16 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def upload_reports(page, files: list[str], *, seconds: float = 180) -> None:
+    """Upload `files` on the patient page in one form and wait until every one of them is read."""
+    page.set_input_files("input[name=files]", files)
+    page.click("form[enctype='multipart/form-data'] button[type=submit]")
+    deadline = time.monotonic() + seconds
+    while page.locator("#reports .badge.ready").count() < len(files):
+        assert time.monotonic() < deadline, "the reports were not read in time"
+        page.wait_for_timeout(500)
+
+
 def stage_states(page) -> str:
     return page.evaluate(
         "() => [...document.querySelectorAll('.stage-card')].map(e => e.dataset.state + ':' +"

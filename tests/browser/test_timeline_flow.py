@@ -5,10 +5,8 @@ with both reports ticked; the run over both completes. Screenshots in test-artif
 
 from __future__ import annotations
 
-import time
-
 from tests.browser.csp import watch_csp
-from tests.browser.test_council_flow import shot, sign_in
+from tests.browser.test_council_flow import shot, sign_in, upload_reports
 from tests.synthetic_vendor import Sessions, make_vendor_pdf, patient_history
 
 PAGES = [("wavi_summary", "text"), ("wavi_p300", "text"), ("generic_rows", "text")]
@@ -28,12 +26,7 @@ def test_two_exports_on_one_timeline_charts_and_a_run_over_both(page, app_url, t
             path, pages=PAGES, seed=seed, label="SYNTH-TIMELINE-01", sessions=Sessions(dates, history=5)
         )
         files.append(str(path))
-    page.set_input_files("input[name=files]", files)
-    page.click("form[enctype='multipart/form-data'] button[type=submit]")
-    deadline = time.monotonic() + 180
-    while page.locator("#reports .badge.ready").count() < 2:
-        assert time.monotonic() < deadline, "the reports were not read in time"
-        page.wait_for_timeout(500)
+    upload_reports(page, files)
     page.reload()
 
     # The timeline: five visits, visit 3 printed by both exports; a chart per measurement.
