@@ -63,7 +63,9 @@ def paddle_block(rng: np.random.Generator, *, second_kernel: int) -> onnx.ModelP
         "block",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 20])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+        initializer=[
+            numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
 
