@@ -253,11 +253,7 @@ def report_facts_lock(request: HttpRequest, pk: int) -> HttpResponse:
     report = access.report_for(request.user, pk, "lock_facts")
     unlock = request.POST.get("unlock") == "1"
     try:
-        lock = (
-            services.facts_unlock(report=report)
-            if unlock
-            else services.facts_lock(report=report, user=request.user)
-        )
+        lock = services.facts_lock(report=report, locked=not unlock, user=request.user)
     except services.FactsRefused as exc:
         messages.error(request, exc.message)
     else:
