@@ -180,9 +180,16 @@ def _fact_viewer(report: Report, table: dict | None, fact_id: str, *, error: str
         "fact": fact,
         "highlight": selectors.fact_highlight(report, table, fact),
         "others": [by_id[other] for other in fact.get("disagrees_with", []) if other in by_id],
+        "basis": _confidence_basis(fact),
         "lock": table.get("lock"),
         "error": error,
     }
+
+
+def _confidence_basis(fact: dict) -> str:
+    from patients.readers import vision  # numpy and the page readers: only when a fact is shown
+
+    return vision.confidence_basis(fact)
 
 
 @require_GET

@@ -58,7 +58,9 @@ class Fact(TypedDict):
     norm: str  # for Z-scores: what the norm is ("" otherwise)
     reader: str
     source: str  # "OCR" or "text layer"
-    confidence: float | None  # 0..1: recognition score times the reader's certainty; None: a model's reading
+    # 0..1: recognition score times the reader's certainty; a vision reading's says what the page's own text
+    # shows of it (patients.readers.vision.locate); None: a vision reading from before that
+    confidence: float | None
     box: list[float]  # x0, y0, x1, y1 in PDF points from the page's top-left corner
 
 
