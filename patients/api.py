@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.urls import reverse
@@ -311,13 +311,7 @@ def report_fact_correct(request: HttpRequest, report_id: int, payload: FactCorre
 def report_facts_lock(request: HttpRequest, report_id: int):
     """Lock the fact table (who, when). A locked table refuses corrections until it is unlocked; a run
     started on an unlocked table says so on its page, in its API detail and in its export."""
-    report = _ready(access.report_for(request.user, report_id, "lock_facts"))
-    try:
-        lock = services.facts_lock(report=report, user=request.user)
-    except services.FactsRefused as exc:
-        raise _facts_refused(exc) from exc
-    audit.record(request, "facts.locked", report)
-    return {"locked": True, **lock}
+    return _facts_lock(request, report_id, locked=True)
 
 
 @router.delete(
@@ -327,13 +321,17 @@ def report_facts_lock(request: HttpRequest, report_id: int):
 )
 def report_facts_unlock(request: HttpRequest, report_id: int):
     """Unlock the fact table so values can be corrected again; answers the lock that was lifted."""
+    return _facts_lock(request, report_id, locked=False)
+
+
+def _facts_lock(request: HttpRequest, report_id: int, *, locked: bool) -> dict[str, Any]:
     report = _ready(access.report_for(request.user, report_id, "lock_facts"))
     try:
-        lock = services.facts_unlock(report=report)
+        lock = services.facts_lock(report=report, locked=locked, user=request.user)
     except services.FactsRefused as exc:
         raise _facts_refused(exc) from exc
-    audit.record(request, "facts.unlocked", report)
-    return {"locked": False, **lock}
+    audit.record(request, "facts.locked" if locked else "facts.unlocked", report)
+    return {"locked": locked, **lock}
 
 
 @router.get(

@@ -17,6 +17,7 @@ import binascii
 import json
 import math
 import mmap
+import os
 import re
 import threading
 import time
@@ -337,8 +338,21 @@ def ocr_engine() -> Any:
 
             # One thread: ingestion shares the machine with the web server and council runs, and
             # onnxruntime's spinning worker threads cost more than they give on a busy small box.
+            from patients import ocr_model
+
             _engine = RapidOCR(intra_op_num_threads=1, inter_op_num_threads=1)
+            ocr_model.load_simplified(_engine, threads=1, cache=_model_cache())
         return _engine
+
+
+def _model_cache() -> Path | None:
+    """Where the simplified OCR graphs are kept: the data folder's `cache/ocr`, when Django's settings are
+    there to say where that is (an ingestion child has them from its environment); else none."""
+    from django.conf import settings
+
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None
+    return Path(settings.DATA_DIR) / "cache" / "ocr"
 
 
 # --- the work -----------------------------------------------------------------------------------------------

@@ -223,15 +223,23 @@ ALLOWED = set(
     "\u00b0\u00b1\u00b5\u03bc\u2013\u2014\u2212\u2264\u2265\u00b2\u00b3\u00b7"
 )
 REC_HEIGHT = 48
-# White space between words pasted into one recognition strip, in strip heights: far wider than any gap
-# inside a word, so every recognised character lands unambiguously in its word's slot.
-SLOT_GAP = 0.3
-# Recognition pixels per strip; a longer region is recognised in several strips. The recogniser's cost grows
-# faster than its input's width (its global mixing layers see the whole strip), so short strips are much
-# cheaper for the same words: 320 instead of 1600 halved recognition CPU on the synthetic vendor pages
-# (benchmarks/facts_bench.py) at the same recovery. Below ~200 a word no longer fits and recovery collapses.
+# Recognition costs in proportion to the pixels it is given (~55 µs of one core per column of a 48-px strip),
+# so what is pasted around each word is kept small. White space between words in one strip, in strip
+# heights: wider than any gap inside a word, so every recognised character lands in its word's slot
+# (0.3 before; 0.1 still recovered every fact of the synthetic pages).
+SLOT_GAP = 0.2
+# Recognition pixels per strip; a longer region is recognised in several strips. 320 instead of 1600 halved
+# recognition CPU on the synthetic vendor pages (benchmarks/facts_bench.py) at the same recovery (batches
+# of long strips padded most); below ~200 a word no longer fits and recovery collapses.
 STRIP_MAX_WIDTH = 320
-REC_BATCH = 8  # strips per recogniser call (sorted by width, so little padding); 16 and 32 were slower
+# Ink kept around a word, in line heights: above and below (which sets the print size the recogniser sees:
+# 0.3 already misread large titles, 0.4 lost a whole page), and to each side (0.2 before; 0.05 still
+# recovered every fact).
+LINE_MARGIN = 0.2
+SIDE_MARGIN = 0.1
+REC_BATCH = (
+    4  # strips per recogniser call (sorted by width, so little padding); 2 and 8 were slower, 16 more so
+)
 
 
 @dataclass
@@ -257,6 +265,10 @@ def _words(stats: np.ndarray, centroids: np.ndarray, ids: list[int]) -> list[_Wo
     does not widen the allowance) or the full one beside a dot, comma or dash."""
     order = sorted(ids, key=lambda i: stats[i, 0])
     parent = {i: i for i in order}
+    ordered = np.asarray(order, dtype=np.int64)
+    left = stats[ordered, 0].astype(np.int64)
+    top = stats[ordered, 1].astype(np.int64)
+    tall = stats[ordered, 3].astype(np.int64)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -270,10 +282,13 @@ def _words(stats: np.ndarray, centroids: np.ndarray, ids: list[int]) -> list[_Wo
     for n, a in enumerate(order):
         ax0, ay0, aw, ah = (int(v) for v in stats[a, :4])
         ax1 = ax0 + aw
-        for b in order[n + 1 :]:
+        # The glyphs within reach to the right, less those too far above or below to join in any case
+        # below (no case joins two glyphs whose vertical gap exceeds half the taller one's height).
+        end = int(np.searchsorted(left, ax1 + reach, side="right"))
+        apart = np.maximum(top[n + 1 : end] - (ay0 + ah), ay0 - (top[n + 1 : end] + tall[n + 1 : end]))
+        near = ordered[n + 1 : end][apart <= 0.5 * np.maximum(tall[n + 1 : end], ah)]
+        for b in near.tolist():
             bx0, by0, _, bh = (int(v) for v in stats[b, :4])
-            if bx0 - ax1 > reach:
-                break
             small, big = (a, b) if ah < bh else (b, a)
             overlap_x = min(ax1, bx0 + int(stats[b, 2])) - bx0
             if overlap_x > 0 and stats[small, 3] < 0.5 * stats[big, 3]:
@@ -327,7 +342,8 @@ def _strips(words: list[_Word], fine: np.ndarray) -> list[tuple[np.ndarray, list
     """Words of one region pasted side by side, normalised to REC_HEIGHT, with their slots (x ranges)."""
     height = max(w.y1 for w in words) - min(w.y0 for w in words)
     top = min(w.y0 for w in words)
-    margin = max(2, int(0.2 * height))
+    margin = max(2, int(LINE_MARGIN * height))
+    side = max(2, int(SIDE_MARGIN * height))
     full_h, full_w = fine.shape[:2]
     y0, y1 = max(0, top - margin), min(full_h, top + height + margin)
     scale = REC_HEIGHT / (y1 - y0)
@@ -337,7 +353,7 @@ def _strips(words: list[_Word], fine: np.ndarray) -> list[tuple[np.ndarray, list
     slots: list[tuple[int, int, _Word]] = []
     cursor = gap // 2
     for word in words:
-        x0, x1 = max(0, word.x0 - margin), min(full_w, word.x1 + margin)
+        x0, x1 = max(0, word.x0 - side), min(full_w, word.x1 + side)
         crop = fine[y0:y1, x0:x1]
         width = max(1, round((x1 - x0) * scale))
         import cv2
@@ -434,7 +450,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     for quad in det if det is not None else []:
         xs, ys = quad[:, 0] * factor, quad[:, 1] * factor
         regions.append((xs.min(), ys.min(), xs.max(), ys.max()))
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(
+    _, labels, stats, centroids = cv2.connectedComponentsWithStats(
         _ink(fine).astype(np.uint8), connectivity=8
     )
     # Glyph-sized components only: frames, rules and head outlines are not text.
@@ -445,21 +461,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     # Each glyph goes to the detected region whose middle is nearest its own; the detector's regions
     # overlap their neighbours (they are drawn generously), so "the first region it falls in" would cut a
     # number in two.
-    owner = np.full(count, -1)
-    best = np.full(count, np.inf)
-    for r, (x0, y0, x1, y1) in enumerate(regions):
-        pad = 0.15 * (y1 - y0)
-        inside = (
-            glyph
-            & (centroids[:, 0] >= x0 - pad)
-            & (centroids[:, 0] <= x1 + pad)
-            & (centroids[:, 1] >= y0 - pad)
-            & (centroids[:, 1] <= y1 + pad)
-        )
-        distance = np.abs(centroids[:, 1] - (y0 + y1) / 2)
-        closer = inside & (distance < best)
-        owner[closer] = r
-        best[closer] = distance[closer]
+    owner = _region_owners(centroids, glyph, regions)
     # Glyphs the detector left out (a lone "-", "<0", the first digit of a number) join the line they sit
     # on, so a word is cut from all of its glyphs; a word made only of such glyphs must be read surely.
     lost = _lost_glyphs(stats, centroids, glyph & (owner < 0), regions)
@@ -492,13 +494,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     for word in [w for words in words_by_region for w in words] + dashes:
         if not word.text or word.score < (0.75 if word.lost else 0.3):
             continue
-        pixels = (
-            fine[labels == word.labels[0]]
-            if len(word.labels) == 1
-            else fine[np.isin(labels[word.y0 : word.y1, word.x0 : word.x1], word.labels)]
-            if False
-            else _pixels(fine, labels, word)
-        )
+        pixels = _pixels(fine, labels, word)
         layout.boxes.append(
             Box(
                 text=word.text,
@@ -514,6 +510,30 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     timings["layout"] += time.perf_counter() - started
     layout.seconds = {key: round(value, 3) for key, value in timings.items()}
     return layout
+
+
+def _region_owners(
+    centroids: np.ndarray, glyph: np.ndarray, regions: list[tuple[float, float, float, float]]
+) -> np.ndarray:
+    """For each glyph, the region (padded by 0.15 of its height) holding its centre whose middle line is
+    nearest; -1 for none. On ties the first region wins."""
+    owner = np.full(len(centroids), -1)
+    ids = np.flatnonzero(glyph)
+    if not regions or not len(ids):
+        return owner
+    box = np.asarray(regions, dtype=np.float64)  # R x 4
+    pad = 0.15 * (box[:, 3] - box[:, 1])
+    left, right, top, bottom = box[:, 0] - pad, box[:, 2] + pad, box[:, 1] - pad, box[:, 3] + pad
+    middle = (box[:, 1] + box[:, 3]) / 2
+    for start in range(0, len(ids), 1024):  # glyphs x regions at a time, bounded for a crowded page
+        chunk = ids[start : start + 1024]
+        x, y = centroids[chunk, 0][:, None], centroids[chunk, 1][:, None]
+        inside = (x >= left) & (x <= right) & (y >= top) & (y <= bottom)
+        distance = np.where(inside, np.abs(y - middle), np.inf)
+        nearest = distance.argmin(axis=1)
+        found = np.isfinite(distance[np.arange(len(chunk)), nearest])
+        owner[chunk[found]] = nearest[found]
+    return owner
 
 
 def _pixels(fine: np.ndarray, labels: np.ndarray, word: _Word) -> np.ndarray:

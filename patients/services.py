@@ -734,29 +734,20 @@ def fact_correct(*, report: Report, fact_id: str, value: str, note: str = "", us
     return _change_table(report, change)
 
 
-def facts_lock(*, report: Report, user: Any = None) -> dict[str, str]:
-    """Lock the table (who, when): it refuses corrections until unlocked. Locking a locked table is
-    refused, so the first lock's who and when are never overwritten."""
-
-    def change(table: dict[str, Any]) -> dict[str, str]:
-        if lock := table.get("lock"):
-            raise FactsRefused(
-                f"The fact table is already locked by {lock['by']} at {lock['at']}.", status=409
-            )
-        table["lock"] = {"by": _who(user), "at": _now_iso()}
-        return table["lock"]
-
-    return _change_table(report, change)
-
-
-def facts_unlock(*, report: Report) -> dict[str, str]:
-    """Lift the lock so values can be corrected again; returns the lock that was lifted."""
+def facts_lock(*, report: Report, locked: bool = True, user: Any = None) -> dict[str, str]:
+    """Lock the table (who, when), or with `locked=False` lift the lock; returns the lock set or lifted.
+    A locked table refuses corrections until it is unlocked. Locking a locked table, or unlocking one
+    that is not, is refused (409), so the first lock's who and when are never overwritten."""
 
     def change(table: dict[str, Any]) -> dict[str, str]:
         lock = table.get("lock")
-        if not lock:
+        if locked and lock:
+            raise FactsRefused(
+                f"The fact table is already locked by {lock['by']} at {lock['at']}.", status=409
+            )
+        if not locked and not lock:
             raise FactsRefused("The fact table is not locked.", status=409)
-        table["lock"] = None
-        return lock
+        table["lock"] = {"by": _who(user), "at": _now_iso()} if locked else None
+        return table["lock"] or lock
 
     return _change_table(report, change)

@@ -180,9 +180,16 @@ def _fact_viewer(report: Report, table: dict | None, fact_id: str, *, error: str
         "fact": fact,
         "highlight": selectors.fact_highlight(report, table, fact),
         "others": [by_id[other] for other in fact.get("disagrees_with", []) if other in by_id],
+        "basis": _confidence_basis(fact),
         "lock": table.get("lock"),
         "error": error,
     }
+
+
+def _confidence_basis(fact: dict) -> str:
+    from patients.readers import vision  # numpy and the page readers: only when a fact is shown
+
+    return vision.confidence_basis(fact)
 
 
 @require_GET
@@ -253,11 +260,7 @@ def report_facts_lock(request: HttpRequest, pk: int) -> HttpResponse:
     report = access.report_for(request.user, pk, "lock_facts")
     unlock = request.POST.get("unlock") == "1"
     try:
-        lock = (
-            services.facts_unlock(report=report)
-            if unlock
-            else services.facts_lock(report=report, user=request.user)
-        )
+        lock = services.facts_lock(report=report, locked=not unlock, user=request.user)
     except services.FactsRefused as exc:
         messages.error(request, exc.message)
     else:

@@ -5,6 +5,7 @@ disagreement kept and shown, and nothing it does can fail the ingestion."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import time
@@ -109,6 +110,14 @@ def test_an_unsure_image_page_is_read_by_the_vision_model_painted_out_and_merged
     ]
     assert sorted(f["value"] for f in both) == sorted([disagree["value"], "999"])
     assert all(f["disagreement"] for f in both) and table["disagreements"] == 1
+    # Its 999 is printed nowhere on the page: no box, and a confidence that says it is the model's alone;
+    # the fact it confirmed is its own cell's reading.
+    (alone,) = [f for f in both if f["value"] == "999"]
+    assert alone["box"] == [] and alone["confidence"] == vision.UNSEEN
+    viewer = clinician_client.get(
+        f"/reports/{report.pk}/facts/view/", {"fact": alone["id"]}, headers={"HX-Request": "true"}
+    ).content.decode()
+    assert 'id="fact-basis"' in viewer and "the vision model&#x27;s reading alone" in viewer
     assert table["facts"].index(both[1]) == table["facts"].index(both[0]) + 1  # shown side by side
 
     html = clinician_client.get(f"/reports/{report.pk}/").content.decode()
@@ -303,3 +312,87 @@ def test_a_text_layer_page_no_reader_knows_is_not_sent(tmp_path, fake_upstream):
     _read(table, pdf, layout, records, _config())
     assert table["pages"][0]["vision"]["status"] == "not sent"
     assert table["vision"]["status"] == "nothing sent" and fake_upstream.count(model=MODEL) == 0
+
+
+def _place_of(table, metric, session):
+    return next(f for f in table["facts"] if f["metric"] == metric and f["session"] == session)
+
+
+def test_a_vision_reading_gets_the_box_printing_its_value_and_a_confidence_that_says_why(tmp_path):
+    pdf = tmp_path / "page.pdf"
+    truth = make_vendor_pdf(pdf, pages=[("generic_rows", "text")], seed=3)
+    document = pdfium.PdfDocument(pdf)
+    try:
+        whole = read_text_layer(document[0], number=1)
+    finally:
+        document.close()
+    # The layout reader sees the page without Trail Making Test A's session-1 cell, so it misses that fact;
+    # the vision model reads it. The page's text (the whole layout) prints it: that box is its place.
+    row = next(r for r in whole.rows() if r.text.startswith("Trail Making Test A"))
+    dropped, unit = row.boxes[4:6]
+    seen = dataclasses.replace(whole, boxes=[b for b in whole.boxes if b is not dropped and b is not unit])
+    table = facts.build_table(facts.read_layouts([seen]), page_count=1)
+    (missing,) = table["missing"]
+    metric = missing["metric"]
+    true = next(t for t in truth["facts"] if t["metric"] == metric and t["session"] == missing["session"])
+    agree = _place_of(table, metric, 2)
+    other = next(f for f in table["facts"] if f["metric"] != metric and f["session"] == 1 and f["number"])
+    reply = vision.PageFactsReply(
+        page=1,
+        facts=[
+            _reply_fact(true),  # missed by the layout reader, printed at its place
+            _reply_fact(agree, unit=agree["unit"]),  # read alike: its own cell
+            _reply_fact(other, value="999"),  # printed nowhere on the page
+        ],
+    )
+    got = {
+        f["metric"] + str(f["session"]): f
+        for f in vision.to_facts(reply, table, 1, model=MODEL, layouts=[whole])
+    }
+    found = got[metric + str(missing["session"])]
+    assert found["box"] == dropped.as_list() and found["confidence"] == vision.AT_PLACE
+    confirmed = got[metric + "2"]
+    x0, y0, x1, y1 = confirmed["box"]
+    cell = agree["box"]  # its value and unit
+    assert cell[0] <= x0 < x1 <= cell[2] and cell[1] <= y0 < y1 <= cell[3] and x1 < cell[2]
+    assert confirmed["confidence"] == vision.AT_PLACE
+    alone = got[other["metric"] + "1"]
+    assert alone["box"] == [] and alone["confidence"] == vision.UNSEEN < 0.6  # the prompts' "unsure reading"
+    assert "reading alone" in vision.confidence_basis(alone)
+    assert vision.confidence_basis(other) == ""  # a layout reader's confidence is its recogniser's
+
+
+def _box(text, x0, y0, w=20.0, h=8.0):
+    from patients.layout import Box
+
+    return Box(text=text, x0=x0, y0=y0, x1=x0 + w, y1=y0 + h, score=0.9)
+
+
+def test_where_the_measurement_is_not_known_a_value_printed_once_is_placed_and_twice_is_not():
+    table = {"facts": [], "missing": []}
+    boxes = [_box("Fz", 10, 10), _box("352", 100, 10), _box("41", 10, 300), _box("41", 200, 300)]
+    place = {"metric": "Latency", "site": None, "band": None, "session": 1, "table": table, "number": 1}
+    assert vision.locate("352", boxes=boxes, **place) == (boxes[1].as_list(), vision.ON_PAGE)
+    assert vision.locate("41", boxes=boxes, **place) == ([], vision.UNSEEN)
+    # A site's label marks where its panel is: the nearest box printing the value there is it.
+    at_fz = {**place, "site": "Fz"}
+    assert vision.locate("352", boxes=boxes, **at_fz) == (boxes[1].as_list(), vision.AT_PLACE)
+    assert vision.locate("41", boxes=boxes, **at_fz) == ([], vision.UNSEEN)  # 36 print heights away
+    # A cell the OCR could not split still shows the value, less surely.
+    merged = [_box("Fz", 10, 10), _box("11.5352", 40, 20, w=30)]
+    assert vision.locate("11.5", boxes=merged, **at_fz) == (merged[1].as_list(), vision.IN_MERGED)
+
+
+def test_a_vision_reading_unlike_the_cell_a_layout_reader_read_is_not_placed_beside_it():
+    cell = _box("352", 100, 10)
+    table = {
+        "facts": [
+            {"page": 1, "metric": "Latency", "site": "Fz", "band": None, "session": 1, "box": cell.as_list(),
+             "source": "OCR"},
+        ],
+        "missing": [],
+    }  # fmt: skip
+    boxes = [_box("Fz", 10, 10), cell, _box("362", 125, 10)]  # session 2's value, right beside it
+    place = {"metric": "Latency", "site": "Fz", "band": None, "session": 1, "table": table, "number": 1}
+    assert vision.locate("352", boxes=boxes, **place) == (cell.as_list(), vision.AT_PLACE)
+    assert vision.locate("362", boxes=boxes, **place) == ([], vision.UNSEEN)

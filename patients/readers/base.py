@@ -58,7 +58,9 @@ class Fact(TypedDict):
     norm: str  # for Z-scores: what the norm is ("" otherwise)
     reader: str
     source: str  # "OCR" or "text layer"
-    confidence: float | None  # 0..1: recognition score times the reader's certainty; None: a model's reading
+    # 0..1: recognition score times the reader's certainty; a vision reading's says what the page's own text
+    # shows of it (patients.readers.vision.locate); None: a vision reading from before that
+    confidence: float | None
     box: list[float]  # x0, y0, x1, y1 in PDF points from the page's top-left corner
 
 
@@ -72,6 +74,19 @@ class Reading:
     cells_read: int = 0
     merged_tokens: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def cell(self, fact: Fact) -> None:
+        """A value read from a table cell: kept, and counted in the page's cells read."""
+        self.cells_read += 1
+        self.facts.append(fact)
+
+    def labelled_row(self, row: Row, columns: list[tuple[K, float]], *, step: float) -> list[tuple[K, Box]]:
+        """A row led by its label (a site): the values right of the label, each to the column whose header
+        ends nearest its right edge (`by_right_edge`); the label and any merged tokens counted."""
+        self.labels_found += 1
+        values = [box for box in row.boxes[1:] if box.x0 > row.boxes[0].x1]
+        self.merged_tokens += count_merged(values)
+        return by_right_edge(values, columns, step=step)
 
 
 def fold(text: str) -> str:

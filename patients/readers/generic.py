@@ -136,8 +136,7 @@ def read_session_tables(
                 if not cell:
                     continue
                 value, unit = split_unit(joined(cell))
-                reading.cells_read += 1
-                reading.facts.append(
+                reading.cell(
                     make_fact(
                         layout,
                         reader=reader,

@@ -14,8 +14,6 @@ from patients.layout import PageLayout
 from patients.readers.base import (
     ELECTRODES,
     Reading,
-    by_right_edge,
-    count_merged,
     fold,
     joined,
     make_fact,
@@ -78,12 +76,8 @@ def read(layout: PageLayout) -> Reading:
         if site in seen:
             continue
         seen.add(site)
-        reading.labels_found += 1
-        values = [b for b in row.boxes[1:] if b.x0 > row.boxes[0].x1]
-        reading.merged_tokens += count_merged(values)
-        for band, box in by_right_edge(values, bands, step=step):
-            reading.cells_read += 1
-            reading.facts.append(
+        for band, box in reading.labelled_row(row, bands, step=step):
+            reading.cell(
                 make_fact(
                     layout,
                     reader=NAME,

@@ -24,8 +24,11 @@ import asyncio
 import base64
 import io
 import json
+import math
 import re
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,8 @@ from council import deid, prompts
 from council.schemas import parse_reply
 from council.stages.base import CallLimits, ModelFailed, complete_json, system_user
 from patients import facts as fact_table
-from patients.layout import PageLayout
-from patients.readers.base import Fact, fold, parse_value, repair_electrode
+from patients.layout import Box, PageLayout, is_merged_token
+from patients.readers.base import Fact, fold, parse_value, repair_electrode, split_unit
 
 READER = "vision"
 SOURCE = "page image"
@@ -241,7 +244,112 @@ def _squash(text: str) -> str:
     return re.sub(r"[\s_]+", "", fold(text)).lower()
 
 
-def to_facts(reply: PageFactsReply, table: dict[str, Any], number: int, *, model: str) -> list[Fact]:
+# How sure a vision reading is, said from what the page's own text shows (a model states no calibrated score;
+# the prompt already tells it to leave out what it cannot read surely). Each level has its sentence.
+AT_PLACE = 0.9  # a box printing the same value where the measurement is (its cell, its row or its panel)
+ON_PAGE = 0.75  # printed once on the page, where the measurement is not known
+IN_MERGED = 0.7  # printed inside a box the OCR could not split ("11.5352" holding 11.5)
+UNSEEN = 0.5  # no box there prints it: the model's reading alone (the prompts mark it unsure)
+BASIS = {
+    AT_PLACE: "the page's own text prints the same value at the highlighted place",
+    ON_PAGE: "the page's own text prints this value once, at the highlighted place, but where this "
+    "measurement is on the page is not known",
+    IN_MERGED: "the page's own text holds this value only run together with another (highlighted)",
+    UNSEEN: "no text read on the page prints this value where the measurement is: the vision model's "
+    "reading alone",
+}
+NEAR = 8.0  # a measurement's row or panel: within this many print heights of what marks its place
+
+
+def confidence_basis(fact: dict[str, Any]) -> str:
+    """The sentence behind a vision fact's confidence ("" for another reader's fact)."""
+    return BASIS.get(fact.get("confidence"), "") if fact.get("source") == SOURCE else ""
+
+
+def locate(
+    value: str,
+    *,
+    metric: str,
+    site: str | None,
+    band: str | None,
+    session: int | None,
+    table: dict[str, Any],
+    number: int,
+    boxes: list[Box],
+) -> tuple[list[float], float]:
+    """(box, confidence) of a vision reading from the page's boxes: the box printing `value` nearest to
+    where the measurement is. Its place is the cell a deterministic reader read for the same measurement
+    (then only that cell counts), else the cells of its other sessions and its site's label."""
+    exact = [box for box in boxes if _printed(box) == value]
+    merged = [
+        box
+        for box in boxes
+        if len(value) >= 2
+        and value not in PLACEHOLDER_VALUES
+        and is_merged_token(fold(box.text))
+        and (fold(box.text).startswith(value) or fold(box.text).endswith(value))
+    ]
+    if not boxes or not (exact or merged):
+        return [], UNSEEN
+    height = statistics.median(box.height for box in boxes) or 1.0
+    mine = [
+        row
+        for row in table["facts"]
+        if row["page"] == number
+        and row.get("box")
+        and row.get("source") != SOURCE
+        and (row["metric"], row["site"], row["band"]) == (metric, site, band)
+    ]
+    cell = [row["box"] for row in mine if row["session"] == session]
+    if cell:
+        places, reach = cell, 1.0  # the very cell: a value beside it is another measurement's
+    else:
+        places = [row["box"] for row in mine]
+        if site:
+            places += [box.as_list() for box in boxes if repair_electrode(box.text) == site]
+        reach = NEAR
+    if not places:
+        found = exact if len(exact) == 1 else []
+        return (found[0].as_list(), ON_PAGE) if found else ([], UNSEEN)
+    for candidates, confidence in ((exact, AT_PLACE), (merged, IN_MERGED)):
+        near = [
+            (distance, box)
+            for box in candidates
+            if (distance := _distance(box, places, height, same_row=not cell)) <= reach
+        ]
+        if near:
+            return min(near, key=lambda pair: pair[0])[1].as_list(), confidence
+    return [], UNSEEN
+
+
+def _printed(box: Box) -> str:
+    value, _ = split_unit(box.text)
+    return parse_value(value)[0]
+
+
+def _distance(box: Box, places: list[list[float]], height: float, *, same_row: bool) -> float:
+    """In print heights, from the nearest place; a box inside a place, or on the same printed row as one
+    (its other sessions' cells), is at it, however wide the table."""
+    best = math.inf
+    for x0, y0, x1, y1 in places:
+        pad = 0.5 * height
+        inside = x0 - pad <= box.cx <= x1 + pad and y0 - pad <= box.cy <= y1 + pad
+        if inside or (same_row and abs(box.cy - (y0 + y1) / 2) <= 0.6 * height):
+            return 0.0
+        best = min(best, math.dist((box.cx, box.cy), ((x0 + x1) / 2, (y0 + y1) / 2)) / height)
+    return best
+
+
+def to_facts(
+    reply: PageFactsReply,
+    table: dict[str, Any],
+    number: int,
+    *,
+    model: str,
+    layouts: Sequence[PageLayout] = (),
+) -> list[Fact]:
+    """The reply's facts as one more reader's, each placed on the page (`locate`) when its text shows it."""
+    boxes = [box for layout in layouts if layout.page == number for box in layout.boxes]
     names = _canonical(table, number)
     dates = {
         row["session"]: row["session_date"]
@@ -257,6 +365,10 @@ def to_facts(reply: PageFactsReply, table: dict[str, Any], number: int, *, model
         if item.site:
             site = names["site"].get(_squash(item.site)) or repair_electrode(item.site) or item.site
         value, number_value, placeholder = parse_value(item.value)
+        box, confidence = locate(
+            value, metric=metric, site=site, band=band, session=item.session, table=table, number=number,
+            boxes=boxes,
+        )  # fmt: skip
         out.append(
             Fact(
                 id="|".join(str(part) for part in (number, reader, metric, site, band, item.session)),
@@ -276,8 +388,8 @@ def to_facts(reply: PageFactsReply, table: dict[str, Any], number: int, *, model
                 norm="",
                 reader=reader,
                 source=SOURCE,
-                confidence=None,  # a model's reading carries no calibrated score
-                box=[],
+                confidence=confidence,
+                box=box,
             )
         )
     return out
@@ -421,7 +533,7 @@ async def _read_pages(
             else:
                 reply: PageFactsReply = output.parsed
                 counts = fact_table.add_facts(
-                    table, number, to_facts(reply, table, number, model=config.model)
+                    table, number, to_facts(reply, table, number, model=config.model, layouts=page_layouts)
                 )
                 state.update(
                     status="read",

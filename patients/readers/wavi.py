@@ -29,7 +29,6 @@ from patients.readers import generic
 from patients.readers.base import (
     ELECTRODES,
     Reading,
-    by_right_edge,
     count_merged,
     fold,
     make_fact,
@@ -330,8 +329,7 @@ def read_p300(layout: PageLayout) -> Reading:
                     continue
                 text = box.text if isinstance(box, Box) else box[1]
                 boxes = [box if isinstance(box, Box) else box[0]]
-                reading.cells_read += 1
-                reading.facts.append(
+                reading.cell(
                     make_fact(
                         layout,
                         reader=P300,
@@ -439,12 +437,8 @@ def read_sites(layout: PageLayout) -> Reading:
                 break
             previous = data.cy
             seen.add(site)
-            reading.labels_found += 1
-            values = [b for b in data.boxes[1:] if b.x0 > data.boxes[0].x1]
-            reading.merged_tokens += count_merged(values)
-            for session, box in by_right_edge(values, [(s, h.x1) for s, h in columns], step=step):
-                reading.cells_read += 1
-                reading.facts.append(
+            for session, box in reading.labelled_row(data, [(s, h.x1) for s, h in columns], step=step):
+                reading.cell(
                     make_fact(
                         layout, reader=SITES, metric=metric, boxes=[box], unit=unit, site=site, session=session,
                         session_date=dates.get(session), section=title,
