@@ -522,6 +522,8 @@ def run_preview(request: HttpRequest, pk: int) -> HttpResponse:
     report's text under its header, the merged fact table; one report: the table the run recorded)."""
     run = access.run_for(request.user, pk)
     reports = run.report_list()
+    if unread := [r.original_name for r in reports if r.status != Report.Status.READY]:
+        raise Http404(f"{', '.join(unread)} is being read again; there is nothing the council would see yet.")
     source = sources.run_source(run)
     audit.record(request, "deid.preview_viewed", run, reports=[r.pk for r in reports])
     return _preview(request, source=source, reports=source.history.reports, run=run, heading=f"Run {run.pk}")

@@ -163,9 +163,12 @@ def test_the_wizards_view_refuses_what_a_run_would_refuse_in_words(
     same = clinician_client.get(f"{url}?reports={earlier.pk}&reports={copy.pk}")
     assert same.status_code == 422 and "have the same content" in same.content.decode()
     assert signed_in(other_clinician).get(f"{url}?reports={earlier.pk}").status_code == 404
-    assert (
-        signed_in(other_clinician).get(f"/runs/{_run(patient, earlier).pk}/council-view/").status_code == 404
-    )
+    run = _run(patient, earlier)
+    assert signed_in(other_clinician).get(f"/runs/{run.pk}/council-view/").status_code == 404
+    # A report of the run being read again has no text to show: not an empty page that says nothing is sent.
+    Report.objects.filter(pk=earlier.pk).update(status=Report.Status.PROCESSING)
+    assert clinician_client.get(f"/runs/{run.pk}/council-view/").status_code == 404
+    assert clinician_client.get(f"{url}?reports={earlier.pk}").status_code == 422
 
 
 def test_a_run_over_one_report_shows_the_fact_table_it_recorded(clinician_client, two_exports):
