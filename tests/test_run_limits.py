@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 
 from qeeg_site.models import ApiToken
 from runs import limits, services
@@ -120,7 +121,7 @@ def _change(api, run, kind, **body):
 
 
 def test_council_changes_are_estimated_refused_over_quota_and_counted(
-    api, run, clinician, fake_upstream, launched, settings
+    api, clinician_client, run, clinician, fake_upstream, launched, settings
 ):
     """A council change shows its calls before it is made (dry run, confirmation), is refused 429 past the
     day's quota with nothing changed, and every call it makes counts, also those whose answers a later
@@ -137,6 +138,8 @@ def test_council_changes_are_estimated_refused_over_quota_and_counted(
         refused = _change(api, run, "rejoin", model=GEMINI, dry_run=dry_run)
         assert refused.status_code == 429, refused.content
         assert "This change makes about 5 model calls, and you have 4 of today's" in refused.json()["detail"]
+    page = clinician_client.post(reverse("runs:rejoin", args=[run.pk]), {"model": GEMINI}, follow=True)
+    assert "This change makes about 5 model calls, and you have 4 of today" in page.content.decode()
     assert not CouncilChange.objects.exists() and launched == []
     settings.MODEL_CALLS_PER_USER_PER_DAY = made + 5
     preview = _change(api, run, "rejoin", model=GEMINI, dry_run=True)
