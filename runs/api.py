@@ -384,7 +384,7 @@ def _council_change(request: HttpRequest, run_id: int, kind: str, payload: Counc
     }
     try:
         if payload.dry_run:
-            plan = services.council_change_plan(run=run, user=request.user, **change)
+            plan = services.council_change_preview(run=run, user=request.user, **change)
             run.refresh_from_db()
             return Status(
                 200,

@@ -663,11 +663,10 @@ def versions_kept(*, run: Run, discard: Sequence[Artifact], doing: str) -> None:
 
 
 def council_change_plan(
-    *, run: Run, kind: str, model_id: str, stage: int | None = None, replacement: str = "", user: Any = None
+    *, run: Run, kind: str, model_id: str, stage: int | None = None, replacement: str = ""
 ) -> ChangePlan:
     """What `kind` (drop, reask, replace, rejoin) of `model_id` would do to `run`, or RunRefused (409 when
-    the run's state forbids it now, 422 when it makes no sense, 429 when `user` has not the model calls
-    left today for what it starts) with the reason in words."""
+    the run's state forbids it now, 422 when it makes no sense) with the reason in words."""
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if kind not in Change.values:
@@ -686,8 +685,6 @@ def council_change_plan(
         )
     plan = _plan(run, list(run.artifacts.all()), kind, model_id, stage, replacement)
     versions_kept(run=run, discard=plan.discard, doing=_doing(plan))
-    if run.status != Run.Status.RUNNING:  # the change starts it: its calls are this person's (a drop is not)
-        run_check_limits(user=user, calls=plan.calls, run=run, doing="This change makes")
     return plan
 
 
@@ -917,6 +914,15 @@ def _plan_rejoin(run: Run, artifacts: list[Artifact], model_id: str, stage, repl
     )
 
 
+def council_change_preview(*, run: Run, user: Any, **change: Any) -> ChangePlan:
+    """`council_change_plan`, and RunRefused (429) when `user` has not the model calls left today for what
+    the change starts (runs/limits.py); what a dry run answers and what a change is made from."""
+    plan = council_change_plan(run=run, **change)
+    if run.status != Run.Status.RUNNING:  # the change starts it: its calls are this person's (a drop is not)
+        run_check_limits(user=user, calls=plan.calls, run=run, doing="This change makes")
+    return plan
+
+
 def council_change(
     *,
     run: Run,
@@ -936,7 +942,7 @@ def council_change(
         raise RunRefused(f"Say why in at most 500 characters (this is {len(reason)}).")
     if kind == Change.DROP and not reason:
         raise RunRefused("Say why the council goes on without it: the run card prints the reason.")
-    plan = council_change_plan(
+    plan = council_change_preview(
         run=run, kind=kind, model_id=model_id, stage=stage, replacement=replacement, user=user
     )
     if plan.replacement:
