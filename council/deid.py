@@ -8,7 +8,9 @@ clinicians' redactions) and gets back text with:
   ä/ö/ü also match ae/oe/ue), any name order ("Last, First", "First Middle Last"), a part of a name on its
   own, and initials written with a period next to a name part ("A. Müller", "Müller, A."). Bare initials
   ("AM") are left alone: they collide with electrode names, units and words far more often than they name
-  anyone. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
+  anyone. A part that is also a common word ("May", "Will", "Grace": `NAME_WORDS`) goes only where it is
+  written as a name (as the guard reads it, below) or beside another part of the name; the full name goes
+  in any case. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
 - dates of birth in any of the date formats below, and as 8-digit runs (19840301, 01031984) → `[DOB]`;
 - emails, phone numbers, street addresses, labelled record and device numbers (MRN, ID, Serial, S/N …) →
   `[EMAIL]`, `[PHONE]`, `[ADDRESS]`, `[ID]`;
@@ -445,9 +447,9 @@ class _Span:
 
 
 # Given and family names that are also common English words (and the qEEG band names), from
-# council/name_words.txt: the guard refuses one of them alone only where it is written as a name (see
-# `_as_a_name`). De-identification still replaces them in any case: a word too many taken out of a report is
-# safe, a refused call fails the run.
+# council/name_words.txt: alone, one of them is a name only where it is written as one (see `_as_a_name`):
+# the guard refuses it there, and de-identification replaces it there and beside another part of the name,
+# so a patient called May does not turn every "may" of a report into [NAME]. The full name goes anywhere.
 NAME_WORDS = frozenset(
     word
     for line in (Path(__file__).with_name("name_words.txt")).read_text(encoding="utf-8").splitlines()
@@ -470,6 +472,16 @@ def _as_a_name(text: str, start: int) -> bool:
     return bool(_NAME_BEFORE.search(line)) or not _SENTENCE_START.search(line)
 
 
+_BESIDE = re.compile(r"[ \t,\-\u2010\u2011\u2013]{1,3}")
+
+
+def _beside(text: str, span: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two spans of `text` are neighbouring words of one name: apart by a space, comma or hyphen
+    only (no sentence end, no line break)."""
+    gap = text[span[1] : other[0]] if span[1] <= other[0] else text[other[1] : span[0]]
+    return (span[1] <= other[0] or other[1] <= span[0]) and bool(_BESIDE.fullmatch(gap))
+
+
 class _Matcher:
     """The known identifiers compiled to patterns over folded text."""
 
@@ -480,6 +492,8 @@ class _Matcher:
         # Each part of a name alone (three letters or more), for the guard; those that are also words apart.
         self.single_names: list[re.Pattern[str]] = []
         self.word_names: list[re.Pattern[str]] = []
+        # De-identification's patterns of the parts that are also words: kept only where written as a name.
+        self.word_parts: list[re.Pattern[str]] = []
         for name in identifiers.names:
             tokens = _name_tokens(name)
             if not tokens:
@@ -487,11 +501,14 @@ class _Matcher:
             parts = [_token_pattern(t) for t in tokens]
             initials = "".join(sorted({re.escape(fold(t)[0]) for t in tokens}))
             initial = rf"(?:{_W}[{initials}]\.\s?)"
-            for i, part in enumerate(parts):
+            for i, (token, part) in enumerate(zip(tokens, parts, strict=True)):
                 # A part alone, with initials of the name written before it ("A. M. Müller") or after it
                 # ("Müller, A."); and two adjacent parts run together ("AnnaMaria").
-                self.name_parts.append(
-                    re.compile(rf"{initial}*{_W}{part}{_WE}(?:\s?,\s?[{initials}]\.(?:\s?[{initials}]\.)*)?")
+                alone_or_initialled = re.compile(
+                    rf"{initial}*{_W}(?P<part>{part}){_WE}(?:\s?,\s?[{initials}]\.(?:\s?[{initials}]\.)*)?"
+                )
+                (self.word_parts if fold(token) in NAME_WORDS else self.name_parts).append(
+                    alone_or_initialled
                 )
                 if i + 1 < len(parts):
                     self.name_parts.append(re.compile(rf"{_W}{part}{parts[i + 1]}{_WE}"))
@@ -543,6 +560,7 @@ class _Matcher:
             ]
         else:
             groups += [(self.full_names, NAME, "the patient's name"), (self.name_parts, NAME, "a name")]
+        named: list[tuple[int, int]] = []
         for patterns, token, kind in groups:
             as_written = strict and patterns is self.word_names
             for pattern in patterns:
@@ -551,7 +569,38 @@ class _Matcher:
                         start, end = folded.original(match.start(), match.end())
                         if as_written and not _as_a_name(text, start):
                             continue
+                        if token == NAME:
+                            named.append((start, end))
                         yield start, end, token, kind
+        if not strict:
+            yield from self._word_parts(folded, text, named)
+
+    def _word_parts(
+        self, folded: _Folded, text: str, named: list[tuple[int, int]]
+    ) -> Iterator[tuple[int, int, str, str]]:
+        """The parts of a name that are also words ("May", "Will", "Grace"), where they are written as a
+        name: as the guard reads it (`_as_a_name`), with an initial of the name beside it ("May, A."), or
+        next to another part of the name found as one ("Smith, may"; "Grace May" where May is the name).
+        Elsewhere they are words ("may reflect", "Will the alpha peak…") and stay."""
+        found: list[tuple[int, int, bool]] = []
+        for pattern in self.word_parts:
+            for match in re.finditer(pattern, folded.text):
+                start, end = folded.original(match.start(), match.end())
+                initialled = match.start("part") > match.start() or match.end("part") < match.end()
+                word_start = folded.original(match.start("part"), match.end("part"))[0]
+                found.append((start, end, initialled or _as_a_name(text, word_start)))
+        kept = [(start, end) for start, end, as_name in found if as_name]
+        waiting = [(start, end) for start, end, as_name in found if not as_name]
+        grew = True
+        while grew:  # a part beside a kept one is a name too ("Grace May" when May is written as one)
+            grew = False
+            for span in list(waiting):
+                if any(_beside(text, span, other) for other in (*named, *kept)):
+                    waiting.remove(span)
+                    kept.append(span)
+                    grew = True
+        for start, end in kept:
+            yield start, end, NAME, "a name"
 
 
 def _resolve(spans: list[_Span]) -> list[_Span]:
@@ -588,7 +637,7 @@ def _merge_names(text: str, spans: list[_Span]) -> list[_Span]:
 def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     folded = _Folded.of(text)
     spans = [_Span(m.start(), m.end(), EMAIL, 90) for m in _EMAIL.finditer(text)]
-    for start, end, token, _ in matcher.known(folded, strict=False):
+    for start, end, token, _ in matcher.known(folded, strict=False, text=text):
         spans.append(_Span(start, end, token, 80 if token != NAME else 75))
     dobs = set(matcher.identifiers.birth_dates)
     for hit in _find_dates(text, order):

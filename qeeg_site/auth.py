@@ -159,7 +159,9 @@ class BearerTokenMiddleware(BaseMiddleware):
         scope = dict(scope)
         user = scope.get("user")
         if user is not None and user.is_authenticated and scope.get("session") is not None:
-            scope["sign_in_check"] = partial(_session_still_signed_in, scope["session"].session_key, user.pk)
+            key = scope["session"].session_key
+            scope["sign_in_check"] = partial(_session_still_signed_in, key, user.pk)
+            scope["sign_in_ref"] = (SESSION, key)
         else:
             scheme, _, token = _header(scope, b"authorization").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
@@ -170,12 +172,38 @@ class BearerTokenMiddleware(BaseMiddleware):
                 if found is not None:
                     scope["user"] = found
                     scope["sign_in_check"] = partial(_token_still_valid, hash_token(token.strip()))
+                    scope["sign_in_ref"] = (TOKEN, hash_token(token.strip()))
         return await self.inner(scope, receive, send)
 
 
-# How often an open stream looks again at what signed it in, at most: a sign-out or a revoked token in
-# another tab, process or host ends it within this.
+# How often an open stream looks again at what signed it in, at most (its idle deadline, a user made
+# inactive). A sign-out or a revoked token is seen sooner: `sign_ins_ended`, every SSE_SIGN_OUT_SECONDS.
 STREAM_RECHECK_SECONDS = 60.0
+
+# What signed a stream in, as `scope["sign_in_ref"]`: (SESSION, session key) or (TOKEN, token hash).
+SESSION, TOKEN = "session", "token"
+
+
+def sign_ins_ended(refs: set[tuple[str, str | None]]) -> set[tuple[str, str | None]]:
+    """Of the `sign_in_ref`s of a process's open streams, those that no longer sign anyone in: a session
+    signed out, flushed or expired (its row is gone), a token revoked, expired or deleted. Two queries for
+    any number of streams (the database session engine; another engine asks per session). A user made
+    inactive is left to each stream's own check."""
+    keys = {value for kind, value in refs if kind == SESSION and value}
+    hashes = {value for kind, value in refs if kind == TOKEN and value}
+    now = timezone.now()
+    live: set[tuple[str, str | None]] = set()
+    if keys:
+        store = import_module(settings.SESSION_ENGINE).SessionStore
+        if hasattr(store, "get_model_class"):  # db and cached_db: the rows say it
+            rows = store.get_model_class().objects.filter(session_key__in=keys, expire_date__gt=now)
+            live |= {(SESSION, key) for key in rows.values_list("session_key", flat=True)}
+        else:
+            live |= {(SESSION, key) for key in keys if store().exists(key)}
+    if hashes:
+        rows = ApiToken.objects.filter(token_hash__in=hashes, revoked_at__isnull=True, expires_at__gt=now)
+        live |= {(TOKEN, value) for value in rows.values_list("token_hash", flat=True)}
+    return set(refs) - live
 
 
 def _session_still_signed_in(session_key: str | None, user_pk: int) -> tuple[str | None, float]:

@@ -297,6 +297,9 @@ JOBS_WARM_RUNNER = env.bool("JOBS_WARM_RUNNER", default=True)
 # Live stream: how often the one per-process reader looks for new run events, and the keep-alive period.
 SSE_POLL_SECONDS = env.float("SSE_POLL_SECONDS", default=0.1)
 SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15.0)
+# How often each web process looks, in one query for all its open streams, whether the sessions and tokens
+# that signed them in still stand: a sign-out in another tab ends a stream within this (runs/stream.py).
+SSE_SIGN_OUT_SECONDS = env.float("SSE_SIGN_OUT_SECONDS", default=2.0)
 # The live stream's groups are in-process: each web process's one feed fills them from the database (polling
 # on SQLite, LISTEN/NOTIFY on PostgreSQL), so no channel layer server is needed (runs/feed.py). The capacity is
 # per stream; a stream reads the table for anything its group could not hold.

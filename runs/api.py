@@ -363,7 +363,7 @@ class CouncilChangeIn(Schema):
     stage: int | None = None  # reask and replace: the stage; drop and rejoin work it out
     replacement: str = ""  # replace: the model put in its place
     reason: str = ""  # why (required to go on without a model); printed on the run card
-    dry_run: bool = False  # say what it would do, change nothing
+    dry_run: bool = False  # say what it would do and its `estimated_calls`, change nothing (429: over quota)
 
 
 class CouncilChangeOut(Schema):
@@ -384,7 +384,7 @@ def _council_change(request: HttpRequest, run_id: int, kind: str, payload: Counc
     }
     try:
         if payload.dry_run:
-            plan = services.council_change_plan(run=run, **change)
+            plan = services.council_change_preview(run=run, user=request.user, **change)
             run.refresh_from_db()
             return Status(
                 200,

@@ -1,24 +1,37 @@
-"""Per-person limits on council runs: how many may be in flight at once (RUNS_MAX_IN_FLIGHT_PER_USER) and
-how many model calls a day (MODEL_CALLS_PER_USER_PER_DAY), and the estimate of calls shown before a start.
+"""Per-person limits on model calls: how many runs may be in flight at once (RUNS_MAX_IN_FLIGHT_PER_USER) and
+how many model calls a day (MODEL_CALLS_PER_USER_PER_DAY), and the estimate shown before anything asks.
 
-A model call is one (stage, model) output, an artifact, whatever retries it took. The estimate is one call
-per taker of every step still to run (council/stages: who takes part), so it is what the quota counts. A
-start is refused when today's calls in the person's runs, plus what their runs in flight still have to make,
-plus this run's estimate, pass the day's quota; the check and the queueing share one transaction.
+A model call is one answer asked of a model, whatever retries it took: a stage's (stage, model) output, or
+a patient version. Every call made is one `ModelCall` row (`call_made`, the one way in), charged to the
+person who set it going: whoever last started the run or changed its council (`Run.started_by`), or asked
+for the patient version. The rows stay when the answer does not (asked again, replaced, `--from-stage`), so
+what was spent stays spent. Before anything asks, `check_start` refuses it when today's calls, plus what the
+person's work in flight still has to make, plus its estimate, pass the day's quota:
+
+- a run's start: one call per taker of every step still to run (council/stages: who takes part), less the
+  answers it keeps, plus the missing answers of models catching up (`calls_to_come`);
+- a council change: the same count over the run as the change leaves it (`change_calls`);
+- a patient version: one call (`PATIENT_VERSION_CALLS`).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from council.stages import STEPS
-from runs.models import Artifact, Run
+from runs.models import Artifact, ModelCall, PatientVersionRequest, Run
+
+if TYPE_CHECKING:
+    from runs.services import ChangePlan
 
 IN_FLIGHT = (Run.Status.QUEUED, Run.Status.RUNNING)
+PATIENT_VERSION_CALLS = 1  # one model writes it, in one call
 
 
 class LimitReached(Exception):
@@ -27,14 +40,22 @@ class LimitReached(Exception):
         self.message = message
 
 
-def planned_calls(*, council: list[str], consolidator: str, after_stage: int = 0) -> int:
+def planned_calls(
+    *, council: list[str], consolidator: str, after_stage: int = 0, dropped: dict[str, int] | None = None
+) -> int:
     """Model calls a run makes in the steps after `after_stage`: one per taker of each step (a step with
-    fewer takers than it needs, such as peer review for a council of one, is skipped)."""
+    fewer takers than it needs, such as peer review for a council of one, is skipped); a council member
+    left out (`dropped`: model → from which stage) is not asked from its stage on."""
+    dropped = dropped or {}
     total = 0
     for step in STEPS:
         if step.number <= after_stage:
             continue
-        takers = step.takers.everyone(council, consolidator)
+        takers = [
+            m
+            for m in step.takers.everyone(council, consolidator)
+            if step.by_consolidator or dropped.get(m, step.number + 1) > step.number
+        ]
         if len(takers) >= step.takers.at_least:
             total += len(takers)
     return total
@@ -42,24 +63,62 @@ def planned_calls(*, council: list[str], consolidator: str, after_stage: int = 0
 
 def run_estimate(run: Run) -> int:
     """The calls a whole run makes."""
-    return planned_calls(council=run.council_models, consolidator=run.consolidator)
+    return planned_calls(council=run.council_models, consolidator=run.consolidator, dropped=run.dropped)
 
 
-def calls_to_come(run: Run) -> int:
-    """The calls a run has still to make (it resumes after `stages_done`, keeping what it has)."""
+def calls_to_come(run: Run, artifacts: Iterable[Artifact] | None = None) -> int:
+    """The calls a run has still to make: the steps after `stages_done`, less the answers it keeps there (a
+    failed one is asked again), plus the answers the models catching up have still to give in the stages
+    done. `artifacts`: the run's answers (default: as stored)."""
+    if artifacts is None:
+        artifacts = run.artifacts.only("stage", "model_id", "status")
+    answered = {(a.stage, a.model_id) for a in artifacts if a.status == Artifact.Status.OK}
     planned = planned_calls(
-        council=run.council_models, consolidator=run.consolidator, after_stage=run.stages_done
+        council=run.council_models,
+        consolidator=run.consolidator,
+        after_stage=run.stages_done,
+        dropped=run.dropped,
     )
-    made = run.artifacts.filter(stage__gt=run.stages_done).count()
-    return max(0, planned - made)
+    kept = sum(1 for stage, _ in answered if stage > run.stages_done)
+    catch_up = sum(
+        1
+        for model in run.catch_up
+        for step in STEPS
+        if not step.by_consolidator
+        and step.number <= run.stages_done
+        and (step.number, model) not in answered
+    )
+    return max(0, planned - kept) + catch_up
+
+
+def change_calls(run: Run, artifacts: Sequence[Artifact], plan: ChangePlan) -> int:
+    """The calls `run` has to make once the council change `plan` is made: its answers less the discarded
+    ones, its membership as the change leaves it (a copy; nothing is saved)."""
+    after = copy.copy(run)
+    for name, value in plan.fields.items():
+        setattr(after, name, value)
+    discarded = {a.pk for a in plan.discard}
+    return calls_to_come(after, [a for a in artifacts if a.pk not in discarded])
+
+
+def call_made(*, user_id: int | None, kind: str, model_id: str, run_id: int | None, stage: int | None = None):
+    """Count one model call against `user_id` (None: an operator's own command line; counted, charged to
+    nobody). Called where each call's outcome is recorded, in that transaction."""
+    return ModelCall.objects.create(user_id=user_id, kind=kind, model_id=model_id, run_id=run_id, stage=stage)
+
+
+def charged_for(run_id: int) -> int | None:
+    """Who a run's calls are charged to: whoever last started it or changed its council, else its creator."""
+    started_by, created_by = Run.objects.values_list("started_by_id", "created_by_id").get(pk=run_id)
+    return started_by or created_by
 
 
 @dataclass(frozen=True)
 class Quota:
     limit: int  # model calls a day; 0: no limit
-    used_today: int  # calls made since midnight (TIME_ZONE) in this person's runs
-    reserved: int  # calls their runs in flight have still to make
-    in_flight: int
+    used_today: int  # calls made since midnight (TIME_ZONE) charged to this person
+    reserved: int  # calls their work in flight (runs, patient versions) has still to make
+    in_flight: int  # runs queued or running
     max_in_flight: int  # 0: no limit
 
     @property
@@ -69,25 +128,29 @@ class Quota:
 
 def quota(user: Any, *, leaving_out: Run | None = None) -> Quota:
     midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    flying = Run.objects.filter(created_by=user, status__in=IN_FLIGHT)
+    flying = Run.objects.filter(started_by=user, status__in=IN_FLIGHT)
     if leaving_out is not None:
         flying = flying.exclude(pk=leaving_out.pk)
     flying = list(flying)
+    writing = PatientVersionRequest.objects.filter(requested_by=user, status__in=PatientVersionRequest.ACTIVE)
     return Quota(
         limit=settings.MODEL_CALLS_PER_USER_PER_DAY,
-        used_today=Artifact.objects.filter(run__created_by=user, created_at__gte=midnight).count(),
-        reserved=sum(calls_to_come(run) for run in flying),
+        used_today=ModelCall.objects.filter(user=user, made_at__gte=midnight).count(),
+        reserved=sum(calls_to_come(run) for run in flying) + PATIENT_VERSION_CALLS * writing.count(),
         in_flight=len(flying),
         max_in_flight=settings.RUNS_MAX_IN_FLIGHT_PER_USER,
     )
 
 
-def check_start(*, user: Any, calls: int, leaving_out: Run | None = None) -> None:
-    """LimitReached with the reason if `user` may not start a run that makes `calls` model calls now."""
+def check_start(
+    *, user: Any, calls: int, leaving_out: Run | None = None, doing: str = "This run makes", starts_run=True
+) -> None:
+    """LimitReached with the reason if `user` may not set `calls` model calls going now. `doing` names
+    what asks ("This change makes"); `starts_run`: it puts a run in flight (the in-flight cap applies)."""
     if user is None or not getattr(user, "is_authenticated", False):
         return  # an operator's own command line: no per-person limit
     mine = quota(user, leaving_out=leaving_out)
-    if mine.max_in_flight and mine.in_flight >= mine.max_in_flight:
+    if starts_run and mine.max_in_flight and mine.in_flight >= mine.max_in_flight:
         raise LimitReached(
             f"You have {mine.in_flight} run{'s' if mine.in_flight != 1 else ''} in flight, the most one person "
             f"may have at once (RUNS_MAX_IN_FLIGHT_PER_USER = {mine.max_in_flight}). Start this one when one "
@@ -95,7 +158,7 @@ def check_start(*, user: Any, calls: int, leaving_out: Run | None = None) -> Non
         )
     if mine.left is not None and calls > mine.left:
         raise LimitReached(
-            f"This run makes about {calls} model calls, and you have {mine.left} of today's "
+            f"{doing} about {calls} model call{'s' if calls != 1 else ''}, and you have {mine.left} of today's "
             f"{mine.limit} left (MODEL_CALLS_PER_USER_PER_DAY: {mine.used_today} made today, {mine.reserved} "
-            "still to come in your runs in flight). Choose a smaller council, or start it tomorrow."
+            "still to come in your work in flight). Ask for less, or again tomorrow."
         )

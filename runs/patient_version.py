@@ -24,8 +24,8 @@ from council.deid import IdentifierRefused
 from council.stages.base import CompletionClient, ModelFailed
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_heartbeat, job_submit
-from runs import pipeline, services, sources, versions
-from runs.models import DraftVersion, PatientVersionRequest, Run
+from runs import limits, pipeline, services, sources, versions
+from runs.models import DraftVersion, ModelCall, PatientVersionRequest, Run
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def request_create(
 ) -> PatientVersionRequest:
     """Queue the writing of a patient version from the signed write-up by `model_id` (default: see
     default_model). Refused without a signed write-up, for a model the upstream does not offer, or while
-    another request of this run is still being written."""
+    another request of this run is still being written, or (429) past the asker's model calls today."""
     requests_settle()
     source = versions.signed_write_up(run)
     if source is None:
@@ -70,6 +70,12 @@ def request_create(
         )
     try:
         with transaction.atomic():
+            services.run_check_limits(
+                user=user,
+                calls=limits.PATIENT_VERSION_CALLS,
+                doing="Writing the patient version makes",
+                starts_run=False,
+            )
             request = PatientVersionRequest.objects.create(
                 run=run,
                 source=source,
@@ -120,10 +126,23 @@ def request_claim(*, request_id: int, job: Job) -> PatientVersionRequest | None:
     )
 
 
-def request_finish(*, request_id: int, status: str, error: str = "", **fields) -> bool:
-    updated = PatientVersionRequest.objects.filter(
-        pk=request_id, status__in=PatientVersionRequest.ACTIVE
-    ).update(status=status, error=error, finished_at=timezone.now(), **fields)
+def request_finish(*, request_id: int, status: str, error: str = "", called: bool = False, **fields) -> bool:
+    """End a request; `called`: its model was asked (answered, failed or was stopped while it wrote), a
+    call counted against whoever asked for it (runs/limits.py), in the same transaction."""
+    with transaction.atomic():
+        updated = PatientVersionRequest.objects.filter(
+            pk=request_id, status__in=PatientVersionRequest.ACTIVE
+        ).update(status=status, error=error, finished_at=timezone.now(), **fields)
+        if updated and called:
+            row = PatientVersionRequest.objects.values("requested_by_id", "run_id", "model_id").get(
+                pk=request_id
+            )
+            limits.call_made(
+                user_id=row["requested_by_id"],
+                kind=ModelCall.Kind.PATIENT_VERSION,
+                model_id=row["model_id"],
+                run_id=row["run_id"],
+            )
     return updated == 1
 
 
@@ -154,6 +173,7 @@ def record(request: PatientVersionRequest, output) -> DraftVersion:
     request_finish(
         request_id=request.pk,
         status=Request.Status.DONE,
+        called=True,
         error=output.note,
         version=version,
         prompt_tokens=usage.prompt_tokens,
@@ -199,6 +219,7 @@ async def write(request: PatientVersionRequest, *, job: Job, client: CompletionC
         await sync_to_async(request_finish)(
             request_id=request.pk,
             status=Request.Status.FAILED,
+            called=True,  # stopped while the model wrote: the call was made
             error=f"{error} Nothing was written; ask again.",
         )
         return Request.Status.FAILED
@@ -206,7 +227,10 @@ async def write(request: PatientVersionRequest, *, job: Job, client: CompletionC
         message = getattr(failure, "message", None) or str(failure)
         log.warning("patient version request %s failed: %s", request.pk, message)
         await sync_to_async(request_finish)(
-            request_id=request.pk, status=Request.Status.FAILED, error=f"{request.model_id}: {message}"
+            request_id=request.pk,
+            status=Request.Status.FAILED,
+            called=not isinstance(failure, IdentifierRefused),  # the guard's refusal sent nothing
+            error=f"{request.model_id}: {message}",
         )
         return Request.Status.FAILED
     finally:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,8 +29,16 @@ from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
 from patients.models import Patient, Report
 from patients.selectors import reports_history
-from runs import events, selectors
-from runs.models import Artifact, CouncilChange, DraftVersion, NumberAcknowledgement, Run, RunReport
+from runs import events, limits, selectors
+from runs.models import (
+    Artifact,
+    CouncilChange,
+    DraftVersion,
+    ModelCall,
+    NumberAcknowledgement,
+    Run,
+    RunReport,
+)
 
 if TYPE_CHECKING:
     from council.client import RetryNotice
@@ -165,12 +174,12 @@ def run_create(
     return run
 
 
-def run_check_limits(*, user: Any, calls: int, run: Run | None = None) -> None:
-    """RunRefused (429) when `user` may not start `calls` more model calls now (runs/limits.py)."""
-    from runs import limits
-
+def run_check_limits(
+    *, user: Any, calls: int, run: Run | None = None, doing: str = "This run makes", starts_run: bool = True
+) -> None:
+    """RunRefused (429) when `user` may not set `calls` more model calls going now (runs/limits.py)."""
     try:
-        limits.check_start(user=user, calls=calls, leaving_out=run)
+        limits.check_start(user=user, calls=calls, leaving_out=run, doing=doing, starts_run=starts_run)
     except limits.LimitReached as exc:
         raise RunRefused(exc.message, status=429) from exc
 
@@ -182,9 +191,7 @@ def run_start(*, run: Run, reopen: bool = False, user: Any = None) -> bool:
     """Queue the run and submit its runner's job: launched at once if fewer than JOBS_MAX_RUNNING jobs are in
     flight, else when a slot frees. False when there was nothing to do (it is running or queued). `reopen`
     starts a complete run again (a council change gave it something more to ask). Refused (429) past the
-    starter's limits (`user`, else whoever created the run; runs/limits.py)."""
-    from runs import limits
-
+    starter's limits (`user`, else whoever created the run; runs/limits.py), who its calls are charged to."""
     runs_mark_stale_interrupted()
     run.refresh_from_db()
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED):
@@ -197,10 +204,11 @@ def run_start(*, run: Run, reopen: bool = False, user: Any = None) -> bool:
         )
     # One transaction (on SQLite it holds the write lock from the start): two starts cannot both pass.
     with transaction.atomic():
-        run_check_limits(user=user or run.created_by, calls=limits.calls_to_come(run), run=run)
+        starter = user if getattr(user, "is_authenticated", False) else run.created_by
+        run_check_limits(user=starter, calls=limits.calls_to_come(run), run=run)
         startable = [*Run.RESUMABLE, Run.Status.COMPLETE] if reopen else Run.RESUMABLE
         queued = Run.objects.filter(pk=run.pk, status__in=startable).update(
-            status=Run.Status.QUEUED, queued_at=timezone.now(), error=""
+            status=Run.Status.QUEUED, queued_at=timezone.now(), error="", started_by=starter
         )
         if not queued:
             return False  # someone else queued or claimed it between our read and write
@@ -432,6 +440,13 @@ def artifact_record(
         artifact, _ = Artifact.objects.update_or_create(
             run_id=run_id, stage=stage, model_id=model_id, defaults=fields
         )
+        limits.call_made(
+            user_id=limits.charged_for(run_id),
+            kind=ModelCall.Kind.STAGE,
+            model_id=model_id,
+            run_id=run_id,
+            stage=stage,
+        )
         if artifact.status == Artifact.Status.OK:
             tokens = (artifact.prompt_tokens or 0) + (artifact.completion_tokens or 0)
             events.event_emit(
@@ -541,6 +556,7 @@ class ChangePlan:
     joins: tuple[int, ...] = ()  # done stages in which a (re)joining model is asked its missing answer first
     sentence: str = ""
     fields: dict = field(default_factory=dict, compare=False)  # the run's new membership fields
+    calls: int = 0  # model calls the run has to make once the change is made (runs/limits.change_calls)
 
     def as_dict(self) -> dict:
         return {
@@ -551,6 +567,7 @@ class ChangePlan:
             "discarded": len(self.discard),
             "redone_stages": list(self.redone),
             "catch_up_stages": list(self.joins),
+            "estimated_calls": self.calls,
             "detail": self.sentence,
         }
 
@@ -689,7 +706,10 @@ def _plan(
         Change.REPLACE: _plan_replace,
         Change.REJOIN: _plan_rejoin,
     }[Change(kind)]
-    return planner(run, artifacts, model_id, stage, replacement)
+    plan = planner(run, artifacts, model_id, stage, replacement)
+    calls = limits.change_calls(run, artifacts, plan)
+    about = f" About {calls} model call{'s' if calls != 1 else ''} to come." if calls else ""
+    return dataclasses.replace(plan, calls=calls, sentence=plan.sentence + about)
 
 
 REPLACEMENT = "the model you choose"  # how a replace plan names its replacement before one is chosen
@@ -894,6 +914,15 @@ def _plan_rejoin(run: Run, artifacts: list[Artifact], model_id: str, stage, repl
     )
 
 
+def council_change_preview(*, run: Run, user: Any, **change: Any) -> ChangePlan:
+    """`council_change_plan`, and RunRefused (429) when `user` has not the model calls left today for what
+    the change starts (runs/limits.py); what a dry run answers and what a change is made from."""
+    plan = council_change_plan(run=run, **change)
+    if run.status != Run.Status.RUNNING:  # the change starts it: its calls are this person's (a drop is not)
+        run_check_limits(user=user, calls=plan.calls, run=run, doing="This change makes")
+    return plan
+
+
 def council_change(
     *,
     run: Run,
@@ -913,7 +942,9 @@ def council_change(
         raise RunRefused(f"Say why in at most 500 characters (this is {len(reason)}).")
     if kind == Change.DROP and not reason:
         raise RunRefused("Say why the council goes on without it: the run card prints the reason.")
-    plan = council_change_plan(run=run, kind=kind, model_id=model_id, stage=stage, replacement=replacement)
+    plan = council_change_preview(
+        run=run, kind=kind, model_id=model_id, stage=stage, replacement=replacement, user=user
+    )
     if plan.replacement:
         available = discovered_model_ids() if available is None else available
         if plan.replacement not in available:
@@ -950,7 +981,7 @@ def council_change(
     run.refresh_from_db()
     started = False
     if run.status != Run.Status.RUNNING:
-        started = run_start(run=run, reopen=True)
+        started = run_start(run=run, reopen=True, user=user)
     return change, plan, started
 
 

@@ -16,12 +16,14 @@ Order of a connection:
 5. or a final `signed_out` event (`{"run_id", "detail"}`) once what signed the stream in no longer does: the
    session's idle timeout passed (a stream is not activity), the user signed out, the token was revoked or
    expired. The scope's `sign_in_check` (qeeg_site/auth.py) says when; it is asked at the start, just after
-   each deadline and at least every minute.
+   each deadline, at least every minute, and at once when the process's `SignInWatch` (one look at the
+   database every SSE_SIGN_OUT_SECONDS for all its streams) finds the stream's session or token gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from django.db import DatabaseError
 from django.http import Http404
 from django.urls import URLPattern, path, reverse
 
+from qeeg_site.auth import sign_ins_ended
 from runs import feed
 from runs.access import run_for
 
@@ -71,6 +74,55 @@ def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[i
         if ended:
             return (401, f"{ended} {SIGN_IN}"), 0.0
     return stream_refusal(user, run_id), wait
+
+
+class SignInWatch:
+    """One per process: while streams are open, every SSE_SIGN_OUT_SECONDS one look at the database
+    (`qeeg_site.auth.sign_ins_ended`: two queries, however many streams) for the sessions and tokens that
+    signed them in; each stream whose session or token is gone is nudged to ask its own `sign_in_check` at
+    once. So a sign-out in another tab, on another web process or host, ends the stream within seconds, and
+    a process with a thousand streams asks twice per period rather than a thousand times."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.streams: dict[asyncio.Event, tuple[str, str | None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, ref: tuple[str, str | None]) -> asyncio.Event:
+        nudge = asyncio.Event()
+        self.streams[nudge] = ref
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._look())
+        return nudge
+
+    def remove(self, nudge: asyncio.Event) -> None:
+        self.streams.pop(nudge, None)
+        if not self.streams and self.task is not None:
+            self.task.cancel()  # nothing left to watch: no task outlives the last stream
+            self.task = None
+
+    async def _look(self) -> None:
+        while self.streams:
+            await asyncio.sleep(settings.SSE_SIGN_OUT_SECONDS)
+            watched = dict(self.streams)
+            try:
+                ended = await feed.on_reader_thread(sign_ins_ended)(set(watched.values()))
+            except DatabaseError:
+                log.warning("the streams' sign-in look failed; trying again")
+                continue
+            for nudge, ref in watched.items():
+                if ref in ended:
+                    nudge.set()
+
+
+_watch: SignInWatch | None = None
+
+
+def sign_in_watch() -> SignInWatch:
+    global _watch
+    if _watch is None or _watch.loop is not asyncio.get_running_loop():  # tests run a loop each
+        _watch = SignInWatch()
+    return _watch
 
 
 def last_event_id(scope: dict[str, Any]) -> int | None:
@@ -153,7 +205,9 @@ class RunStreamConsumer(AsyncHttpConsumer):
         loop = asyncio.get_running_loop()
         self._keepalive = loop.create_task(self._keep_alive())
         if check is not None:
-            self._sign_in_watch = loop.create_task(self._watch_sign_in(check, recheck_in))
+            self._sign_in_watch = loop.create_task(
+                self._watch_sign_in(check, recheck_in, self.scope.get("sign_in_ref"))
+            )
 
     async def run_event(self, message: dict[str, Any]) -> None:
         missed = message["prev"] is not None and message["prev"] > self.sent
@@ -211,9 +265,22 @@ class RunStreamConsumer(AsyncHttpConsumer):
             # Renew the membership: the layer forgets members after a day (group_expiry), a run may go on longer.
             await self.channel_layer.group_add(feed.run_group(self.run_id), self.channel_name)
 
-    async def _watch_sign_in(self, check: SignInCheck, wait: float) -> None:
+    async def _watch_sign_in(
+        self, check: SignInCheck, wait: float, ref: tuple[str, str | None] | None
+    ) -> None:
+        watch = sign_in_watch() if ref is not None else None
+        nudge = watch.add(ref) if watch is not None else asyncio.Event()
+        try:
+            await self._sign_in_loop(check, wait, nudge)
+        finally:
+            if watch is not None:
+                watch.remove(nudge)
+
+    async def _sign_in_loop(self, check: SignInCheck, wait: float, nudge: asyncio.Event) -> None:
         while True:
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):  # its own deadline, or the watch saw it signed out
+                await asyncio.wait_for(nudge.wait(), wait)
+            nudge.clear()
             try:
                 ended, wait = await feed.on_reader_thread(check)()
             except DatabaseError:

@@ -661,6 +661,8 @@ def _write_up_context(
     }
     if kind == PATIENT:
         context |= _patient_context(run)
+        # What asking costs, shown before asking (runs/limits.py).
+        context |= {"patient_calls": limits.PATIENT_VERSION_CALLS, "quota": limits.quota(request.user)}
         if context["patient_versions"] == 0:
             return context  # nothing to edit until a model has written it
     edited = versions.current_text(run, kind=kind)

@@ -316,3 +316,39 @@ def test_a_run_with_a_patient_version_can_still_be_deleted(signed_run, fake_upst
     patient_version.request_create(run=run, model_id="gpt-5", user=None)
     run.delete()  # a request's source and a version's source go with the run, not in its way
     assert not DraftVersion.objects.exists() and not PatientVersionRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_patient_version_is_one_call_shown_before_asking_counted_and_refused_over_quota(
+    data_dir, tmp_path, signer, fake_upstream, launched, settings, clinician_client, api
+):
+    from runs import limits
+
+    run, *_ = signed_run_with_identifiers(tmp_path, signer)
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 1
+    page = reverse("runs:patient_version", args=[run.pk])
+    estimate = clinician_client.get(page).content.decode().split('id="patient-estimate"')[1].split("</p>")[0]
+    assert "1 model call" in estimate and "1 of today's 1 model calls left" in estimate
+    request = patient_version.request_create(run=run, model_id="gpt-5", user=signer)
+    assert limits.quota(signer).reserved == 1  # held while it is written
+    assert _write_here(request.pk)[0] == 0
+    assert limits.quota(signer).used_today == 1 and limits.quota(signer).reserved == 0
+    # None left today: the page says so before asking, and asking is refused with nothing queued.
+    assert "0 of today's 1 model calls left" in clinician_client.get(page).content.decode()
+    refused = clinician_client.post(
+        reverse("runs:patient_version_ask", args=[run.pk]), {"model": "gpt-5"}, follow=True
+    )
+    assert (
+        "Writing the patient version makes about 1 model call, and you have 0 of today"
+        in refused.content.decode()
+    )
+    answer = api.post(f"/api/runs/{run.pk}/patient-version/requests", {}, content_type="application/json")
+    assert answer.status_code == 429 and "MODEL_CALLS_PER_USER_PER_DAY" in answer.json()["detail"]
+    assert PatientVersionRequest.objects.count() == 1
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 2
+    assert (
+        api.post(
+            f"/api/runs/{run.pk}/patient-version/requests", {}, content_type="application/json"
+        ).status_code
+        == 202
+    )

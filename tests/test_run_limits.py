@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 
 from qeeg_site.models import ApiToken
-from runs import limits
-from runs.models import Artifact, Run
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+from runs import limits, services
+from runs.models import CouncilChange, ModelCall, Run
+from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,8 +76,10 @@ def test_model_calls_a_day_are_limited_counting_calls_made_and_to_come(
     assert api.post(f"/api/runs/{first['id']}/start").status_code == 202  # 16 to come
     # The first run made its Stage 1 calls today and is still going: 3 made, 13 to come.
     run = Run.objects.get(pk=first["id"])
-    for model in COUNCIL:
-        Artifact.objects.create(run=run, stage=1, model_id=model, kind="md")
+    for model in COUNCIL:  # recorded as the runner records each answer, which counts its call
+        services.artifact_record(
+            run_id=run.pk, stage=1, model_id=model, outcome=services.Outcome(text=f"# {model}")
+        )
     Run.objects.filter(pk=run.pk).update(stages_done=1)
     assert api.post(f"/api/runs/{second['id']}/start").status_code == 202  # 3 + 13 + 16 = 32 <= 40
     refused = api.post(f"/api/runs/{third['id']}/start")
@@ -104,3 +107,84 @@ def test_the_wizard_shows_the_estimate_and_refuses_without_leaving_a_run(
     )
     assert "about 16 model calls, and you have 10 of today" in reply.content.decode()
     assert not Run.objects.exists() and launched == []
+
+
+GEMINI = "gemini-2.5-pro"
+
+
+def _used(user) -> int:
+    return limits.quota(user).used_today
+
+
+def _change(api, run, kind, **body):
+    return api.post(f"/api/runs/{run.pk}/{kind}", body, content_type="application/json")
+
+
+def test_council_changes_are_estimated_refused_over_quota_and_counted(
+    api, clinician_client, run, clinician, fake_upstream, launched, settings
+):
+    """A council change shows its calls before it is made (dry run, confirmation), is refused 429 past the
+    day's quota with nothing changed, and every call it makes counts, also those whose answers a later
+    change discards (before, a discarded answer's call no longer counted)."""
+    Run.objects.filter(pk=run.pk).update(created_by=clinician)
+    fake_upstream.script(GEMINI, failures=["500"])  # gemini fails Stage 1: 2 of 3 models
+    assert run_pipeline_here(run)[0] == 0
+    made = _used(clinician)
+    assert made == run.artifacts.count() == ModelCall.objects.filter(run=run).count()
+
+    # Rejoining asks gemini its 5 missing answers (Stages 1, 2, 3, 5, 6); 4 are left today.
+    settings.MODEL_CALLS_PER_USER_PER_DAY = made + 4
+    for dry_run in (True, False):
+        refused = _change(api, run, "rejoin", model=GEMINI, dry_run=dry_run)
+        assert refused.status_code == 429, refused.content
+        assert "This change makes about 5 model calls, and you have 4 of today's" in refused.json()["detail"]
+    page = clinician_client.post(reverse("runs:rejoin", args=[run.pk]), {"model": GEMINI}, follow=True)
+    assert "This change makes about 5 model calls, and you have 4 of today" in page.content.decode()
+    assert not CouncilChange.objects.exists() and launched == []
+    settings.MODEL_CALLS_PER_USER_PER_DAY = made + 5
+    preview = _change(api, run, "rejoin", model=GEMINI, dry_run=True)
+    assert preview.status_code == 200, preview.content
+    assert (
+        preview.json()["plan"]["estimated_calls"] == 5 and "About 5 model calls" in preview.json()["detail"]
+    )
+    assert _change(api, run, "rejoin", model=GEMINI).status_code == 202
+    assert run_pipeline_here(run)[0] == 0
+    assert _used(clinician) == made + 5  # the estimate was the count
+
+    # Asking gemini's Stage 1 again discards it and every answer that read Stage 1: none left today.
+    answers = run.artifacts.count()
+    reask = _change(api, run, "reask", model=GEMINI, stage=1, dry_run=True)
+    assert reask.status_code == 429 and "you have 0 of today's" in reask.json()["detail"]
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 0  # no limit
+    preview = _change(api, run, "reask", model=GEMINI, stage=1, dry_run=True).json()
+    redo = preview["plan"]["estimated_calls"]
+    assert redo == preview["plan"]["discarded"] > 5
+    assert _change(api, run, "reask", model=GEMINI, stage=1).status_code == 202
+    assert run_pipeline_here(run)[0] == 0
+    assert run.artifacts.count() == answers  # the discarded answers were replaced …
+    assert _used(clinician) == made + 5 + redo  # … and both their calls and the new ones count
+
+
+def test_a_council_change_is_charged_to_whoever_makes_it(
+    api, run, clinician, administrator, fake_upstream, launched, settings
+):
+    Run.objects.filter(pk=run.pk).update(created_by=administrator)
+    fake_upstream.script(GEMINI, failures=["500"])
+    assert run_pipeline_here(run)[0] == 0
+    assert _used(clinician) == 0 and _used(administrator) == run.artifacts.count()
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 4  # the clinician's own day: the creator's calls are not theirs
+    assert _change(api, run, "rejoin", model=GEMINI).status_code == 429
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 5
+    assert _change(api, run, "rejoin", model=GEMINI).status_code == 202
+    run.refresh_from_db()
+    assert run.started_by == clinician
+    assert limits.quota(clinician).reserved == 5  # in flight: its calls to come are held for it
+    assert run_pipeline_here(run)[0] == 0
+    assert _used(clinician) == 5
+
+
+def test_the_estimate_leaves_out_dropped_models_and_adds_catch_up():
+    council = ["a", "b", "c"]
+    assert limits.planned_calls(council=council, consolidator="a", dropped={"c": 3}) == 3 + 3 + 2 + 1 + 2 + 2
+    run = Run(council_models=council, consolidator="a", stages_done=6, catch_up=["c"], dropped={})
+    assert limits.calls_to_come(run, []) == 5  # c's answers in Stages 1, 2, 3, 5, 6

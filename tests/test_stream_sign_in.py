@@ -182,3 +182,37 @@ def test_the_pages_mark_their_own_requests_as_background(clinician_client, run):
     # The run page's stream-driven refresh, its re-fetch on `end`/`signed_out`, and the banner's re-check.
     assert marked >= 3, page
     assert 'hx-trigger="sse:end, sse:signed_out"' in page
+
+
+async def test_a_sign_out_in_another_tab_ends_its_streams_within_seconds(run, clinician, settings):
+    """Signing out (the logout view, in another tab) ends every open stream of that session within
+    SSE_SIGN_OUT_SECONDS, not at the stream's own minute-long recheck (STREAM_RECHECK_SECONDS, left at 60 s
+    here); another session of the same person, and a token's stream, stay open until theirs end too."""
+    settings.SESSION_IDLE_TIMEOUT_SECONDS = 900
+    settings.SSE_SIGN_OUT_SECONDS = 0.3
+    key, cookie = await _session(clinician, time.time())
+    _, other_cookie = await _session(clinician, time.time())
+    row, token = await sync_to_async(ApiToken.issue)(user=clinician, name="stream")
+    url = f"/api/runs/{run.pk}/stream"
+    tabs = [await asgi_request(url, headers={"Cookie": cookie}) for _ in range(2)]
+    other = await asgi_request(url, headers={"Cookie": other_cookie})
+    by_token = await asgi_request(url, headers={"Authorization": f"Bearer {token}"})
+    readers = [SSEReader(response.body) for response in (*tabs, other, by_token)]
+    for reader in readers:
+        assert (await reader.event()).event == "snapshot"
+
+    def sign_out() -> int:
+        tab = Client()
+        tab.cookies[settings.SESSION_COOKIE_NAME] = key
+        return tab.post("/logout/").status_code
+
+    signed_out_at = time.monotonic()
+    assert await sync_to_async(sign_out)() == 302
+    for reader in readers[:2]:
+        assert (await _signed_out_within(reader, 3))["detail"] == "You are signed out."
+    assert time.monotonic() - signed_out_at < 3
+    await _quiet_for(readers[2], 1.0)  # the other session is still signed in
+    await ApiToken.objects.filter(pk=row.pk).aupdate(revoked_at=timezone.now())
+    assert "revoked" in (await _signed_out_within(readers[3], 3))["detail"]
+    await _quiet_for(readers[2], 0.7)
+    await other.disconnect()
