@@ -109,19 +109,21 @@ def council_source(
     report: Report | None = None,
     reports: Sequence[Report] = (),
     with_images: bool = True,
+    ordered: bool = False,
     run: Run | None = None,
 ) -> CouncilSource:
     """The de-identified report text, fact table (`prompt_facts`: of `run`, else as a run started now
     would get it) and context, and (when configured) painted-out page images.
 
-    Several reports (`reports`) go on one timeline (patients.selectors.reports_history; a run's in the order
-    it stored, so its page numbers never move): their texts in timeline order under a table of the
-    timeline's sessions, each text's page marks numbered on across the reports (so `[p5]` names one page of
-    one report), the fact table merged and session-mapped, and every absolute date, in every text, the
-    table and the context, `day N` from the first session of the whole timeline (`day_zero`)."""
+    Several reports (`reports`) go on one timeline (patients.selectors.reports_history; a run's, or with
+    `ordered` the reports as given, in that order, so a run's page numbers never move): their texts in
+    timeline order under a table of the timeline's sessions, each text's page marks numbered on across the
+    reports (so `[p5]` names one page of one report), the fact table merged and session-mapped, and every
+    absolute date, in every text, the table and the context, `day N` from the first session of the whole
+    timeline (`day_zero`)."""
     chosen = list({r.pk: r for r in [*([report] if report else []), *reports]}.values())
     identifiers = identifiers_for(patient, *chosen)
-    history = reports_history(chosen, ordered=run is not None)
+    history = reports_history(chosen, ordered=ordered or run is not None)
     anchor = day_zero(chosen, identifiers, history)
     facts = prompt_facts(
         run if run is not None else Run(patient=patient, report=history.reports[0]), reports=history.reports
