@@ -19,7 +19,7 @@ from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
 from documents.markdown_pdf import Card, Unprintable, render_markdown_pdf
-from runs import selectors
+from runs import reading, selectors
 from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run
 from runs.services import RunRefused
 from runs.versions import PATIENT, Edited, current_text
@@ -53,6 +53,7 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
 
     card = run_card(run=run, artifact=artifact, edited=edited)
     parts = [signature_block(edited), clinical_context_section(run), edited.text.strip()]
+    parts.append(reading.disagreement_markdown(reading.disagreement_summary(run)))
     parts.append(facts_appendix(selectors.fact_table(run)))
     paths = _write_export(
         run,

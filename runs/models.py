@@ -133,7 +133,10 @@ class Run(models.Model):
         return settings.DATA_DIR / "exports" / str(self.pk)
 
     def report_list(self) -> list[Report]:
-        """The run's reports in timeline order (a run saved without RunReport rows has just `report`)."""
+        """The run's reports in timeline order (a run saved without RunReport rows, or not saved, has just
+        `report`)."""
+        if self.pk is None:
+            return [self.report]
         links = self.report_links.all()  # ordered by position; prefetch "report_links__report" for lists
         return [link.report for link in links] or [self.report]
 

@@ -154,7 +154,7 @@ def prompt_inputs(request: PatientVersionRequest) -> tuple[str, dict[str, str]]:
     the report's identifiers and its `day 0` (the signed file is checked against its hash first)."""
     run = request.run
     text = versions.version_text(request.source)
-    return sources.write_up_source(patient=run.patient, report=run.report, text=text)
+    return sources.write_up_source(patient=run.patient, reports=run.report_list(), text=text)
 
 
 def record(request: PatientVersionRequest, output) -> DraftVersion:

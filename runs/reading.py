@@ -395,3 +395,116 @@ PAGES: dict[str, StagePage] = {
 
 def stage_page(step: Step) -> StagePage:
     return PAGES.get(step.key, OUTPUTS_PAGE)
+
+
+# -- where the council disagreed, in one place: the run's page and its export --------------------------------
+
+
+@dataclass
+class DisagreementSummary:
+    """Stage 2's places per reviewer, Stage 4's stated disagreements, Stage 6's required changes and who
+    says it applied them: the stage pages' tables, cut to what a clinician scans first."""
+
+    ranking: list[dict[str, Any]]  # label, model_id, points, spread, places: [(reviewer, place)]
+    disagreement: dict[str, Any]  # as `disagreements`: asked, section, points
+    changes: list[dict[str, Any]]  # number, text, applied / not_applied / unstated: [model ids]
+    review_stage: int
+    consolidation_stage: int
+    draft_stage: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.ranking and self.disagreement.get("section") is None and not self.changes
+
+
+def disagreement_summary(run: Run) -> DisagreementSummary:
+    reviewers, rows = peer_reviews(run)
+    ranking = [
+        {
+            "label": row.label,
+            "model_id": row.model_id,
+            "points": row.points,
+            "spread": row.spread,
+            "places": [
+                (card.model_id, row.by_reviewer[card.model_id])
+                for card in reviewers
+                if card.model_id in row.by_reviewer
+            ],
+        }
+        for row in rows
+    ]
+    consolidation, drafts = final_drafts(run)
+    changes = []
+    for row in changes_applied(run, drafts):
+        by_state: dict[str, list[str]] = {"applied": [], "not-applied": [], "unstated": []}
+        for draft, cell in zip(drafts, row["cells"], strict=True):
+            if cell["state"] in by_state:
+                by_state[cell["state"]].append(draft.model_id)
+        changes.append(
+            {
+                "number": row["change"].number,
+                "text": row["change"].text,
+                "applied": by_state["applied"],
+                "not_applied": by_state["not-applied"],
+                "unstated": by_state["unstated"],
+            }
+        )
+    return DisagreementSummary(
+        ranking=ranking,
+        disagreement=disagreements(run, consolidation),
+        changes=changes,
+        review_stage=STEPS["peer_review"].number,
+        consolidation_stage=STEPS["consolidation"].number,
+        draft_stage=STEPS["final_draft"].number,
+    )
+
+
+def disagreement_markdown(summary: DisagreementSummary) -> str:
+    """The summary as the export's section (markdown), "" when the run has none of it."""
+    if summary.empty:
+        return ""
+    lines = ["## Where the council disagreed", ""]
+    if summary.ranking:
+        lines.append(
+            f"Peer review (Stage {summary.review_stage}), each analysis's place from each reviewer (1 = best):"
+        )
+        lines.append("")
+        for row in summary.ranking:
+            places = ", ".join(f"{place} by {reviewer}" for reviewer, place in row["places"]) or "not ranked"
+            lines.append(
+                f"- {row['label']} ({row['model_id']}): {row['points']} points; {places}"
+                + (f"; spread {row['spread']}" if row["spread"] else "")
+            )
+        lines.append("")
+    section = summary.disagreement.get("section")
+    if section is not None:
+        lines.append(f"Consolidation (Stage {summary.consolidation_stage}):")
+        lines.append("")
+        if section.problem:
+            lines.append(f"- Not stated in the form asked ({section.problem}); nothing is inferred.")
+        elif section.none:
+            lines.append("- The consolidator says the revisions did not disagree on any point.")
+        for point in summary.disagreement.get("points", []):
+            minority = ", ".join(f"{s['label']} ({s['model_id']})" for s in point["minority"])
+            majority = ", ".join(f"{s['label']} ({s['model_id']})" for s in point["majority"])
+            lines.append(
+                f"- {point['point'].point} Majority: {majority or '—'}; minority: {minority or '—'}."
+            )
+        lines.append("")
+    if summary.changes:
+        lines.append(
+            f"Required changes and the final drafts (Stage {summary.draft_stage}; each draft's own statement):"
+        )
+        lines.append("")
+        for change in summary.changes:
+            said = [
+                f"{word}: {', '.join(models)}"
+                for word, models in (
+                    ("applied", change["applied"]),
+                    ("not applied", change["not_applied"]),
+                    ("not stated", change["unstated"]),
+                )
+                if models
+            ]
+            lines.append(f"{change['number']}. {change['text']} — {'; '.join(said) or 'no draft says'}")
+    return "\n".join(lines).rstrip()

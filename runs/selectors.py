@@ -14,6 +14,7 @@ from council import numbers
 from council.explain import explain
 from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
+from patients.models import Report
 from runs import events
 from runs.models import Artifact, Run, RunEvent
 
@@ -267,25 +268,44 @@ def final_votes(run: Run) -> list[dict[str, Any]]:
 
 
 def fact_table(run: Run) -> dict[str, Any] | None:
-    """The run's report's fact table as it is now (corrections and lock included), or None without one. A
-    run over several reports: their merged table (patients.selectors.reports_history), sessions by timeline
-    index and pages numbered on across the reports, as the council saw them; locked when every report's
-    table is."""
+    """The run's fact table as it is now (corrections and lock included), or None without one: the number
+    check and the export read it; the council was given it as it was when the run started
+    (`facts_given`). See `reports_fact_table`."""
+    return reports_fact_table(run.report_list())
+
+
+def reports_fact_table(reports: Sequence[Report]) -> dict[str, Any] | None:
+    """The one fact table of a run over `reports` (in the run's order): one report's own table; several
+    reports' merged (patients.selectors.reports_history, council/timeline.py): each fact once, sessions by
+    timeline index, pages numbered on across the reports (facts, per-page quality and missing facts alike,
+    each with `report_id` and `report_page`); locked when every report's table is (the last lock). None when
+    no report has a table."""
     from patients.selectors import report_facts, reports_history
 
-    reports = run.report_list()
     if len(reports) == 1:
         return report_facts(reports[0])
     history = reports_history(reports, ordered=True)
     tables = [history.tables[r.pk] for r in history.reports]
     if all(table is None for table in tables):
         return None
+    pages: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    for report, table in zip(history.reports, tables, strict=True):
+        before = history.first_page(report) - 1
+        where = {"report_id": report.pk}
+        for page in (table or {}).get("pages") or []:
+            pages.append({**page, **where, "page": before + page["page"], "report_page": page["page"]})
+        for row in (table or {}).get("missing") or []:
+            session = history.timeline.index_of(report.pk, row.get("session"))
+            missing.append(
+                {**row, **where, "page": before + row["page"], "report_page": row["page"], "session": session}
+            )
     locks = [(table or {}).get("lock") for table in tables]
     return {
         "schema": 1,
         "facts": history.facts,
-        "pages": [],
-        "missing": [m for table in tables for m in (table or {}).get("missing") or []],
+        "pages": pages,
+        "missing": missing,
         "disagreements": sum(bool(f.get("disagreement")) for f in history.facts),
         "lock": locks[-1] if all(locks) else None,
         "reports": [r.pk for r in history.reports],

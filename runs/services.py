@@ -275,16 +275,14 @@ def run_heartbeat(*, run_id: int, job: Job) -> Beat:
 
 
 def run_facts_record(*, run: Run) -> dict:
-    """Record, once, the fact table the council is given: a copy of the report's table as it is when the run
-    first starts (`Run.facts_given_path`) and, on the run, its lock, its size and how many values were
+    """Record, once, the fact table the council is given: a copy of the run's table (its report's, or its
+    reports' merged: `runs.selectors.fact_table`) as it is when the run first starts (`Run.facts_given_path`) and, on the run, its lock, its size and how many values were
     corrected. A resumed or redone run keeps its record, so every call of a run is given the same numbers
     and starts with the same text; a correction or lock made after the start changes the number check (on
     read), not the prompts. Returns the record."""
     if run.facts_given:
         return run.facts_given
-    from patients.selectors import report_facts
-
-    table = report_facts(run.report)
+    table = selectors.fact_table(run)
     now = timezone.now().isoformat(timespec="seconds")
     if table is None:
         given = {"at": now, "none": True}

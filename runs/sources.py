@@ -21,7 +21,7 @@ from django.conf import settings
 from council import deid
 from council.stages.base import NO_FACT_TABLE, CouncilInput
 from patients.models import Patient, PatientIdentifier, Redaction, Report
-from patients.selectors import History, report_facts, report_pages, report_text, reports_history
+from patients.selectors import History, report_pages, report_text, reports_history
 from runs import selectors
 from runs.models import Run
 
@@ -85,10 +85,22 @@ def deidentified_context(
 
 
 def run_source(run: Run, *, with_images: bool = True) -> CouncilSource:
-    """What every stage of `run` is given: its report, or its reports on one timeline."""
-    return council_source(
-        patient=run.patient, reports=run.report_list(), with_images=with_images, ordered=True, run=run
-    )
+    """What every stage of `run` is given: its report, or its reports on one timeline, with the fact table
+    the run recorded (`prompt_facts`)."""
+    return council_source(patient=run.patient, reports=run.report_list(), with_images=with_images, run=run)
+
+
+def day_zero(
+    reports: Sequence[Report], identifiers: deid.Identifiers, history: History | None = None
+) -> date | None:
+    """The date `day 0` stands for in everything sent about `reports` (texts, fact table, context): the
+    first session of their timeline (a session date they print), else the earliest date in their texts."""
+    history = history or reports_history(reports)
+    if history.anchor is not None:
+        return history.anchor
+    order = settings.DEID_DATE_ORDER
+    firsts = [deid.first_date(report_text(r), identifiers, order=order) for r in reports]
+    return min((d for d in firsts if d is not None), default=None)
 
 
 def council_source(
@@ -100,26 +112,49 @@ def council_source(
     ordered: bool = False,
     run: Run | None = None,
 ) -> CouncilSource:
-    """The de-identified report text, context and (when configured) painted-out page images.
+    """The de-identified report text, fact table (`prompt_facts`: of `run`, else as a run started now
+    would get it) and context, and (when configured) painted-out page images.
 
-    Several reports (`reports`) go on one timeline (patients.selectors.reports_history): their texts in
+    Several reports (`reports`) go on one timeline (patients.selectors.reports_history; a run's, or with
+    `ordered` the reports as given, in that order, so a run's page numbers never move): their texts in
     timeline order under a table of the timeline's sessions, each text's page marks numbered on across the
-    reports (so `[p5]` names one page of one report), and every absolute date, in every text and the
-    context, `day N` from the first session of the whole timeline."""
+    reports (so `[p5]` names one page of one report), the fact table merged and session-mapped, and every
+    absolute date, in every text, the table and the context, `day N` from the first session of the whole
+    timeline (`day_zero`)."""
     chosen = list({r.pk: r for r in [*([report] if report else []), *reports]}.values())
-    if len(chosen) == 1:
-        return _one_report_source(patient, chosen[0], with_images=with_images, run=run)
     identifiers = identifiers_for(patient, *chosen)
-    history = reports_history(chosen, ordered=ordered)
-    originals = [report_text(r) for r in history.reports]
-    anchor = history.anchor or min(
-        (
-            d
-            for text in originals
-            if (d := deid.first_date(text, identifiers, order=settings.DEID_DATE_ORDER))
-        ),
-        default=None,
+    history = reports_history(chosen, ordered=ordered or run is not None)
+    anchor = day_zero(chosen, identifiers, history)
+    facts = prompt_facts(
+        run if run is not None else Run(patient=patient, report=history.reports[0]), reports=history.reports
     )
+    if len(chosen) == 1:
+        original = report_text(chosen[0])
+        text = deid.deidentify(original, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
+        images = page_images(chosen[0], identifiers) if with_images else []
+    else:
+        original, text, images = _joined(history, identifiers, anchor, with_images=with_images)
+    context = deidentified_context(patient, identifiers, anchor=anchor)
+    return CouncilSource(
+        council_input=CouncilInput(
+            report_text=text.text,
+            clinical_context=context,
+            page_images=tuple(url for url, _ in images if url),
+            fact_table=facts.text,
+        ),
+        original=original,
+        report=text,
+        context=context,
+        facts=facts,
+        images=[decision for _, decision in images],
+        history=history,
+    )
+
+
+def _joined(
+    history: History, identifiers: deid.Identifiers, anchor: date | None, *, with_images: bool
+) -> tuple[str, deid.Deidentified, list[tuple[str, PageImage]]]:
+    """Several reports as one text (original, de-identified) and their page images, pages numbered on."""
     total = sum(r.page_count or 0 for r in history.reports)
     head = timeline_block(history)
     parts_original, parts_sent = [head], [head]
@@ -127,7 +162,8 @@ def council_source(
     replaced: Counter[str] = Counter()
     at = len(head)
     images: list[tuple[str, PageImage]] = []
-    for position, (source, original) in enumerate(zip(history.reports, originals, strict=True), start=1):
+    for position, source in enumerate(history.reports, start=1):
+        original = report_text(source)
         first = history.first_page(source)
         header = _report_header(history, source, position, first)
         text = deid.deidentify(original, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
@@ -143,74 +179,9 @@ def council_source(
                 (url, PageImage(first - 1 + d.page, d.sent, d.painted, d.reason))
                 for url, d in page_images(source, identifiers)
             )
-    table = facts_block(history)
-    if table:
-        text = deid.deidentify(table, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
-        parts_original.append(table)
-        marks.extend((at + start, at + end) for start, end in text.marks)
-        parts_sent.append(text.text)
-        replaced.update(text.replaced)
-    images = images[: settings.COUNCIL_PAGE_IMAGES] if images else []
     sent_text = "".join(parts_sent)
     result = deid.Deidentified(text=sent_text, anchor=anchor, replaced=replaced, marks=tuple(marks))
-    context = deidentified_context(patient, identifiers, anchor=anchor)
-    return CouncilSource(
-        council_input=CouncilInput(
-            report_text=sent_text,
-            clinical_context=context,
-            page_images=tuple(url for url, _ in images if url),
-            fact_table=MERGED_FACT_TABLE,
-        ),
-        original="".join(parts_original),
-        report=result,
-        context=context,
-        facts=PromptFacts(
-            text=MERGED_FACT_TABLE,
-            lock=None,
-            facts=len(history.facts),
-            corrected=sum(1 for fact in history.facts if fact.get("correction")),
-            has_table=bool(history.facts),
-        ),
-        images=[decision for _, decision in images],
-        history=history,
-    )
-
-
-# Several reports: their merged, session-mapped table ends the report text (facts_block); the shared start
-# points there. (One report: prompt_facts, the run's recorded table.)
-MERGED_FACT_TABLE = (
-    "(This run reads several reports: their merged fact table, sessions on one timeline, ends the report text "
-    "below, after the reports. It holds the authoritative numbers.)"
-)
-
-
-def _one_report_source(
-    patient: Patient, report: Report, *, with_images: bool, run: Run | None = None
-) -> CouncilSource:
-    """One report: its text, and its fact table (`prompt_facts`: of `run`, else as a run started now would
-    get it) in the shared start."""
-    identifiers = identifiers_for(patient, report)
-    original = report_text(report)
-    history = reports_history([report])
-    # Day 0 is the report's first session where it prints one (else its first date): as for several.
-    text = deid.deidentify(original, identifiers, anchor=history.anchor, order=settings.DEID_DATE_ORDER)
-    context = deidentified_context(patient, identifiers, anchor=text.anchor)
-    facts = prompt_facts(run if run is not None else Run(patient=patient, report=report))
-    images = page_images(report, identifiers) if with_images else []
-    return CouncilSource(
-        council_input=CouncilInput(
-            report_text=text.text,
-            clinical_context=context,
-            page_images=tuple(url for url, _ in images if url),
-            fact_table=facts.text,
-        ),
-        original=original,
-        report=text,
-        context=context,
-        facts=facts,
-        images=[decision for _, decision in images],
-        history=history,
-    )
+    return "".join(parts_original), result, images[: settings.COUNCIL_PAGE_IMAGES]
 
 
 _PAGE_NUMBER = re.compile(r"^=== PAGE (\d+) / \d+ ===$", re.MULTILINE)
@@ -248,38 +219,6 @@ def timeline_block(history: History) -> str:
         members = " = ".join(f"{names[r]} session {n}" for r, n in session.members)
         lines.append(f"- {line.label(session.index)}: {members}")
     return "\n".join(lines) + "\n\n"
-
-
-def facts_block(history: History) -> str:
-    """The merged, session-mapped fact table as text: one line per value (page of the run, measurement,
-    timeline session, value as read or as corrected), the same session printed by two reports once. Absolute
-    dates in it are de-identified by the caller like the rest."""
-    if not history.facts:
-        return ""
-    names = {r.pk: i for i, r in enumerate(history.reports, start=1)}
-    lines = [
-        "",
-        "=== FACT TABLE: every value read from the reports, sessions on the timeline ===",
-        "page | measurement | session | value | target or norm",
-    ]
-    for fact in history.facts:
-        what = " · ".join(
-            str(part) for part in (fact.get("metric"), fact.get("site"), fact.get("band")) if part
-        )
-        session = f"S{fact['session']}" if fact.get("session") else "-"
-        correction = fact.get("correction")
-        value = str(correction.get("value")) if correction else str(fact.get("value", ""))
-        value += f" {fact['unit']}" if fact.get("unit") and fact.get("metric") != "Session date" else ""
-        if correction:
-            value += f" (corrected; read as {fact.get('value')})"
-        if fact.get("disagreement"):
-            value += " (readings disagree)"
-        source = (
-            f"p{fact['page']} (report {names.get(fact.get('report_id'), '?')} p{fact.get('report_page')})"
-        )
-        reference = fact.get("target") or fact.get("norm") or ""
-        lines.append(f"{source} | {what} | {session} | {value} | {reference}")
-    return "\n".join(lines) + "\n"
 
 
 def _report_header(history: History, report: Report, position: int, first: int) -> str:
@@ -355,24 +294,29 @@ class PromptFacts:
     has_table: bool  # False: the report has no fact table (read before tables existed)
 
 
-def prompt_facts(run: Run) -> PromptFacts:
+def prompt_facts(run: Run, reports: Sequence[Report] | None = None) -> PromptFacts:
     """The fact table every prompt of `run` carries as its authoritative numbers, in the shared start:
-    the table as it was when the run first started (its record, `runs.selectors.facts_given`; the report's
-    table as it is now for a run not started yet), grouped by page, each value with its page as [pN], its
-    source ([text layer] / [OCR]), corrections and disagreements said; then de-identified with the report's
-    identifiers, date order and `day 0`, so a session date reads as the same `day N` as in the report text
-    and nothing identifying leaves (the client's guard checks again)."""
+    the run's table (its report's, or its reports' merged: sessions by timeline number, pages numbered on;
+    `runs.selectors.reports_fact_table`) as it was when the run first started (its record,
+    `runs.selectors.facts_given`; as it is now for a run not started yet), grouped by page, each value with
+    its page as [pN], its source ([text layer] / [OCR]), corrections and disagreements said; then
+    de-identified with the reports' identifiers, date order and `day 0` (`day_zero`), so a session date
+    reads as the same `day N` as in the report text and nothing identifying leaves (the client's guard
+    checks again). `reports`: the run's, in its order (default: `run.report_list()`)."""
+    reports = list(reports) if reports else run.report_list()
     if run.pk is not None and run.facts_given:
         table = None if run.facts_given.get("none") else selectors.facts_given(run)
+        if table is not None and len(reports) > 1 and "reports" not in table:
+            # Recorded before a run over several reports recorded their merged table (its first report's
+            # alone): the merged one as it is now.
+            table = selectors.reports_fact_table(reports)
     else:
-        table = report_facts(run.report)
+        table = selectors.reports_fact_table(reports)
     if table is None:
         return PromptFacts(text=NO_FACT_TABLE, lock=None, facts=0, corrected=0, has_table=False)
-    identifiers = identifiers_for(run.patient, run.report)
-    report = report_text(run.report)
-    order = deid.date_order(report, settings.DEID_DATE_ORDER)
-    # The report text's own `day 0` (its first session where it prints one), so both read alike.
-    anchor = reports_history([run.report]).anchor or deid.first_date(report, identifiers, order=order)
+    identifiers = identifiers_for(run.patient, *reports)
+    order = deid.date_order("\n".join(report_text(r) for r in reports), settings.DEID_DATE_ORDER)
+    anchor = day_zero(reports, identifiers)
     markdown = fact_table_markdown(table)
     text = deid.deidentify(markdown, identifiers, anchor=anchor, order=order).text
     rows = table.get("facts") or []
@@ -541,12 +485,10 @@ def _md(text: str) -> str:
 
 # --- the preview: what the council will see, page by page beside the original -----------------------------
 
-# Where the preview cuts the text: each page, and in a run over several reports the timeline, each report's
-# header and the merged fact table (the marks council_source writes; de-identification leaves them alone).
-_SECTION_MARK = re.compile(
-    r"^=== (?:PAGE \d+ / \d+|REPORT \d+ of \d+: .*|TIMELINE: .*|FACT TABLE: .*) ===$", re.MULTILINE
-)
-_KINDS = {"PAGE": "page", "REPORT": "report", "TIMELINE": "timeline", "FACT": "facts"}
+# Where the preview cuts the text: each page, and in a run over several reports the timeline and each
+# report's header (the marks council_source writes; de-identification leaves them alone).
+_SECTION_MARK = re.compile(r"^=== (?:PAGE \d+ / \d+|REPORT \d+ of \d+: .*|TIMELINE: .*) ===$", re.MULTILINE)
+_KINDS = {"PAGE": "page", "REPORT": "report", "TIMELINE": "timeline"}
 
 
 @dataclass(frozen=True)
@@ -554,7 +496,7 @@ class PreviewPage:
     title: str
     original: str
     sent: list[tuple[str, bool]]  # (text, is a replacement), in order
-    kind: str = "text"  # page, report (a report's header alone), timeline, facts, text (before any mark)
+    kind: str = "text"  # page, report (a report's header alone), timeline, text (before any mark)
 
 
 def preview_pages(original: str, result: deid.Deidentified) -> list[PreviewPage]:
@@ -598,10 +540,11 @@ def _cuts(text: str) -> list[int]:
     return cuts
 
 
-def write_up_source(*, patient: Patient, report: Report, text: str) -> tuple[str, dict[str, str]]:
-    """A text written about this report (the signed write-up, for the patient version) and the clinical
-    context, de-identified by the same rules, identifiers and `day 0` as the report itself."""
-    identifiers = identifiers_for(patient, report)
-    anchor = deid.first_date(report_text(report), identifiers, order=settings.DEID_DATE_ORDER)
+def write_up_source(*, patient: Patient, reports: Sequence[Report], text: str) -> tuple[str, dict[str, str]]:
+    """A text written about these reports (a run's signed write-up, for the patient version) and the
+    clinical context, de-identified by the same rules, identifiers and `day 0` as the reports themselves
+    were for the council (`day_zero`: a date the write-up prints is the same `day N` as in the prompts)."""
+    identifiers = identifiers_for(patient, *reports)
+    anchor = day_zero(reports, identifiers)
     sent = deid.deidentify(text, identifiers, anchor=anchor, order=settings.DEID_DATE_ORDER)
     return sent.text, deidentified_context(patient, identifiers, anchor=anchor)

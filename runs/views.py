@@ -284,6 +284,8 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
         "selected_step": _selected_step(run),
         "selection_stage": STEPS.selection_step.number,
         "facts_given": selectors.facts_given_summary(run),
+        # A finished run's page sums up where its council disagreed (the stage pages have the full tables).
+        "disagreement_summary": reading.disagreement_summary(run) if finished else None,
     }
 
 

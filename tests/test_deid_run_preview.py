@@ -99,7 +99,10 @@ def test_a_runs_page_leads_to_all_its_reports_as_the_council_gets_them(
     assert "Timeline: 2 reports of this patient, 5 sessions" in html
     assert re.search(r"Report 1 of 2: pages 1\u20132 of this run; its session 1 is timeline session 1", html)
     assert "Report 2 of 2: pages 3\u20134 of this run" in html and "Page 4 / 4" in html
-    assert 'id="preview-facts"' in html and "Fact table: every value read from the reports" in html
+    # The merged table, as the shared start of every prompt carries it (not in the report text).
+    assert 'id="preview-facts"' in html and "the merged table of the 2 reports" in html
+    table = sources.run_source(run, with_images=False).council_input.fact_table
+    assert "### [p3]" in table and escape(table) in html
     source = sources.run_source(run, with_images=False)
     _assert_shows_exactly(html, source.council_input.report_text)
     assert LABEL in _original_columns(

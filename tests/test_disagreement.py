@@ -15,6 +15,7 @@ from council import disagreement, prompts
 from council.schemas import FinalReview
 from council.stages import STEPS, stage4_consolidation, stage6_final_draft
 from council.stages.base import CallLimits, CouncilInput
+from runs import exports
 from runs.models import Artifact
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, run_pipeline_here
 from tests.stage_fakes import ScriptedClient
@@ -254,6 +255,30 @@ def test_the_run_pages_show_rankings_disagreement_and_changes_applied(run, fake_
         assert states == [
             "applied" if d.details["applied"][number - 1]["applied"] else "not-applied" for d in drafts
         ]
+
+    # The run's own page sums all three up, and so does the export.
+    top = clinician_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'id="disagreement-summary"' in top
+    for row in _cells(top, "summary-ranking"):
+        label = row[0].split()[0]
+        for reviewer in sorted(COUNCIL):
+            if by_model[reviewer] != label:
+                place = reviews[reviewer]["ranking_best_to_worst"].index(label) + 1
+                assert f"{place} by {reviewer}" in " ".join(row[2].split())
+    summary = top[top.index('id="disagreement-summary"') :]
+    assert f"<strong>{minority}</strong> <code>{run.label_map[minority]}</code>" in summary
+    last = drafts[0].details["required_changes"][-1]
+    refused = ", ".join(d.model_id for d in drafts if not d.details["applied"][-1]["applied"])
+    assert f"{last} — " in summary and f'badge not-applied">not applied</span> {refused}</li>' in summary
+    paths = exports.export_run(run=run, artifact=drafts[0])
+    exported = paths.md_path.read_text()
+    part = exported[exported.index("## Where the council disagreed") : exported.index("## Appendix: values")]
+    assert f"{minority} ({run.label_map[minority]})" in part and "minority:" in part
+    assert (
+        f"{len(drafts[0].details['required_changes'])}. {last} — " in part
+        and f"not applied: {refused}" in part
+    )
+    assert "1 by " in part and "points" in part
 
 
 @pytestmark_db

@@ -182,7 +182,7 @@ def test_an_identifier_that_slips_past_de_identification_is_refused_by_the_guard
     request = patient_version.request_create(run=run, model_id="gpt-5", user=signer)
     # As if the text skipped runs.sources: the client's guard is the last look before anything leaves.
     monkeypatch.setattr(
-        sources, "write_up_source", lambda *, patient, report, text: (text, patient.clinical_context())
+        sources, "write_up_source", lambda *, patient, reports, text: (text, patient.clinical_context())
     )
     fake_upstream.reset_calls()
     code, out = _write_here(request.pk)

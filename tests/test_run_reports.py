@@ -152,17 +152,60 @@ def test_every_stage_sees_both_reports_on_one_timeline_de_identified(two_exports
     assert "=== PAGE 1 / 4 ===" in text and "=== PAGE 3 / 4 ===" in text and "=== PAGE 2 / 2 ===" not in text
     # Every absolute date is a day after the timeline's first session, in both texts and the context.
     assert not re.search(r"\d{2}/\d{2}/\d{4}", text)
-    second = text.split("=== REPORT 2 of 2")[1].split("=== FACT TABLE")[0]
+    second = text.split("=== REPORT 2 of 2")[1]
     assert f"day {DAYS[2]}" in second and f"day {DAYS[4]}" in second and "day 0" not in second
     days_before = (date(2024, 2, 20) - HISTORY[0]).days
     assert source.context["Medications"] == f"sertraline since day {days_before}"
     # Nothing identifying: the label printed on every page, the recorded name.
     assert LABEL not in text and sources.guard_for_run(run.pk).find(text) is None
-    # The merged fact table: visit 3's reaction time once, from report 1, as timeline session 3.
-    table = text.split("=== FACT TABLE")[1]
-    rt3 = [line for line in table.splitlines() if "| Reaction Time | S3 |" in line]
-    assert len(rt3) == 1 and rt3[0].startswith("p1 (report 1 p1)")
-    assert "| Reaction Time | S5 |" in table and "| Reaction Time | S6 |" not in table
+    # The fact table is the shared start's, not the report text's: merged, sessions by timeline number,
+    # visit 3's reaction time once (report 1's page 1), report 2's page 1 (the run's page 3) adding visits
+    # 4 and 5; its dates days from the same day 0.
+    assert "FACT TABLE" not in text and "### [p" not in text
+    table = source.council_input.fact_table
+    assert source.facts.has_table and source.facts.facts == len(selectors.fact_table(run)["facts"])
+    assert not re.search(r"\d{2}/\d{2}/\d{4}", table) and f"day {DAYS[4]}" in table
+    assert sources.guard_for_run(run.pk).find(table) is None and LABEL not in table
+    first_page = table.split("### [p1]")[1].split("### [p")[0]
+    third_page = table.split("### [p3]")[1].split("### [p")[0]
+
+    def header_of(page: str, measurement: str) -> str:
+        tables = page.split("\n\n")
+        return next(t for t in tables if f"| {measurement} |" in t).splitlines()[0]
+
+    rt = "Reaction Time (Performance)"
+    assert "| Session 1 | Session 2 | Session 3 |" in header_of(first_page, rt)
+    assert "| Session 4 | Session 5 |" in header_of(third_page, rt)
+    assert "Session 3" not in header_of(third_page, rt)
+    # The shared start is the same for every stage: the first call's prefix holds the table.
+    assert (
+        source.council_input.fact_table in sources.run_source(run, with_images=False).council_input.fact_table
+    )
+
+
+def test_a_multi_report_run_records_the_merged_table_it_was_given(two_exports, api):
+    patient, earlier, later = two_exports
+    run = _run(patient, earlier, later)
+    merged = selectors.fact_table(run)
+    # Pages, quality rows and missing facts numbered on, like the facts; sessions of missing facts mapped.
+    assert [p["page"] for p in merged["pages"]] == [1, 2, 3, 4]
+    assert [(p["report_id"], p["report_page"]) for p in merged["pages"]][2] == (later.pk, 1)
+    assert merged["lock"] is None
+    given = services.run_facts_record(run=run)
+    assert given["facts"] == len(merged["facts"]) > len(report_facts(earlier)["facts"])
+    assert selectors.facts_given(run)["facts"] == merged["facts"]
+    summary = api.get(f"/api/runs/{run.pk}").json()["fact_table"]
+    assert summary["facts"] == len(merged["facts"]) and summary["state"] == "unlocked"
+    # Locked only when every report's table is: the record keeps what the run started with.
+    from patients import services as patient_services
+
+    patient_services.facts_lock(report=earlier)
+    assert selectors.fact_table(run)["lock"] is None
+    patient_services.facts_lock(report=later)
+    assert selectors.fact_table(run)["lock"] is not None and run.facts_given["lock"] is None
+    run.refresh_from_db()
+    prompt = sources.prompt_facts(run)
+    assert prompt.lock is None and prompt.text.startswith("Locked: no.")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -176,7 +219,8 @@ def test_a_run_over_two_reports_completes_and_every_call_carries_both(two_export
     guard = sources.guard_for_run(run.pk)
     for call in calls:
         body = json.dumps(call.body, ensure_ascii=False)
-        assert "=== TIMELINE: 2 reports" in body and "=== REPORT 2 of 2" in body and "FACT TABLE" in body
+        assert "=== TIMELINE: 2 reports" in body and "=== REPORT 2 of 2" in body
+        assert "### [p3]" in body and "| Session 4 | Session 5 |" in body  # the merged fact table
         assert guard.find(body) is None and LABEL not in body
 
 
@@ -264,3 +308,14 @@ def test_the_export_of_a_run_over_two_reports_names_both_and_their_merged_values
     appendix = md.split("Appendix: values read from the report")[1]
     assert len([line for line in appendix.splitlines() if "| Reaction Time |" in line]) == 5
     assert paths.pdf_path.read_bytes().startswith(b"%PDF")
+
+
+def test_a_run_over_two_reports_recorded_with_its_first_table_alone_gets_the_merged_one(two_exports):
+    patient, earlier, later = two_exports
+    run = _run(patient, earlier, later)
+    first = report_facts(earlier)
+    run.facts_given_path.parent.mkdir(parents=True, exist_ok=True)
+    run.facts_given_path.write_text(json.dumps(first))
+    run.facts_given = {"at": "2026-12-01T12:00:00+00:00", "lock": None, "facts": len(first["facts"])}
+    run.save()
+    assert sources.prompt_facts(run).facts == len(selectors.fact_table(run)["facts"]) > len(first["facts"])

@@ -5,7 +5,6 @@ disagreement kept and shown, and nothing it does can fail the ingestion."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import time
@@ -125,16 +124,20 @@ def test_an_unsure_image_page_is_read_by_the_vision_model_painted_out_and_merged
     assert "Readers disagree" in html and ">999<" in html and reader in html
 
 
+def _text_layer(pdf):
+    document = pdfium.PdfDocument(pdf)
+    try:
+        return read_text_layer(document[0], number=1)
+    finally:
+        document.close()
+
+
 def _text_page_table(tmp_path, *, kind="generic_rows", drop=2):
     """A text-layer page with `drop` values taken out of its layout: a reader that knows the layout finds
     them missing, so the page is unsure and goes to the vision reader (cheap: no OCR)."""
     pdf = tmp_path / "page.pdf"
     truth = make_vendor_pdf(pdf, pages=[(kind, "text")], seed=3)
-    document = pdfium.PdfDocument(pdf)
-    try:
-        layout = read_text_layer(document[0], number=1)
-    finally:
-        document.close()
+    layout = _text_layer(pdf)
     row = next(r for r in layout.rows() if r.text.startswith("Trail Making Test A"))
     dropped = row.boxes[4 : 4 + drop]  # "Trail Making Test A" then session 1's value and unit
     for box in dropped:
@@ -319,19 +322,13 @@ def _place_of(table, metric, session):
 
 
 def test_a_vision_reading_gets_the_box_printing_its_value_and_a_confidence_that_says_why(tmp_path):
-    pdf = tmp_path / "page.pdf"
-    truth = make_vendor_pdf(pdf, pages=[("generic_rows", "text")], seed=3)
-    document = pdfium.PdfDocument(pdf)
-    try:
-        whole = read_text_layer(document[0], number=1)
-    finally:
-        document.close()
     # The layout reader sees the page without Trail Making Test A's session-1 cell, so it misses that fact;
     # the vision model reads it. The page's text (the whole layout) prints it: that box is its place.
+    pdf, truth, seen, table, _ = _text_page_table(tmp_path)
+    whole = _text_layer(pdf)
     row = next(r for r in whole.rows() if r.text.startswith("Trail Making Test A"))
-    dropped, unit = row.boxes[4:6]
-    seen = dataclasses.replace(whole, boxes=[b for b in whole.boxes if b is not dropped and b is not unit])
-    table = facts.build_table(facts.read_layouts([seen]), page_count=1)
+    dropped = row.boxes[4]
+    assert dropped.as_list() not in [box.as_list() for box in seen.boxes]
     (missing,) = table["missing"]
     metric = missing["metric"]
     true = next(t for t in truth["facts"] if t["metric"] == metric and t["session"] == missing["session"])
