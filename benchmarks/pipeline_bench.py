@@ -148,22 +148,28 @@ def _start_and_wait(runs: list, timeout: float) -> dict[int, float | None]:
         services.run_start(run=run)
     deadline = time.monotonic() + timeout
     pids: dict[int, int | None] = {}
-    ended: dict[int, float] = {}
+    ended: dict[int, tuple[str, float]] = {}  # run id → (final status, when this loop saw it)
     exits: dict[int, float | None] = {}
+    next_look = 0.0
     while len(exits) < len(runs) and time.monotonic() < deadline:
-        for run in Run.objects.filter(pk__in=[r.pk for r in runs]).select_related():
-            if run.pk in exits:
+        if time.monotonic() >= next_look:
+            # The database every 0.1 s only: the fake upstream answers from this process, and a tighter poll
+            # took its GIL (1.2 ms of CPU every 20 ms) from the replies being measured.
+            next_look = time.monotonic() + 0.1
+            waiting = [r.pk for r in runs if r.pk not in ended]
+            for run in Run.objects.filter(pk__in=waiting).select_related("job"):
+                pids[run.pk] = pids.get(run.pk) or _runner_pid(run)
+                if run.status in TERMINAL:
+                    ended[run.pk] = (run.status, time.time())
+        for pk, (status, seen) in ended.items():  # the process, every 10 ms: a cheap look
+            if pk in exits:
                 continue
-            pids[run.pk] = pids.get(run.pk) or _runner_pid(run)
-            if run.status in TERMINAL:
-                ended.setdefault(run.pk, time.time())
-                pid = pids.get(run.pk)
-                if pid is None:
-                    exits[run.pk] = None
-                elif not _alive(pid):
-                    done_at = _status_at(_events(run.pk), run.status) or ended[run.pk]
-                    exits[run.pk] = time.time() - done_at
-        time.sleep(0.02)
+            pid = pids.get(pk)
+            if pid is None:
+                exits[pk] = None
+            elif not _alive(pid):
+                exits[pk] = time.time() - (_status_at(_events(pk), status) or seen)
+        time.sleep(0.01)
     if len(exits) < len(runs):
         raise RuntimeError(f"runs did not finish within {timeout:.0f} s")
     return exits
