@@ -160,7 +160,9 @@ def serve(out=None) -> int:
     listener.listen(64)
     # Children are reaped by the kernel: a forked job is never a zombie of this process.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Stopped with the server: SIGTERM, or Ctrl-C in the terminal (the whole foreground group gets SIGINT).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     watch = selectors.DefaultSelector()
     watch.register(listener, selectors.EVENT_READ, "job")
     watch.register(sys.stdin.fileno(), selectors.EVENT_READ, "lifeline")

@@ -119,3 +119,11 @@ def test_an_upload_is_read_by_a_forked_ingester(warm_runner, tmp_path):
     assert report.status == Report.Status.READY, report.error
     said = stop(warm_runner)
     assert f"ingestreport {report.pk}: pid {report.job.pid}\n" in said
+
+
+def test_ctrl_c_stops_it_quietly_and_takes_its_socket_along(warm_runner):
+    import signal
+
+    warm_runner.send_signal(signal.SIGINT)  # what the terminal sends serve's whole group on Ctrl-C
+    assert warm_runner.wait(10) == 0
+    assert not warm.socket_path().exists()
