@@ -144,12 +144,13 @@ def _estimate_context(user: Any, health: UpstreamHealth) -> dict[str, Any]:
     """What the council checked by default will cost in model calls, and what the user has left today."""
     council = [m["id"] for m in _model_choices(health)["council_choices"] if m["checked"]]
     consolidator = settings.COUNCIL_CONSOLIDATOR
-    one = limits.planned_calls(council=["a"], consolidator=consolidator)
+    # From councils of two and three: a council of one skips peer review, so it says nothing per member.
     two = limits.planned_calls(council=["a", "b"], consolidator=consolidator)
+    three = limits.planned_calls(council=["a", "b", "c"], consolidator=consolidator)
     return {
         "call_estimate": limits.planned_calls(council=council, consolidator=consolidator),
-        "calls_per_member": two - one,
-        "calls_fixed": 2 * one - two,
+        "calls_per_member": three - two,
+        "calls_fixed": 3 * two - 2 * three,
         "quota": limits.quota(user),
     }
 

@@ -100,6 +100,7 @@ def test_the_wizard_shows_the_estimate_and_refuses_without_leaving_a_run(
     settings.MODEL_CALLS_PER_USER_PER_DAY = 10
     panel = clinician_client.get(f"/runs/patients/{patient.pk}/panel/").content.decode()
     assert "16 model calls" in panel and "10 of today" in panel
+    assert "(5 per council model, 1 by the consolidator)" in panel
     reply = clinician_client.post(
         f"/runs/patients/{patient.pk}/start/",
         {"report": report.pk, "council_models": COUNCIL, "consolidator": CONSOLIDATOR},
