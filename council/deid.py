@@ -9,8 +9,8 @@ clinicians' redactions) and gets back text with:
   own, and initials written with a period next to a name part ("A. Müller", "Müller, A."). Bare initials
   ("AM") are left alone: they collide with electrode names, units and words far more often than they name
   anyone. A part that is also a common word ("May", "Will", "Grace": `NAME_WORDS`) goes only where it is
-  written as a name (as the guard reads it, below) or beside another part of the name; the full name goes
-  in any case. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
+  capitalised (at a sentence start too: "May tolerated the recording") or beside another part of the name,
+  so "may reflect" stays; the full name goes in any case. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
 - dates of birth in any of the date formats below, and as 8-digit runs (19840301, 01031984) → `[DOB]`;
 - emails, phone numbers, street addresses, labelled record and device numbers (MRN, ID, Serial, S/N …) →
   `[EMAIL]`, `[PHONE]`, `[ADDRESS]`, `[ID]`;
@@ -578,17 +578,20 @@ class _Matcher:
     def _word_parts(
         self, folded: _Folded, text: str, named: list[tuple[int, int]]
     ) -> Iterator[tuple[int, int, str, str]]:
-        """The parts of a name that are also words ("May", "Will", "Grace"), where they are written as a
-        name: as the guard reads it (`_as_a_name`), with an initial of the name beside it ("May, A."), or
-        next to another part of the name found as one ("Smith, may"; "Grace May" where May is the name).
-        Elsewhere they are words ("may reflect", "Will the alpha peak…") and stay."""
+        """The parts of a name that are also words ("May", "Will", "Grace"), where they may be a name:
+        capitalised (a sentence's start included), with an initial of the name beside it ("May, A."), or
+        next to another part of the name found as one ("Smith, may"; "grace may"). Lowercase elsewhere
+        they are words ("may reflect", "it will") and stay."""
         found: list[tuple[int, int, bool]] = []
         for pattern in self.word_parts:
             for match in re.finditer(pattern, folded.text):
                 start, end = folded.original(match.start(), match.end())
                 initialled = match.start("part") > match.start() or match.end("part") < match.end()
                 word_start = folded.original(match.start("part"), match.end("part"))[0]
-                found.append((start, end, initialled or _as_a_name(text, word_start)))
+                # Capitalised even where any word may start: "May tolerated the recording." must not go,
+                # and "May reflect drowsiness." losing a word is the smaller harm (the guard, which fails a
+                # run, reads the sentence start as a word: `_as_a_name`).
+                found.append((start, end, initialled or text[word_start : word_start + 1].isupper()))
         kept = [(start, end) for start, end, as_name in found if as_name]
         waiting = [(start, end) for start, end, as_name in found if not as_name]
         grew = True

@@ -21,16 +21,31 @@ WILL = Identifiers(names=("Will Grace Young",))
     ("identifiers", "text"),
     [
         (MAY, "This may reflect drowsiness; results may vary by session."),
-        (MAY, "May reflect drowsiness.\n- May indicate an attention deficit.\n## May be relevant"),
-        (MAY, "| May | 12.3 |\nImpression: May reflect medication."),
-        (WILL, "Will the alpha peak shift? It will, by God's grace."),
-        (WILL, "Grace period of two weeks. Young children show more theta."),
+        (WILL, "The alpha peak will shift. It will, by God's grace; young children show more theta."),
     ],
 )
 def test_a_name_part_that_is_a_common_word_stays_where_it_is_a_word(identifiers, text):
-    """A patient called May does not turn every "may" into [NAME]: lowercase, or capitalised where any word
-    may start (a sentence, a line, a table cell), the word is left as written."""
+    """A patient called May does not turn every "may" into [NAME]: lowercase, the word is left as written."""
     assert clean(text, identifiers) == text
+
+
+@pytest.mark.parametrize(
+    ("identifiers", "text", "expected"),
+    [
+        (MAY, "May tolerated the recording well.", "[NAME] tolerated the recording well."),
+        (
+            MAY,
+            "May reflect drowsiness.\n## May be relevant",
+            "[NAME] reflect drowsiness.\n## [NAME] be relevant",
+        ),
+        (WILL, "Grace period of two weeks.", "[NAME] period of two weeks."),
+    ],
+)
+def test_at_a_sentence_start_a_capitalised_name_word_goes_a_word_too_many_rather_than_a_name(
+    identifiers, text, expected
+):
+    """Where any word may start, a capital says nothing: the name goes, and a word with it."""
+    assert clean(text, identifiers) == expected
 
 
 @pytest.mark.parametrize(
