@@ -212,24 +212,8 @@ def _distinct_alone(token: str) -> bool:
 
 # Words a label is often made of that name nobody ("Patient 017", "Case 12 test"): not taken as name parts.
 _LABEL_GENERIC = frozenset(
-    [
-        "patient",
-        "client",
-        "subject",
-        "case",
-        "test",
-        "demo",
-        "record",
-        "file",
-        "pt",
-        "id",
-        "no",
-        "nr",
-        "number",
-        "mrn",
-        "synthetic",
-        "sample",
-    ]
+    {"patient", "client", "subject", "case", "test", "demo", "record", "file", "pt", "id", "no", "nr"}
+    | {"number", "mrn", "synthetic", "sample"}
 )
 
 
@@ -447,9 +431,10 @@ class _Span:
 
 
 # Given and family names that are also common English words (and the qEEG band names), from
-# council/name_words.txt: alone, one of them is a name only where it is written as one (see `_as_a_name`):
-# the guard refuses it there, and de-identification replaces it there and beside another part of the name,
-# so a patient called May does not turn every "may" of a report into [NAME]. The full name goes anywhere.
+# council/name_words.txt: alone, the guard refuses one of them only where it is written as a name (see
+# `_as_a_name`); de-identification replaces it wherever capitalised (a sentence's start too) and beside
+# another part of the name (`_Matcher._word_parts`), so a patient called May does not turn every lowercase
+# "may" of a report into [NAME]. The full name goes anywhere.
 NAME_WORDS = frozenset(
     word
     for line in (Path(__file__).with_name("name_words.txt")).read_text(encoding="utf-8").splitlines()
