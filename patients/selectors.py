@@ -16,9 +16,9 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
-from council import timeline
+from council import deid, timeline
 from jobs import selectors as job_selectors
-from patients.models import Patient, Report, fold
+from patients.models import Patient, PatientIdentifier, Redaction, Report, fold
 
 if TYPE_CHECKING:
     from patients import facts
@@ -54,6 +54,26 @@ def patient_search(q: str = "", *, within: QuerySet[Patient] | None = None) -> Q
             Q(label_folded__contains=fold(q)) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
         )
     return patients
+
+
+def identifiers_for(patient: Patient, *reports: Report | None) -> deid.Identifiers:
+    """Everything known to identify this patient, for these reports: recorded identifiers, the patient
+    label, and the redactions for the patient and for each of the reports."""
+    rows = list(patient.identifiers.all())
+    kinds = PatientIdentifier.Kind
+    redactions = Redaction.objects.filter(patient=patient, report__isnull=True)
+    if chosen := [report for report in reports if report is not None]:
+        redactions = redactions | Redaction.objects.filter(patient=patient, report__in=chosen)
+    return deid.Identifiers(
+        names=tuple(r.value for r in rows if r.kind == kinds.NAME),
+        birth_dates=tuple(d for r in rows if (d := r.birth_date) is not None),
+        record_numbers=tuple(r.value for r in rows if r.kind == kinds.RECORD_NUMBER),
+        phrases=(
+            *(r.value for r in rows if r.kind == kinds.OTHER),
+            *redactions.values_list("phrase", flat=True),
+        ),
+        labels=(patient.label,),
+    )
 
 
 def report_duplicate_of(report: Report) -> Report | None:

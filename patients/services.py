@@ -32,7 +32,10 @@ from jobs import selectors as job_selectors
 from jobs.launcher import pid_alive
 from jobs.models import Job
 from jobs.services import dead_rows, job_submit
+from ledger import calls as ledger
+from ledger.models import ModelCall
 from patients.models import ORIGINAL_FILES, Patient, PatientIdentifier, Redaction, Report
+from patients.selectors import identifiers_for
 
 if TYPE_CHECKING:
     from patients import ingest, sandbox
@@ -442,15 +445,24 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
 def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) -> None:
     """The vision reader over the pages the deterministic readers were unsure of (patients/readers/vision.py),
     written into the work folder's fact table. It never fails the ingestion: whatever goes wrong, the report
-    is ready with the deterministic facts and the table says what happened."""
+    is ready with the deterministic facts and the table says what happened. Each page sent is a model call
+    charged to the uploader (the ledger); with their day's calls used up, pages are not sent and say why."""
     from patients import facts
     from patients.readers import vision
-    from runs.sources import identifiers_for  # the one place identifiers are gathered (runs imports patients)
 
     table = facts.load_table(work)
     if table is None:
         return
     config = vision.VisionConfig.from_settings()
+    calls_left, quota_note = None, ""
+    if config.model and report.uploaded_by_id is not None:
+        allowed = ledger.allowance(report.uploaded_by_id)
+        calls_left = allowed.left
+        quota_note = (
+            f"the uploader's model calls for today are used up (MODEL_CALLS_PER_USER_PER_DAY = {allowed.limit}: "
+            f"{allowed.used_today} made today, {allowed.reserved} held for their work in flight, "
+            f"{calls_left} left when this reading began); the deterministic facts stand alone"
+        )
     try:
         vision.read_unsure_pages(
             table,
@@ -460,6 +472,8 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             identifiers=identifiers_for(report.patient, report),
             date_order=settings.DEID_DATE_ORDER,
             config=config,
+            calls_left=calls_left,
+            quota_note=quota_note,
         )
     except Exception as exc:
         # The report's id only: an error text could carry what was read from the page.
@@ -470,6 +484,13 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             "note": f"the vision reader failed ({type(exc).__name__}); the deterministic facts stand alone",
             "pages": vision.unsure_pages(table),
         }
+    for _ in range(vision.calls_made(table)):
+        ledger.call_made(
+            user_id=report.uploaded_by_id,
+            kind=ModelCall.Kind.VISION,
+            model_id=config.model,
+            report_id=report.pk,
+        )
     facts.write_table(work, table)
 
 

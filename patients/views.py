@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 import audit
 from council import timeline
 from documents import charts
+from ledger import calls as ledger
 from patients import access, selectors, services
 from patients.forms import IdentifierForm, PatientForm, RedactionForm
 from patients.models import Patient, PatientIdentifier, Redaction, Report
@@ -83,6 +85,13 @@ def _detail_context(
         "may_handle_identifiers": access.can(request.user, "view_identifiers"),
     }
     context |= _trends_context(patient)
+    if context["may"]["upload"] and settings.FACTS_VISION_MODEL and settings.DEID_PAGE_IMAGES == "paint":
+        # The vision reader's calls are charged to the uploader: the most one report may make, and what is left.
+        context["vision_estimate"] = {
+            "model": settings.FACTS_VISION_MODEL,
+            "calls": settings.FACTS_VISION_MAX_PAGES,
+            "allowance": ledger.allowance(request.user),
+        }
     if context["may_handle_identifiers"]:
         context["identifiers"] = list(patient.identifiers.all())
         context["identifier_form"] = identifier_form or IdentifierForm()

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "axes",
     "qeeg_site",
     "jobs",
+    "ledger",
     "patients",
     "runs",
     "council",

@@ -9,7 +9,10 @@ class RunsConfig(AppConfig):
     def ready(self) -> None:
         from council.client import prepare as client_prepare
         from jobs.kinds import JobKind, register
-        from runs import patient_version, services
+        from ledger import calls as ledger
+        from runs import limits, patient_version, services
+
+        ledger.reserves(limits.reserved_calls)  # a vision pass counts what runs have still to make
 
         register(
             JobKind(

@@ -2,8 +2,9 @@
 how many model calls a day (MODEL_CALLS_PER_USER_PER_DAY), and the estimate shown before anything asks.
 
 A model call is one answer asked of a model, whatever retries it took: a stage's (stage, model) output, or
-a patient version. Every call made is one `ModelCall` row (`call_made`, the one way in), charged to the
-person who set it going: whoever last started the run or changed its council (`Run.started_by`), or asked
+a patient version (ingestion's vision reader counts its own: patients/services.py). Every call made is one
+`ModelCall` row in the ledger (ledger/calls.py: `call_made`, the one way in), charged to the person who set it
+going: whoever last started the run or changed its council (`Run.started_by`), or asked
 for the patient version. The rows stay when the answer does not (asked again, replaced, `--from-stage`), so
 what was spent stays spent. Before anything asks, `check_start` refuses it when today's calls, plus what the
 person's work in flight still has to make, plus its estimate, pass the day's quota:
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from council.stages import STEPS
-from runs.models import Artifact, ModelCall, PatientVersionRequest, Run
+from ledger import calls as ledger
+from runs.models import Artifact, PatientVersionRequest, Run
 
 if TYPE_CHECKING:
     from runs.services import ChangePlan
@@ -101,12 +102,6 @@ def change_calls(run: Run, artifacts: Sequence[Artifact], plan: ChangePlan) -> i
     return calls_to_come(after, [a for a in artifacts if a.pk not in discarded])
 
 
-def call_made(*, user_id: int | None, kind: str, model_id: str, run_id: int | None, stage: int | None = None):
-    """Count one model call against `user_id` (None: an operator's own command line; counted, charged to
-    nobody). Called where each call's outcome is recorded, in that transaction."""
-    return ModelCall.objects.create(user_id=user_id, kind=kind, model_id=model_id, run_id=run_id, stage=stage)
-
-
 def charged_for(run_id: int) -> int | None:
     """Who a run's calls are charged to: whoever last started it or changed its council, else its creator."""
     started_by, created_by = Run.objects.values_list("started_by_id", "created_by_id").get(pk=run_id)
@@ -114,29 +109,32 @@ def charged_for(run_id: int) -> int | None:
 
 
 @dataclass(frozen=True)
-class Quota:
-    limit: int  # model calls a day; 0: no limit
-    used_today: int  # calls made since midnight (TIME_ZONE) charged to this person
-    reserved: int  # calls their work in flight (runs, patient versions) has still to make
+class Quota(ledger.Allowance):
     in_flight: int  # runs queued or running
     max_in_flight: int  # 0: no limit
 
-    @property
-    def left(self) -> int | None:
-        return None if not self.limit else max(0, self.limit - self.used_today - self.reserved)
 
-
-def quota(user: Any, *, leaving_out: Run | None = None) -> Quota:
-    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+def _in_flight(user: Any, leaving_out: Run | None = None) -> tuple[list[Run], int]:
+    """`user`'s runs in flight and the calls their work in flight (runs, patient versions) has still to make."""
     flying = Run.objects.filter(started_by=user, status__in=IN_FLIGHT)
     if leaving_out is not None:
         flying = flying.exclude(pk=leaving_out.pk)
     flying = list(flying)
     writing = PatientVersionRequest.objects.filter(requested_by=user, status__in=PatientVersionRequest.ACTIVE)
+    return flying, sum(calls_to_come(run) for run in flying) + PATIENT_VERSION_CALLS * writing.count()
+
+
+def reserved_calls(user: Any) -> int:
+    """What the ledger holds for `user`'s runs and patient versions in flight (registered in runs/apps.py)."""
+    return _in_flight(user)[1]
+
+
+def quota(user: Any, *, leaving_out: Run | None = None) -> Quota:
+    flying, reserved = _in_flight(user, leaving_out)
     return Quota(
         limit=settings.MODEL_CALLS_PER_USER_PER_DAY,
-        used_today=ModelCall.objects.filter(user=user, made_at__gte=midnight).count(),
-        reserved=sum(calls_to_come(run) for run in flying) + PATIENT_VERSION_CALLS * writing.count(),
+        used_today=ledger.used_today(user),
+        reserved=reserved,
         in_flight=len(flying),
         max_in_flight=settings.RUNS_MAX_IN_FLIGHT_PER_USER,
     )
@@ -156,9 +154,5 @@ def check_start(
             f"may have at once (RUNS_MAX_IN_FLIGHT_PER_USER = {mine.max_in_flight}). Start this one when one "
             "of them has finished."
         )
-    if mine.left is not None and calls > mine.left:
-        raise LimitReached(
-            f"{doing} about {calls} model call{'s' if calls != 1 else ''}, and you have {mine.left} of today's "
-            f"{mine.limit} left (MODEL_CALLS_PER_USER_PER_DAY: {mine.used_today} made today, {mine.reserved} "
-            "still to come in your work in flight). Ask for less, or again tomorrow."
-        )
+    if refusal := mine.refusal(calls, doing):
+        raise LimitReached(f"{refusal} Ask for less, or again tomorrow.")

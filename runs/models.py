@@ -431,28 +431,3 @@ class PatientVersionRequest(models.Model):
     @property
     def active(self) -> bool:
         return self.status in self.ACTIVE
-
-
-class ModelCall(models.Model):
-    """One model call made, charged to a person: what MODEL_CALLS_PER_USER_PER_DAY counts (runs/limits.py,
-    `call_made`). A stage's call is also an Artifact, but an answer asked again or redone is deleted and its
-    call was made all the same; a patient version's call is no artifact at all. Nothing here is shown."""
-
-    class Kind(models.TextChoices):
-        STAGE = "stage", "Stage answer"
-        PATIENT_VERSION = "patient_version", "Patient version"
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    stage = models.PositiveSmallIntegerField(null=True, blank=True)
-    model_id = models.CharField(max_length=200)
-    made_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        indexes = [models.Index(fields=["user", "made_at"], name="modelcall_user_day")]
-
-    def __str__(self) -> str:
-        return f"{self.get_kind_display()} by {self.model_id} at {self.made_at:%Y-%m-%d %H:%M}"

@@ -24,8 +24,10 @@ from council.deid import IdentifierRefused
 from council.stages.base import CompletionClient, ModelFailed
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_heartbeat, job_submit
+from ledger import calls as ledger
+from ledger.models import ModelCall
 from runs import limits, pipeline, services, sources, versions
-from runs.models import DraftVersion, ModelCall, PatientVersionRequest, Run
+from runs.models import DraftVersion, PatientVersionRequest, Run
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def request_claim(*, request_id: int, job: Job) -> PatientVersionRequest | None:
 
 def request_finish(*, request_id: int, status: str, error: str = "", called: bool = False, **fields) -> bool:
     """End a request; `called`: its model was asked (answered, failed or was stopped while it wrote), a
-    call counted against whoever asked for it (runs/limits.py), in the same transaction."""
+    call counted against whoever asked for it (ledger/calls.py), in the same transaction."""
     with transaction.atomic():
         updated = PatientVersionRequest.objects.filter(
             pk=request_id, status__in=PatientVersionRequest.ACTIVE
@@ -137,7 +139,7 @@ def request_finish(*, request_id: int, status: str, error: str = "", called: boo
             row = PatientVersionRequest.objects.values("requested_by_id", "run_id", "model_id").get(
                 pk=request_id
             )
-            limits.call_made(
+            ledger.call_made(
                 user_id=row["requested_by_id"],
                 kind=ModelCall.Kind.PATIENT_VERSION,
                 model_id=row["model_id"],

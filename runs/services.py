@@ -27,6 +27,8 @@ from council.stages.stage2_peer_review import assign_labels, label_for
 from documents.files import write_atomic
 from jobs.models import Job
 from jobs.services import Beat, dead_rows, job_cancel, job_heartbeat, job_submit
+from ledger import calls as ledger
+from ledger.models import ModelCall
 from patients.models import Patient, Report
 from patients.selectors import reports_history
 from runs import events, limits, selectors
@@ -34,7 +36,6 @@ from runs.models import (
     Artifact,
     CouncilChange,
     DraftVersion,
-    ModelCall,
     NumberAcknowledgement,
     Run,
     RunReport,
@@ -438,7 +439,7 @@ def artifact_record(
         artifact, _ = Artifact.objects.update_or_create(
             run_id=run_id, stage=stage, model_id=model_id, defaults=fields
         )
-        limits.call_made(
+        ledger.call_made(
             user_id=limits.charged_for(run_id),
             kind=ModelCall.Kind.STAGE,
             model_id=model_id,

@@ -20,8 +20,8 @@ from django.conf import settings
 
 from council import deid
 from council.stages.base import NO_FACT_TABLE, CouncilInput
-from patients.models import Patient, PatientIdentifier, Redaction, Report
-from patients.selectors import History, report_pages, report_text, reports_history
+from patients.models import Patient, Report
+from patients.selectors import History, identifiers_for, report_pages, report_text, reports_history
 from runs import selectors
 from runs.models import Run
 
@@ -43,26 +43,6 @@ class CouncilSource:
     facts: PromptFacts
     images: list[PageImage] = field(default_factory=list)
     history: History | None = None  # the reports on one timeline, their merged fact table
-
-
-def identifiers_for(patient: Patient, *reports: Report | None) -> deid.Identifiers:
-    """Everything known to identify this patient, for these reports: recorded identifiers, the patient
-    label, and the redactions for the patient and for each of the reports."""
-    rows = list(patient.identifiers.all())
-    kinds = PatientIdentifier.Kind
-    redactions = Redaction.objects.filter(patient=patient, report__isnull=True)
-    if chosen := [report for report in reports if report is not None]:
-        redactions = redactions | Redaction.objects.filter(patient=patient, report__in=chosen)
-    return deid.Identifiers(
-        names=tuple(r.value for r in rows if r.kind == kinds.NAME),
-        birth_dates=tuple(d for r in rows if (d := r.birth_date) is not None),
-        record_numbers=tuple(r.value for r in rows if r.kind == kinds.RECORD_NUMBER),
-        phrases=(
-            *(r.value for r in rows if r.kind == kinds.OTHER),
-            *redactions.values_list("phrase", flat=True),
-        ),
-        labels=(patient.label,),
-    )
 
 
 def guard_for(patient: Patient, *reports: Report | None) -> deid.IdentifierGuard:

@@ -7,9 +7,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from ledger.models import ModelCall
 from qeeg_site.models import ApiToken
 from runs import limits, services
-from runs.models import CouncilChange, ModelCall, Run
+from runs.models import CouncilChange, Run
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,7 +15,10 @@ Nothing here can fail an ingestion: every upstream or reply problem becomes the 
 the whole pass is bounded by `FACTS_VISION_TIMEOUT_SECONDS`. Pages whose text cannot all be located (a
 bitmap on a page OCR did not read) are not sent, as with the council's page images. Without a model (or
 with `DEID_PAGE_IMAGES=off`, which lets no page image leave) nothing is sent and the table lists the pages
-that were not fully read.
+that were not fully read. Each page sent is one model call charged to the report's uploader
+(patients/services.py counts them in the ledger, `calls_made`); `calls_left` (their allowance when the pass
+begins, None: no limit) bounds how many pages are sent, and a page past it is not sent, with `quota_note` as
+its reason.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ SOURCE = "page image"
 PROMPT = "page_facts.v1"
 _VALUE = re.compile(r"^[<>]?-?\d+(?:\.\d+)?$")
 PLACEHOLDER_VALUES = ("-", "N/A", "<0")
+CHARGED = ("read", "invalid", "failed")  # a page's statuses once its call was made (refused: nothing left)
 
 
 # --- the reply ------------------------------------------------------------------------------------------------
@@ -408,10 +412,13 @@ def read_unsure_pages(
     date_order: str,
     config: VisionConfig,
     client_factory: Any = None,
+    calls_left: int | None = None,
+    quota_note: str = "",
 ) -> dict[str, Any]:
     """Send the table's unsure pages to the vision model and merge what it reads (see the module docstring).
     Mutates and returns `table`; sets `table["vision"]` and each unsure page's `vision`. Never raises for an
-    upstream or reply problem: each becomes a note."""
+    upstream or reply problem: each becomes a note. At most `calls_left` pages are sent (None: no limit); the
+    others are not sent, `quota_note` saying why."""
     pages = unsure_pages(table)
     summary: dict[str, Any] = {"model": config.model, "status": "off", "note": "", "pages": pages}
     table["vision"] = summary
@@ -425,6 +432,12 @@ def read_unsure_pages(
     if not config.images_allowed:
         summary["note"] = "FACTS_VISION_MODEL is set but DEID_PAGE_IMAGES is off, so no page image may leave"
         return table
+    if calls_left is not None and calls_left <= 0:
+        summary.update(status="over quota", note=f"nothing sent: {quota_note}")
+        for page in table["pages"]:
+            if page["page"] in pages:
+                page["vision"] = {"model": config.model, "status": "not sent", "note": quota_note}
+        return table
     asyncio.run(
         _read_pages(
             table,
@@ -432,7 +445,12 @@ def read_unsure_pages(
             _Sources(pdf_path, layouts, records, identifiers, date_order),
             config=config,
             client_factory=client_factory,
+            calls_left=calls_left,
+            quota_note=quota_note,
         )
+    )
+    over = sum(
+        1 for p in table["pages"] if p.get("vision") and p["vision"]["note"] == quota_note and quota_note
     )
     sent = [
         p["vision"]["status"]
@@ -447,7 +465,14 @@ def read_unsure_pages(
         summary["note"] = f"{read} of {len(sent)} page(s) sent were read by {config.model}" + (
             "; the others keep the deterministic facts only (see each page)" if read < len(sent) else ""
         )
+    if over:
+        summary["note"] += f"; {over} page(s) not sent: {quota_note}"
     return table
+
+
+def calls_made(table: dict[str, Any]) -> int:
+    """The model calls a pass over `table` made: one per page whose call went out (retries included)."""
+    return sum(1 for page in table["pages"] if (page.get("vision") or {}).get("status") in CHARGED)
 
 
 @dataclass(frozen=True)
@@ -462,7 +487,14 @@ class _Sources:
 
 
 async def _read_pages(
-    table: dict[str, Any], pages: list[int], sources: _Sources, *, config: VisionConfig, client_factory: Any
+    table: dict[str, Any],
+    pages: list[int],
+    sources: _Sources,
+    *,
+    config: VisionConfig,
+    client_factory: Any,
+    calls_left: int | None,
+    quota_note: str,
 ) -> None:
     from council.client import CLIProxyClient, UpstreamError
 
@@ -477,6 +509,7 @@ async def _read_pages(
     quality_of = {page["page"]: page for page in table["pages"]}
     records_of = {record["page"]: record for record in sources.records}
     limits = CallLimits(max_tokens=config.max_tokens, json_retries=config.json_retries)
+    asked = 0
     async with client:
         for index, number in enumerate(pages):
             quality = quality_of[number]
@@ -496,6 +529,10 @@ async def _read_pages(
             if left <= 0:
                 state.update(status="not sent", note=f"the vision pass ran out of time ({budget:g} s)")
                 continue
+            if calls_left is not None and asked >= calls_left:
+                state.update(status="not sent", note=quota_note)
+                continue
+            asked += 1
             page_started = time.monotonic()
             try:
                 png, painted = painted_png(

@@ -1,0 +1,168 @@
+"""The vision reader's model calls during ingestion are the uploader's: each page sent is one `ModelCall` in the
+ledger, counted against MODEL_CALLS_PER_USER_PER_DAY with every other call; with the day's calls used up no
+page is sent, the report is ready with its layout facts and its page says why; the upload form says what a
+report may cost and what is left."""
+
+from __future__ import annotations
+
+import json
+
+import pypdfium2 as pdfium
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from council import deid
+from ledger import calls as ledger
+from ledger.models import ModelCall
+from patients import facts, services
+from patients.layout import read_text_layer
+from patients.models import Patient, Report
+from patients.readers import vision
+from tests.synthetic_vendor import make_vendor_pdf
+
+MODEL = "fake-vision"
+
+
+@pytest.fixture
+def vision_on(settings):
+    settings.FACTS_VISION_MODEL = MODEL
+    settings.DEID_PAGE_IMAGES = "paint"
+    settings.FACTS_VISION_DPI = 100
+    return settings
+
+
+def _upload(staff_api, tmp_path, *, label: str) -> tuple[Report, dict]:
+    """One image page whose two faint values the layout reader cannot read: the page is unsure."""
+    patient = Patient.objects.create(label=label)
+    pdf = tmp_path / "vendor.pdf"
+    truth = make_vendor_pdf(pdf, pages=[("wavi_summary", "image")], seed=12, faint=2, label=label)
+    response = staff_api.post(
+        f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("vendor.pdf", pdf.read_bytes())]}
+    )
+    assert response.status_code == 201, response.content
+    return Report.objects.get(pk=response.json()[0]["id"]), truth
+
+
+def _spend(user, calls: int) -> None:
+    for _ in range(calls):
+        ledger.call_made(user_id=user.pk, kind=ModelCall.Kind.STAGE, model_id="m1")
+
+
+def test_an_uploader_at_quota_has_no_page_sent_and_the_report_page_says_why(
+    vision_on, staff, staff_api, clinician_client, db, tmp_path, launched, fake_upstream
+):
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 3
+    _spend(staff, 3)
+    report, truth = _upload(staff_api, tmp_path, label="SYNTH-VQ1")
+
+    report = services.report_ingest(report_id=report.pk)
+
+    assert report.status == Report.Status.READY, report.error
+    assert fake_upstream.count(model=MODEL) == 0  # nothing asked upstream
+    assert ModelCall.objects.filter(user=staff).count() == 3  # and nothing charged
+    table = facts.load_table(report.folder)
+    assert table["vision"]["status"] == "over quota"
+    assert "the uploader's model calls for today are used up" in table["vision"]["note"]
+    assert "MODEL_CALLS_PER_USER_PER_DAY = 3: 3 made today" in table["vision"]["note"]
+    (page,) = table["pages"]
+    assert page["vision"]["status"] == "not sent" and "used up" in page["vision"]["note"]
+    # The text/OCR facts still landed: all but the two faint values.
+    assert len(table["facts"]) == len(truth["facts"]) - 2
+    html = clinician_client.get(f"/reports/{report.pk}/").content.decode()
+    assert "Not fully read by the layout readers: page 1" in html
+    assert "nothing sent: the uploader&#x27;s model calls for today are used up" in html
+    assert ">not sent<" in html
+
+
+def test_under_quota_each_page_sent_is_one_call_charged_to_the_uploader(
+    vision_on, staff, staff_api, staff_client, db, tmp_path, launched, fake_upstream
+):
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 5
+    _spend(staff, 3)
+    report, truth = _upload(staff_api, tmp_path, label="SYNTH-VQ2")
+    faint = truth["faint"]
+    reply = {"page": 1, "facts": [{k: t[k] for k in ("metric", "site", "band", "session", "value", "unit")}
+                                  for t in faint], "unreadable": []}  # fmt: skip
+    # The first reply breaks the schema and is sent back: still one call, whatever retries it took.
+    fake_upstream.script(MODEL, page_facts_replies=["a table of tests", json.dumps(reply)])
+
+    report = services.report_ingest(report_id=report.pk)
+
+    assert report.status == Report.Status.READY, report.error
+    assert fake_upstream.count(model=MODEL) == 2
+    table = facts.load_table(report.folder)
+    assert table["vision"]["status"] == "done" and table["pages"][0]["vision"]["status"] == "read"
+    (call,) = ModelCall.objects.filter(kind=ModelCall.Kind.VISION)
+    assert (call.user_id, call.report_id, call.model_id, call.run_id) == (staff.pk, report.pk, MODEL, None)
+    assert ledger.allowance(staff).used_today == 4 and ledger.allowance(staff).left == 1
+
+    # The upload form shows what a report may cost and what is left of the day.
+    html = staff_client.get(f"/patients/{report.patient_id}/").content.decode()
+    assert 'id="vision-estimate"' in html
+    assert "up to 6 model calls per report, charged to you" in html
+    assert "You have 1 of today's 5 model calls left; past them, pages are not sent." in html
+
+
+def test_the_pass_sends_no_more_pages_than_the_calls_left(tmp_path, fake_upstream):
+    from tests.test_vision_reader import _config
+
+    # Two text-layer pages, each with two values taken out of its layout: both unsure, one call left.
+    pdf = tmp_path / "two.pdf"
+    make_vendor_pdf(pdf, pages=[("generic_rows", "text"), ("generic_rows", "text")], seed=3)
+    document = pdfium.PdfDocument(pdf)
+    try:
+        layouts = [read_text_layer(document[i], number=i + 1) for i in range(2)]
+    finally:
+        document.close()
+    for layout in layouts:
+        row = next(r for r in layout.rows() if r.text.startswith("Trail Making Test A"))
+        for box in row.boxes[4:6]:
+            layout.boxes.remove(box)
+    table = facts.build_table(facts.read_layouts(layouts), page_count=2)
+    assert vision.unsure_pages(table) == [1, 2]
+    records = [
+        {"page": n, "image": f"pages/page-000{n}.png", "image_coverage": 0.0, "ocr_ran": False}
+        for n in (1, 2)
+    ]
+    fake_upstream.script(MODEL, page_facts_replies=[json.dumps({"page": 1, "facts": [], "unreadable": []})])
+    note = "the uploader's model calls for today are used up"
+
+    vision.read_unsure_pages(
+        table,
+        pdf_path=pdf,
+        layouts=layouts,
+        records=records,
+        identifiers=deid.Identifiers(),
+        date_order="mdy",
+        config=_config(),
+        calls_left=1,
+        quota_note=note,
+    )
+
+    assert fake_upstream.count(model=MODEL) == 1
+    assert [p["vision"]["status"] for p in table["pages"]] == ["read", "not sent"]
+    assert table["pages"][1]["vision"]["note"] == note
+    assert table["vision"]["note"].endswith(f"; 1 page(s) not sent: {note}")
+    assert vision.calls_made(table) == 1
+
+
+def test_calls_held_for_a_run_in_flight_count_before_a_vision_pass(staff, db, settings, tmp_path):
+    from runs.models import Run
+    from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report
+
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 20
+    _spend(staff, 2)
+    assert ledger.allowance(staff) == ledger.Allowance(limit=20, used_today=2, reserved=0)
+    patient = make_patient()
+    Run.objects.create(
+        patient=patient,
+        report=make_ready_report(patient, tmp_path),
+        created_by=staff,
+        started_by=staff,
+        status=Run.Status.QUEUED,
+        council_models=COUNCIL,
+        consolidator=CONSOLIDATOR,
+    )
+    # The run's 16 calls to come are held for it (runs/limits.py registers them with the ledger).
+    assert ledger.allowance(staff) == ledger.Allowance(limit=20, used_today=2, reserved=16)
+    assert ledger.allowance(staff).left == 2
