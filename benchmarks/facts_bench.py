@@ -1,6 +1,6 @@
 """Benchmark fact reading: accuracy and speed on synthetic vendor pages (tests/synthetic_vendor.py).
 
-    uv run python benchmarks/facts_bench.py [--seeds 3] [--dpi 150,200,300]
+    uv run python benchmarks/facts_bench.py [--seeds 3] [--dpi 150,200,300] [--at-once 2]
 
 For each seed, one report with every vendor page as an image-only page (WAVi summary, WAVi P300 Rare
 Comparison, WAVi typed per-site tables, NeuroGuide Z table) and as a text-layer page, read the way ingestion reads them
@@ -11,7 +11,9 @@ Accuracy: the share of printed facts recovered with the right value, site, band,
 deterministic readers alone. Speed: seconds per image page for rendering, detection, layout (components,
 words, colours) and recognition, as wall time, plus the CPU time of the whole read (the machine is shared;
 CPU time is what one core spends). `--dpi` also reads the image pages at other resolutions, to show which
-one the dashes and decimal points need.
+one the dashes and decimal points need. `--at-once N` reads N reports in N processes at the same time (each
+pinned to a core of its own while there are cores enough), as N uploads ingest side by side: wall time then
+shows what one ingestion loses to the other.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 KINDS = ("wavi_summary", "wavi_p300", "wavi_sites", "neuroguide_z")
 
 
-def run_case(seed: int, dpi: int) -> dict:
+def run_case(seed: int, dpi: int, core: int = 0) -> dict:
     import pypdfium2 as pdfium
 
     from patients import facts
@@ -43,7 +45,8 @@ def run_case(seed: int, dpi: int) -> dict:
     from tests.test_fact_reading import recovered
 
     if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[core % len(cores)]})
     pages = (
         [(kind, "image") for kind in KINDS] + [(kind, "text") for kind in KINDS] + [("generic_rows", "text")]
     )
@@ -85,27 +88,46 @@ def run_case(seed: int, dpi: int) -> dict:
     }
 
 
+def read_at_once(seeds, dpi: int) -> list[dict]:
+    """Read one report per seed, all at the same time, each in a fresh process on a core of its own (cores
+    taken in turn: two reports on a 2-core machine get one each)."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--one", str(seed), str(dpi), str(core)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for core, seed in enumerate(seeds)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=900)
+        if child.returncode != 0:
+            raise RuntimeError(f"a fact-reading child failed:\n{err[-3000:]}")
+        results.append({**json.loads(out.strip().splitlines()[-1]), "at_once": len(children)})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="reports per resolution (each a fresh process)")
     parser.add_argument("--dpi", default="300", help="comma-separated read resolutions, e.g. 150,200,300")
-    parser.add_argument("--one", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--at-once", type=int, default=1, help="reports read at the same time, each in its own process"
+    )
+    parser.add_argument("--one", nargs="+", type=int, help=argparse.SUPPRESS)  # seed dpi [core]
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_case(*args.one)))
         return
     for dpi in [int(d) for d in args.dpi.split(",")]:
         runs = []
-        for seed in range(101, 101 + args.seeds):
-            child = subprocess.run(
-                [sys.executable, __file__, "--one", str(seed), str(dpi)],
-                capture_output=True,
-                text=True,
-                check=True,
-                cwd=ROOT,
-            )
-            runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(f"\nread at {dpi} dpi, {args.seeds} report(s), one core")
+        for first in range(101, 101 + args.seeds, args.at_once):
+            runs.extend(read_at_once(range(first, min(first + args.at_once, 101 + args.seeds)), dpi))
+        together = f", {args.at_once} at once" if args.at_once > 1 else ", one core"
+        print(f"\nread at {dpi} dpi, {args.seeds} report(s){together}")
         print(
             f"{'page':<22} {'facts':>6} {'recovered':>9} {'render':>7} {'detect':>7} {'layout':>7} "
             f"{'read':>7} {'wall':>7} {'cpu':>7}"

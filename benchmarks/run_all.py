@@ -14,7 +14,7 @@ Parts and their bounds (full / --quick):
   api       10,000 patients, 50,000 runs: 6 endpoints, 1 and 10 clients, 1 vs 2 processes      ~3 min / 1.5 min
   streams   sse_bench.py at 100, 500, 1,000 streams                                 20 s idle / 5 s idle each
   ingest    ingest_bench.py: text-20, image-5 (and mixed-200 in full)                        ~40 s / 15 s
-  facts     facts_bench.py (dense vendor pages), when it is in the tree                      ~30 s
+  facts     facts_bench.py (dense vendor pages): one report alone, then two read at once          ~1 min
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -128,25 +129,35 @@ def run_ingest(quick: bool) -> list[dict]:
 
 
 def run_facts(quick: bool) -> list[dict]:
+    from facts_bench import read_at_once
+
     result = PartResult("facts")
-    script = HERE / "facts_bench.py"
-    if not script.exists():
-        result.notes.append("benchmarks/facts_bench.py is not in this tree; nothing measured")
-        return [result.as_dict()]
-    child = _child([str(script), "--one", "101", "300"], timeout=900)
-    if child.returncode != 0:
-        raise RuntimeError(child.stderr[-3000:])
-    case = json.loads(child.stdout.strip().splitlines()[-1])
-    for page in case.get("pages", []):
-        result.rows.append({k: (round(v, 3) if isinstance(v, float) else v) for k, v in page.items()})
-    image_cpu = [p["cpu"] for p in case.get("pages", []) if p.get("mode") == "image" and "cpu" in p]
-    if image_cpu:
-        result.targets.append(
-            Target("dense image page read, worst (CPU, one core)", round(max(image_cpu), 2), 3.0, "s")
-        )
-    if "peak_rss_mb" in case:
-        result.targets.append(Target("peak memory, fact reading", case["peak_rss_mb"], 1024, "MB"))
-    result.notes.append("one synthetic vendor report (seed 101) read at 300 dpi, pinned to one core")
+    alone = read_at_once([101], 300)[0]
+    together = read_at_once([102, 103], 300)
+    for case in (alone, *together):
+        for page in case["pages"]:
+            row = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in page.items()}
+            result.rows.append({"seed": case["seed"], "at_once": case["at_once"], **row})
+
+    def image(cases, key):
+        return [p[key] for c in cases for p in c["pages"] if p["mode"] == "image"]
+
+    result.targets.append(
+        Target("dense image page read, worst (CPU, one core)", round(max(image([alone], "cpu")), 2), 3.0, "s")
+    )
+    # Two at once is a figure, not a target (the issue's 3 s is one core's): what one ingestion loses to another.
+    cpu2, wall2 = image(together, "cpu"), image(together, "wall")
+    result.notes.append(
+        f"two ingestions at once, per dense image page: CPU median {statistics.median(cpu2):.2f} s, worst "
+        f"{max(cpu2):.2f} s; wall median {statistics.median(wall2):.2f} s, worst {max(wall2):.2f} s "
+        f"(alone: wall median {statistics.median(image([alone], 'wall')):.2f} s)"
+    )
+    peak = max(c["peak_rss_mb"] for c in (alone, *together))
+    result.targets.append(Target("peak memory per fact-reading process", peak, 1024, "MB"))
+    result.notes.append(
+        "synthetic vendor reports read at 300 dpi: seed 101 alone pinned to one core, then seeds 102 and 103 "
+        "at the same time, each in its own process on a core of its own"
+    )
     return [result.as_dict()]
 
 
