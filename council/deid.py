@@ -681,9 +681,23 @@ def _with_label_numbers(text: str, spans: list[_Span], numbers: frozenset[str]) 
     return out
 
 
+def _found(text: str, identifiers: Identifiers, order: str) -> tuple[_Span, ...]:
+    """What de-identification replaces in `text`, read once for the last few texts: a run's start reads its
+    report for `day 0` (`first_date`, for the text and again for the fact table) and then replaces what it
+    found (`deidentify`), three passes over the same text with the same identifiers and order. The key is
+    the text itself, the identifiers and the order as given, and today's year (a two-digit year is read
+    against it, `_year`), so a hit is exactly what reading again would find."""
+    return _found_kept(text, identifiers, order, date.today().year)
+
+
+@functools.lru_cache(maxsize=16)
+def _found_kept(text: str, identifiers: Identifiers, order: str, year: int) -> tuple[_Span, ...]:
+    return tuple(_spans(text, _Matcher(identifiers), _order(text, order)))
+
+
 def first_date(text: str, identifiers: Identifiers = Identifiers(), *, order: str = "mdy") -> date | None:
     """The anchor `day 0` stands for: the earliest full date in the text that is not a date of birth."""
-    spans = _spans(text, _Matcher(identifiers), _order(text, order))
+    spans = _found(text, identifiers, order)
     dates = [s.value for s in spans if s.value is not None]
     return min(dates) if dates else None
 
@@ -694,7 +708,7 @@ def deidentify(
     """The text with every identifier replaced by its token and dates as `day N` after `anchor` (by
     default the text's own first date; pass the report's anchor for text that goes with the report, such
     as the clinical context). `order` is "mdy" or "dmy", for 03/04/2024 in a text that does not say."""
-    spans = _spans(text, _Matcher(identifiers), _order(text, order))
+    spans = _found(text, identifiers, order)
     dates = [s.value for s in spans if s.value is not None]
     if anchor is None and dates:
         anchor = min(dates)

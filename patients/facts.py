@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from documents.files import write_atomic
-from patients.layout import PageLayout
-from patients.readers import Reading, read_page
-from patients.readers.base import Fact, fold
+
+if TYPE_CHECKING:  # the readers import numpy and pypdfium2: 0.2-0.4 s a runner that only reads the JSON skips
+    from patients.layout import PageLayout
+    from patients.readers import Reading
+    from patients.readers.base import Fact
 
 FACTS_FILE = "facts.json"
 SCHEMA_VERSION = 1
@@ -75,6 +77,8 @@ def _key(fact: Fact | MissingFact | dict[str, Any]) -> tuple:
 
 
 def read_layouts(layouts: list[PageLayout]) -> list[tuple[PageLayout, Reading | None]]:
+    from patients.readers import read_page
+
     return [(layout, read_page(layout)) for layout in layouts]
 
 
@@ -96,6 +100,8 @@ def merge_row(
     """Add one reading of a measurement to the table: "new" (nothing read it before), "agreed" (an earlier
     reading has the same value: that one stays, and says who confirmed it) or "disagreed" (kept beside the
     earlier readings, all of them marked; the table never picks one)."""
+    from patients.readers.base import fold
+
     key = _key(row)
     group = kept.get(key)
     if not group:

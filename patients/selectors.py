@@ -125,7 +125,7 @@ def report_facts(report: Report) -> facts.FactTable | None:
     when it was ingested before fact tables existed (reading it again makes one)."""
     if report.status != Report.Status.READY:
         return None
-    from patients import facts  # its readers import numpy and pypdfium2; a runner reads only the JSON
+    from patients import facts  # light: the page readers (numpy, pypdfium2) load only where pages are read
 
     return facts.load_table(report.folder)
 

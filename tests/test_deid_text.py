@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 
+from council import deid
 from council.deid import Identifiers, deidentify, first_date, fold, parse_date
 from tests.deid_samples import PLANTED, make_identified_report
 from tests.synthetic_reports import make_qeeg_pdf, make_text_report, numbers_in, table_lines
@@ -239,3 +240,30 @@ def test_generic_words_of_a_label_stay_in_the_text():
     ids = Identifiers(labels=("Patient 17 Test Case",))
     text = "The patient completed the Trail Making Test; Patient 17 Test Case, day 3."
     assert clean(text, ids) == "The patient completed the Trail Making Test; [ID], day 3."
+
+
+# --- a text read once: what is kept is what reading again would find ---------------------------------------
+
+
+def test_the_same_text_with_other_identifiers_or_another_date_order_is_read_anew():
+    text = "Anna Müller, session 03/04/2024, again 05/04/2024; Grace Hopper came too."
+    grace = Identifiers(names=("Grace Hopper",))
+    assert clean(text) == "[NAME], session day 0, again day 61; Grace Hopper came too."
+    assert clean(text, grace) == "Anna Müller, session day 0, again day 61; [NAME] came too."
+    assert clean(text, order="dmy") == "[NAME], session day 0, again day 2; Grace Hopper came too."
+    unkept = deid._found_kept.__wrapped__
+    for identifiers, order in [(ANNA, "mdy"), (grace, "mdy"), (ANNA, "dmy"), (Identifiers(), "mdy")]:
+        assert deid._found(text, identifiers, order) == unkept(text, identifiers, order, date.today().year)
+
+
+def test_a_two_digit_year_is_read_again_in_a_new_year(monkeypatch):
+    text = "Recorded 02/03/98 at the clinic."
+    assert first_date(text) == date(1998, 2, 3)  # 98 is after this year's two digits: the last century
+
+    class NextCentury(date):
+        @classmethod
+        def today(cls) -> date:
+            return date(2099, 1, 1)
+
+    monkeypatch.setattr(deid, "date", NextCentury)
+    assert first_date(text) == date(2098, 2, 3)

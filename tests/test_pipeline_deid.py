@@ -14,8 +14,10 @@ import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from council import deid
 from council.deid import IdentifierGuard, fold
 from patients.models import Patient, PatientIdentifier, Report
+from patients.selectors import report_text
 from patients.services import report_ingest, report_upload
 from runs import services, sources
 from runs.models import Run
@@ -128,3 +130,17 @@ def test_runpipeline_log_names_no_patient(fake_upstream, tmp_path, subprocess_en
     assert done.returncode == 0, log
     assert f"Run {run.pk} for patient {run.patient_id}" in log
     assert _leaks(log) == [] and "anna-report" not in log
+
+
+def test_a_run_start_reads_its_report_once_and_sends_what_reading_it_each_time_would(fake_upstream, tmp_path):
+    run = _identified_run(tmp_path)
+    original = report_text(run.report)
+    deid._found_kept.cache_clear()
+    with mock.patch("council.deid._spans", wraps=deid._spans) as spans:
+        source = sources.run_source(run)
+    # Its `day 0` (for the text, again for the fact table) and its replacements: one reading of the text.
+    assert [call.args[0] for call in spans.call_args_list].count(original) == 1
+    with mock.patch("council.deid._found_kept", deid._found_kept.__wrapped__):
+        unkept = sources.run_source(run)
+    assert source.council_input == unkept.council_input and source.report == unkept.report
+    assert "[NAME]" in source.council_input.report_text and "day 23" in source.council_input.report_text
