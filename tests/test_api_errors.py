@@ -15,6 +15,10 @@ HUGER = 2**70  # past what SQLite or PostgreSQL hold at all
 def _json_error(reply, status: int) -> str:
     assert reply.status_code == status, reply.content[:300]
     assert reply["Content-Type"].startswith("application/json"), reply["Content-Type"]
+    # The length sent is the length of what is sent: daphne cuts a longer body at the Content-Length of the
+    # page it replaced, and the rest is read as the next response on a kept-alive connection.
+    if reply.has_header("Content-Length"):
+        assert int(reply["Content-Length"]) == len(reply.content), (reply["Content-Length"], reply.content)
     detail = reply.json()["detail"]
     assert isinstance(detail, str) and detail
     return detail
