@@ -169,13 +169,16 @@ def open_pdf(path: Path, *, name: str, max_pages: int) -> pdfium.PdfDocument:
     return document
 
 
-def check_report_file(path: Path, *, name: str, kind: str, max_pages: int) -> int:
-    """Fast checks at upload time (no rendering): the page count, or UnreadableReport."""
+def check_report_file(path: Path, *, name: str, kind: str, max_pages: int, max_stream_bytes: int) -> int:
+    """Fast checks at upload time (no rendering): the page count, or UnreadableReport. The streams are
+    checked first: counting the pages makes PDFium inflate the object streams holding the page tree, here in
+    the web server's process."""
     if path.stat().st_size == 0:
         raise UnreadableReport(f"{name} is empty.")
     if kind != "pdf":
         _read_text(path, name=name)
         return 1
+    check_streams(path, name=name, max_bytes=max_stream_bytes)
     document = open_pdf(path, name=name, max_pages=max_pages)
     try:
         return len(document)

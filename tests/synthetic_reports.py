@@ -14,6 +14,7 @@ import binascii
 import io
 import random
 import re
+import struct
 import zlib
 from pathlib import Path
 from typing import TypedDict
@@ -354,4 +355,43 @@ def make_image_bomb_pdf(path: Path | str, *, side: int = 40000) -> Path:
     content = _stream(b"q 500 0 0 700 40 60 cm /Im1 Do Q")
     data = _one_page_pdf(b"/MediaBox [0 0 595 842]", content, image)
     Path(path).write_bytes(data)
+    return Path(path)
+
+
+def make_object_stream_bomb_pdf(path: Path | str, *, inflated_bytes: int = 1 << 30) -> Path:
+    """A PDF 1.5 file (cross-reference stream) whose page tree lives in an object stream padded with blanks
+    that inflate to `inflated_bytes`: PDFium inflates the whole object stream as soon as it counts the pages,
+    before any page is opened or drawn (1 GiB: a 1 MB file, a 2 GB peak)."""
+    pages = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 5 0 R >>"
+    header = b"2 0 3 %d " % (len(pages) + 1)
+    # One zlib stream: the header and the two objects, then the blanks (made in 1 MiB pieces).
+    compressor = zlib.compressobj(9)
+    chunks = [compressor.compress(header + pages + b" " + page)]
+    piece, left = b" " * (1024 * 1024), inflated_bytes
+    while left > 0:
+        chunks.append(compressor.compress(piece[:left]))
+        left -= len(piece)
+    chunks.append(compressor.flush())
+    packed = b"".join(chunks)
+    out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+
+    def add(number: int, body: bytes) -> None:
+        offsets[number] = len(out)
+        out.extend(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+
+    add(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    add(4, _stream(packed, b"/Type /ObjStm /N 2 /First %d /Filter /FlateDecode " % len(header)))
+    add(5, _stream(b"BT /F1 12 Tf 72 720 Td (Synthetic page) Tj ET"))
+    xref = len(out)
+    rows = bytearray(struct.pack(">BIH", 0, 0, 65535))
+    for number in range(1, 7):
+        if number in (2, 3):  # in object stream 4, at index 0 and 1
+            rows += struct.pack(">BIH", 2, 4, number - 2)
+        else:
+            rows += struct.pack(">BIH", 1, xref if number == 6 else offsets[number], 0)
+    out += b"6 0 obj\n" + _stream(bytes(rows), b"/Type /XRef /Size 7 /W [1 4 2] /Root 1 0 R ") + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % xref
+    Path(path).write_bytes(bytes(out))
     return Path(path)
