@@ -51,6 +51,15 @@ def test_a_page_out_of_range_below_is_a_422(api, query):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("size", [101, 100_000, 10**30])
+def test_a_page_size_past_the_most_a_page_holds_is_a_422_not_a_smaller_page(api, size):
+    assert _json_error(api.get(f"/api/patients?page_size={size}"), 422) == (
+        f"page_size {size} is more than a page holds (at most 100)."
+    )
+    assert api.get("/api/patients?page_size=100").status_code == 200
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "path", ["/api/patients/-1", "/api/reports/-7/text", "/api/patients/-1/reports", "/api/nothing-here"]
 )
