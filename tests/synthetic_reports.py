@@ -358,10 +358,13 @@ def make_image_bomb_pdf(path: Path | str, *, side: int = 40000) -> Path:
     return Path(path)
 
 
-def make_object_stream_bomb_pdf(path: Path | str, *, inflated_bytes: int = 1 << 30) -> Path:
+def make_object_stream_bomb_pdf(
+    path: Path | str, *, inflated_bytes: int = 1 << 30, hidden_filter: bool = False, layers: int = 1
+) -> Path:
     """A PDF 1.5 file (cross-reference stream) whose page tree lives in an object stream padded with blanks
     that inflate to `inflated_bytes`: PDFium inflates the whole object stream as soon as it counts the pages,
-    before any page is opened or drawn (1 GiB: a 1 MB file, a 2 GB peak)."""
+    before any page is opened or drawn (1 GiB: a 1 MB file, a 2 GB peak). `layers` deflates it again (a few
+    kilobytes); `hidden_filter` puts the filter 20 KB before `stream`, out of a short look back."""
     pages = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 5 0 R >>"
     header = b"2 0 3 %d " % (len(pages) + 1)
@@ -374,6 +377,15 @@ def make_object_stream_bomb_pdf(path: Path | str, *, inflated_bytes: int = 1 << 
         left -= len(piece)
     chunks.append(compressor.flush())
     packed = b"".join(chunks)
+    for _ in range(layers - 1):
+        packed = zlib.compress(packed, 9)
+    filters = b"[" + b" ".join([b"/FlateDecode"] * layers) + b"]"
+    # hidden_filter: the filter first in a dictionary padded past what a reader looking back from `stream` sees.
+    extra = b"/Filter %s %s/Type /ObjStm /N 2 /First %d " % (
+        filters,
+        b" " * 20_000 if hidden_filter else b"",
+        len(header),
+    )
     out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
     offsets: dict[int, int] = {}
 
@@ -382,7 +394,7 @@ def make_object_stream_bomb_pdf(path: Path | str, *, inflated_bytes: int = 1 << 
         out.extend(b"%d 0 obj\n" % number + body + b"\nendobj\n")
 
     add(1, b"<< /Type /Catalog /Pages 2 0 R >>")
-    add(4, _stream(packed, b"/Type /ObjStm /N 2 /First %d /Filter /FlateDecode " % len(header)))
+    add(4, _stream(packed, extra))
     add(5, _stream(b"BT /F1 12 Tf 72 720 Td (Synthetic page) Tj ET"))
     xref = len(out)
     rows = bytearray(struct.pack(">BIH", 0, 0, 65535))

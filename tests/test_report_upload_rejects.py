@@ -55,13 +55,19 @@ def test_bad_file_gets_clear_answer_and_leaves_nothing(
     assert launched == []
 
 
+@pytest.mark.parametrize(
+    "variant", [{}, {"layers": 2}, {"hidden_filter": True}, {"hidden_filter": True, "layers": 3}]
+)
 def test_a_bomb_in_the_page_tree_is_refused_at_upload_unread(
-    staff_api, patient, tmp_path, data_dir, settings, launched
+    staff_api, patient, tmp_path, data_dir, settings, launched, variant
 ):
     """Counting the pages at upload (in the web server's process) makes PDFium inflate the object stream
-    that holds the page tree: the streams are checked before, as ingestion checks them."""
+    that holds the page tree: the streams are checked before, as ingestion checks them, by what their bytes
+    are when the dictionary hides its filters."""
     settings.REPORT_MAX_STREAM_MB = 4
-    path = synth.make_object_stream_bomb_pdf(tmp_path / "tree.pdf", inflated_bytes=16 * 1024 * 1024)
+    path = synth.make_object_stream_bomb_pdf(
+        tmp_path / "tree.pdf", inflated_bytes=16 * 1024 * 1024, **variant
+    )
     response = staff_api.post(
         f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("tree.pdf", path.read_bytes())]}
     )
