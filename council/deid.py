@@ -369,6 +369,8 @@ def _compact_forms(day: date) -> set[str]:
 # --- generic patterns ------------------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# What follows an email label is one even when OCR misread its @ ("jose.obrien+qeegcMail.Example.COM").
+_EMAIL_LABELLED = re.compile(r"(?i)(?<!\w)e-?mail\s*:\s*(?P<v>[\w.+\-]*[@.][\w.+\-@]*\w)")
 _PHONE_LABELLED = re.compile(
     r"(?<!\w)(?:phone|tel(?:ephone)?|mobile|cell|fax|ph|home|work|office|contact|call)\.?(?:\s*(?:no\.?|number|#))?"
     r"\s*[:.]?\s*"
@@ -658,6 +660,7 @@ def _merge_names(text: str, spans: list[_Span]) -> list[_Span]:
 def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     folded = _Folded.of(text)
     spans = [_Span(m.start(), m.end(), EMAIL, 90) for m in _EMAIL.finditer(text)]
+    spans += [_Span(m.start("v"), m.end("v"), EMAIL, 90) for m in _EMAIL_LABELLED.finditer(text)]
     for start, end, token, _ in matcher.known(folded, strict=False, text=text):
         spans.append(_Span(start, end, token, 80 if token != NAME else 75))
     dobs = set(matcher.identifiers.birth_dates)

@@ -121,6 +121,9 @@ def test_month_and_year_alone_become_a_date_token_and_bare_years_stay():
         ("raw 4155550199, (mother) 2125550143.", "raw [PHONE], (mother) [PHONE]."),
         ("Mailing: P.O. Box 7781, Oakland CA 94612", "Mailing: [ADDRESS]"),
         ("send to PO Box 12, Springfield, IL 62704 now", "send to [ADDRESS] now"),
+        # An address OCR misread (its @ as a c) is still one after an email label.
+        ("Email: JOSE.OBRIEN+qeegcMail.Example.COM alt", "Email: [EMAIL] alt"),
+        ("E-mail: not given", "E-mail: not given"),
     ],
 )
 def test_generic_patterns_and_record_numbers(text, expected):

@@ -225,7 +225,10 @@ def test_daphne_looks_up_a_cookie_before_it_reads_a_large_body_into_memory(daphn
     port = int(url.rsplit(":", 1)[1])
     httpx.get(f"{url}/login/", timeout=10)
     before, _ = _rss_mb(proc.pid)
-    for path, cookie in [("/patients/1/reports/upload/", "sessionid=made-up"), ("/api/patients/1/reports", "")]:
+    for path, cookie in [
+        ("/patients/1/reports/upload/", "sessionid=made-up"),
+        ("/api/patients/1/reports", ""),
+    ]:
         extra = f"Cookie: {cookie}\r\n" if cookie else "Authorization: Bearer qc_made-up\r\n"
         with socket.create_connection(("127.0.0.1", port)) as sock:
             sock.sendall(_post_headers(port, path, length=60 * MB, extra=extra))
