@@ -281,6 +281,10 @@ def _decoded_size(data: memoryview, filters: list[str], limit: int) -> int:
     else:
         if not filters:
             return 0  # stored as is: no bigger than the file
+    return _counted(pieces, limit)
+
+
+def _counted(pieces: Iterator[bytes | memoryview], limit: int) -> int:
     total = 0
     for piece in pieces:
         total += len(piece)
@@ -310,14 +314,7 @@ def _sniffed(data: memoryview, limit: int) -> int:
             break
         pieces = _inflated(pieces)
         layers += 1
-    if not layers:
-        return 0
-    total = 0
-    for piece in pieces:
-        total += len(piece)
-        if total > limit:
-            break
-    return total
+    return _counted(pieces, limit) if layers else 0
 
 
 def check_streams(path: Path, *, name: str, max_bytes: int) -> None:

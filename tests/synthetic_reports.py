@@ -307,11 +307,12 @@ def make_huge_page_pdf(path: Path | str, *, points: int = 14400) -> Path:
     return Path(path)
 
 
-def _deflate_repeated(unit: bytes, size: int, *, layers: int = 1) -> bytes:
-    """zlib of `unit` repeated up to `size` bytes, made in 1 MiB pieces so making it never holds `size`."""
+def _deflate_repeated(unit: bytes, size: int, *, layers: int = 1, prefix: bytes = b"") -> bytes:
+    """zlib of `prefix` then `unit` repeated up to `size` bytes, made in 1 MiB pieces so making it never holds
+    `size`."""
     compressor = zlib.compressobj(9)
     piece = unit * (1024 * 1024 // len(unit))
-    chunks, left = [], size
+    chunks, left = [compressor.compress(prefix)], size
     while left > 0:
         chunks.append(compressor.compress(piece[:left]))
         left -= len(piece)
@@ -368,17 +369,8 @@ def make_object_stream_bomb_pdf(
     pages = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
     page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 5 0 R >>"
     header = b"2 0 3 %d " % (len(pages) + 1)
-    # One zlib stream: the header and the two objects, then the blanks (made in 1 MiB pieces).
-    compressor = zlib.compressobj(9)
-    chunks = [compressor.compress(header + pages + b" " + page)]
-    piece, left = b" " * (1024 * 1024), inflated_bytes
-    while left > 0:
-        chunks.append(compressor.compress(piece[:left]))
-        left -= len(piece)
-    chunks.append(compressor.flush())
-    packed = b"".join(chunks)
-    for _ in range(layers - 1):
-        packed = zlib.compress(packed, 9)
+    # One zlib stream: the header and the two objects, then the blanks.
+    packed = _deflate_repeated(b" ", inflated_bytes, layers=layers, prefix=header + pages + b" " + page)
     filters = b"[" + b" ".join([b"/FlateDecode"] * layers) + b"]"
     # hidden_filter: the filter first in a dictionary padded past what a reader looking back from `stream` sees.
     extra = b"/Filter %s %s/Type /ObjStm /N 2 /First %d " % (
