@@ -75,6 +75,16 @@ def event_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: a value starting like a formula (a username typed at the sign-in
+    page, any User-Agent) gets a leading apostrophe (OWASP's advice for CSV injection)."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -96,7 +106,8 @@ def event_csv(request: HttpRequest) -> HttpResponse:
         yield writer.writerow(CSV_FIELDS)
         for event in rows.iterator(chunk_size=1000):
             yield writer.writerow(
-                [
+                _cell(value)
+                for value in [
                     event.at.isoformat(),
                     event.username,
                     event.action,

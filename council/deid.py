@@ -369,8 +369,11 @@ def _compact_forms(day: date) -> set[str]:
 # --- generic patterns ------------------------------------------------------------------------------------
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# What follows an email label is one even when OCR misread its @ ("jose.obrien+qeegcMail.Example.COM").
+_EMAIL_LABELLED = re.compile(r"(?i)(?<!\w)e-?mail\s*:\s*(?P<v>[\w.+\-]*[@.][\w.+\-@]*\w)")
 _PHONE_LABELLED = re.compile(
-    r"(?<!\w)(?:phone|tel(?:ephone)?|mobile|cell|fax|ph)\.?(?:\s*(?:no\.?|number|#))?\s*[:.]?\s*"
+    r"(?<!\w)(?:phone|tel(?:ephone)?|mobile|cell|fax|ph|home|work|office|contact|call)\.?(?:\s*(?:no\.?|number|#))?"
+    r"\s*[:.]?\s*"
     r"(?P<v>\+?\(?\d[\d()\s.\-]{5,}\d)",
     re.IGNORECASE,
 )
@@ -381,13 +384,23 @@ _PHONE_PATTERNS = [
     re.compile(r"(?<![\w.\-])(?:\(\d{3}\)\s?|\d{3}[\-.])\d{3}[\-.]\d{4}(?![\w]|[.\-]\d)"),
     # Trunk-prefixed national numbers: 020 7946 0958, 07700 900123.
     re.compile(r"(?<![\w.\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w]|[.\-]\d)"),
+    # Ten digits run together, as a North American number is stored: no measurement is printed so.
+    re.compile(r"(?<![\w.,+\-])[2-9]\d{9}(?![\w]|[.,]\d)"),
 ]
 _STREET_TYPES = (
     r"Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Close|"
     r"Crescent|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Square|Sq|Row|Mews|Gardens"
 )
 _ADDRESS_PATTERNS = [
-    re.compile(r"(?im)(?<!\w)(?:address|addr\.|residence|home address)\s*:[ \t]*(?P<v>\S[^\n]*)"),
+    re.compile(
+        r"(?im)(?<!\w)(?:address|addr\.|residence|home address|mailing(?: address)?|postal address)\s*:[ \t]*"
+        r"(?P<v>\S[^\n]*)"
+    ),
+    # A post-office box, with its town and ZIP code when they follow.
+    re.compile(
+        r"(?<!\w)(?i:P\.?\s?O\.?\s?Box)\s+\d+(?:,\s*[A-Z][a-z'.\-]+(?:\s[A-Z][a-z'.\-]+){0,2}){0,2}"
+        r"(?:,?\s+(?:[A-Z]{2}\s+)?\d{5}(?:-\d{4})?)?"
+    ),
     re.compile(
         r"(?<![\w.])\d{1,5}[A-Za-z]?,?\s+(?:[A-Z][\w'.\-]*\s+){1,4}(?:" + _STREET_TYPES + r")\b\.?"
         r"(?:,?\s*(?:Apt|Apartment|Suite|Unit|Flat|#)\.?\s*\w+)?"
@@ -591,18 +604,40 @@ class _Matcher:
             yield start, end, NAME, "a name"
 
 
-def _resolve(spans: list[_Span]) -> list[_Span]:
-    """Keep the strongest span where spans overlap (priority, then length), in text order."""
+_EDGES = " \t\n,;:.-\u2010\u2011\u2013\u2014"
+
+
+def _resolve(text: str, spans: list[_Span]) -> list[_Span]:
+    """Keep the strongest span where spans overlap (priority, then length), in text order. What a weaker
+    span holds beyond a stronger one goes too, as its own span ("Address: [a recorded street], Apt 4B,
+    Springfield 62704" loses the flat and the town as well); a date only goes whole."""
     kept: list[_Span] = []
     starts: list[int] = []
     for span in sorted(spans, key=lambda s: (-s.priority, -(s.end - s.start), s.start)):
         i = bisect.bisect_left(starts, span.start)
-        if i > 0 and kept[i - 1].end > span.start:
+        j = i - 1 if i > 0 and kept[i - 1].end > span.start else i
+        stronger = []
+        while j < len(kept) and kept[j].start < span.end:
+            stronger.append(kept[j])
+            j += 1
+        if not stronger:
+            kept.insert(i, span)
+            starts.insert(i, span.start)
             continue
-        if i < len(kept) and kept[i].start < span.end:
+        if span.value is not None or span.token == DATE:
             continue
-        kept.insert(i, span)
-        starts.insert(i, span.start)
+        at = span.start
+        for edge in (*stronger, None):
+            gap_start, gap_end = at, min(edge.start, span.end) if edge else span.end
+            piece = text[gap_start:gap_end]
+            start = gap_start + len(piece) - len(piece.lstrip(_EDGES))
+            end = gap_end - (len(piece) - len(piece.rstrip(_EDGES)))
+            if any(ch.isalnum() for ch in text[start:end]):
+                k = bisect.bisect_left(starts, start)
+                kept.insert(k, _Span(start, end, span.token, span.priority))
+                starts.insert(k, start)
+            if edge is not None:
+                at = max(at, edge.end)
     return kept
 
 
@@ -625,6 +660,7 @@ def _merge_names(text: str, spans: list[_Span]) -> list[_Span]:
 def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     folded = _Folded.of(text)
     spans = [_Span(m.start(), m.end(), EMAIL, 90) for m in _EMAIL.finditer(text)]
+    spans += [_Span(m.start("v"), m.end("v"), EMAIL, 90) for m in _EMAIL_LABELLED.finditer(text)]
     for start, end, token, _ in matcher.known(folded, strict=False, text=text):
         spans.append(_Span(start, end, token, 80 if token != NAME else 75))
     dobs = set(matcher.identifiers.birth_dates)
@@ -655,7 +691,7 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
         for match in pattern.finditer(text):
             group = "v" if "v" in pattern.groupindex else 0
             spans.append(_Span(match.start(group), match.end(group), ADDRESS, 40))
-    return _with_label_numbers(text, _merge_names(text, _resolve(spans)), matcher.label_numbers)
+    return _with_label_numbers(text, _merge_names(text, _resolve(text, spans)), matcher.label_numbers)
 
 
 _NUMBER_AFTER = re.compile(r"[^\w\n]{0,3}(\d+)(?!\w|[.,]\d)")

@@ -8,6 +8,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html
 
+import audit
 from patients import services
 from patients.models import Patient, PatientIdentifier, Redaction, Report
 
@@ -87,19 +88,62 @@ class PatientAdmin(admin.ModelAdmin):
     def report_count(self, patient: Patient) -> int:
         return patient.report_count
 
+    # The admin is one more way to read and change a patient: the trail records it as the pages do.
+    def render_change_form(
+        self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None
+    ):
+        if obj is not None:
+            audit.record(request, "patient.viewed", obj)
+            if request.user.has_perm("patients.view_patientidentifier") and (
+                count := obj.identifiers.count()
+            ):
+                audit.record(request, "identifiers.viewed", obj, count=count)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def save_model(self, request, obj: Patient, form, change: bool) -> None:
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        fields = sorted(name for name in form.changed_data if name != "clinicians")
+        if not change:
+            audit.record(request, "patient.created", obj)
+        elif fields:
+            audit.record(request, "patient.edited", obj, fields=fields)
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        patient = form.instance
+        before = set(patient.clinicians.values_list("pk", flat=True)) if change else set()
+        super().save_related(request, form, formsets, change)
+        after = set(patient.clinicians.values_list("pk", flat=True))
+        if before != after:
+            audit.record(
+                request,
+                "patient.assigned",
+                patient,
+                added=sorted(after - before),
+                removed=sorted(before - after),
+            )
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
-        for row in formset.save(commit=False):
+        saved = formset.save(commit=False)
+        for row in saved:
             if row.created_by_id is None:
                 row.created_by = request.user
             row.save()
         for row in formset.deleted_objects:
             row.delete()
         formset.save_m2m()
+        if formset.model is PatientIdentifier:
+            added = len(formset.new_objects)
+            for change_name, count in [
+                ("added", added),
+                ("edited", len(saved) - added),
+                ("removed", len(formset.deleted_objects)),
+            ]:
+                if count:
+                    audit.record(
+                        request, "identifiers.changed", form.instance, change=change_name, count=count
+                    )
 
     def delete_model(self, request: HttpRequest, obj: Patient) -> None:
         services.patient_delete(patient=obj)
@@ -152,7 +196,11 @@ class ReportAdmin(admin.ModelAdmin):
 
     @admin.action(description="Read the selected finished reports again")
     def reingest(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
-        count = sum(services.report_reingest(report=report) for report in queryset)
+        count = 0
+        for report in queryset:
+            if services.report_reingest(report=report):
+                audit.record(request, "report.reingested", report)
+                count += 1
         messages.info(request, f"{count} report(s) queued for ingestion again.")
 
     def delete_model(self, request: HttpRequest, obj: Report) -> None:

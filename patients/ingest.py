@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 import mmap
@@ -169,13 +170,16 @@ def open_pdf(path: Path, *, name: str, max_pages: int) -> pdfium.PdfDocument:
     return document
 
 
-def check_report_file(path: Path, *, name: str, kind: str, max_pages: int) -> int:
-    """Fast checks at upload time (no rendering): the page count, or UnreadableReport."""
+def check_report_file(path: Path, *, name: str, kind: str, max_pages: int, max_stream_bytes: int) -> int:
+    """Fast checks at upload time (no rendering): the page count, or UnreadableReport. The streams are
+    checked first: counting the pages makes PDFium inflate the object streams holding the page tree, here in
+    the web server's process."""
     if path.stat().st_size == 0:
         raise UnreadableReport(f"{name} is empty.")
     if kind != "pdf":
         _read_text(path, name=name)
         return 1
+    check_streams(path, name=name, max_bytes=max_stream_bytes)
     document = open_pdf(path, name=name, max_pages=max_pages)
     try:
         return len(document)
@@ -212,12 +216,13 @@ _CHUNK = 1 << 20
 
 
 def _filters(dictionary: bytes, data: memoryview) -> list[str]:
-    """The stream's filter names in order, with `#xx` escapes undone (`/Fl#61teDecode` is FlateDecode). A
-    filter given indirectly (`/Filter 7 0 R`) is taken for FlateDecode when the data looks like zlib."""
+    """The stream's filter names in order, with `#xx` escapes undone (`/Fl#61teDecode` is FlateDecode). None
+    seen (given indirectly, `/Filter 7 0 R`, or out of sight in a long dictionary): `_sniffed` reads the data
+    for what it is."""
     found = list(_FILTER.finditer(dictionary))
     match = found[-1] if found else None
     if match is None:
-        return ["FlateDecode"] if b"/Filter" in dictionary and _ZLIB_HEADER.match(data[:2]) else []
+        return []
     names = []
     for raw in _NAME.findall(match.group(1)):
         name = re.sub(rb"#([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw).decode("latin-1")
@@ -276,12 +281,40 @@ def _decoded_size(data: memoryview, filters: list[str], limit: int) -> int:
     else:
         if not filters:
             return 0  # stored as is: no bigger than the file
+    return _counted(pieces, limit)
+
+
+def _counted(pieces: Iterator[bytes | memoryview], limit: int) -> int:
     total = 0
     for piece in pieces:
         total += len(piece)
         if total > limit:
             break
     return total
+
+
+_SNIFFED_LAYERS = 8
+_HEX_DIGITS = re.compile(rb"[0-9A-Fa-f\s]{16,}")
+
+
+def _sniffed(data: memoryview, limit: int) -> int:
+    """How many bytes a stream whose filters its dictionary does not show decodes to, read from its bytes:
+    zlib while each layer starts like zlib (a hexadecimal wrapping first included), counted in pieces and
+    given up past `limit`. Data that only looks like zlib stops at its first error, at no cost."""
+    pieces: Iterator[bytes | memoryview] = _raw_pieces(data)
+    if _HEX_DIGITS.match(data[:64]) and _ZLIB_HEADER.match(_ascii_decoded(data[:64], "ASCIIHexDecode")[:2]):
+        pieces = iter([_ascii_decoded(data, "ASCIIHexDecode")])
+    layers = 0
+    while layers < _SNIFFED_LAYERS:
+        first = next(pieces, None)
+        if first is None:
+            return 0
+        pieces = itertools.chain([first], pieces)
+        if not _ZLIB_HEADER.match(bytes(first[:2])):
+            break
+        pieces = _inflated(pieces)
+        layers += 1
+    return _counted(pieces, limit) if layers else 0
 
 
 def check_streams(path: Path, *, name: str, max_bytes: int) -> None:
@@ -298,7 +331,8 @@ def check_streams(path: Path, *, name: str, max_bytes: int) -> None:
                 starts = list(_OBJECT_START.finditer(window))
                 dictionary = window[starts[-1].end() :] if starts else window
                 data = whole[match.end() :]
-                size = _decoded_size(data, _filters(dictionary, data), max_bytes)
+                filters = _filters(dictionary, data)
+                size = _decoded_size(data, filters, max_bytes) if filters else _sniffed(data, max_bytes)
                 del data
                 if size > max_bytes:
                     raise UnreadableReport(

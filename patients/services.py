@@ -200,7 +200,13 @@ def _write_staged(upload: UploadedFile, folder: Path, *, name: str, kind: str) -
     from patients import ingest
 
     try:
-        page_count = ingest.check_report_file(path, name=name, kind=kind, max_pages=settings.REPORT_MAX_PAGES)
+        page_count = ingest.check_report_file(
+            path,
+            name=name,
+            kind=kind,
+            max_pages=settings.REPORT_MAX_PAGES,
+            max_stream_bytes=settings.REPORT_MAX_STREAM_MB * 1024 * 1024,
+        )
     except ingest.UnreadableReport as exc:
         raise ReportRejected(exc.message, status=exc.status) from exc
     return _Staged(folder, name, kind, size, digest.hexdigest(), page_count)

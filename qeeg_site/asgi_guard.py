@@ -10,7 +10,9 @@ something (not GET/HEAD/OPTIONS, not the sign-in form) and carries no session co
   the request to the application, and daphne then queues all of it in memory at once, so no ASGI app can
   stop a 300 MB body from costing the server its size in RAM. `EarlyRefusingRequest` replaces daphne's
   request class: the moment the headers are in, it answers a refused request itself, reads (and drops) at
-  most REQUEST_MAX_BYTES of the body and closes; the body is never stored.
+  most REQUEST_MAX_BYTES of the body and closes; the body is never stored. A write past CHECKED_BODY_BYTES
+  that passed on a cookie or token present has them looked up (in a thread) once its body is in, on disk,
+  before daphne reads it into memory: a made-up cookie costs disk for a moment, never the body's size in RAM.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Under daphne, a write with a body past this (or of unknown length) has its credentials looked up before
+# the body is read into memory; a smaller one is looked up by the wrapper, as every write is.
+CHECKED_BODY_BYTES = 1024 * 1024
 # Posted to by people who are not signed in yet, by nature.
 ANONYMOUS_POSTS = frozenset({"/login/", "/admin/login/"})
 
@@ -148,6 +153,16 @@ def _credentials_live(session_key: str | None, authorization: str) -> bool:
     return False
 
 
+def _credentials_live_closing(session_key: str | None, authorization: str) -> bool:
+    """`_credentials_live` from one of Twisted's threads, which Django does not close connections for."""
+    from django.db import connections
+
+    try:
+        return _credentials_live(session_key, authorization)
+    finally:
+        connections.close_all()
+
+
 class RequestGuard:
     """ASGI wrapper: refuses from the headers (and one credential look-up) without reading the body."""
 
@@ -186,14 +201,18 @@ class RequestGuard:
 def install_in_daphne() -> None:
     """Make daphne build `EarlyRefusingRequest`s (its factory looks the class up per connection)."""
     from daphne import http_protocol
+    from twisted.internet import threads
 
     if getattr(http_protocol.WebRequest, "refuses_early", False):
         return
+    base = http_protocol.WebRequest
 
-    class EarlyRefusingRequest(http_protocol.WebRequest):
+    class EarlyRefusingRequest(base):
         refuses_early = True
         refusal: Refusal | None = None
         dropped = 0
+        # (session key, authorization) of a large write whose credentials are yet to be looked up.
+        unchecked: tuple[str | None, str] | None = None
 
         def gotLength(self, length: int | None) -> None:
             channel = self.channel
@@ -208,6 +227,12 @@ def install_in_daphne() -> None:
                 authorization=(header(b"authorization") or [b""])[0].decode("latin-1"),
             )
             if self.refusal is None:
+                if needs_credentials(method, path) and (length is None or length > CHECKED_BODY_BYTES):
+                    cookie = self.received_cookies.get(settings.SESSION_COOKIE_NAME.encode())
+                    self.unchecked = (
+                        cookie.decode("latin-1") if cookie else None,
+                        (header(b"authorization") or [b""])[0].decode("latin-1"),
+                    )
                 return super().gotLength(length)
             self.requestHeaders.removeHeader(b"expect")  # no "100 Continue": we do not want the body
             self.content = _Drop()
@@ -229,9 +254,27 @@ def install_in_daphne() -> None:
                 self.channel.transport.abortConnection()
 
         def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-            if self.refusal is None:
+            if self.refusal is not None:
+                self.channel.transport.loseConnection()
+                return
+            if self.unchecked is None:
                 return super().requestReceived(command, path, version)
-            self.channel.transport.loseConnection()
+
+            # A large body is in (on disk past 100 kB) and daphne would now read all of it into memory for
+            # the application, whose look-up may refuse it: a made-up cookie must not cost its size in RAM.
+            # The same look-up first, in a thread; the request waits.
+            def decided(live: bool) -> None:
+                if live:
+                    base.requestReceived(self, command, path, version)
+                    return
+                self.refusal = _signed_out(path.split(b"?", 1)[0].decode("latin-1"))
+                self.content.close()
+                self._answer(self.refusal)
+                self.channel.transport.loseConnection()
+
+            looked_up = threads.deferToThread(_credentials_live_closing, *self.unchecked)
+            # A look-up that failed: the application decides (the wrapper looks again).
+            looked_up.addCallbacks(decided, lambda failure: decided(True))
 
         def _answer(self, refusal: Refusal) -> None:
             lines = [b"HTTP/1.1 %d %s" % (refusal.status, refusal.reason.encode())]

@@ -91,7 +91,13 @@ class IdleTimeoutMiddleware:
                 and now - seen >= min(60, max(limit // 10, 1))
             ):
                 request.session[self.KEY] = now
-        return self.get_response(request)
+        response = self.get_response(request)
+        # A request that signed in starts the clock: else the first request after it, however late, only
+        # started it, and a live stream opened first was never cut for idleness.
+        # (A session's own sign-in only: a bearer token's request must not make a session.)
+        if SESSION_KEY in request.session and self.KEY not in request.session:
+            request.session[self.KEY] = int(time.time())
+        return response
 
 
 def _duration(seconds: int) -> str:

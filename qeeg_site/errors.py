@@ -52,6 +52,8 @@ class ApiJsonErrorsMiddleware(MiddlewareMixin):
             return response
         response.content = json.dumps({"detail": _detail(request, response)}).encode()
         response["Content-Type"] = "application/json"
+        if response.has_header("Content-Length"):  # set for the page replaced (CommonMiddleware)
+            response["Content-Length"] = str(len(response.content))
         return response
 
 

@@ -1,5 +1,5 @@
-"""The API's one pagination (NINJA_PAGINATION_CLASS): numbered pages, and a page past the last one is a 422
-with a message instead of a query (an OFFSET past 2^63 is a 500 on SQLite)."""
+"""The API's one pagination (NINJA_PAGINATION_CLASS): numbered pages; a page past the last one (or a page_size
+past the most a page holds) is a 422 with a message instead of a query (an OFFSET past 2^63 is a 500 on SQLite)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,15 @@ from ninja.pagination import PageNumberPagination
 
 
 class BoundedPageNumberPagination(PageNumberPagination):
+    def _get_page_size(self, requested_page_size: int | None) -> int:
+        # Out of range is a 422, above as below: a smaller page than asked for would read as all there is.
+        if requested_page_size is not None and requested_page_size > self.max_page_size:
+            raise HttpError(
+                422,
+                f"page_size {requested_page_size} is more than a page holds (at most {self.max_page_size}).",
+            )
+        return super()._get_page_size(requested_page_size)
+
     def _check(self, page: int, page_size: int, count: int) -> None:
         last = max(1, math.ceil(count / page_size))
         if page > last:

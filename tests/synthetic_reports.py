@@ -14,6 +14,7 @@ import binascii
 import io
 import random
 import re
+import struct
 import zlib
 from pathlib import Path
 from typing import TypedDict
@@ -306,11 +307,12 @@ def make_huge_page_pdf(path: Path | str, *, points: int = 14400) -> Path:
     return Path(path)
 
 
-def _deflate_repeated(unit: bytes, size: int, *, layers: int = 1) -> bytes:
-    """zlib of `unit` repeated up to `size` bytes, made in 1 MiB pieces so making it never holds `size`."""
+def _deflate_repeated(unit: bytes, size: int, *, layers: int = 1, prefix: bytes = b"") -> bytes:
+    """zlib of `prefix` then `unit` repeated up to `size` bytes, made in 1 MiB pieces so making it never holds
+    `size`."""
     compressor = zlib.compressobj(9)
     piece = unit * (1024 * 1024 // len(unit))
-    chunks, left = [], size
+    chunks, left = [compressor.compress(prefix)], size
     while left > 0:
         chunks.append(compressor.compress(piece[:left]))
         left -= len(piece)
@@ -354,4 +356,46 @@ def make_image_bomb_pdf(path: Path | str, *, side: int = 40000) -> Path:
     content = _stream(b"q 500 0 0 700 40 60 cm /Im1 Do Q")
     data = _one_page_pdf(b"/MediaBox [0 0 595 842]", content, image)
     Path(path).write_bytes(data)
+    return Path(path)
+
+
+def make_object_stream_bomb_pdf(
+    path: Path | str, *, inflated_bytes: int = 1 << 30, hidden_filter: bool = False, layers: int = 1
+) -> Path:
+    """A PDF 1.5 file (cross-reference stream) whose page tree lives in an object stream padded with blanks
+    that inflate to `inflated_bytes`: PDFium inflates the whole object stream as soon as it counts the pages,
+    before any page is opened or drawn (1 GiB: a 1 MB file, a 2 GB peak). `layers` deflates it again (a few
+    kilobytes); `hidden_filter` puts the filter 20 KB before `stream`, out of a short look back."""
+    pages = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 5 0 R >>"
+    header = b"2 0 3 %d " % (len(pages) + 1)
+    # One zlib stream: the header and the two objects, then the blanks.
+    packed = _deflate_repeated(b" ", inflated_bytes, layers=layers, prefix=header + pages + b" " + page)
+    filters = b"[" + b" ".join([b"/FlateDecode"] * layers) + b"]"
+    # hidden_filter: the filter first in a dictionary padded past what a reader looking back from `stream` sees.
+    extra = b"/Filter %s %s/Type /ObjStm /N 2 /First %d " % (
+        filters,
+        b" " * 20_000 if hidden_filter else b"",
+        len(header),
+    )
+    out = bytearray(b"%PDF-1.5\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+
+    def add(number: int, body: bytes) -> None:
+        offsets[number] = len(out)
+        out.extend(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+
+    add(1, b"<< /Type /Catalog /Pages 2 0 R >>")
+    add(4, _stream(packed, extra))
+    add(5, _stream(b"BT /F1 12 Tf 72 720 Td (Synthetic page) Tj ET"))
+    xref = len(out)
+    rows = bytearray(struct.pack(">BIH", 0, 0, 65535))
+    for number in range(1, 7):
+        if number in (2, 3):  # in object stream 4, at index 0 and 1
+            rows += struct.pack(">BIH", 2, 4, number - 2)
+        else:
+            rows += struct.pack(">BIH", 1, xref if number == 6 else offsets[number], 0)
+    out += b"6 0 obj\n" + _stream(bytes(rows), b"/Type /XRef /Size 7 /W [1 4 2] /Root 1 0 R ") + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % xref
+    Path(path).write_bytes(bytes(out))
     return Path(path)

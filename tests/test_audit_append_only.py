@@ -34,6 +34,28 @@ def test_the_database_refuses_to_change_or_remove_a_row(event, sql):
     assert (event.action, event.username) == ("sign_in", "clinician")
 
 
+def _rewritten(event: AuditEvent, verb: str) -> str:
+    """SQL that writes the row `event` again under its own id with another username (SQLite's REPLACE deletes
+    the row in the way without firing DELETE triggers, unless recursive triggers are on)."""
+    columns = [field.column for field in AuditEvent._meta.concrete_fields]
+    values = ["'someone else'" if column == "username" else column for column in columns]
+    return f"{verb} INTO audit_auditevent ({', '.join(columns)}) SELECT {', '.join(values)} FROM audit_auditevent"
+
+
+@pytest.mark.parametrize("verb", ["INSERT OR REPLACE", "REPLACE"])
+def test_sqlite_refuses_a_row_written_again_under_its_id(event, verb):
+    if connection.vendor != "sqlite":
+        pytest.skip("REPLACE is SQLite's; PostgreSQL's upsert is an UPDATE, refused above")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(_rewritten(event, verb) + " WHERE id = %s", [event.pk])
+    event.refresh_from_db()
+    assert event.username == "clinician" and AuditEvent.objects.count() == 1
+
+
 def test_the_orm_cannot_either(event):
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).update(action="sign_out")

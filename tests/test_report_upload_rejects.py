@@ -55,6 +55,31 @@ def test_bad_file_gets_clear_answer_and_leaves_nothing(
     assert launched == []
 
 
+@pytest.mark.parametrize(
+    "variant", [{}, {"layers": 2}, {"hidden_filter": True}, {"hidden_filter": True, "layers": 3}]
+)
+def test_a_bomb_in_the_page_tree_is_refused_at_upload_unread(
+    staff_api, patient, tmp_path, data_dir, settings, launched, variant
+):
+    """Counting the pages at upload (in the web server's process) makes PDFium inflate the object stream
+    that holds the page tree: the streams are checked before, as ingestion checks them, by what their bytes
+    are when the dictionary hides its filters."""
+    settings.REPORT_MAX_STREAM_MB = 4
+    path = synth.make_object_stream_bomb_pdf(
+        tmp_path / "tree.pdf", inflated_bytes=16 * 1024 * 1024, **variant
+    )
+    response = staff_api.post(
+        f"/api/patients/{patient.pk}/reports", {"files": [SimpleUploadedFile("tree.pdf", path.read_bytes())]}
+    )
+    assert response.status_code == 413, response.content
+    assert response.json()["detail"] == (
+        "tree.pdf holds compressed content that inflates to more than 4 MB (REPORT_MAX_STREAM_MB); "
+        "it is refused unread."
+    )
+    assert_nothing_left(data_dir)
+    assert launched == []
+
+
 def test_one_bad_file_in_a_batch_keeps_none_of_them(staff_api, patient, tmp_path, data_dir, launched):
     good = tmp_path / "good.pdf"
     synth.make_long_pdf(good, pages=1)

@@ -214,3 +214,34 @@ def test_daphne_still_takes_a_real_upload(daphne, staff, tmp_path):
         timeout=30,
     )
     assert reply.status_code == 201, reply.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_daphne_looks_up_a_cookie_before_it_reads_a_large_body_into_memory(daphne, staff):
+    """A made-up session cookie passes the header check; daphne used to read the whole body into memory
+    before the application's look-up refused it (four 100 MB posts: 1.2 GB more). A large body's credentials
+    are looked up first, while the body waits on disk; live ones still pass."""
+    url, proc = daphne
+    port = int(url.rsplit(":", 1)[1])
+    httpx.get(f"{url}/login/", timeout=10)
+    before, _ = _rss_mb(proc.pid)
+    for path, cookie in [
+        ("/patients/1/reports/upload/", "sessionid=made-up"),
+        ("/api/patients/1/reports", ""),
+    ]:
+        extra = f"Cookie: {cookie}\r\n" if cookie else "Authorization: Bearer qc_made-up\r\n"
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(_post_headers(port, path, length=60 * MB, extra=extra))
+            _send_body(sock, 60 * MB, chunked=False)
+            status, _ = _answer(sock)
+        assert status == (403 if cookie else 401), path
+    assert _rss_mb(proc.pid)[1] - before < 40
+    _, api_token = ApiToken.issue(user=staff, name="uploads")
+    patient = Patient.objects.create(label="SYNTH-GUARD")
+    reply = httpx.post(
+        f"{url}/api/patients/{patient.pk}/reports",
+        headers={"Authorization": f"Bearer {api_token}"},
+        files={"files": ("big.pdf", b"%PDF-1.7\n" + b"0" * (3 * MB), "application/pdf")},
+        timeout=60,
+    )
+    assert reply.status_code == 422 and "damaged or not a valid PDF" in reply.json()["detail"], reply.text

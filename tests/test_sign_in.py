@@ -7,7 +7,7 @@ import pytest
 from axes.models import AccessAttempt
 from django.test import Client
 
-from tests.conftest import signed_in
+from tests.conftest import signed_in, token_client
 
 PASSWORD = "clinician-pass-123"
 
@@ -87,6 +87,25 @@ def test_an_idle_session_is_signed_out(clinician_client, clock, settings):
     assert clinician_client.get("/api/patients").status_code == 401
     page = clinician_client.get("/login/").content.decode()
     assert "signed out after 15 minutes without activity" in page
+
+
+def test_the_idle_clock_starts_at_sign_in(clinician, clock, settings):
+    """A session signed in and then left: its first request came after the timeout and still passed (it only
+    started the clock), and a live stream opened first was never cut for idleness."""
+    from qeeg_site.auth import _session_still_signed_in
+
+    settings.SESSION_IDLE_TIMEOUT_SECONDS = 900
+    client = Client()
+    assert (
+        client.post("/login/", {"username": "clinician", "password": "clinician-pass-123"}).status_code == 302
+    )
+    clock.now += 901
+    reason, _ = _session_still_signed_in(client.session.session_key, clinician.pk)
+    assert reason == "You were signed out after 15 minutes without activity."
+    assert client.get("/api/patients").status_code == 401
+    # A bearer token's request signs nobody in to a session, and makes none.
+    response = token_client(clinician).get("/api/patients")
+    assert response.status_code == 200 and settings.SESSION_COOKIE_NAME not in response.cookies
 
 
 def test_activity_keeps_the_session_alive(clinician_client, clock, settings):
