@@ -17,7 +17,10 @@ matched against the vendor target ranges printed on the pages; a number inside a
 text (a threshold such as "< 25 ms") counts as a reference. Not measurements, and skipped: page numbers in
 citations, list and heading numbering, dates and years (and "day 120", a date de-identified), "Stage 4", "Session 2", "S2", "10-20 system",
 electrode and band names ("Fp1", "Alpha 1"), names like "PHQ-9", counts ("3 sessions", "19 sites"), and
-identifiers: record numbers and serials ("MRN 447192", "00447192"; `is_identifier`).
+identifiers: record numbers and serials ("MRN 447192", "00447192"; `is_identifier`). A long unitless number
+("4471920") is an identifier only when it is one of `named`, the numbers the caller knows name something
+(the patient's recorded identifiers, the source report's own text: `named_numbers`); a made-up one is
+checked like any other number, and matches nothing.
 """
 
 from __future__ import annotations
@@ -290,10 +293,14 @@ def _clause_bounds(text: str, start: int, end: int, position: int) -> tuple[int,
 
 
 def extract(
-    text: str, sessions: dict[str, int] | None = None, words_known: set[str] | None = None
+    text: str,
+    sessions: dict[str, int] | None = None,
+    words_known: set[str] | None = None,
+    named: frozenset[str] = frozenset(),
 ) -> list[Mention]:
     """Every measurement in `text`. `sessions` maps session dates as printed ("03/12/2024") to indexes;
-    `words_known` is the metric vocabulary (`vocabulary(facts)`), the words a clause names its metric by."""
+    `words_known` is the metric vocabulary (`vocabulary(facts)`), the words a clause names its metric by;
+    `named` the long numbers that name something here (`is_identifier`)."""
     sessions = sessions or {}
     masked = _mask(text)  # "[p4]" is a citation, not the electrode P4
     ignored = [span for pattern in _IGNORE for span in _spans(text, pattern)]
@@ -331,7 +338,7 @@ def extract(
                 continue
             if (after.isalpha() and not _UNIT.match(text, b)) or after == "/":
                 continue
-            if any(s <= a < e for s, e in ignored) or is_identifier(text, a, b):
+            if any(s <= a < e for s, e in ignored) or is_identifier(text, a, b, named):
                 continue
             if _COUNT_AFTER.match(text, b):
                 continue
@@ -401,13 +408,30 @@ def extract(
     return mentions
 
 
-def is_identifier(text: str, start: int, end: int) -> bool:
+LONG_DIGITS = 7  # a run of this many digits or more, unitless: a number that may name something
+_LONG = re.compile(rf"(?<![\d.])\d{{{LONG_DIGITS},}}(?![\d.])")
+
+
+def named_numbers(*texts: str) -> frozenset[str]:
+    """Every run of LONG_DIGITS digits or more in `texts` (the source report's text, the patient's recorded
+    identifiers): the long numbers a draft may print as identifiers without being checked."""
+    return frozenset(match.group(0) for text in texts for match in _LONG.finditer(text))
+
+
+def long_numbers(text: str) -> bool:
+    """Whether `text` has a run of LONG_DIGITS digits or more (a caller gathers `named` only then)."""
+    return _LONG.search(text) is not None
+
+
+def is_identifier(text: str, start: int, end: int, named: frozenset[str] = frozenset()) -> bool:
     """Whether the digits at text[start:end] name something rather than measure it: a record number, a
     device serial, an accession number. Such a token is not a measurement, so it is never checked (it would
     only ever "match nothing"). Identifiers are: digits after an identifier's label or a redaction
     placeholder ("MRN 447192", "S/N 2231-07", "#017", "[ID]-2"), a zero-padded run of three digits or more
-    ("00447192", "007"), and a run of seven digits or more; the last two only without a unit after them
-    ("0.5 ms" and "1200000 µV" are measurements). De-identified dates ("day 23") are skipped elsewhere."""
+    ("00447192", "007"), and a run of LONG_DIGITS digits or more that is one of `named` (the patient's
+    identifiers, the source report's text); the last two only without a unit after them ("0.5 ms" and
+    "1200000 µV" are measurements). Any other long number is checked: a model may make one up as easily as
+    any value. De-identified dates ("day 23") are skipped elsewhere."""
     raw = text[start:end]
     signed = raw[:1] in ("-", "+", "\u2212")
     digits = raw[1:] if signed else raw
@@ -419,7 +443,7 @@ def is_identifier(text: str, start: int, end: int) -> bool:
         return False
     if _UNIT.match(text, end):
         return False
-    return (len(raw) >= 3 and raw[0] == "0") or len(raw) >= 7
+    return (len(raw) >= 3 and raw[0] == "0") or (len(raw) >= LONG_DIGITS and raw in named)
 
 
 def _session_items(text: str, left: int, right: int, dates: dict[str, int]) -> list[tuple[int, int]]:
@@ -618,10 +642,11 @@ def session_dates(facts: list[dict[str, Any]]) -> dict[str, int]:
     return {f["value"]: f["session"] for f in facts if f["metric"] == "Session date" and f.get("session")}
 
 
-def check(text: str, facts: list[dict[str, Any]]) -> list[Check]:
-    """Every measurement of `text` checked against the fact rows `facts` (facts.json's `facts`)."""
+def check(text: str, facts: list[dict[str, Any]], named: frozenset[str] = frozenset()) -> list[Check]:
+    """Every measurement of `text` checked against the fact rows `facts` (facts.json's `facts`); `named`: the
+    long numbers known to name something here (`named_numbers`), left unchecked."""
     known = vocabulary(facts)
-    return [check_mention(mention, facts) for mention in extract(text, session_dates(facts), known)]
+    return [check_mention(mention, facts) for mention in extract(text, session_dates(facts), known, named)]
 
 
 def summary(checks: list[Check]) -> dict[str, Any]:

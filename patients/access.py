@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
 from patients.models import Patient, Report
@@ -32,6 +34,9 @@ ACTIONS: dict[str, tuple[str | None, str]] = {
 }
 
 
+REACHES_EVERY_PATIENT = "patients.view_patient"
+
+
 def _active(user: Any) -> bool:
     return user is not None and user.is_authenticated and user.is_active
 
@@ -40,11 +45,35 @@ def patients_for(user: Any) -> QuerySet[Patient]:
     """Every patient `user` may see (none for anonymous or inactive users)."""
     if not _active(user):
         return Patient.objects.none()
-    if user.has_perm("patients.view_patient"):
+    if user.has_perm(REACHES_EVERY_PATIENT):
         return Patient.objects.all()
     # A subquery rather than a join, so callers can annotate counts without the join multiplying rows.
     assigned = Patient.clinicians.through.objects.filter(user_id=user.pk).values("patient_id")
     return Patient.objects.filter(pk__in=assigned)
+
+
+def holding(permission: str) -> Q:
+    """The users `has_perm(permission)` says yes for (Django's ModelBackend: a superuser, the permission
+    given to the user or to a group of theirs), as a filter on the user table: many users in one query.
+    Active users only, as has_perm; filter on is_active beside it."""
+    app_label, codename = permission.split(".", 1)
+    given = Permission.objects.filter(content_type__app_label=app_label, codename=codename).filter(
+        Q(user=OuterRef("pk")) | Q(group__user=OuterRef("pk"))
+    )
+    return Q(is_superuser=True) | Exists(given)
+
+
+def reaching(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of (user id, patient id) pairs, those where the user (active) reaches the patient, by
+    `patients_for`'s rule; two queries however many pairs (the live streams' look, runs/stream.py)."""
+    users = get_user_model().objects.filter(pk__in={u for u, _ in pairs}, is_active=True)
+    everyone = set(users.filter(holding(REACHES_EVERY_PATIENT)).values_list("pk", flat=True))
+    assigned = set(
+        Patient.clinicians.through.objects.filter(
+            user_id__in={u for u, _ in pairs} - everyone, patient_id__in={p for _, p in pairs}
+        ).values_list("user_id", "patient_id")
+    )
+    return {(u, p) for u, p in pairs if u in everyone or (u, p) in assigned}
 
 
 def reports_for(user: Any) -> QuerySet[Report]:

@@ -194,7 +194,7 @@ def sign_ins_ended(refs: set[tuple[str, str | None]]) -> set[tuple[str, str | No
     """Of the `sign_in_ref`s of a process's open streams, those that no longer sign anyone in: a session
     signed out, flushed or expired (its row is gone), a token revoked, expired or deleted. Two queries for
     any number of streams (the database session engine; another engine asks per session). A user made
-    inactive is left to each stream's own check."""
+    inactive or out of the run's reach is the watch's other look (runs.access.watchers_lost)."""
     keys = {value for kind, value in refs if kind == SESSION and value}
     hashes = {value for kind, value in refs if kind == TOKEN and value}
     now = timezone.now()

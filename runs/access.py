@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import Http404
 
-from patients.access import patient_for, patients_for, report_for, require
+from patients.access import holding, patient_for, patients_for, reaching, report_for, require
 from patients.models import Patient, Report
 from runs.models import Artifact, Run
 
@@ -46,6 +47,25 @@ def run_for(user: Any, pk: int, action: str = "view", *, queryset: QuerySet[Run]
         raise Http404(f"There is no run {pk}.")
     require(user, *ACTIONS[action])
     return run
+
+
+def watchers_lost(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of (user id, run id) pairs, a process's open live streams, those whose user may no longer watch that
+    run: made inactive, the run's patient out of their reach (taken off its clinicians), or a role that no
+    longer reads runs; the run deleted. Four queries however many streams; each stream found here asks
+    `run_for` itself before it ends (runs/stream.py), so this rule only says which to ask."""
+    if not pairs:
+        return set()
+    patient_of = dict(Run.objects.filter(pk__in={r for _, r in pairs}).values_list("pk", "patient_id"))
+    readers = set(
+        get_user_model()
+        .objects.filter(pk__in={u for u, _ in pairs}, is_active=True)
+        .filter(holding(ACTIONS["view"][0]))
+        .values_list("pk", flat=True)
+    )
+    wanted = {(u, patient_of[r]) for u, r in pairs if u in readers and r in patient_of}
+    reached = reaching(wanted)
+    return {(u, r) for u, r in pairs if (u, patient_of.get(r)) not in reached}
 
 
 def patient_runs_for(user: Any, patient_id: int, action: str = "view") -> Patient:

@@ -343,7 +343,23 @@ def number_checks(
         return None
     if not has_numbers(table):  # no reader knew the report's layout: nothing to check against
         return None
-    return numbers.check(artifact_text(artifact) if text is None else text, table["facts"])
+    text = artifact_text(artifact) if text is None else text
+    named = named_numbers(artifact.run_id) if numbers.long_numbers(text) else frozenset()
+    return numbers.check(text, table["facts"], named)
+
+
+def named_numbers(run_id: int) -> frozenset[str]:
+    """The long numbers that name something in a run (council/numbers.py `is_identifier`): those of its
+    patient's recorded identifiers and redactions and those its reports' own text prints. Read only for a
+    text that has a long number at all."""
+    from patients.selectors import identifiers_for, report_text
+
+    run = Run.objects.select_related("patient", "report").get(pk=run_id)
+    reports = run.report_list()
+    identifiers = identifiers_for(run.patient, *reports)
+    return numbers.named_numbers(
+        *identifiers.record_numbers, *identifiers.phrases, *(report_text(report) for report in reports)
+    )
 
 
 def has_numbers(table: dict[str, Any] | None) -> bool:

@@ -13,26 +13,31 @@ Order of a connection:
    group did not bring (the feed says which event came before each), so there is no gap and no repeat,
 4. `: keepalive` comments while idle, and a final `end` event once the run is finished (complete, failed,
    needs_auth, interrupted);
-5. or a final `signed_out` event (`{"run_id", "detail"}`) once what signed the stream in no longer does: the
-   session's idle timeout passed (a stream is not activity), the user signed out, the token was revoked or
-   expired. The scope's `sign_in_check` (qeeg_site/auth.py) says when; it is asked at the start, just after
-   each deadline, at least every minute, and at once when the process's `SignInWatch` (one look at the
-   database every SSE_SIGN_OUT_SECONDS for all its streams) finds the stream's session or token gone.
+5. or a final `signed_out` event (`{"run_id", "detail"}`) once what signed the stream in no longer does, or
+   its user may no longer watch the run: the session's idle timeout passed (a stream is not activity), the
+   user signed out, the token was revoked or expired, the user was made inactive, taken off the patient's
+   clinicians or out of a role that reads runs. The scope's `sign_in_check` (qeeg_site/auth.py) and then
+   `stream_refusal` (the run's access rule) say when; they are asked at the start, just after each deadline,
+   at least every minute, and at once when the process's `SignInWatch` (one look at the database every
+   SSE_SIGN_OUT_SECONDS for all its streams) finds the stream's session or token gone or its user's access
+   lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.http import Http404
@@ -40,7 +45,7 @@ from django.urls import URLPattern, path, reverse
 
 from qeeg_site.auth import sign_ins_ended
 from runs import feed
-from runs.access import run_for
+from runs.access import run_for, watchers_lost
 
 log = logging.getLogger(__name__)
 
@@ -65,32 +70,65 @@ def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
     return None
 
 
-def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[int, str] | None, float]:
-    """stream_refusal, after the sign-in check (a session past its idle timeout is signed out already), and
-    when to ask the check again."""
+def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[int, str] | None, float, Any]:
+    """stream_refusal, after the sign-in check (a session past its idle timeout is signed out already), when
+    to ask the check again, and the user's id."""
     wait = 0.0
     if check is not None:
         ended, wait = check()
         if ended:
-            return (401, f"{ended} {SIGN_IN}"), 0.0
-    return stream_refusal(user, run_id), wait
+            return (401, f"{ended} {SIGN_IN}"), 0.0, None
+    return stream_refusal(user, run_id), wait, getattr(user, "pk", None)
+
+
+def _still_watching(check: SignInCheck, user_pk: Any, run_id: int, nudged: bool) -> tuple[str | None, float]:
+    """A stream's recheck: `check` (the sign-in), then, when the watch nudged it (its look found the user's
+    access lost, or the sign-in gone), the run's access rule for the user as the database has them now (made
+    inactive, off the patient's clinicians, out of the role): why the stream ends, or None; seconds until
+    asking again. Not nudged, the access rule is not asked: the watch's one look covers it."""
+    ended, wait = check()
+    if ended or not nudged:
+        return ended, wait
+    refusal = stream_refusal(get_user_model().objects.filter(pk=user_pk).first(), run_id)
+    if refusal is None:
+        return None, wait
+    return (
+        "You are signed out." if refusal[0] == 401 else f"You no longer have access to run {run_id}."
+    ), 0.0
+
+
+class Watched(NamedTuple):
+    """What the watch looks at for one stream: its sign-in (`scope["sign_in_ref"]`), its user and run."""
+
+    ref: tuple[str, str | None]
+    user_pk: Any
+    run_id: int
+
+
+def watched_ended(streams: set[Watched]) -> set[Watched]:
+    """The watch's one look: of these streams, those whose session or token is gone (two queries) or whose
+    user may no longer watch the run (runs.access.watchers_lost: four), however many streams."""
+    ended = sign_ins_ended({w.ref for w in streams})
+    lost = watchers_lost({(w.user_pk, w.run_id) for w in streams})
+    return {w for w in streams if w.ref in ended or (w.user_pk, w.run_id) in lost}
 
 
 class SignInWatch:
     """One per process: while streams are open, every SSE_SIGN_OUT_SECONDS one look at the database
-    (`qeeg_site.auth.sign_ins_ended`: two queries, however many streams) for the sessions and tokens that
-    signed them in; each stream whose session or token is gone is nudged to ask its own `sign_in_check` at
-    once. So a sign-out in another tab, on another web process or host, ends the stream within seconds, and
-    a process with a thousand streams asks twice per period rather than a thousand times."""
+    (`watched_ended`: six queries, however many streams) for the sessions and tokens that signed them in and
+    their users' access to their runs; each stream whose session or token is gone, or whose user is inactive
+    or lost the run, is nudged to ask its own checks at once. So a sign-out in another tab, on another web
+    process or host, or a change in the admin ends the stream within seconds, and a process with a thousand
+    streams asks six times per period rather than thousands."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.streams: dict[asyncio.Event, tuple[str, str | None]] = {}
+        self.streams: dict[asyncio.Event, Watched] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, ref: tuple[str, str | None]) -> asyncio.Event:
+    def add(self, watched: Watched) -> asyncio.Event:
         nudge = asyncio.Event()
-        self.streams[nudge] = ref
+        self.streams[nudge] = watched
         if self.task is None or self.task.done():
             self.task = self.loop.create_task(self._look())
         return nudge
@@ -106,12 +144,12 @@ class SignInWatch:
             await asyncio.sleep(settings.SSE_SIGN_OUT_SECONDS)
             watched = dict(self.streams)
             try:
-                ended = await feed.on_reader_thread(sign_ins_ended)(set(watched.values()))
+                ended = await feed.on_reader_thread(watched_ended)(set(watched.values()))
             except DatabaseError:
                 log.warning("the streams' sign-in look failed; trying again")
                 continue
-            for nudge, ref in watched.items():
-                if ref in ended:
+            for nudge, stream in watched.items():
+                if stream in ended:
                     nudge.set()
 
 
@@ -174,7 +212,9 @@ class RunStreamConsumer(AsyncHttpConsumer):
             await self._refuse(405, "Only GET.", ((b"Allow", b"GET"),))
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         check = self.scope.get("sign_in_check")
-        refusal, recheck_in = await feed.on_reader_thread(_opening)(self.scope.get("user"), run_id, check)
+        refusal, recheck_in, user_pk = await feed.on_reader_thread(_opening)(
+            self.scope.get("user"), run_id, check
+        )
         if refusal is not None:
             await self._refuse(*refusal)
         self.run_id, self.feed = run_id, feed.get_feed()
@@ -206,7 +246,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
         self._keepalive = loop.create_task(self._keep_alive())
         if check is not None:
             self._sign_in_watch = loop.create_task(
-                self._watch_sign_in(check, recheck_in, self.scope.get("sign_in_ref"))
+                self._watch_sign_in(check, recheck_in, self.scope.get("sign_in_ref"), user_pk)
             )
 
     async def run_event(self, message: dict[str, Any]) -> None:
@@ -266,23 +306,27 @@ class RunStreamConsumer(AsyncHttpConsumer):
             await self.channel_layer.group_add(feed.run_group(self.run_id), self.channel_name)
 
     async def _watch_sign_in(
-        self, check: SignInCheck, wait: float, ref: tuple[str, str | None] | None
+        self, check: SignInCheck, wait: float, ref: tuple[str, str | None] | None, user_pk: Any
     ) -> None:
         watch = sign_in_watch() if ref is not None else None
-        nudge = watch.add(ref) if watch is not None else asyncio.Event()
+        nudge = watch.add(Watched(ref, user_pk, self.run_id)) if watch is not None else asyncio.Event()
+        recheck = functools.partial(_still_watching, check, user_pk, self.run_id)
         try:
-            await self._sign_in_loop(check, wait, nudge)
+            await self._sign_in_loop(recheck, wait, nudge)
         finally:
             if watch is not None:
                 watch.remove(nudge)
 
-    async def _sign_in_loop(self, check: SignInCheck, wait: float, nudge: asyncio.Event) -> None:
+    async def _sign_in_loop(
+        self, check: Callable[[bool], tuple[str | None, float]], wait: float, nudge: asyncio.Event
+    ) -> None:
         while True:
             with contextlib.suppress(TimeoutError):  # its own deadline, or the watch saw it signed out
                 await asyncio.wait_for(nudge.wait(), wait)
+            nudged = nudge.is_set()
             nudge.clear()
             try:
-                ended, wait = await feed.on_reader_thread(check)()
+                ended, wait = await feed.on_reader_thread(check)(nudged)
             except DatabaseError:
                 log.warning("run %s stream: the sign-in check failed; trying again in 5 s", self.run_id)
                 ended, wait = None, 5.0

@@ -16,10 +16,10 @@ from tests.test_export_run import add_artifact
 PAGES = [("wavi_summary", "text"), ("wavi_p300", "text"), ("neuroguide_z", "text"), ("generic_rows", "text")]
 
 
-def make_checked_run(tmp_path: Path, *, label: str = "SYNTH-NUM"):
+def make_checked_run(tmp_path: Path, *, label: str = "SYNTH-NUM", more: str = ""):
     """A complete run whose selected final draft cites two reaction times of a synthetic vendor report's
     fact table: session 1 right, session 2 given another session's value (flagged wrong_session). Returns
-    (run, artifact, reaction times by session, the wrong value)."""
+    (run, artifact, reaction times by session, the wrong value). `more`: a paragraph added to the draft."""
     patient = Patient.objects.create(label=label)
     report = Report.objects.create(
         patient=patient, original_name="v.pdf", sha256="1" * 64, page_count=4, status=Report.Status.READY
@@ -34,6 +34,7 @@ def make_checked_run(tmp_path: Path, *, label: str = "SYNTH-NUM"):
         f"Reaction time in session 1 was {rt[1]['value']} ms [p1].\n\n"
         f"Reaction time in session 2 was {wrong} ms (p. 1).\n\n"
         'A model wrote <mark class="number-flag no_match" title="fine">this</mark> itself.\n'
+        + (f"\n{more}\n" if more else "")
     )
     run = Run.objects.create(
         patient=patient,

@@ -91,3 +91,38 @@ def test_a_correction_in_the_table_changes_the_verdict_on_read(checked_run, api)
     facts.write_table(run.report.folder, table)
     assert api.post(f"/api/runs/{run.pk}/export").status_code == 200
     assert json.loads(json.dumps(NumberAcknowledgement.objects.count())) == 0
+
+
+def test_a_made_up_long_number_is_flagged_and_one_the_report_or_patient_prints_is_not(
+    db, data_dir: Path, tmp_path: Path, clinician_client, api
+):
+    """A draft's unitless 7+ digit number: left unchecked when the source report's text prints it or the
+    patient's recorded identifiers hold it, flagged (and asked for at export) when it is made up."""
+    from patients.models import PatientIdentifier
+
+    run, _artifact, _rt, wrong = make_checked_run(
+        tmp_path,
+        more="The recording 20231145 of hospital number 8812345 was reviewed; 4471920 artefacts were removed.",
+    )
+    (run.report.folder / "text.md").write_text(
+        "=== PAGE 1 / 4 ===\n[text layer]\nRecording 20231145\n", encoding="utf-8"
+    )
+    PatientIdentifier.objects.create(patient=run.patient, kind="record_number", value="HN 8812345")
+
+    html = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+    assert (
+        "3 numbers checked against the fact table: 1 match, 2 flagged (1 wrong session, 1 match nothing)"
+        in html
+    )
+    assert '<mark class="number-flag no_match"' in html and ">4471920</mark>" in html
+    assert ">20231145</mark>" not in html and ">8812345</mark>" not in html
+    refused = api.post(f"/api/runs/{run.pk}/export", {}, content_type="application/json")
+    assert refused.status_code == 409
+    assert sorted(u["text"] for u in refused.json()["unresolved"]) == sorted(["4471920", f"{wrong} ms"])
+
+    # Neither printed by the report nor recorded for the patient: both are checked too.
+    (run.report.folder / "text.md").unlink()
+    PatientIdentifier.objects.filter(patient=run.patient).delete()
+    html = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+    assert "5 numbers checked against the fact table: 1 match, 4 flagged" in html
+    assert ">20231145</mark>" in html and ">8812345</mark>" in html

@@ -111,7 +111,6 @@ def test_identifiers_are_not_reported_as_unmatched_measurements(rows):
         "patient #017",
         "chart ID 9",
         "[ID]-2",
-        "recording 20231145",
         "file 007",
     ]
     for identifier in identifiers:
@@ -130,7 +129,35 @@ def test_numbers_like_identifiers_with_a_unit_or_decimals_are_still_checked(rows
     for text in ("Latency was 007 ms.", "Amplitude 1234567 µV.", "Theta was 0.012 z.", "Alpha rose by 03 %."):
         (mention,) = numbers.extract(text)
         assert mention.unit, text
-    assert [c.status for c in numbers.check("A value of 4471920 was seen.", rows)] == []
+    # A long number is a measurement like any other unless it is known to name something.
+    assert [c.status for c in numbers.check("A value of 4471920 was seen.", rows)] == ["no_match"]
     assert [c.status for c in numbers.check("A value of 0447 was seen.", rows)] == []
     assert [c.status for c in numbers.check("A value of 447 was seen.", rows)] == ["no_match"]
     assert numbers.extract("Session 2 (day +23) and day -4.") == []
+
+
+def test_a_long_unitless_number_is_left_unchecked_only_when_it_is_known_to_name_something(rows):
+    """Seven digits or more without a unit: an identifier when the patient's identifiers or the source report
+    print it (`named`), or a label or placeholder stands before it; a made-up one is flagged (before: every
+    such number went unchecked, so "4471920 artefacts were removed" passed)."""
+    rt = next(r for r in rows if r["metric"] == "Reaction Time" and r["session"] == 1)
+    measured = f"Reaction time in session 1 was {rt['value']} ms [p1]."
+    named = numbers.named_numbers(
+        "=== PAGE 1 / 1 ===\nRecording 20231145, amplifier 5503921-07", "MRN-8812345"
+    )
+    assert named == {"20231145", "5503921", "8812345"}
+    for known in ("recording 20231145", "the amplifier 5503921", "hospital number 8812345", "[MRN] 7712345"):
+        checks = numbers.check(f"The {known} was reviewed. {measured}", rows, named)
+        assert [c.mention.text for c in checks] == [f"{rt['value']} ms"], known
+    made_up = numbers.check(f"Then 4471920 artefacts were removed. {measured}", rows, named)
+    assert [(c.mention.text, c.status) for c in made_up] == [
+        ("4471920", "no_match"),
+        (f"{rt['value']} ms", "match"),
+    ]
+    # The same number, unknown here: checked like any other, so flagged.
+    alone = numbers.check(f"The recording 20231145 was reviewed. {measured}", rows)
+    assert [(c.mention.text, c.status) for c in alone] == [
+        ("20231145", "no_match"),
+        (f"{rt['value']} ms", "match"),
+    ]
+    assert numbers.long_numbers("MRN 8812345") and not numbers.long_numbers("1.234567 and 123456")

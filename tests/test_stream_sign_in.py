@@ -216,3 +216,104 @@ async def test_a_sign_out_in_another_tab_ends_its_streams_within_seconds(run, cl
     assert "revoked" in (await _signed_out_within(readers[3], 3))["detail"]
     await _quiet_for(readers[2], 0.7)
     await other.disconnect()
+
+
+async def test_a_user_made_inactive_ends_their_open_streams_within_seconds(
+    run, clinician, other_clinician, settings
+):
+    """Made inactive in the admin: every stream of that person, by session or by token, ends within
+    SSE_SIGN_OUT_SECONDS (the process's one look), not at the minute-long recheck; someone else's stays."""
+    settings.SESSION_IDLE_TIMEOUT_SECONDS = 900
+    settings.SSE_SIGN_OUT_SECONDS = 0.3
+    await run.patient.clinicians.aadd(other_clinician)
+    _, cookie = await _session(clinician, time.time())
+    _, other_cookie = await _session(other_clinician, time.time())
+    _, token = await sync_to_async(ApiToken.issue)(user=clinician, name="stream")
+    url = f"/api/runs/{run.pk}/stream"
+    mine = [
+        await asgi_request(url, headers={"Cookie": cookie}),
+        await asgi_request(url, headers={"Authorization": f"Bearer {token}"}),
+    ]
+    other = await asgi_request(url, headers={"Cookie": other_cookie})
+    readers = [SSEReader(response.body) for response in (*mine, other)]
+    for reader in readers:
+        assert (await reader.event()).event == "snapshot"
+
+    made_inactive_at = time.monotonic()
+    await type(clinician).objects.filter(pk=clinician.pk).aupdate(is_active=False)
+    assert (await _signed_out_within(readers[0], 3))["detail"] == "You are signed out."
+    assert (await _signed_out_within(readers[1], 3))["detail"] == "The API token is no longer valid."
+    assert time.monotonic() - made_inactive_at < 3
+    await _quiet_for(readers[2], 1.0)
+    await other.disconnect()
+
+
+async def test_a_clinician_taken_off_the_patient_loses_its_open_stream_within_seconds(
+    run, clinician, other_clinician, settings
+):
+    """Taken off the patient's clinicians (out of reach: the run is a 404 to them now), the stream ends
+    within SSE_SIGN_OUT_SECONDS; a clinician still assigned keeps theirs."""
+    settings.SESSION_IDLE_TIMEOUT_SECONDS = 900
+    settings.SSE_SIGN_OUT_SECONDS = 0.3
+    await run.patient.clinicians.aadd(other_clinician)
+    _, cookie = await _session(clinician, time.time())
+    _, other_cookie = await _session(other_clinician, time.time())
+    url = f"/api/runs/{run.pk}/stream"
+    response, other = (
+        await asgi_request(url, headers={"Cookie": cookie}),
+        await asgi_request(url, headers={"Cookie": other_cookie}),
+    )
+    reader, other_reader = SSEReader(response.body), SSEReader(other.body)
+    assert (await reader.event()).event == "snapshot" and (await other_reader.event()).event == "snapshot"
+
+    taken_off_at = time.monotonic()
+    await run.patient.clinicians.aremove(clinician)
+    detail = (await _signed_out_within(reader, 3))["detail"]
+    assert detail == f"You no longer have access to run {run.pk}."
+    assert time.monotonic() - taken_off_at < 3
+    await _quiet_for(other_reader, 1.0)
+    await other.disconnect()
+
+
+def test_the_watch_looks_once_for_all_streams_in_a_fixed_number_of_queries(
+    run, clinician, other_clinician, administrator, django_user_model
+):
+    """The look every SSE_SIGN_OUT_SECONDS costs the same six queries for 3 streams as for 300, and finds
+    exactly the streams whose sign-in ended or whose user lost the run."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from qeeg_site.auth import SESSION, TOKEN
+    from runs.stream import Watched, watched_ended
+
+    second = make_run()  # the clinician fixture is assigned to it too; the other clinician is not
+    run.patient.clinicians.add(other_clinician)
+    client = Client()
+    client.force_login(clinician)
+    live = client.cookies[settings.SESSION_COOKIE_NAME].value
+
+    def streams(n: int) -> set[Watched]:
+        out = {
+            Watched((SESSION, live), clinician.pk, run.pk),  # fine
+            Watched((SESSION, "gone"), clinician.pk, run.pk),  # signed out
+            Watched((SESSION, live), other_clinician.pk, second.pk),  # not assigned to the second patient
+            Watched((SESSION, live), administrator.pk, second.pk),  # reaches every patient
+            Watched((TOKEN, "no-such-token"), administrator.pk, run.pk),
+        }
+        out |= {
+            Watched((SESSION, live), other_clinician.pk, run.pk + 1000 + i) for i in range(n)
+        }  # no such run
+        return out
+
+    counts = []
+    for n in (3, 300):
+        with CaptureQueriesContext(connection) as queries:
+            ended = watched_ended(streams(n))
+        counts.append(len(queries))
+        assert {(w.ref[1], w.user_pk, w.run_id) for w in ended if w.run_id < 1000} == {
+            ("gone", clinician.pk, run.pk),
+            (live, other_clinician.pk, second.pk),
+            ("no-such-token", administrator.pk, run.pk),
+        }
+        assert sum(1 for w in ended if w.run_id >= 1000) == n
+    assert counts[0] == counts[1] <= 6, counts

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+import signal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,6 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
 
     def handle(self, *args, host: str, port: int, **options) -> None:
+        # Ctrl-C stops, as the banner says, however this was started: a process a script starts in the
+        # background inherits SIGINT ignored (POSIX), and Twisted then leaves it ignored, so `kill -INT` did
+        # nothing. With Python's own handler back, daphne's reactor stops on it as on SIGTERM, and the warm
+        # runner ends with its lifeline below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database is up to date.")
         self.create_first_admin()
