@@ -495,7 +495,8 @@ def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
 @router.post("/runs/{run_id}/select", response=RunDetail)
 def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
     run = _run(request, run_id, "select")
-    artifact = Artifact.objects.filter(pk=payload.artifact_id).first()
+    # Out of the caller's reach is no artifact at all (the run's own check then names another run's).
+    artifact = Artifact.objects.filter(pk=payload.artifact_id, run__in=access.runs_for(request.user)).first()
     if artifact is None:
         raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from patients.models import Patient
 from runs.models import Artifact, Run
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, run_pipeline_here
 
@@ -49,6 +50,16 @@ def test_an_artifact_of_another_run_or_a_failed_one_cannot_be_selected(api, comp
     )
     foreign = Artifact.objects.create(run=other, stage=6, model_id="gpt-5", kind="md", file_path="x")
     assert "not part of run" in _select(api, complete_run, foreign.pk).json()["detail"]
+    # An artifact of a run out of the caller's reach is no artifact at all, as an id past the last is.
+    hidden = Patient.objects.create(label="SYNTH-NOT-YOURS")
+    Patient.clinicians.through.objects.filter(patient=hidden).delete()
+    unseen = Run.objects.create(
+        patient=hidden, report=complete_run.report, council_models=COUNCIL, consolidator=CONSOLIDATOR
+    )
+    out_of_reach = Artifact.objects.create(run=unseen, stage=6, model_id="gpt-5", kind="md", file_path="x")
+    response = _select(api, complete_run, out_of_reach.pk)
+    assert response.status_code == 422
+    assert response.json()["detail"] == f"There is no artifact {out_of_reach.pk}."
     draft = complete_run.artifacts.get(stage=6, model_id="gpt-5")
     Artifact.objects.filter(pk=draft.pk).update(status="failed", error="upstream said no")
     response = _select(api, complete_run, draft.pk)
