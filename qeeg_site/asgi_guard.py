@@ -264,6 +264,8 @@ def install_in_daphne() -> None:
             # the application, whose look-up may refuse it: a made-up cookie must not cost its size in RAM.
             # The same look-up first, in a thread; the request waits.
             def decided(live: bool) -> None:
+                if self.channel is None or getattr(self, "_disconnected", False):
+                    return  # the client hung up while it was looked up
                 if live:
                     base.requestReceived(self, command, path, version)
                     return
