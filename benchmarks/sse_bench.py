@@ -36,16 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.stream_helpers import Frame, FrameParser, daphne_process  # noqa: E402  (after the path)
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    # Fields 14 and 15 of /proc/<pid>/stat are utime and stime in clock ticks (after the "(comm)" field).
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
+from benchmarks.common import cpu_seconds  # noqa: E402  (after the path)
+from tests.stream_helpers import Frame, FrameParser, daphne_process  # noqa: E402
 
 SETUP = """
 import django, sys
