@@ -13,21 +13,17 @@ from channels.layers import get_channel_layer
 from runs import feed
 from runs.stream import RunStreamConsumer
 from tests.stream_helpers import FrameParser, session_cookie
-from tests.test_stream import Client, _until_dispatched, emit, make_run, open_stream
+from tests.test_stream import (  # fast_stream, stop_reader: autouse (fast polling; the feed stopped after)
+    Client,
+    _until_dispatched,
+    emit,
+    fast_stream,  # noqa: F401
+    make_run,
+    open_stream,
+    stop_reader,  # noqa: F401
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def fast_stream(settings):
-    settings.SSE_POLL_SECONDS = 0.02
-    settings.SSE_KEEPALIVE_SECONDS = 30
-
-
-@pytest.fixture(autouse=True)
-async def stop_reader():
-    yield
-    await feed.stop_feed_for_tests()
 
 
 @pytest.fixture
