@@ -81,8 +81,9 @@ def patient_run_rows(user: Any, patient_id: int, fields: tuple[str, ...]) -> lis
     show the patient is reached; only an empty answer asks about the patient itself."""
     if not user.is_authenticated or not user.has_perm(ACTIONS["view"][0]):
         patient_runs_for(user, patient_id)  # 404 out of reach, else 403
-    rows = Run.objects.filter(patient__pk=patient_id)  # not patient_id=: an id past the column's range is
-    # then no row (the key's own lookup knows the range), not an OverflowError
+    # `patient__pk`, not `patient_id`: the key's own lookup knows the column's range, so an id past it is no
+    # row rather than an OverflowError.
+    rows = Run.objects.filter(patient__pk=patient_id)
     if not user.has_perm("patients.view_patient"):  # as patients_for: every patient, else the assigned
         rows = rows.filter(patient__in=patients_for(user))
     found = list(rows.values(*fields))
