@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PartResult, Target, pct, remove, throwaway_django
+from common import PartResult, Target, cpu_seconds, pct, remove, throwaway_django
 
 from tests.stream_helpers import daphne_process
 
@@ -214,13 +214,15 @@ async def _timed(clients: list, url: str, per_client: int) -> tuple[list[float],
     return [t for r in results for t in r], wall
 
 
-async def latency_rows(bases: list[str], ids: dict, *, requests: int) -> list[dict]:
+async def latency_rows(bases: list[str], ids: dict, *, requests: int, server_pid: int) -> list[dict]:
     made = [await _client(base, ids["token"]) for base in bases for _ in range(10)]
     rows = []
     try:
         for name, url in endpoints(ids).items():
             await _timed(made[:1], url, 5)  # warm
+            cpu_before = cpu_seconds(server_pid)
             one, wall_one = await _timed(made[:1], url, requests)
+            cpu_one = cpu_seconds(server_pid) - cpu_before
             ten, wall_ten = await _timed(made[:10], url, max(5, requests // 5))
             rows.append(
                 {
@@ -230,6 +232,8 @@ async def latency_rows(bases: list[str], ids: dict, *, requests: int) -> list[di
                     "p50_ms_10_clients": round(1000 * pct(ten, 0.50), 1),
                     "p95_ms_10_clients": round(1000 * pct(ten, 0.95), 1),
                     "req_per_s_1_client": round(len(one) / wall_one, 1),
+                    # The server's CPU per request (1 client): steadier than the latencies on a busy machine.
+                    "server_cpu_ms_per_request": round(1000 * cpu_one / len(one), 2),
                     "req_per_s_10_clients": round(len(ten) / wall_ten, 1),
                 }
             )
@@ -277,8 +281,8 @@ def main() -> None:
 
         connections.close_all()
         env = dict(os.environ)
-        with daphne_process(env, stderr=subprocess.DEVNULL) as (first, _):
-            rows = asyncio.run(latency_rows([first], ids, requests=requests))
+        with daphne_process(env, stderr=subprocess.DEVNULL) as (first, server):
+            rows = asyncio.run(latency_rows([first], ids, requests=requests, server_pid=server.pid))
             one_process = asyncio.run(throughput([first], ids, "/api/patients", per_client=requests // 4))
             with daphne_process(env, stderr=subprocess.DEVNULL) as (second, _):
                 two_processes = asyncio.run(

@@ -46,6 +46,13 @@ def throwaway_django(prefix: str, **extra_env: str) -> Path:
     return data_dir
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system, from /proc/<pid>/stat)."""
+    # Fields 14 and 15 of /proc/<pid>/stat are utime and stime in clock ticks (after the "(comm)" field).
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def remove(data_dir: Path) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
 

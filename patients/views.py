@@ -3,12 +3,16 @@ only the fragment it asked for, rendered from the same template the full page in
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -27,11 +31,47 @@ from patients.models import Patient, PatientIdentifier, Redaction, Report
 LIST_LIMIT = 200
 
 
+class PatientRow(NamedTuple):
+    """What one row of the patient list shows, and all of it: the key of its rendered HTML."""
+
+    pk: int
+    label: str
+    age: int | None
+    sex: str
+    sex_display: str
+    report_count: int
+    referral_reason: str
+    created_at: datetime
+    time_zone: str  # the date is shown in it
+
+
+@lru_cache(maxsize=4096)
+def _patient_row_html(row: PatientRow) -> str:
+    # Rendering 200 rows was most of the list's time (12-16 ms); a row is rendered again only when something
+    # it shows changed, since that is its key.
+    return render_to_string("patients/_patient_row.html", {"patient": row})
+
+
+def _patient_rows(patients: list[Patient]) -> list[str]:
+    zone = timezone.get_current_timezone_name()
+    sexes = dict(Patient.Sex.choices)
+    return [
+        _patient_row_html(
+            PatientRow(
+                p.pk, p.label, p.age, p.sex, str(sexes.get(p.sex, p.sex)), p.report_count, p.referral_reason,
+                p.created_at, zone,
+            )
+        )
+        for p in patients
+    ]  # fmt: skip
+
+
 def _list_context(request: HttpRequest, form: PatientForm | None = None) -> dict:
     q = request.GET.get("q", "")
     patients = list(selectors.patient_search(q, within=access.patients_for(request.user))[: LIST_LIMIT + 1])
     return {
         "patients": patients[:LIST_LIMIT],
+        "patient_rows": _patient_rows(patients[:LIST_LIMIT]),
         "more_patients": len(patients) > LIST_LIMIT,
         "list_limit": LIST_LIMIT,
         "q": q,

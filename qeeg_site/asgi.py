@@ -14,6 +14,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from qeeg_site import socket_writes  # noqa: E402
 from qeeg_site.asgi_guard import guard  # noqa: E402
 from qeeg_site.auth import BearerTokenMiddleware  # noqa: E402
 from runs import stream  # noqa: E402
@@ -23,6 +24,8 @@ def signed_in(app):
     """Channels' session sign-in, then the JSON API's bearer tokens, in the scope's `user`."""
     return AuthMiddlewareStack(BearerTokenMiddleware(app))
 
+
+socket_writes.install()  # daphne's process: a response's bytes go out at once (see the module)
 
 application = ProtocolTypeRouter(
     {

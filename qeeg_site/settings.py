@@ -178,7 +178,11 @@ SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=1
 
 # Failed sign-ins (login page and admin) counted by django-axes, per username and per address: the next one
 # is refused for LOGIN_LOCKOUT_MINUTES (0: until an administrator lifts it, Admin -> Axes -> Access attempts).
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "qeeg_site.auth.PermissionsBackend",  # permissions in one query (and the whole answer)
+    "django.contrib.auth.backends.ModelBackend",  # only so the sessions it signed in stay valid
+]
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=m) if (m := env.int("LOGIN_LOCKOUT_MINUTES", default=15)) else None
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]

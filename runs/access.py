@@ -75,6 +75,23 @@ def patient_runs_for(user: Any, patient_id: int, action: str = "view") -> Patien
     return patient
 
 
+def patient_run_rows(user: Any, patient_id: int, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The `fields` of patient `patient_id`'s runs (newest first) for a user who may list them, with the
+    answers of `patient_runs_for` (404 out of reach, else 403). The reach is part of the one query: rows
+    show the patient is reached; only an empty answer asks about the patient itself."""
+    if not user.is_authenticated or not user.has_perm(ACTIONS["view"][0]):
+        patient_runs_for(user, patient_id)  # 404 out of reach, else 403
+    # `patient__pk`, not `patient_id`: the key's own lookup knows the column's range, so an id past it is no
+    # row rather than an OverflowError.
+    rows = Run.objects.filter(patient__pk=patient_id)
+    if not user.has_perm("patients.view_patient"):  # as patients_for: every patient, else the assigned
+        rows = rows.filter(patient__in=patients_for(user))
+    found = list(rows.values(*fields))
+    if not found:
+        patient_runs_for(user, patient_id)  # none yet, or out of reach (404)
+    return found
+
+
 def artifact_for(user: Any, run_id: int, artifact_id: int) -> Artifact:
     """An artifact of a run `user` may read (404 for an unknown pair or a run out of reach)."""
     run = run_for(user, run_id)

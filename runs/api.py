@@ -151,9 +151,11 @@ class StageOut(Schema):
 
 
 def _run(request: HttpRequest, run_id: int, action: str = "view") -> Run:
-    # A run whose runner died is never returned as running: settle it first (a write, never a launch).
-    services.runs_mark_stale_interrupted()
-    return access.run_for(request.user, run_id, action, queryset=Run.objects.select_related("job"))
+    run = access.run_for(request.user, run_id, action, queryset=Run.objects.select_related("job"))
+    # A run whose runner died is never returned as running: settled (a write, never a launch) and read again.
+    if run.status in services.ACTIVE_STATUSES and services.runs_mark_stale_interrupted():
+        run = access.run_for(request.user, run_id, action, queryset=Run.objects.select_related("job"))
+    return run
 
 
 def _refused(exc: services.RunRefused) -> HttpError:
@@ -457,11 +459,16 @@ def run_detail(request: HttpRequest, run_id: int):
 
 @router.get("/patients/{patient_id}/runs", response=list[RunSummary])
 def patient_runs(request: HttpRequest, patient_id: int):
-    patient = access.patient_runs_for(request.user, patient_id)
-    services.runs_mark_stale_interrupted()
     # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
     # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
-    rows = list(patient.runs.values(*SUMMARY_FIELDS))
+    rows = access.patient_run_rows(request.user, patient_id, SUMMARY_FIELDS)
+    # A run whose runner died is never listed as running or queued: settled (and read again) when one of
+    # these says so. Most lists have none, and the settling is a query of every active run in the clinic.
+    if (
+        any(row["status"] in services.ACTIVE_STATUSES for row in rows)
+        and services.runs_mark_stale_interrupted()
+    ):
+        rows = access.patient_run_rows(request.user, patient_id, SUMMARY_FIELDS)
     summaries = selectors.council_summaries(
         {row["id"]: row["council_models"] for row in rows}, {row["id"]: row["dropped"] for row in rows}
     )

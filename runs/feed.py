@@ -215,6 +215,16 @@ class RunStreamLayer(InMemoryChannelLayer):
             raise
         return message
 
+    def take_waiting(self, channel: str, kind: str) -> list[dict[str, Any]]:
+        """The messages of type `kind` at the head of `channel`'s queue, taken off it without waiting (a
+        stream that fell behind sends them in one write); stops at the first of another type, so the order
+        holds."""
+        queue = self.channels.get(channel)
+        taken = []
+        while queue is not None and not queue.empty() and queue._queue[0][1]["type"] == kind:
+            taken.append(queue.get_nowait()[1])
+        return taken
+
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)
         # A channel in no group any more will not be read again (its stream is closing): drop its queue with

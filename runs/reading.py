@@ -75,16 +75,18 @@ def rendered(
     return annotated_page_html(text, spans)
 
 
-def stage_outputs(run: Run, stage: int) -> list[ModelOutput]:
+def stage_outputs(run: Run, stage: int, *, shown: bool = True) -> list[ModelOutput]:
+    """A stage's outputs as its page shows them; `shown=False` for their texts alone (no HTML, no number
+    checks: what the disagreement summary reads)."""
     labels = selectors.labels_by_model(run)
     step = STEPS.get(stage)
-    table = selectors.fact_table(run) if step is not None and step.checks_numbers else None
-    page_url = selectors.run_page_url(run)
+    table = selectors.fact_table(run) if shown and step is not None and step.checks_numbers else None
+    page_url = selectors.run_page_url(run) if shown else None
     outputs = []
-    for artifact in run.artifacts.filter(stage=stage).order_by("model_id"):
+    for artifact in selectors.stage_artifacts(run, stage):
         ok = artifact.status == Artifact.Status.OK
         text = selectors.artifact_text(artifact) if ok else ""
-        markdown = ok and artifact.kind == Artifact.Kind.MARKDOWN
+        markdown = shown and ok and artifact.kind == Artifact.Kind.MARKDOWN
         checks = selectors.number_checks(artifact, table, text) if markdown else None
         outputs.append(
             ModelOutput(
@@ -197,7 +199,7 @@ def peer_reviews(run: Run) -> tuple[list[ReviewerCard], list[RankingRow]]:
     labels = selectors.labels_by_model(run)
     cards: list[ReviewerCard] = []
     rows: dict[str, RankingRow] = {}
-    for artifact in run.artifacts.filter(stage=STEPS["peer_review"].number).order_by("model_id"):
+    for artifact in selectors.stage_artifacts(run, STEPS["peer_review"].number):
         card = ReviewerCard(
             model_id=artifact.model_id,
             label=labels.get(artifact.model_id, ""),
@@ -250,7 +252,7 @@ def final_review_tally(run: Run) -> Tally:
         required_changes=disagreement.pool_required_changes(
             (v["model_id"], v["required_changes"]) for v in votes
         ),
-        failed=list(run.artifacts.filter(stage=STEPS["final_review"].number, status=Artifact.Status.FAILED)),
+        failed=selectors.stage_artifacts(run, STEPS["final_review"].number, Artifact.Status.FAILED),
     )
 
 
@@ -309,9 +311,9 @@ def disagreements(run: Run, consolidation: ModelOutput | None) -> dict[str, Any]
     asked = bool(version) and disagreement.DISAGREEMENT_HEADING in prompts.load(version).user
     if consolidation is None:
         return {"asked": asked, "section": None}
-    revised = run.artifacts.filter(stage=STEPS["revision"].number, status=Artifact.Status.OK)
+    revised = selectors.stage_artifacts(run, STEPS["revision"].number, Artifact.Status.OK)
     labels = selectors.labels_by_model(run)
-    known = {labels[m] for m in revised.values_list("model_id", flat=True) if m in labels}
+    known = {labels[a.model_id] for a in revised if a.model_id in labels}
     section = disagreement.read_disagreements(consolidation.text, known)
     label_map = dict(run.label_map)
 
@@ -433,7 +435,11 @@ def disagreement_summary(run: Run) -> DisagreementSummary:
         }
         for row in rows
     ]
-    consolidation, drafts = final_drafts(run)
+    # Their texts only: neither the drafts' HTML nor their diffs are shown here.
+    consolidation = next(
+        (o for o in stage_outputs(run, STEPS["consolidation"].number, shown=False) if o.ok), None
+    )
+    drafts = stage_outputs(run, STEPS["final_draft"].number, shown=False)
     changes = []
     for row in changes_applied(run, drafts):
         by_state: dict[str, list[str]] = {"applied": [], "not-applied": [], "unstated": []}

@@ -243,12 +243,18 @@ def _summary_text(
     return f"{text} ({'; '.join(failures)})" if failures else text
 
 
+def stage_artifacts(run: Run, stage: int, status: str | None = None) -> list[Artifact]:
+    """A stage's artifacts in model order (only those of `status`, if given), taken from the run's artifacts
+    as read once: prefetched for a page (`prefetch_related_objects([run], "artifacts")`), no query each."""
+    return [a for a in run.artifacts.all() if a.stage == stage and (status is None or a.status == status)]
+
+
 def final_votes(run: Run) -> list[dict[str, Any]]:
     """Stage 5 votes for the UI and the export's run card: label, model, vote, score, required changes."""
     labels = labels_by_model(run)
     votes = []
     voting = STEPS["final_review"].number
-    for artifact in run.artifacts.filter(stage=voting, status=Artifact.Status.OK).order_by("model_id"):
+    for artifact in stage_artifacts(run, voting, Artifact.Status.OK):
         vote = artifact_parsed(artifact)
         if isinstance(vote, FinalReview):
             votes.append(

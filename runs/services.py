@@ -505,12 +505,16 @@ def _work_ends(runs, end) -> dict:
     }
 
 
+# What runs_mark_stale_interrupted looks at: a run in one of these has a runner that may have died.
+ACTIVE_STATUSES = frozenset({Run.Status.RUNNING, Run.Status.QUEUED})
+
+
 def runs_mark_stale_interrupted() -> int:
     """Runs whose runner died without a word (kill -9, a reboot, its host gone) or never started become
     interrupted, so they can resume. Dead is judged by the job's heartbeat (jobs/), wherever it ran. Writes by
     compare-and-set and launches nothing, so pages, the API and the stream call it before showing a run."""
     marked = 0
-    candidates = Run.objects.filter(status__in=(Run.Status.RUNNING, Run.Status.QUEUED))
+    candidates = Run.objects.filter(status__in=ACTIVE_STATUSES)
     for row, why in dead_rows(candidates):
         reason = f"{why} Start the run again to resume; finished calls are kept."
         same = Run.objects.filter(pk=row.pk, status=row.status, job_id=row.job_id)

@@ -30,7 +30,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
@@ -182,6 +182,7 @@ def last_event_id(scope: dict[str, Any]) -> int | None:
 class RunStreamConsumer(AsyncHttpConsumer):
     sent = 0
     run_id: int | None = None
+    _batch: list[bytes] | None = None  # frames of the write being gathered (`_one_write`)
     watching = False
     _keepalive: asyncio.Task[None] | None = None
     _sign_in_watch: asyncio.Task[None] | None = None
@@ -228,20 +229,21 @@ class RunStreamConsumer(AsyncHttpConsumer):
                 (b"X-Accel-Buffering", b"no"),  # a reverse proxy must not hold the events back
             ]
         )
-        # Reconnect after 2 s if the connection drops; the browser sends Last-Event-ID by itself.
-        await self._send(b"retry: 2000\n\n")
-        resume_after = last_event_id(self.scope)
-        if resume_after is None:
-            self.sent, state = await feed.snapshot(run_id)
-            await self._send(feed.encode("snapshot", self.sent, state))
-            finished = state["finished"]
-        else:
-            self.sent = resume_after
-            finished = await self._send_backlog()
-            finished = finished or (await feed.run_status(run_id)) in feed.FINISHED
-        if finished:
-            await self._send_backlog()  # whatever was written between our reads and the finish
-            await self._end()
+        async with self._one_write():
+            # Reconnect after 2 s if the connection drops; the browser sends Last-Event-ID by itself.
+            await self._send(b"retry: 2000\n\n")
+            resume_after = last_event_id(self.scope)
+            if resume_after is None:
+                self.sent, state = await feed.snapshot(run_id)
+                await self._send(feed.encode("snapshot", self.sent, state))
+                finished = state["finished"]
+            else:
+                self.sent = resume_after
+                finished = await self._send_backlog()
+                finished = finished or (await feed.run_status(run_id)) in feed.FINISHED
+            if finished:
+                await self._send_backlog()  # whatever was written between our reads and the finish
+                await self._end()
         loop = asyncio.get_running_loop()
         self._keepalive = loop.create_task(self._keep_alive())
         if check is not None:
@@ -250,6 +252,16 @@ class RunStreamConsumer(AsyncHttpConsumer):
             )
 
     async def run_event(self, message: dict[str, Any]) -> None:
+        # This event and the run's events already waiting behind it (a stream that fell behind): one write.
+        waiting = self.channel_layer.take_waiting(self.channel_name, "run.event")
+        if not waiting:  # keeping up: the usual case, as it was
+            await self._event(message)
+            return
+        async with self._one_write():
+            for event in (message, *waiting):
+                await self._event(event)
+
+    async def _event(self, message: dict[str, Any]) -> None:
         missed = message["prev"] is not None and message["prev"] > self.sent
         # If the group did not bring us the run's previous event, read everything after ours from the table.
         if missed and await self._send_backlog():
@@ -282,16 +294,41 @@ class RunStreamConsumer(AsyncHttpConsumer):
         finished = False
         while True:
             rows = await feed.events_after(self.sent, self.run_id)
-            for row in rows:
-                self.sent = row["id"]
-                await self._send(feed.event_frame(row))
-                finished = finished or feed.finishes_run(row)
+            async with self._one_write():
+                for row in rows:
+                    self.sent = row["id"]
+                    await self._send(feed.event_frame(row))
+                    finished = finished or feed.finishes_run(row)
             if len(rows) < feed.FETCH_BATCH:
                 return finished
 
     async def _send(self, chunk: bytes) -> None:
         self._last_write = asyncio.get_running_loop().time()
-        await self.send_body(chunk, more_body=True)
+        if self._batch is not None:
+            self._batch.append(chunk)
+        else:
+            await self.send_body(chunk, more_body=True)
+
+    @contextlib.asynccontextmanager
+    async def _one_write(self) -> AsyncIterator[None]:
+        """What is sent inside goes out as one body message: one write to the socket, not one per frame (the
+        server's per-write work, not the bytes, is what a thousand streams pay for). Nested: the outer one
+        writes. The frames keep their order."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        except BaseException:
+            self._batch = None  # the stream is going away; nothing more is written to it
+            raise
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch:
+            await self.send_body(b"".join(batch), more_body=True)
 
     async def _keep_alive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -336,6 +373,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
 
     async def _end(self) -> None:
         await self._send(feed.encode("end", self.sent, {"run_id": self.run_id}))
+        await self._flush()
         await self.send_body(b"")
         await self._leave()
         raise StopConsumer

@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import apnumber
-from django.db.models import prefetch_related_objects
+from django.db.models import Prefetch, prefetch_related_objects
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -35,7 +35,7 @@ from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
 from runs import access, limits, patient_version, reading, selectors, services, sources, versions
-from runs.models import Artifact, PatientVersionRequest, Run
+from runs.models import Artifact, PatientVersionRequest, Run, RunReport
 from runs.stream import stream_url
 
 
@@ -333,14 +333,18 @@ def _exports(run: Run, names: tuple[str, ...] = Run.WRITE_UP_EXPORTS) -> dict[st
 
 
 def _run(request: HttpRequest, pk: int, action: str = "view") -> Run:
-    # Never shown running when its runner died: settled first (a compare-and-set write, never a launch).
-    services.runs_mark_stale_interrupted()
-    return access.run_for(
-        request.user,
-        pk,
-        action,
-        queryset=Run.objects.select_related("patient", "report", "selected_artifact", "job"),
-    )
+    def read() -> Run:
+        rows = Run.objects.select_related("patient", "report", "selected_artifact", "job").prefetch_related(
+            Prefetch("report_links", queryset=RunReport.objects.select_related("report"))
+        )  # its reports, read by the page in several places: one query
+        return access.run_for(request.user, pk, action, queryset=rows)
+
+    run = read()
+    # Never shown running when its runner died: settled (a compare-and-set write, never a launch) and read
+    # again. A finished run has no runner to look for.
+    if run.status in services.ACTIVE_STATUSES and services.runs_mark_stale_interrupted():
+        run = read()
+    return run
 
 
 @require_GET

@@ -175,3 +175,50 @@ def test_listing_a_patients_runs_reads_artifacts_once_for_one_run_or_many(api, p
     add_run()
     add_run()
     assert artifact_queries() == 1
+
+
+def _list_queries(api, patient) -> tuple[list[dict], list[str]]:
+    api.get(f"/api/patients/{patient.pk}/runs")  # the token's last use is written once a minute, not here
+    with CaptureQueriesContext(connection) as captured:
+        response = api.get(f"/api/patients/{patient.pk}/runs")
+    assert response.status_code == 200
+    return response.json(), [query["sql"] for query in captured.captured_queries]
+
+
+def test_listing_a_patients_runs_takes_five_queries_however_many_runs(api, patient_report):
+    patient, report = patient_report
+    counts = []
+    for runs in (1, 30):
+        while Run.objects.filter(patient=patient).count() < runs:
+            services.run_create(
+                patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR,
+                available=set(COUNCIL),
+            )  # fmt: skip
+        listed, queries = _list_queries(api, patient)
+        assert len(listed) == runs
+        counts.append(len(queries))
+    # The token, the patient, the runs, their Stage 1 outcomes and failures, their reports. No look for dead
+    # runners: none of them is running or queued.
+    assert counts == [5, 5]
+
+
+def test_a_listed_run_whose_runner_went_silent_is_listed_interrupted(api, patient_report, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.RUN_STALE_SECONDS = 1
+    patient, report = patient_report
+    run = services.run_create(
+        patient=patient,
+        report=report,
+        council_models=COUNCIL,
+        consolidator=CONSOLIDATOR,
+        available=set(COUNCIL),
+    )
+    Run.objects.filter(pk=run.pk).update(
+        status=Run.Status.RUNNING, job=runner_job(heartbeat_at=timezone.now() - timedelta(seconds=30))
+    )
+    listed, _ = _list_queries(api, patient)
+    assert [r["status"] for r in listed] == ["interrupted"]
+    assert "went silent" in listed[0]["error"]
