@@ -109,12 +109,24 @@ def ready_text_report(patient, folder: Path):
     return report
 
 
+# What a clinic records about a real patient: the guard looks for each of them in every prompt, and a given
+# name that is also a word ("May") is looked for wherever "may" is written.
+IDENTIFIERS = [
+    ("name", "Maren May Okonkwo-Lindqvist"),
+    ("birth_date", "1990-05-17"),
+    ("record_number", "00447192"),
+    ("other", "Lindenhof School"),
+]
+
+
 def ready_report(folder: Path):
-    from patients.models import Patient
+    from patients.models import Patient, PatientIdentifier
 
     patient = Patient.objects.create(
         label="BENCH-001", age=34, sex="female", medications="none", referral_reason="attention concerns"
     )
+    for kind, value in IDENTIFIERS:
+        PatientIdentifier.objects.create(patient=patient, kind=kind, value=value)
     return patient, ready_text_report(patient, folder)
 
 
