@@ -168,7 +168,7 @@ class _Folded:
         character folds on its own, except in a run of spaces and hyphens (one space), so up to the last
         shared character outside such a run `text` folds exactly as `earlier` did, and only the rest is
         folded. (A run's calls share their long start: instructions, report, fact table.)"""
-        cut = _shared_start(text, earlier)
+        cut = shared_start(text, earlier)
         while cut and _GAP.match(text, cut - 1):
             cut -= 1
         kept = bisect.bisect_left(folded.index, cut)
@@ -179,7 +179,7 @@ class _Folded:
 _GAP = re.compile(f"[{_GAP_CLASS}]")
 
 
-def _shared_start(a: str, b: str) -> int:
+def shared_start(a: str, b: str) -> int:
     """How many leading characters `a` and `b` share (halving over slices, which compare at C speed)."""
     low, high = 0, min(len(a), len(b))
     while low < high:
