@@ -8,6 +8,7 @@ each as slow as its slowest call). Runs are started the way the web app starts t
 `manage.py runpipeline <id>` as a child process); the figures come from the run's own events:
   spawn → claim   the `queued` event → the runner's `running` event (process start, Django, claim);
   run ÷ 6L        the `running` event → the `complete` event, divided by 6 x L;
+  claim → Stage 1 the `running` event → the first `stage_started` (reading and de-identifying the report);
   overhead/stage  (stage_started → stage_finished) - L, and the gap between one stage's end and the next's start;
   exit            the `complete` event → the runner process gone.
 Cases: one run of 3, 5 and 8 models; 4 runs of 5 models at once; runners forked by the warm runner, as
@@ -31,6 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PartResult, Target, median, remove, throwaway_django
+
+from council.deid import shared_start  # how many leading characters two prompts share
 
 STAGES = 6
 SITES = [
@@ -109,12 +112,24 @@ def ready_text_report(patient, folder: Path):
     return report
 
 
+# What a clinic records about a real patient: the guard looks for each of them in every prompt, and a given
+# name that is also a word ("May") is looked for wherever "may" is written.
+IDENTIFIERS = [
+    ("name", "Maren May Okonkwo-Lindqvist"),
+    ("birth_date", "1990-05-17"),
+    ("record_number", "00447192"),
+    ("other", "Lindenhof School"),
+]
+
+
 def ready_report(folder: Path):
-    from patients.models import Patient
+    from patients.models import Patient, PatientIdentifier
 
     patient = Patient.objects.create(
         label="BENCH-001", age=34, sex="female", medications="none", referral_reason="attention concerns"
     )
+    for kind, value in IDENTIFIERS:
+        PatientIdentifier.objects.create(patient=patient, kind=kind, value=value)
     return patient, ready_text_report(patient, folder)
 
 
@@ -268,9 +283,11 @@ def _pipeline_case(services, patient, report, models, at_once, warm_start, laten
             if run.status != "complete" or None in (queued, running, done):
                 raise RuntimeError(f"run {run.pk} ended {run.status}: {run.error}")
             overheads, gaps = _stage_figures(events, latency)
+            first = min(e.created_at.timestamp() for e in events if e.kind == "stage_started")
             samples.append(
                 {
                     "spawn_to_claim_s": running - queued,
+                    "claim_to_stage_1_ms": 1000 * (first - running),
                     "run_s": done - running,
                     "stage_overhead_ms": 1000 * (sum(overheads) / len(overheads)),
                     "between_stages_ms": 1000 * (sum(gaps) / len(gaps)) if gaps else 0.0,
@@ -292,6 +309,7 @@ def _pipeline_case(services, patient, report, models, at_once, warm_start, laten
         "spawn_to_claim_s_median": round(median([s["spawn_to_claim_s"] for s in samples]), 3),
         "spawn_to_claim_s_worst": round(max(s["spawn_to_claim_s"] for s in samples), 3),
         "stage_overhead_ms_median": round(median([s["stage_overhead_ms"] for s in samples]), 1),
+        "claim_to_stage_1_ms_median": round(median([s["claim_to_stage_1_ms"] for s in samples]), 1),
         "between_stages_ms_median": round(median([s["between_stages_ms"] for s in samples]), 1),
         "complete_to_exit_s_median": (
             round(median([s["exit_s"] for s in samples if s["exit_s"] is not None]), 3)
@@ -314,18 +332,6 @@ def _serialised(body: dict) -> str:
     return "".join(f"<|{m.get('role')}|>{message_text(m)}" for m in _messages_of(endpoint, body))
 
 
-def common_prefix_length(a: str, b: str) -> int:
-    """How many leading characters `a` and `b` share (binary search over slices: C speed on long prompts)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
 def prompt_figures(calls: list) -> dict:
     """Per stage and per run: calls, prompt characters, and the characters that are a prefix shared with an
     earlier call of the run (the longest common prefix with any earlier request, in arrival order), and with
@@ -337,8 +343,8 @@ def prompt_figures(calls: list) -> dict:
         if call.body is None or call.endpoint not in ("chat/completions", "responses"):
             continue
         text = _serialised(call.body)
-        shared = max((common_prefix_length(text, earlier) for _, earlier in seen), default=0)
-        same = max((common_prefix_length(text, e) for m, e in seen if m == call.model), default=0)
+        shared = max((shared_start(text, earlier) for _, earlier in seen), default=0)
+        same = max((shared_start(text, e) for m, e in seen if m == call.model), default=0)
         seen.append((call.model, text))
         row = stages.setdefault(
             call.stage or 0, {"calls": 0, "chars": 0, "shared_prefix_chars": 0, "same_model_prefix_chars": 0}

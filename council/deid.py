@@ -134,11 +134,13 @@ class _Folded:
     index: list[int]  # folded position → original position
 
     @classmethod
-    def of(cls, text: str) -> _Folded:
+    def of(cls, text: str, start: int = 0) -> _Folded:
+        """`start`: fold `text[start:]` only (positions still into `text`); `text[start - 1]` must not be a
+        space or hyphen, so that no run of them is cut."""
         chars: list[str] = []
         index: list[int] = []
-        done = 0
-        for match in _ONE_BY_ONE.finditer(text):
+        done = start
+        for match in _ONE_BY_ONE.finditer(text, start):
             start = match.start()
             if start > done:
                 chars.append(text[done:start].lower().translate(_ASCII_FOLD))
@@ -159,6 +161,34 @@ class _Folded:
 
     def original(self, start: int, end: int) -> tuple[int, int]:
         return self.index[start], self.index[end - 1] + 1
+
+    @classmethod
+    def sharing(cls, text: str, earlier: str, folded: _Folded) -> _Folded:
+        """`of(text)`, with the folding of `earlier` (`folded`) kept over the start the two texts share: a
+        character folds on its own, except in a run of spaces and hyphens (one space), so up to the last
+        shared character outside such a run `text` folds exactly as `earlier` did, and only the rest is
+        folded. (A run's calls share their long start: instructions, report, fact table.)"""
+        cut = shared_start(text, earlier)
+        while cut and _GAP.match(text, cut - 1):
+            cut -= 1
+        kept = bisect.bisect_left(folded.index, cut)
+        rest = cls.of(text, cut)
+        return cls(folded.text[:kept] + rest.text, folded.index[:kept] + rest.index)
+
+
+_GAP = re.compile(f"[{_GAP_CLASS}]")
+
+
+def shared_start(a: str, b: str) -> int:
+    """How many leading characters `a` and `b` share (halving over slices, which compare at C speed)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def fold(text: str) -> str:
@@ -480,6 +510,37 @@ def _beside(text: str, span: tuple[int, int], other: tuple[int, int]) -> bool:
     return (span[1] <= other[0] or other[1] <= span[0]) and bool(_BESIDE.fullmatch(gap))
 
 
+@functools.lru_cache(maxsize=1024)
+def _needle(pattern: re.Pattern[str] | str) -> str:
+    """The longest run of plain characters that every match of `pattern` holds, read from the pattern's own
+    parse: its top-level items in order, groups opened (a group without an alternative or a flag matches
+    its items one after another), a run broken by anything that is not one plain character (a class, a
+    repeat, an alternative, an assertion). A text without it holds no match, so the guard skips the pattern
+    there. '' (found in every text) where the pattern ignores case or cannot be read."""
+    compiled = re.compile(pattern)
+    if compiled.flags & re.IGNORECASE:
+        return ""
+    try:
+        from re import _constants, _parser
+
+        items = _parser.parse(compiled.pattern, compiled.flags).data
+    except Exception:  # another Python's private parser: no skipping, every pattern runs
+        return ""
+    runs = [""]
+
+    def walk(items: list) -> None:
+        for op, value in items:
+            if op == _constants.LITERAL:
+                runs[-1] += chr(value)
+            elif op == _constants.SUBPATTERN and not value[1] and not value[2]:
+                walk(value[3].data)
+            else:
+                runs.append("")
+
+    walk(items)
+    return max(runs, key=len)
+
+
 class _Matcher:
     """The known identifiers compiled to patterns over folded text."""
 
@@ -562,6 +623,8 @@ class _Matcher:
         for patterns, token, kind in groups:
             as_written = strict and patterns is self.word_names
             for pattern in patterns:
+                if strict and _needle(pattern) not in folded.text:
+                    continue  # it cannot match here: each of its matches holds that text
                 for match in re.finditer(pattern, folded.text):
                     if match.end() > match.start():
                         start, end = folded.original(match.start(), match.end())
@@ -858,7 +921,13 @@ def is_painted_out(data_url: str) -> bool:
 
 class IdentifierGuard:
     """Looks at an outgoing payload (chat messages or /v1/responses input) and raises IdentifierRefused
-    when any text in it holds a known identifier, or any image is not marked painted out."""
+    when any text in it holds a known identifier, or any image is not marked painted out.
+
+    It refuses exactly what reading every pattern over the whole text would (tests/test_deid_guard_shortcuts.py
+    checks it against that reading), faster: a pattern is run only over a text that holds its `_needle`, the
+    dates only over a text that prints a year of birth, and a text is folded only past the start it shares
+    with the last clean one (`_Folded.sharing`). 16-53 ms a distinct prompt became 1.2-1.9 ms (a patient
+    with a name, a date of birth and a record number; an 8-model run's 16 distinct prompts)."""
 
     def __init__(self, identifiers: Identifiers = Identifiers(), *, order: str = "mdy") -> None:
         self.identifiers = identifiers
@@ -867,24 +936,31 @@ class IdentifierGuard:
         # Texts already found clean: every call of a run resends the same report text, and one guard
         # serves a whole run, so each distinct text is looked through once.
         self._clean: OrderedDict[str, None] = OrderedDict()
+        self._last: tuple[str, _Folded] | None = None  # the last text found clean, and its folding
+        # Every date of birth a text can hold prints its year: four digits, or two right after a slash.
+        self._birth_years = frozenset(
+            year for day in identifiers.birth_dates for year in (f"{day.year}", f"/{day.year % 100:02d}")
+        )
 
     def find(self, text: str) -> str | None:
         """The kind of identifier in `text` ("a name", "the date of birth", …), or None."""
         if text in self._clean:
             self._clean.move_to_end(text)
             return None
-        found = self._find(text)
+        folded = _Folded.sharing(text, *self._last) if self._last else _Folded.of(text)
+        found = self._find(text, folded)
         if found is None:
             self._clean[text] = None
             if len(self._clean) > 64:
                 self._clean.popitem(last=False)
+            self._last = (text, folded)
         return found
 
-    def _find(self, text: str) -> str | None:
-        for _, _, _, kind in self._matcher.known(_Folded.of(text), strict=True, text=text):
+    def _find(self, text: str, folded: _Folded | None = None) -> str | None:
+        for _, _, _, kind in self._matcher.known(folded or _Folded.of(text), strict=True, text=text):
             return kind
         births = set(self.identifiers.birth_dates)
-        if births:
+        if births and any(year in text for year in self._birth_years):
             for hit in _find_dates(text, _order(text, self.order)):
                 if hit.value in births or hit.alternative in births:
                     return "the date of birth"

@@ -1,5 +1,5 @@
 """A client does not load the CA bundle anew: one TLS context per process, made before the warm runner forks
-(council.client.prepare), shared by every client after."""
+(council.client.prepare), shared by every client after; and no request looks for a module."""
 
 from __future__ import annotations
 
@@ -51,6 +51,47 @@ def test_after_prepare_a_clients_first_request_imports_nothing(fake_upstream):
 
     child = subprocess.run(
         [sys.executable, "-c", FIRST_REQUEST, fake_upstream.base_url, str(settings.BASE_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "[]"
+
+
+LATER_REQUESTS = """
+import sys
+sys.path.insert(0, sys.argv[2])
+import asyncio
+from council.client import CLIProxyClient, prepare
+prepare()
+looked = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        looked.append(name)
+        return None
+async def ask():
+    async with CLIProxyClient(base_url=sys.argv[1]) as client:
+        await client.list_models()
+        sys.meta_path.insert(0, Spy())
+        for _ in range(3):
+            await client.list_models()
+asyncio.run(ask())
+print(sorted(set(looked)))
+"""
+
+
+def test_a_request_never_searches_for_a_module(fake_upstream):
+    # httpcore asks for sniffio on every lock and event it makes (several a request) and falls back to
+    # asyncio when it is missing; Python does not remember a failed import, so without sniffio installed
+    # each ask walked sys.path: ~0.1 s of an 8-model run's event loop (encode/httpcore discussion 1102).
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    child = subprocess.run(
+        [sys.executable, "-c", LATER_REQUESTS, fake_upstream.base_url, str(settings.BASE_DIR)],
         capture_output=True,
         text=True,
         timeout=60,
