@@ -427,10 +427,10 @@ def is_identifier(text: str, start: int, end: int, named: frozenset[str] = froze
     """Whether the digits at text[start:end] name something rather than measure it: a record number, a
     device serial, an accession number. Such a token is not a measurement, so it is never checked (it would
     only ever "match nothing"). Identifiers are: digits after an identifier's label or a redaction
-    placeholder ("MRN 447192", "S/N 2231-07", "#017", "[ID]-2"), a zero-padded run of three digits or more
-    ("00447192", "007"), and a run of LONG_DIGITS digits or more that is one of `named` (the patient's
-    identifiers, the source report's text); the last two only without a unit after them ("0.5 ms" and
-    "1200000 µV" are measurements). Any other long number is checked: a model may make one up as easily as
+    placeholder ("MRN 447192", "S/N 2231-07", "#017", "[ID]-2"), a zero-padded run of three to six digits
+    ("0447", "007"), and a run of LONG_DIGITS digits or more, zero-padded or not ("00447192"), that is one of
+    `named` (the patient's identifiers, the source report's text); the last two only without a unit after
+    them ("0.5 ms" and "1200000 µV" are measurements). Any other long number is checked: a model may make one up as easily as
     any value. De-identified dates ("day 23") are skipped elsewhere."""
     raw = text[start:end]
     signed = raw[:1] in ("-", "+", "\u2212")
@@ -443,7 +443,9 @@ def is_identifier(text: str, start: int, end: int, named: frozenset[str] = froze
         return False
     if _UNIT.match(text, end):
         return False
-    return (len(raw) >= 3 and raw[0] == "0") or (len(raw) >= LONG_DIGITS and raw in named)
+    if len(raw) >= LONG_DIGITS:
+        return raw in named  # zero-padded or not: a long number may be made up as easily as any value
+    return len(raw) >= 3 and raw[0] == "0"
 
 
 def _session_items(text: str, left: int, right: int, dates: dict[str, int]) -> list[tuple[int, int]]:

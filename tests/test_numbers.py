@@ -154,6 +154,15 @@ def test_a_long_unitless_number_is_left_unchecked_only_when_it_is_known_to_name_
         ("4471920", "no_match"),
         (f"{rt['value']} ms", "match"),
     ]
+    # Zero-padded makes no difference at that length: known, it names something; made up, it is checked.
+    padded = numbers.named_numbers("Recording 00447192")
+    known = numbers.check(f"Then 00447192 passed review. {measured}", rows, padded)
+    assert [c.mention.text for c in known] == [f"{rt['value']} ms"]
+    unknown = numbers.check(f"Then 0044719 passed review. {measured}", rows, padded)
+    assert [(c.mention.text, c.status) for c in unknown] == [
+        ("0044719", "no_match"),
+        (f"{rt['value']} ms", "match"),
+    ]
     # The same number, unknown here: checked like any other, so flagged.
     alone = numbers.check(f"The recording 20231145 was reviewed. {measured}", rows)
     assert [(c.mention.text, c.status) for c in alone] == [

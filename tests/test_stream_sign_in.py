@@ -276,7 +276,7 @@ async def test_a_clinician_taken_off_the_patient_loses_its_open_stream_within_se
 
 
 def test_the_watch_looks_once_for_all_streams_in_a_fixed_number_of_queries(
-    run, clinician, other_clinician, administrator, django_user_model
+    run, clinician, other_clinician, administrator, auditor, django_user_model
 ):
     """The look every SSE_SIGN_OUT_SECONDS costs the same six queries for 3 streams as for 300, and finds
     exactly the streams whose sign-in ended or whose user lost the run."""
@@ -299,6 +299,7 @@ def test_the_watch_looks_once_for_all_streams_in_a_fixed_number_of_queries(
             Watched((SESSION, live), other_clinician.pk, second.pk),  # not assigned to the second patient
             Watched((SESSION, live), administrator.pk, second.pk),  # reaches every patient
             Watched((TOKEN, "no-such-token"), administrator.pk, run.pk),
+            Watched((SESSION, live), auditor.pk, run.pk),  # a role that reads no runs (taken out of one)
         }
         out |= {
             Watched((SESSION, live), other_clinician.pk, run.pk + 1000 + i) for i in range(n)
@@ -314,6 +315,7 @@ def test_the_watch_looks_once_for_all_streams_in_a_fixed_number_of_queries(
             ("gone", clinician.pk, run.pk),
             (live, other_clinician.pk, second.pk),
             ("no-such-token", administrator.pk, run.pk),
+            (live, auditor.pk, run.pk),
         }
         assert sum(1 for w in ended if w.run_id >= 1000) == n
     assert counts[0] == counts[1] <= 6, counts
