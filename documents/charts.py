@@ -54,6 +54,7 @@ def svg(trend: Trend) -> bytes:
     style = {
         "svg.fonttype": "none",  # text stays text: small files, the browser's own sans-serif
         "svg.hashsalt": "qeeg-trend",
+        "text.parse_math": False,  # labels are read off report pages: "$...$" in one is text, not TeX
         "font.family": "DejaVu Sans",
         "font.size": 7,
         "axes.titlesize": 7.5,

@@ -92,6 +92,20 @@ def test_the_chart_is_an_svg_with_no_script(patient, clinician_client):
     assert clinician_client.get(f"/patients/{patient.pk}/trend.svg?{query}").content == response.content
 
 
+def test_a_label_read_from_a_crafted_report_is_drawn_as_written():
+    """A metric is a row label read off the page: "$...$" in it was TeX to matplotlib, and an unknown command
+    or an open brace made every chart of the patient a 500."""
+    trend = charts.Trend(
+        title="Score $\\undefined$ at <Fz>",
+        unit="$x^{$",
+        x_labels=("S1 (day 0)", "S2 $\\bad$"),
+        points=((0, 1.0), (1, 2.0)),
+    )
+    body = charts.svg(trend).decode()
+    assert "Score $\\undefined$ at &lt;Fz&gt;" in body and "$x^{$" in body and "S2 $\\bad$" in body
+    assert "<script" not in body
+
+
 def test_an_unknown_measurement_is_422_and_someone_elses_patient_404(
     patient, clinician_client, other_clinician
 ):
