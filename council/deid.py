@@ -11,7 +11,9 @@ clinicians' redactions) and gets back text with:
   anyone. A part that is also a common word ("May", "Will", "Grace": `NAME_WORDS`) goes only where it is
   capitalised (at a sentence start too: "May tolerated the recording") or beside another part of the name,
   so "may reflect" stays; the full name goes in any case. → `[NAME]`, `[DOB]`, `[ID]`, `[REDACTED]`;
-- dates of birth in any of the date formats below, and as 8-digit runs (19840301, 01031984) → `[DOB]`;
+- dates of birth in any of the date formats below, and as 8-digit runs (19840301, 01031984) → `[DOB]`; the
+  recorded one also with a two-digit year in any shape (05.03.84, 3-5-84, 5 Mar 84), and any such date after a
+  birth label ("DOB: 3.5.84");
 - emails, phone numbers, street addresses, labelled record and device numbers (MRN, ID, Serial, S/N …) →
   `[EMAIL]`, `[PHONE]`, `[ADDRESS]`, `[ID]`;
 - every other absolute date → `day N`, days after the anchor: the earliest such date in the report, which
@@ -316,6 +318,23 @@ _BIRTH_LABEL = re.compile(
     re.IGNORECASE,
 )
 _COMPACT_DATE = re.compile(r"(?<![\w.])\d{8}(?!\w|\.\d)")
+# A two-digit-year date right after a birth label is a date of birth, recorded or not ("DOB: 3.5.84",
+# "born 05 03 84", "Date of birth: 5 Mar 84"); elsewhere such shapes stay (too close to measurements).
+_SHORT_YEAR_DATES = (
+    re.compile(r"(?<![\d.,/\-])[0-3]?\d(?P<s>[.\- ])[0-3]?\d(?P=s)\d\d(?![\d]|[./\-]\d)"),
+    re.compile(
+        r"(?<!\w)(?:"
+        + _DAY.format(g="d1")
+        + r"(?:\s+of)?[\s\-]+"
+        + _MONTH.format(g="m1")
+        + r"|"
+        + _MONTH.format(g="m2")
+        + r"[\s\-]+"
+        + _DAY.format(g="d2")
+        + r"),?[\s\-]+['\u2019]?\d\d(?!\w)",
+        re.IGNORECASE,
+    ),
+)
 
 
 def _safe_date(year: int, month: int, day: int) -> date | None:
@@ -394,6 +413,29 @@ def parse_date(value: str, *, order: str = "mdy") -> date | None:
 
 def _compact_forms(day: date) -> set[str]:
     return {day.strftime("%Y%m%d"), day.strftime("%d%m%Y"), day.strftime("%m%d%Y")}
+
+
+def _short_year_patterns(day: date) -> tuple[str, list[re.Pattern[str]]]:
+    """A recorded date of birth written with a two-digit year in the forms the general date patterns leave
+    alone as too close to measurements (05.03.84, 3-5-84, 84-03-05, 5 Mar 84, March 5th, '84): only these
+    digits, so no measurement is taken for it. Over the original text (a hyphen is not folded to a space: a
+    table row "5 3 84" is no date). Returns the year's two digits, which every match holds, and the patterns."""
+    yy = f"{day.year % 100:02d}"
+    d, m = (f"0?{n}" if n < 10 else str(n) for n in (day.day, day.month))
+    before, after = r"(?<![\w.,/\-])", r"(?![\w]|[./\-]\d)"
+    numeric = [
+        re.compile(before + rf"{first}(?P<s>[.\-]){second}(?P=s){yy}" + after)
+        for first, second in ((d, m), (m, d))
+    ]
+    numeric.append(re.compile(before + rf"{yy}(?P<s>[.\-]){m}(?P=s){d}" + after))
+    months = "|".join(sorted((a for a, n in _MONTH_ALIASES.items() if n == day.month), key=len, reverse=True))
+    ordinal = rf"{d}(?:st|nd|rd|th)?"
+    textual = re.compile(
+        rf"(?<!\w)(?:{ordinal}(?:\s+of)?[\s\-]+(?:{months})\.?|(?:{months})\.?[\s\-]+{ordinal}),?[\s\-]+['\u2019]?{yy}"
+        r"(?!\w)",
+        re.IGNORECASE,
+    )
+    return yy, [*numeric, textual]
 
 
 # --- generic patterns ------------------------------------------------------------------------------------
@@ -603,6 +645,7 @@ class _Matcher:
         self.label_numbers = frozenset(n for label in identifiers.labels for n in re.findall(r"\d+", label))
         self.phrases = [p for v in identifiers.phrases if (p := _compact_pattern(v))]
         self.dob_compact = {form for day in identifiers.birth_dates for form in _compact_forms(day)}
+        self.dob_short = [_short_year_patterns(day) for day in identifiers.birth_dates]
 
     def known(self, folded: _Folded, *, strict: bool, text: str = "") -> Iterator[tuple[int, int, str, str]]:
         """(start, end, token, kind) in original positions. strict: what the guard looks for in `text`
@@ -633,6 +676,11 @@ class _Matcher:
                         if token == NAME:
                             named.append((start, end))
                         yield start, end, token, kind
+        for year, patterns in self.dob_short:
+            if year in text:
+                for pattern in patterns:
+                    for match in pattern.finditer(text):
+                        yield match.start(), match.end(), DOB, "the date of birth"
         if not strict:
             yield from self._word_parts(folded, text, named)
 
@@ -741,6 +789,10 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
     for match in _COMPACT_DATE.finditer(text):
         if match.group() in matcher.dob_compact:
             spans.append(_Span(match.start(), match.end(), DOB, 85))
+    for pattern in _SHORT_YEAR_DATES:
+        for match in pattern.finditer(text):
+            if _BIRTH_LABEL.search(text, max(0, match.start() - 40), match.start()):
+                spans.append(_Span(match.start(), match.end(), DOB, 85))
     for match in _NAME_LABELLED.finditer(text):
         # The label is case-blind, the name is not: capitals only ("patient: stable" is no name).
         spans.append(_Span(match.start("v"), match.end("v"), NAME, 58))

@@ -69,6 +69,29 @@ def test_the_date_of_birth_in_any_format_becomes_dob(written):
     assert clean(f"DOB: {written}; seen") == "DOB: [DOB]; seen"
 
 
+@pytest.mark.parametrize(
+    "written",
+    ["14.03.16", "14-03-16", "3-14-16", "03.14.16", "16-03-14", "14 Mar 16", "March 14th, '16", "14-Mar-16"],
+)
+def test_the_recorded_date_of_birth_with_a_two_digit_year_becomes_dob_anywhere(written):
+    """The general date patterns leave 14.03.16 and 3-14-16 alone (too close to measurements); the recorded
+    date of birth's own digits are taken in those shapes wherever they stand, label or not."""
+    assert clean(f"Seen with {written} on file") == "Seen with [DOB] on file"
+
+
+def test_a_two_digit_year_date_after_a_birth_label_is_a_dob_even_when_not_recorded():
+    text = "DOB: 7.6.91; born 07 06 91; Date of birth: 7 Jun 91. Alpha 7.6.91x, theta 7 6 91, range 7-6-91 ms"
+    assert clean(text, Identifiers()) == (
+        "DOB: [DOB]; born [DOB]; Date of birth: [DOB]. Alpha 7.6.91x, theta 7 6 91, range 7-6-91 ms"
+    )
+
+
+def test_numbers_shaped_like_a_two_digit_year_date_stay_unless_they_are_the_recorded_one():
+    # A table row of plain numbers with the same digits (spaces) and other dates' digits stay as printed.
+    row = "Fz 14 3 16 | Cz 15.03.16 | Pz 14.04.16 | Oz 3-14-17"
+    assert clean(row) == row
+
+
 def test_absolute_dates_become_day_offsets_from_the_first_session():
     text = "Session 1 (2024-03-01), Session 2 (03/24/2024), Session 3 (12 April 2024). Printed 2 May 2024."
     result = deidentify(text, Identifiers())
