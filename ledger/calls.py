@@ -27,6 +27,12 @@ def reserves(count: Callable[[Any], int]) -> Callable[[Any], int]:
     return count
 
 
+def held_for(user: Any, *, besides: Callable[[Any], int] | None = None) -> int:
+    """The calls `user`'s work in flight has still to make, by every registered count but `besides` (a
+    caller that counts its own kind of work itself, as a run's start does, leaving that run out)."""
+    return sum(count(user) for count in _RESERVED if count is not besides)
+
+
 def call_made(
     *,
     user_id: int | None,
@@ -73,7 +79,7 @@ def allowance(user: Any, *, reserved: int | None = None) -> Allowance:
     """Today's allowance of `user` (a user or its id). `reserved`: what their work in flight still has to
     make, when the caller has counted it (default: every registered `reserves`)."""
     if reserved is None:
-        reserved = sum(count(user) for count in _RESERVED) if settings.MODEL_CALLS_PER_USER_PER_DAY else 0
+        reserved = held_for(user) if settings.MODEL_CALLS_PER_USER_PER_DAY else 0
     return Allowance(
         limit=settings.MODEL_CALLS_PER_USER_PER_DAY, used_today=used_today(user), reserved=reserved
     )

@@ -8,7 +8,10 @@ class PatientsConfig(AppConfig):
 
     def ready(self) -> None:
         from jobs.kinds import JobKind, register
-        from patients import services
+        from ledger import calls as ledger
+        from patients import selectors, services
+
+        ledger.reserves(selectors.vision_calls_held)
 
         register(
             JobKind(

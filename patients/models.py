@@ -130,6 +130,9 @@ class Report(models.Model):
     # While it is read (patients/services.py writes it at each step): pages done of total, what is being
     # done now and since when, and the slowest step so far; kept once it is read.
     progress = models.JSONField(default=dict, blank=True)
+    # Model calls held for this report's vision pass while it runs (its uploader's allowance counts them, so
+    # two uploads read at once cannot both spend the same calls); 0 once they are charged in the ledger.
+    vision_calls_held = models.PositiveIntegerField(default=0, editable=False)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
@@ -372,3 +372,14 @@ def fact_highlight(report: Report, table: facts.FactTable, fact: dict) -> Highli
         top = min(max(0.0, (y0 + y1) / 2 - zoom_height / 2), height - zoom_height)
         zoom = (left, top, zoom_width, zoom_height)
     return Highlight(page=number, width=round(width, 2), height=round(height, 2), box=box, zoom=zoom)
+
+
+def vision_calls_held(user: Any) -> int:
+    """The model calls held for `user`'s reports whose vision pass is under way (registered with the
+    ledger in patients/apps.py, as the runs' calls to come are)."""
+    return (
+        Report.objects.filter(uploaded_by=user, status=Report.Status.PROCESSING).aggregate(
+            held=Sum("vision_calls_held")
+        )["held"]
+        or 0
+    )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
@@ -462,8 +463,22 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
     config = vision.VisionConfig.from_settings()
     calls_left, quota_note = None, ""
     if config.model and report.uploaded_by_id is not None:
-        allowed = ledger.allowance(report.uploaded_by_id)
-        calls_left = allowed.left
+        # Read the allowance and hold this pass's calls in one transaction, the uploader's row locked (and on
+        # SQLite the write lock taken at the start): of two uploads read at once, the second sees the calls
+        # the first holds.
+        with transaction.atomic():
+            list(
+                get_user_model()
+                .objects.select_for_update()
+                .filter(pk=report.uploaded_by_id)
+                .values_list("pk")
+            )
+            Report.objects.filter(pk=report.pk).update(vision_calls_held=0)  # a hold left by a killed attempt
+            allowed = ledger.allowance(report.uploaded_by_id)
+            calls_left = allowed.left
+            if calls_left is not None:
+                held = min(len(vision.unsure_pages(table)), config.max_pages, calls_left)
+                Report.objects.filter(pk=report.pk).update(vision_calls_held=held)
         quota_note = (
             f"the uploader's model calls for today are used up (MODEL_CALLS_PER_USER_PER_DAY = {allowed.limit}: "
             f"{allowed.used_today} made today, {allowed.reserved} held for their work in flight, "
@@ -490,13 +505,15 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             "note": f"the vision reader failed ({type(exc).__name__}); the deterministic facts stand alone",
             "pages": vision.unsure_pages(table),
         }
-    for _ in range(vision.calls_made(table)):
-        ledger.call_made(
-            user_id=report.uploaded_by_id,
-            kind=ModelCall.Kind.VISION,
-            model_id=config.model,
-            report_id=report.pk,
-        )
+    with transaction.atomic():  # the calls made are charged as the hold on them ends
+        for _ in range(vision.calls_made(table)):
+            ledger.call_made(
+                user_id=report.uploaded_by_id,
+                kind=ModelCall.Kind.VISION,
+                model_id=config.model,
+                report_id=report.pk,
+            )
+        Report.objects.filter(pk=report.pk).update(vision_calls_held=0)
     facts.write_table(work, table)
 
 

@@ -131,6 +131,8 @@ def reserved_calls(user: Any) -> int:
 
 def quota(user: Any, *, leaving_out: Run | None = None) -> Quota:
     flying, reserved = _in_flight(user, leaving_out)
+    if settings.MODEL_CALLS_PER_USER_PER_DAY:  # other apps' work in flight too (a vision pass under way)
+        reserved += ledger.held_for(user, besides=reserved_calls)
     return Quota(
         limit=settings.MODEL_CALLS_PER_USER_PER_DAY,
         used_today=ledger.used_today(user),

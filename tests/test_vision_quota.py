@@ -166,3 +166,53 @@ def test_calls_held_for_a_run_in_flight_count_before_a_vision_pass(staff, db, se
     # The run's 16 calls to come are held for it (runs/limits.py registers them with the ledger).
     assert ledger.allowance(staff) == ledger.Allowance(limit=20, used_today=2, reserved=16)
     assert ledger.allowance(staff).left == 2
+
+
+def test_two_uploads_read_at_once_cannot_both_spend_the_same_calls(
+    vision_on, staff, staff_api, db, tmp_path, launched, fake_upstream, monkeypatch
+):
+    """While one report's vision pass runs, the calls it holds count against its uploader: a second report
+    read at the same time sees them and sends nothing past the day's limit; the hold ends as they are charged."""
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 3
+    _spend(staff, 2)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, _ = _upload(staff_api, tmp_path / "a", label="SYNTH-VQ5")
+    second, _ = _upload(staff_api, tmp_path / "b", label="SYNTH-VQ6")
+    real, seen = vision.read_unsure_pages, {}
+
+    def first_pass_under_way(*args, **kwargs):
+        if not seen:  # inside the first pass, before its page goes upstream: the second upload is read now
+            seen["held"] = Report.objects.get(pk=first.pk).vision_calls_held
+            seen["allowance"] = ledger.allowance(staff)
+            seen["second"] = services.report_ingest(report_id=second.pk)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "read_unsure_pages", first_pass_under_way)
+    fake_upstream.script(MODEL, page_facts_replies=[json.dumps({"page": 1, "facts": [], "unreadable": []})])
+    first = services.report_ingest(report_id=first.pk)
+
+    assert seen["held"] == 1 and seen["allowance"] == ledger.Allowance(limit=3, used_today=2, reserved=1)
+    second = seen["second"]
+    assert second.status == Report.Status.READY and first.status == Report.Status.READY
+    assert facts.load_table(second.folder)["vision"]["status"] == "over quota"
+    assert fake_upstream.count(model=MODEL) == 1  # the first report's page only
+    assert ModelCall.objects.filter(kind=ModelCall.Kind.VISION).get().report_id == first.pk
+    assert Report.objects.get(pk=first.pk).vision_calls_held == 0
+    assert ledger.allowance(staff) == ledger.Allowance(limit=3, used_today=3, reserved=0)
+
+
+def test_a_run_started_while_a_vision_pass_holds_calls_counts_them(staff, db, settings, tmp_path):
+    from runs import limits
+    from tests.run_helpers import make_patient, make_ready_report
+
+    settings.MODEL_CALLS_PER_USER_PER_DAY = 20
+    patient = make_patient()
+    reading = make_ready_report(patient, tmp_path)
+    Report.objects.filter(pk=reading.pk).update(
+        status=Report.Status.PROCESSING, uploaded_by=staff, vision_calls_held=6
+    )
+    assert limits.quota(staff).reserved == 6 and limits.quota(staff).left == 14
+    with pytest.raises(limits.LimitReached, match="6 still to come"):
+        limits.check_start(user=staff, calls=16)
+    Report.objects.filter(pk=reading.pk).update(status=Report.Status.READY)  # the pass ended
+    limits.check_start(user=staff, calls=16)
