@@ -105,6 +105,13 @@ def test_a_runner_killed_on_one_host_is_resumed_from_another_without_repeating_a
     )
     run.refresh_from_db()
     job_b = run.job
+    # The runner finishes the run, then its job: under load the test can read between the two.
+    wait_for(
+        lambda: Job.objects.get(pk=job_b.pk).status not in Job.ACTIVE,
+        seconds=30,
+        what="host-b's runner to end its job",
+    )
+    job_b.refresh_from_db()
     log = Path(job_b.log_path).read_text()
     assert run.status == Run.Status.COMPLETE, log
     assert job_b.host == "host-b" and job_b.pid != first.pid and job_b.status == Job.Status.DONE
