@@ -17,7 +17,47 @@ import nh3
 from django.utils.safestring import SafeString, mark_safe
 from markdown.inlinepatterns import LINK_RE, LinkInlineProcessor
 
-EXTENSIONS = ["tables", "fenced_code", "sane_lists"]
+# Python-Markdown finds a link's text by scanning from each "[" to its "]" and its address from "(" to ")",
+# to the text's end when there is none: once per bracket, so a model's 16 KB of "[" took 72 s to render (and
+# 24 KB of "[a " 30 s), holding a page, the editor and the export. Here a link's text is at most
+# LINK_TEXT_CHARS long with brackets nested three deep, found by one regex (C speed), and its address ends
+# within LINK_ADDRESS_CHARS; past either it is text, as an unclosed bracket is.
+LINK_TEXT_CHARS = 1000
+LINK_ADDRESS_CHARS = 500
+_PLAIN = r"[^\[\]]"
+_LINK_TEXT = re.compile(rf"(?:{_PLAIN}|\[(?:{_PLAIN}|\[(?:{_PLAIN}|\[{_PLAIN}*+\])*+\])*+\])*+\]")
+
+
+def _bounded_links(processor: LinkInlineProcessor) -> None:
+    """`processor`'s getText and getLink, each looking at a bounded stretch of the text (Python-Markdown's
+    answer within it)."""
+    get_link = processor.getLink
+
+    def get_text(data: str, index: int) -> tuple[str, int, bool]:
+        found = _LINK_TEXT.match(data, index, index + LINK_TEXT_CHARS)
+        if found is None:
+            return "", index, False
+        return data[index : found.end() - 1], found.end(), True
+
+    def bounded_link(data: str, index: int) -> tuple[str, str | None, int, bool]:
+        start = max(index - 1, 0)
+        href, title, end, handled = get_link(data[start : index + LINK_ADDRESS_CHARS], index - start)
+        return href, title, end + start, handled
+
+    processor.getText = get_text  # type: ignore[method-assign]
+    processor.getLink = bounded_link  # type: ignore[method-assign]
+
+
+class BoundedLinks(markdown_lib.Extension):
+    """Every link, image and reference parser of a Markdown instance bounded (`_bounded_links`)."""
+
+    def extendMarkdown(self, md: markdown_lib.Markdown) -> None:
+        for processor in md.inlinePatterns:
+            if isinstance(processor, LinkInlineProcessor):
+                _bounded_links(processor)
+
+
+EXTENSIONS = ["tables", "fenced_code", "sane_lists", BoundedLinks()]
 
 PAGE_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
 PAGE_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in PAGE_TAGS}
@@ -161,7 +201,9 @@ def _escaped(text: str, at: int) -> bool:
 def _link_parser() -> LinkInlineProcessor:
     md = markdown_lib.Markdown()
     md.treeprocessors["inline"].stashed_nodes = {}  # the link parser's unescape reads it (nothing stashed)
-    return LinkInlineProcessor(LINK_RE, md)
+    links = LinkInlineProcessor(LINK_RE, md)
+    _bounded_links(links)
+    return links
 
 
 def _unlinked(text: str) -> str:
