@@ -16,6 +16,8 @@ clinicians' redactions) and gets back text with:
   birth label ("DOB: 3.5.84");
 - emails, phone numbers, street addresses, labelled record and device numbers (MRN, ID, Serial, S/N …) →
   `[EMAIL]`, `[PHONE]`, `[ADDRESS]`, `[ID]`;
+- a place named after a birth or residence phrase ("born … in Sacramento", "place of birth: Fresno", "native
+  of", "raised in", "lives in") and that town wherever else the text names it → `[PLACE]`;
 - every other absolute date → `day N`, days after the anchor: the earliest such date in the report, which
   in a qEEG report is the first session, so `Session 2 (2024-03-24)` becomes `Session 2 (day 23)` and the
   longitudinal order survives. Month-and-year alone ("March 2024") → `[DATE]`. Bare years stay.
@@ -59,6 +61,7 @@ PHONE = "[PHONE]"
 ADDRESS = "[ADDRESS]"
 REDACTED = "[REDACTED]"
 DATE = "[DATE]"
+PLACE = "[PLACE]"
 
 # What a painted-out page image carries (a PNG text chunk); the guard refuses any image without it.
 PAINTED_KEY = "qeeg-deid"
@@ -496,6 +499,103 @@ _RECORD_LABEL = (
     r"serial(?:\s+(?:number|no\.?|#))?|s/n|sn|device\s+(?:id|serial)|accession(?:\s+(?:number|no\.?|#))?|"
     r"nhs\s+(?:number|no\.?)|ssn|social\s+security\s+(?:number|no\.?)|insurance\s+(?:id|number|no\.?)|id"
 )
+# A place named after a birth or residence phrase ("born on … in Sacramento", "place of birth: Fresno",
+# "birthplace Sacramento, CA", "native of Lagos", "raised in …", "lives in …"): capitalised words, with
+# "de"/"of"/"upon"… inside and a state or country after a comma. Hand-written like the rest (no NER model):
+# it needs one of these phrases, so a town named anywhere else in a report goes only once one of them named
+# it (`_places`). What follows such a phrase and is clinical (an electrode, a region, a band, a month, "the
+# left hemisphere") stays: see `_PLACE_STOP`.
+_PLACE_WORD = r"(?:(?:St|Mt|Ft)\.|[A-ZÀ-ÖØ-Þ][\w'\u2019]*(?:-[A-ZÀ-ÖØ-Þ][\w'\u2019]*)*)"
+_PLACE_NAME = (
+    _PLACE_WORD
+    + r"(?:[ \t]+(?:(?:de|da|do|del|della|la|le|los|las|of|on|upon|am|an|sur|en)[ \t]+)?"
+    + _PLACE_WORD
+    + r"){0,4}"
+)
+# Capitalised words after such a phrase that name no place in a qEEG report: electrodes (Fz, Fp1, T3, AF7),
+# regions, sides, bands, states of the recording, months and the like. The place ends before the first.
+_ELECTRODE = re.compile(r"[A-Z]{1,2}[a-z]?(?:\d{1,2}|z)")
+_PLACE_STOP = frozenset(
+    {"left", "right", "both", "frontal", "prefrontal", "occipital", "parietal", "temporal", "central"}
+    | {"midline", "anterior", "posterior", "lateral", "medial", "bilateral", "hemisphere", "region", "lobe"}
+    | {"delta", "theta", "alpha", "beta", "gamma", "smr", "hz", "eyes", "open", "closed", "ec", "eo", "stage"}
+    | {"session", "sessions", "baseline", "week", "weeks", "term", "preterm", "utero"}
+    | {"and", "or", "with", "where", "while", "but", "then", "since", "after", "before", "during", "at"}
+    | {"the", "a", "an", "this", "that", "her", "his", "their", "our", "is", "was", "he", "she", "they"}
+    | {"i", "we", "it", "in", "on", "to", "from", "by", "for", "of", "no", "not", "patient", "client"}
+    | set(_MONTH_ALIASES)
+    | {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
+)
+# The first word may not be one of them: then a later "in" of the sentence is tried ("born in March 2016
+# in Modesto").
+_PLACE_FIRST = (
+    r"(?!(?i:" + "|".join(sorted(_PLACE_STOP, key=len, reverse=True)) + r")(?![\w'\u2019]))"
+    r"(?!" + _ELECTRODE.pattern + r"(?!\w))"
+)
+_PLACE_AFTER = re.compile(
+    r"(?:"
+    r"(?i:\b(?:place|city|town|country|state)[ \t]+of[ \t]+birth)"
+    r"|(?i:\bbirth[ \t]*place)|\bPOB\b|(?i:\bhome[ \t]*town)"
+    r"|(?i:\bnative[ \t]+of)|(?i:\b(?:raised|grew[ \t]+up|brought[ \t]+up)[ \t]+in)"
+    r"|(?i:\b(?:lives|living|lived|resides|residing|resided|resident|settled)[ \t]+(?:in|of|at))"
+    r"|(?i:\b(?:originally|hails)[ \t]+from)"
+    r"|(?i:\b(?:moved|relocated|emigrated|immigrated)[ \t]+(?:here[ \t]+|back[ \t]+)?(?:from|to))"
+    r")(?!\w)[ \t]*[:\-]?[ \t]*(?:(?i:the)[ \t]+)?"
+    r"(?P<v>"
+    + _PLACE_FIRST
+    + _PLACE_NAME
+    + r"(?:[ \t]*,[ \t]*"
+    + _PLACE_NAME
+    + r"){0,2}(?:,?[ \t]+\d{5}(?:-\d{4})?)?)"
+)
+
+
+# After "born", each "in" or "at" before the sentence ends: "born on 5 March 2016 at Kaiser in Roseville",
+# "born and raised in …", "born at 38 weeks in Fresno" ("at term", "at 38 weeks" have no capital).
+_BORN = re.compile(r"(?i:\bborn\b)(?:[^\n;.]|\.(?![ \t]+[A-Z])){0,80}")
+_BORN_IN = re.compile(
+    r"(?<!\w)(?i:in|at)[ \t]+(?:(?i:the)[ \t]+)?(?P<v>"
+    + _PLACE_FIRST
+    + _PLACE_NAME
+    + r"(?:[ \t]*,[ \t]*"
+    + _PLACE_NAME
+    + r"){0,2}(?:,?[ \t]+\d{5}(?:-\d{4})?)?)"
+)
+
+
+def _place_end(text: str, start: int, end: int) -> int:
+    """Where the place at `text[start:end]` ends: before its first word that names no place (its start when
+    the first one is such a word), trailing separators left out."""
+    for word in re.finditer(r"[^\s,.\-]+(?:\.(?=\S))?", text[start:end]):
+        if _ELECTRODE.fullmatch(word.group()) or fold(word.group()).strip(".") in _PLACE_STOP:
+            end = start + word.start()
+            break
+    while end > start and text[end - 1] in " \t,-":
+        end -= 1
+    return end
+
+
+def _places(text: str) -> list[tuple[int, int]]:
+    """Places named after a birth or residence phrase, and the same town (its first part, "Sacramento" of
+    "Sacramento, CA") wherever else the text names it, capitalised as there."""
+    found: list[tuple[int, int]] = []
+    matches = [*_PLACE_AFTER.finditer(text)]
+    for born in _BORN.finditer(text):
+        matches += [
+            m for m in _BORN_IN.finditer(text, born.start(), born.end() + 60) if m.start() < born.end()
+        ]
+    for match in matches:
+        start = match.start("v")
+        end = _place_end(text, start, match.end("v"))
+        if end > start:
+            found.append((start, end))
+    towns = {re.split(r",", text[start:end])[0].strip() for start, end in found}
+    for town in sorted(towns, key=len, reverse=True):
+        for match in re.finditer(rf"(?<![\w'\u2019]){re.escape(town)}(?![\w'\u2019])", text):
+            found.append((match.start(), match.end()))
+    return found
+
+
 _RECORD_LABELLED = re.compile(
     r"(?<![\w])(?:" + _RECORD_LABEL + r")\s*(?:number|no\.?|#)?\s*[:#=]?\s*"
     r"(?P<v>(?=[\w\-/.]*\d)[A-Za-z0-9][A-Za-z0-9\-/.]{2,}[A-Za-z0-9])",
@@ -806,6 +906,7 @@ def _spans(text: str, matcher: _Matcher, order: str) -> list[_Span]:
         for match in pattern.finditer(text):
             group = "v" if "v" in pattern.groupindex else 0
             spans.append(_Span(match.start(group), match.end(group), ADDRESS, 40))
+    spans.extend(_Span(start, end, PLACE, 35) for start, end in _places(text))
     return _with_label_numbers(text, _merge_names(text, _resolve(text, spans)), matcher.label_numbers)
 
 

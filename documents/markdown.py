@@ -7,14 +7,57 @@ images, links open without a referrer; the PDF asks for its own, smaller allowli
 
 from __future__ import annotations
 
+import functools
+import html as html_lib
 import re
 from collections.abc import Collection, Mapping
 
 import markdown as markdown_lib
 import nh3
 from django.utils.safestring import SafeString, mark_safe
+from markdown.inlinepatterns import LINK_RE, LinkInlineProcessor
 
-EXTENSIONS = ["tables", "fenced_code", "sane_lists"]
+# Python-Markdown finds a link's text by scanning from each "[" to its "]" and its address from "(" to ")",
+# to the text's end when there is none: once per bracket, so a model's 16 KB of "[" took 72 s to render (and
+# 24 KB of "[a " 30 s), holding a page, the editor and the export. Here a link's text is at most
+# LINK_TEXT_CHARS long with brackets nested three deep, found by one regex (C speed), and its address ends
+# within LINK_ADDRESS_CHARS; past either it is text, as an unclosed bracket is.
+LINK_TEXT_CHARS = 1000
+LINK_ADDRESS_CHARS = 500
+_PLAIN = r"[^\[\]]"
+_LINK_TEXT = re.compile(rf"(?:{_PLAIN}|\[(?:{_PLAIN}|\[(?:{_PLAIN}|\[{_PLAIN}*+\])*+\])*+\])*+\]")
+
+
+def _bounded_links(processor: LinkInlineProcessor) -> None:
+    """`processor`'s getText and getLink, each looking at a bounded stretch of the text (Python-Markdown's
+    answer within it)."""
+    get_link = processor.getLink
+
+    def get_text(data: str, index: int) -> tuple[str, int, bool]:
+        found = _LINK_TEXT.match(data, index, index + LINK_TEXT_CHARS)
+        if found is None:
+            return "", index, False
+        return data[index : found.end() - 1], found.end(), True
+
+    def bounded_link(data: str, index: int) -> tuple[str, str | None, int, bool]:
+        start = max(index - 1, 0)
+        href, title, end, handled = get_link(data[start : index + LINK_ADDRESS_CHARS], index - start)
+        return href, title, end + start, handled
+
+    processor.getText = get_text  # type: ignore[method-assign]
+    processor.getLink = bounded_link  # type: ignore[method-assign]
+
+
+class BoundedLinks(markdown_lib.Extension):
+    """Every link, image and reference parser of a Markdown instance bounded (`_bounded_links`)."""
+
+    def extendMarkdown(self, md: markdown_lib.Markdown) -> None:
+        for processor in md.inlinePatterns:
+            if isinstance(processor, LinkInlineProcessor):
+                _bounded_links(processor)
+
+
+EXTENSIONS = ["tables", "fenced_code", "sane_lists", BoundedLinks()]
 
 PAGE_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
 PAGE_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in PAGE_TAGS}
@@ -90,3 +133,101 @@ def annotated_page_html(text: str, spans: list[tuple[int, int, str, str]]) -> Sa
 
     html = re.sub(f"([{_OPEN}{_END}])(\\d+){_CLOSE}", put, html)
     return mark_safe(_PRIVATE.sub("", html))
+
+
+# ---------------------------------------------------------------- markdown → markdown without raw HTML
+
+# What a clinician's exported Markdown may still hold after the HTML is gone: nh3 (html5ever, as a browser
+# reads it) drops every tag, comment and script/style body and keeps the text; these put back what its
+# serializer escaped, except a "<" that could open a tag again (kept as the entity, which renders as "<").
+_AMP = "\ue003"
+_AUTOLINK_OPEN, _AUTOLINK_CLOSE = "\ue004", "\ue005"
+_OWN = re.compile("[\ue000-\ue005]")
+_UNESCAPE = re.compile(r"&lt;(?![A-Za-z/!?])|&gt;|&nbsp;")
+_UNESCAPED = {"&lt;": "<", "&gt;": ">", "&nbsp;": "\u00a0"}
+# CommonMark's autolinks (<scheme:…>, <name@host>): kept as links when their scheme is one pages link to.
+_AUTOLINK = re.compile(
+    r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^\s<>\x00-\x1f]*"
+    r"|[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*)>"
+)
+# A link reference definition ("[label]: destination"), wherever it stands (a quote or a list holds them too).
+_DEFINITION = re.compile(r"\[(?:[^\[\]\\]|\\.){1,999}\]:[ \t]*\n?[ \t>]*(<[^<>\n]*>|\S+)")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+_URL_IGNORED = re.compile(r"[\x00-\x20]")
+
+
+def clean_markdown(text: str) -> str:
+    """`text` as Markdown with no raw HTML and no link a page would not make: what any Markdown viewer
+    shows of it is its text, headings, lists, tables and emphasis. Tags, comments and script/style bodies
+    go (the text between tags stays, as on the pages); a link or link definition whose address has a
+    scheme other than http, https or mailto, and every image (a viewer would fetch it), are written out as
+    text. Idempotent, so cleaning a clean text changes nothing."""
+    text = _OWN.sub("", text)
+    if "<" not in text:
+        return _unlinked(text) if "[" in text else text
+
+    def autolink(match: re.Match) -> str:
+        target = match.group(1)
+        if ("@" in target and ":" not in target) or _safe_url(target):
+            return f"{_AUTOLINK_OPEN}{target}{_AUTOLINK_CLOSE}"
+        return target
+
+    text = _AUTOLINK.sub(autolink, text)
+    # "&" hidden from the parser: an entity in the text ("&lt;script&gt;") stays an entity, never a tag.
+    html = nh3.clean(text.replace("&", _AMP), tags=set(), strip_comments=True)
+    text = _UNESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], html).replace(_AMP, "&")
+    text = text.replace(_AUTOLINK_OPEN, "<").replace(_AUTOLINK_CLOSE, ">")
+    return _unlinked(text)
+
+
+def _safe_url(url: str) -> bool:
+    """A browser's reading of a link address: entities and escapes decoded, spaces and controls ignored;
+    no scheme (a relative address) or one of PAGE_URL_SCHEMES."""
+    decoded = _URL_IGNORED.sub("", html_lib.unescape(re.sub(r"\\(.)", r"\1", url)).strip("<>"))
+    scheme = _SCHEME.match(decoded)
+    return scheme is None or scheme.group(1).lower() in PAGE_URL_SCHEMES
+
+
+def _escaped(text: str, at: int) -> bool:
+    """Whether the character at `at` is backslash-escaped (an odd run of backslashes before it)."""
+    run = at
+    while run > 0 and text[run - 1] == "\\":
+        run -= 1
+    return (at - run) % 2 == 1
+
+
+@functools.cache
+def _link_parser() -> LinkInlineProcessor:
+    md = markdown_lib.Markdown()
+    md.treeprocessors["inline"].stashed_nodes = {}  # the link parser's unescape reads it (nothing stashed)
+    links = LinkInlineProcessor(LINK_RE, md)
+    _bounded_links(links)
+    return links
+
+
+def _unlinked(text: str) -> str:
+    """Images, unsafe links and unsafe link definitions of `text` with their brackets escaped, so
+    they read as the text they are. Links are found by Python-Markdown's own link parser (every "[" is
+    tried, links inside a link's text too)."""
+    links = _link_parser()
+    escape: set[int] = set()
+    for bracket in re.finditer(r"\[", text):
+        at = bracket.start()
+        if _escaped(text, at):
+            continue
+        if at > 0 and text[at - 1] == "!" and not _escaped(text, at - 1):
+            escape.add(at)  # an image: never fetched, its alt text and address stay readable
+            continue
+        _inner, end, found = links.getText(text, at + 1)
+        if not found or end >= len(text) or text[end] != "(":
+            continue
+        href, _title, _end, found = links.getLink(text, end)
+        if found and not _safe_url(href):
+            escape.update((at, end - 1))  # both brackets: neither may pair with another one instead
+    for match in _DEFINITION.finditer(text):
+        if not _escaped(text, match.start()) and not _safe_url(match.group(1)):
+            escape.add(match.start())
+    for at in sorted(escape, reverse=True):
+        text = f"{text[:at]}\\{text[at:]}"
+    return text

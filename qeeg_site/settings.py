@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "qeeg_site.errors.ApiJsonErrorsMiddleware",
+    "qeeg_site.head.HeadAsGetMiddleware",  # HEAD wherever GET: views see GET, the answer keeps no body
     "qeeg_site.security.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -208,6 +209,8 @@ STATIC_ROOT.mkdir(exist_ok=True)
 # Served straight from the finders: no collectstatic step between a fresh clone and a running app.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+# Files a browser asks for at the site's root (/favicon.ico), served by whitenoise like the static files.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 
 # Uploads are streamed to disk by Django; the caps below are ours. A file over REPORT_MAX_BYTES is not
 # written past the cap while the body is parsed (patients/uploads.py), then refused by the upload.

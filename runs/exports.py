@@ -18,11 +18,12 @@ from council import numbers
 from council.schemas import FinalReview
 from council.stages import STEPS
 from documents.files import write_all_atomic
+from documents.markdown import clean_markdown
 from documents.markdown_pdf import Card, Unprintable, render_markdown_pdf
 from runs import reading, selectors
 from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run
 from runs.services import RunRefused
-from runs.versions import PATIENT, Edited, current_text
+from runs.versions import PATIENT, Edited, current_text, refuse_raw_html
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
         )
     try:
         edited = current_text(run, artifact)
+        refuse_raw_html(edited, doing="exporting")
     except RunRefused as error:
         raise ExportError(error.message) from error
 
@@ -57,7 +59,7 @@ def export_run(*, run: Run, artifact: Artifact) -> ExportPaths:
     parts.append(facts_appendix(selectors.fact_table(run)))
     paths = _write_export(
         run,
-        "\n\n".join(part for part in parts if part) + "\n",
+        parts,
         title=export_title(run, signed=edited.signed),
         card=Card(heading=CARD_HEADING, caption=CARD_CAPTION, rows=card),
         names=(Run.EXPORT_MARKDOWN, Run.EXPORT_PDF),
@@ -75,12 +77,13 @@ def export_patient_version(*, run: Run) -> ExportPaths:
         raise ExportError("Select a final draft (or the consolidation) before exporting.")
     try:
         edited = current_text(run, artifact, PATIENT)
+        refuse_raw_html(edited, doing="exporting")
     except RunRefused as error:
         raise ExportError(error.message) from error
     card = patient_card(run=run, edited=edited)
     paths = _write_export(
         run,
-        "\n\n".join([patient_heading(edited), edited.text.strip()]) + "\n",
+        [patient_heading(edited), edited.text.strip()],
         title=patient_title(run, signed=edited.signed),
         card=Card(heading=PATIENT_CARD_HEADING, caption=PATIENT_CARD_CAPTION, rows=card),
         names=(Run.EXPORT_PATIENT_MARKDOWN, Run.EXPORT_PATIENT_PDF),
@@ -89,8 +92,14 @@ def export_patient_version(*, run: Run) -> ExportPaths:
     return paths
 
 
-def _write_export(run: Run, markdown: str, *, title: str, card: Card, names: tuple[str, str]) -> ExportPaths:
-    """`markdown` with its card as a Markdown file and a PDF (`names`, in the run's exports folder)."""
+def _write_export(
+    run: Run, parts: list[str], *, title: str, card: Card, names: tuple[str, str]
+) -> ExportPaths:
+    """`parts` (markdown) with the card as a Markdown file and a PDF (`names`, in the run's exports folder).
+    Each part is cleaned of raw HTML on its own (the signed text is clean already, and an unclosed tag in a
+    model's disagreement statement or a typed context cannot reach into the next part); the PDF prints the
+    same text."""
+    markdown = "\n\n".join(clean_markdown(part) for part in parts if part) + "\n"
     final_md = final_markdown(markdown, card.rows, heading=card.heading)
     try:
         final_pdf = render_markdown_pdf(markdown, title=title, card=card)
@@ -459,4 +468,5 @@ def _first_line(text: str) -> str:
 
 
 def _md_cell(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    # A cell holds what people typed and reports printed (names, file names): cleaned on its own too.
+    return clean_markdown(str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " "))

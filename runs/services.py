@@ -1115,15 +1115,17 @@ def patient_version_export(*, run: Run, acknowledge: Sequence[str] = (), user=No
 def _exported_text(run: Run, acknowledge: Sequence[str], user, *, kind: str) -> Artifact:
     """The selected artifact, once every flagged number of the text of `kind` exported from it (the latest
     version, else the model's draft) is acknowledged."""
-    from runs.versions import current_text
+    from runs.versions import current_text, refuse_raw_html
 
     artifact = run.selected_artifact
     if artifact is None:
         raise RunRefused("Select a final draft (or the consolidation) before exporting.", status=409)
+    edited = current_text(run, artifact, kind)
+    refuse_raw_html(edited, doing="exporting")  # before its numbers: they are not what would be exported
     numbers_acknowledge(
         run=run,
         artifact=artifact,
-        text=current_text(run, artifact, kind).text,
+        text=edited.text,
         acknowledge=acknowledge,
         user=user,
         doing="exporting",

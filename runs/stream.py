@@ -50,6 +50,11 @@ from runs.access import run_for, watchers_lost
 log = logging.getLogger(__name__)
 
 SIGN_IN = "Sign in, or send Authorization: Bearer <token>."
+STREAM_HEADERS = [
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache, no-store, private"),  # patient data: never kept by a cache
+    (b"X-Accel-Buffering", b"no"),  # a reverse proxy must not hold the events back
+]
 
 
 # The scope's `sign_in_check`: (why the stream is no longer signed in, or None; seconds until asking again).
@@ -209,8 +214,8 @@ class RunStreamConsumer(AsyncHttpConsumer):
         await handler(message)
 
     async def handle(self, body: bytes) -> None:
-        if self.scope["method"] != "GET":
-            await self._refuse(405, "Only GET.", ((b"Allow", b"GET"),))
+        if self.scope["method"] not in ("GET", "HEAD"):
+            await self._refuse(405, "Only GET or HEAD.", ((b"Allow", b"GET, HEAD"),))
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         check = self.scope.get("sign_in_check")
         refusal, recheck_in, user_pk = await feed.on_reader_thread(_opening)(
@@ -218,17 +223,15 @@ class RunStreamConsumer(AsyncHttpConsumer):
         )
         if refusal is not None:
             await self._refuse(*refusal)
+        if self.scope["method"] == "HEAD":  # what a GET would open with, and no stream
+            await self.send_headers(headers=STREAM_HEADERS)
+            await self.send_body(b"")
+            raise StopConsumer
         self.run_id, self.feed = run_id, feed.get_feed()
         await self.feed.watch(run_id)
         self.watching = True
         await self.channel_layer.group_add(feed.run_group(run_id), self.channel_name)
-        await self.send_headers(
-            headers=[
-                (b"Content-Type", b"text/event-stream; charset=utf-8"),
-                (b"Cache-Control", b"no-cache, no-store, private"),  # patient data: never kept by a cache
-                (b"X-Accel-Buffering", b"no"),  # a reverse proxy must not hold the events back
-            ]
-        )
+        await self.send_headers(headers=STREAM_HEADERS)
         async with self._one_write():
             # Reconnect after 2 s if the connection drops; the browser sends Last-Event-ID by itself.
             await self._send(b"retry: 2000\n\n")

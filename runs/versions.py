@@ -22,6 +22,7 @@ from django.utils import timezone
 from accounts.models import profile_of
 from council import numbers
 from documents.files import write_atomic
+from documents.markdown import clean_markdown
 from runs import selectors
 from runs.models import Artifact, DraftVersion, Run
 from runs.services import RunRefused, numbers_acknowledge
@@ -106,14 +107,26 @@ def current_text(run: Run, artifact: Artifact | None = None, kind: str = CLINICI
         text = artifact.path.read_text(encoding="utf-8")
     except (OSError, ValueError) as error:
         raise RunRefused(f"The selected draft could not be read: {error}", status=409) from error
-    return Edited(artifact=artifact, text=text, version=None)
+    # The model's raw HTML never reaches what is edited, checked, signed or exported (the pages drop it too).
+    return Edited(artifact=artifact, text=clean_markdown(text), version=None)
+
+
+def refuse_raw_html(edited: Edited, *, doing: str) -> None:
+    """Refuse signing or exporting a version saved before versions were cleaned of raw HTML: what is signed
+    is what is exported, so its text is never cleaned on the way out; saving it again makes a clean one."""
+    if edited.version is not None and clean_markdown(edited.text) != edited.text:
+        raise RunRefused(
+            f"Version {edited.version.number} holds raw HTML (saved before the editor took it out); save it "
+            f"again as a new version, check it and sign that before {doing}.",
+            status=409,
+        )
 
 
 def model_text(run: Run, kind: str = CLINICIAN) -> str:
     """What the clinician's edits of `kind` are compared with: the model's draft, or the patient version
     the model last wrote."""
     if kind == CLINICIAN:
-        return selectors.artifact_text(run.selected_artifact) if run.selected_artifact else ""
+        return clean_markdown(selectors.artifact_text(run.selected_artifact)) if run.selected_artifact else ""
     written = [v for v in versions_of(run, PATIENT) if v.model_id]
     return version_text(written[-1]) if written else ""
 
@@ -125,8 +138,9 @@ def _normalised(text: str) -> str:
 
 def version_save(*, run: Run, text: str, user, kind: str = CLINICIAN) -> DraftVersion:
     """Save `text` as the next version of `kind` of the selected draft. Refused when empty, too long, or
-    unchanged (and a patient version before a model has written one)."""
-    text = _normalised(text)
+    unchanged (and a patient version before a model has written one). Raw HTML is taken out (the pages and
+    the export show none)."""
+    text = _normalised(clean_markdown(text))
     noun = NOUN[kind]
     if not text.strip():
         raise RunRefused(f"The {noun} is empty; write something before saving.")
@@ -161,8 +175,9 @@ def version_write(
 ) -> DraftVersion:
     """Write `text` as the next version of `kind`: file first (whole), then the row. Its numbers are checked
     as it is saved and the summary kept on the row (pages check again on read, so a correction of the fact
-    table after the save shows at once)."""
-    text = _normalised(text)
+    table after the save shows at once). Its raw HTML and unsafe links are taken out first: the text saved is
+    the text checked, signed and exported."""
+    text = _normalised(clean_markdown(text))
     # The number check of the fidelity work, on the text as saved.
     checked = selectors.text_numbers(base, selectors.fact_table(run), text, kind=kind)
     data = text.encode("utf-8")
@@ -223,6 +238,7 @@ def version_sign(
     if not profile.display_name.strip():
         raise RunRefused("Add your name (and credentials) to your profile before signing.", status=422)
     text = version_text(version)  # refuses a text that no longer matches its hash
+    refuse_raw_html(Edited(artifact=version.base, text=text, version=version), doing="signing")
     numbers_acknowledge(
         run=run,
         artifact=version.base,

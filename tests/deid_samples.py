@@ -53,6 +53,9 @@ PLANTED = Planted(
         "62704",
         "WAVI-88213-X",
         "88213",
+        "Sacramento",  # an unlabelled birthplace and towns of residence (no identifier recorded for them)
+        "Elk Grove",
+        "Folsom",
     ],
     measurements=[
         "P300 latency 253\u2013364 ms (target), Session 1 312 ms, Session 2 298 ms",
@@ -89,6 +92,8 @@ def make_identified_report(path: Path | str, *, seed: int = 11) -> Planted:
             "",
             "Note: Anna (born 14 March 2016, 20160314) came with her mother, Mrs Mueller; chart no. 0044 7192.",
             "Lüdenscheidt, A. M. tolerated the recording well. Printed 2 May 2024.",
+            "History: born at term in Sacramento, CA; raised in Elk Grove, she now lives in Folsom. Sacramento",
+            "follow-up planned.",
         ]
     )
     path.write_text(header + table + note + "\n", encoding="utf-8")

@@ -72,12 +72,12 @@ async def test_inactive_user_is_refused(run, clinician, api_token):
         assert response.status == 401
 
 
-async def test_only_get_is_allowed(run, clinician):
+async def test_only_get_and_head_are_allowed(run, clinician):
     response = await asgi_request(
         f"/api/runs/{run.pk}/stream", method="POST", headers={"Cookie": await session_cookie(clinician)}
     )
     assert response.status == 405
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 async def test_other_paths_still_reach_django(clinician):
