@@ -4,7 +4,8 @@
 A call is charged to the person who set it going (None: an operator's own command line, counted and charged
 to nobody). What a person's work in flight has still to make is held for it: each app whose work reserves
 calls registers a function (`reserves`, user → calls still to come), so that this module needs to know
-nothing of runs or patient versions (runs/limits.py registers the runs' and patient versions')."""
+nothing of runs or reports (runs/limits.py registers the runs' and patient versions' counts,
+patients/apps.py the vision reader's holds on reports being read)."""
 
 from __future__ import annotations
 

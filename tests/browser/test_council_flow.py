@@ -38,8 +38,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
-    # A little latency per call, so the stages visibly take turns on the page.
-    fake = FakeUpstream(default_latency=0.6).start()
+    # Latency per call, so the stages visibly take turns on the page: the run starts before the test goes
+    # back and forward and signs a second browser in through a proxy, which under load took longer than a
+    # whole run at 0.6 s a call (the watch began at Stage 5 and saw 3 states).
+    fake = FakeUpstream(default_latency=1.5).start()
     yield fake
     fake.stop()
 
