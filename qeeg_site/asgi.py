@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+from qeeg_site.asgi_handler import get_asgi_application  # Django's, with one kept thread per request
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "qeeg_site.settings")
 django_application = get_asgi_application()  # sets Django up before the imports below touch models

@@ -151,6 +151,8 @@ TEMPLATES = [
 # SQLite under data/ by default: WAL so the web server reads while a runner writes, a busy timeout, and
 # IMMEDIATE transactions so a writer takes the lock up front instead of failing mid-transaction.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
