@@ -10,8 +10,12 @@
    until each has its snapshot.
 4. Idle: reads the server's CPU time (utime+stime from /proc/<pid>/stat) over `--idle-seconds`.
 5. Latency: a separate process writes `--events` run events with `event_emit`, as the runner would, each
-   carrying its wall-clock write time; every stream records when it receives each event. Reports p50/p95/p99/max
-   of (received - written) over every (event, stream) pair, and the server's CPU while it fans them out.
+   carrying its wall-clock write time; every stream records when each event reached its socket: the
+   kernel's receive time of the read (SO_TIMESTAMPNS), so the figure is the server's and not this client's,
+   which shares the cores (a read that holds several events gives each its last bytes' time, never early).
+   Reports p50/p95/p99/max of (arrived - written) over every (event, stream) pair, the same with this
+   process's read time (`read_latency_*`: the client's own lag on top), per event the time to its first
+   stream and from first to last (the fan-out), and the CPU per delivery of the server and of this client.
    Late is not lost: it waits while deliveries still arrive (up to `--drain-seconds`), then counts what never
    came and the gaps (an event missing before one the stream did get), apart from what came within 10 s.
 
@@ -26,6 +30,9 @@ import json
 import os
 import resource
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,40 +86,121 @@ for i in range(count):
 """
 
 
+# Linux's SO_TIMESTAMPNS (not in Python's socket module): each read also says when the kernel took its last
+# bytes in, so a delivery's time is the server's, not when this process (on the same cores) got round to it.
+SO_TIMESTAMPNS = 35
+TIMESTAMP_SPACE = socket.CMSG_SPACE(16)
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", data[:16])
+            return seconds + nanoseconds / 1e9
+    return None
+
+
+async def start_profiler(
+    args: argparse.Namespace, pid: int, streams: int, phase: str
+) -> subprocess.Popen | None:
+    """py-spy on the server for one phase (`--profile`: fan-out; idle too when the path names {phase})."""
+    if not args.profile or (phase != "fan-out" and "{phase}" not in args.profile):
+        return None
+    profiler = subprocess.Popen(
+        [
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+            *("record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--gil"),
+            *("--output", args.profile.replace("{streams}", str(streams)).replace("{phase}", phase)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # py-spy attaches
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Stream:
     def __init__(self) -> None:
         self.ready = asyncio.Event()
-        self.latencies: list[float] = []
+        self.latencies: list[float] = []  # arrival (the kernel's time) - written
+        self.read_latencies: list[float] = []  # this process's read - written: the client's own lag in it too
         self.ids: list[int] = []  # the writer's numbers of the events received, in order
         self.events = 0
         self.keepalives = 0
 
     async def run(self, port: int, run_id: int, token: str) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            (
-                f"GET /api/runs/{run_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-            ).encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            raise RuntimeError(head.decode(errors="replace"))
-        parser = FrameParser(chunked=True)
-        while chunk := await reader.read(65536):
-            received = time.time()
-            for frame in parser.feed(chunk):
-                self.on_frame(frame, received)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+            await loop.sock_sendall(
+                sock,
+                (
+                    f"GET /api/runs/{run_id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+                ).encode(),
+            )
+            self._head: bytes | None = b""
+            self._parser = FrameParser(chunked=True)
+            self._closed = loop.create_future()
+            loop.add_reader(sock.fileno(), self._readable, sock)
+            try:
+                await self._closed
+            finally:
+                loop.remove_reader(sock.fileno())
+        finally:
+            sock.close()
 
-    def on_frame(self, frame: Frame, received: float) -> None:
+    def _readable(self, sock: socket.socket) -> None:
+        # A plain reader callback rather than asyncio streams: the client's CPU per delivery is a third less.
+        try:
+            data, ancillary, _flags, _addr = sock.recvmsg(65536, TIMESTAMP_SPACE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if not self._closed.done():
+                self._closed.set_exception(exc)
+            return
+        received = time.time()
+        if not data:
+            if not self._closed.done():
+                self._closed.set_result(None)
+            return
+        arrived = kernel_time(ancillary) or received
+        if self._head is not None:
+            self._head += data
+            if b"\r\n\r\n" not in self._head:
+                return
+            head, data = self._head.split(b"\r\n\r\n", 1)
+            self._head = None
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                self._closed.set_exception(RuntimeError(head.decode(errors="replace")))
+                return
+        for frame in self._parser.feed(data):
+            self.on_frame(frame, arrived, received)
+
+    def on_frame(self, frame: Frame, arrived: float, received: float) -> None:
         if frame.comment == "keepalive":
             self.keepalives += 1
         elif frame.event == "snapshot":
             self.ready.set()
         elif isinstance(frame.data, dict) and (written := (frame.data.get("data") or {}).get("written_at")):
             self.events += 1
-            self.latencies.append(received - written)
+            self.latencies.append(arrived - written)
+            self.read_latencies.append(received - written)
             self.ids.append(int(frame.data["model_id"].rsplit("-", 1)[1]))
 
 
@@ -151,7 +239,7 @@ async def main(args: argparse.Namespace, streams: int) -> dict:
 async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", SETUP, str(args.runs), str(os.getpid())],
-        cwd=ROOT,
+        cwd=args.server_root,
         env=env,
         check=True,
         capture_output=True,
@@ -159,7 +247,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
     ).stdout.split()
     token, run_ids = out[0], [int(x) for x in out[1:]]
 
-    with daphne_process(env, stderr=subprocess.DEVNULL) as (url, server):
+    with daphne_process(env, stderr=subprocess.DEVNULL, cwd=args.server_root) as (url, server):
         port = int(url.rsplit(":", 1)[1])
         streams = [Stream() for _ in range(count)]
         opening = asyncio.Semaphore(50)
@@ -175,12 +263,15 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
         connect_seconds = time.monotonic() - t0
         await asyncio.sleep(2)  # let the connection burst settle
 
+        profiler = await start_profiler(args, server.pid, count, "idle")
         cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
         await asyncio.sleep(args.idle_seconds)
         idle_cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - wall0)
+        stop_profiler(profiler)
         alive = sum(not t.done() for t in tasks)
 
-        cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+        profiler = await start_profiler(args, server.pid, count, "fan-out")
+        cpu0, wall0, client_cpu0 = cpu_seconds(server.pid), time.monotonic(), own_cpu_seconds()
         writer = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -188,7 +279,7 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
             str(args.events),
             str(args.gap),
             *map(str, run_ids),
-            cwd=ROOT,
+            cwd=args.server_root,
             env=env,
         )
         await writer.wait()
@@ -211,6 +302,8 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
                 break  # nothing for 10 s: whatever is missing is not coming
             await asyncio.sleep(0.05)
         busy_cpu_seconds = cpu_seconds(server.pid) - cpu0
+        client_cpu_seconds = own_cpu_seconds() - client_cpu0
+        stop_profiler(profiler)
         busy_cpu = busy_cpu_seconds / (time.monotonic() - wall0)
         received_all = sum(s.events for s in streams)
         within_10s = received_all if within_10s is None else within_10s
@@ -223,14 +316,21 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
                 gaps += len(set(due) - set(stream.ids))
         repeats = sum(len(s.ids) - len(set(s.ids)) for s in streams)
         latencies = sorted(x for s in streams for x in s.latencies)
+        read_latencies = sorted(x for s in streams for x in s.read_latencies)
+        # Per event: write -> its first stream (noticing it: the poll or NOTIFY, the read, the commit), and
+        # first -> last stream (the fan-out).
+        by_event: dict[int, list[float]] = {}
+        for stream in streams:
+            for event, latency in zip(stream.ids, stream.latencies, strict=True):
+                by_event.setdefault(event, []).append(latency)
+        firsts = sorted(min(v) for v in by_event.values())
+        spreads = sorted(max(v) - min(v) for v in by_event.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def pct(p: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-        )
+    def pct(p: float, values: list[float] = latencies) -> float:
+        return values[min(len(values) - 1, int(p * len(values)))] * 1000 if values else float("nan")
 
     return {
         "database": "postgresql" if args.postgres else "sqlite",
@@ -250,10 +350,21 @@ async def measure(args: argparse.Namespace, env: dict[str, str], count: int) -> 
         "latency_ms_p95": round(pct(0.95), 1),
         "latency_ms_p99": round(pct(0.99), 1),
         "latency_ms_max": round(latencies[-1] * 1000, 1) if latencies else None,
+        "first_stream_ms_p50": round(pct(0.50, firsts), 1),
+        "first_stream_ms_max": round(firsts[-1] * 1000, 1) if firsts else None,
+        "fan_out_ms_p50": round(pct(0.50, spreads), 1),
+        "fan_out_ms_max": round(spreads[-1] * 1000, 1) if spreads else None,
+        # The same deliveries timed when this process read them: the client's own lag on the shared cores too.
+        "read_latency_ms_p50": round(pct(0.50, read_latencies), 1),
+        "read_latency_ms_p95": round(pct(0.95, read_latencies), 1),
+        "read_latency_ms_p99": round(pct(0.99, read_latencies), 1),
         "cpu_percent_while_fanning_out": round(busy_cpu * 100, 1),
         # The server's CPU for the whole fan-out over the deliveries: what one event costs per open stream,
         # steadier than the latencies on a shared machine (the poll's own work is in it, a little).
         "server_cpu_us_per_delivery": round(1e6 * busy_cpu_seconds / len(latencies), 1)
+        if latencies
+        else None,
+        "client_cpu_us_per_delivery": round(1e6 * client_cpu_seconds / len(latencies), 1)
         if latencies
         else None,
         "keepalives_received": sum(s.keepalives for s in streams),
@@ -273,6 +384,18 @@ if __name__ == "__main__":
     parser.add_argument("--gap", type=float, default=0.25, help="seconds between written events")
     parser.add_argument("--postgres", action="store_true", help="on a throw-away PostgreSQL cluster")
     parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="py-spy the server (the threads holding the GIL) while it fans the events out; raw stacks to "
+        "PATH, where {streams} is replaced, and {phase} by fan-out or idle to profile the idle wait too",
+    )
+    parser.add_argument(
+        "--server-root",
+        type=Path,
+        default=ROOT,
+        help="serve (and set up) from another copy of the project, e.g. an older commit's, to compare",
+    )
+    parser.add_argument(
         "--drain-seconds",
         type=float,
         default=90,
@@ -281,11 +404,12 @@ if __name__ == "__main__":
     args = parser.parse_args()
     results = [asyncio.run(main(args, int(count))) for count in args.streams.split(",")]
     print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    print("streams  idle CPU  p50 ms  p95 ms  p99 ms  µs CPU/delivery  received")
+    print("streams  idle CPU  p50 ms  p95 ms  p99 ms  (read p95)  µs CPU/delivery server client  received")
     for r in results:
         print(
             f"{r['streams']:>7}  {r['idle_cpu_percent_of_one_core']:>6} %  {r['latency_ms_p50']:>6}  "
-            f"{r['latency_ms_p95']:>6}  {r['latency_ms_p99']:>6}  {r['server_cpu_us_per_delivery']:>15}  "
+            f"{r['latency_ms_p95']:>6}  {r['latency_ms_p99']:>6}  ({r['read_latency_ms_p95']:>8})  "
+            f"{r['server_cpu_us_per_delivery']:>21} {r['client_cpu_us_per_delivery']:>6}  "
             f"{r['deliveries_received']}/{r['deliveries_expected']}"
         )
     ok = all(

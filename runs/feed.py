@@ -3,8 +3,9 @@
 The runner is another process (on another host, perhaps), and the `RunEvent` table is the bus. Each web
 process (each event loop) has ONE feed, running only while some stream in it is open:
 
-- SQLite: it asks the table for `id > watermark` every SSE_POLL_SECONDS (one writer at a time, so ids are
-  committed in id order and a watermark never skips one).
+- SQLite: it asks the table for `id > watermark` every SSE_POLL_SECONDS, and at once when the kernel says
+  the database was written (`DatabaseWrites`, inotify on Linux) (one writer at a time, so ids are committed
+  in id order and a watermark never skips one).
 - PostgreSQL: it LISTENs on one connection; every committed event is announced there by `event_emit`
   (`<run_id>:<event_id>`), and the feed reads the announced rows by id. No polling: an idle process asks
   nothing of the database. Rows are read rather than taken from the payload, so an event of any size
@@ -13,6 +14,7 @@ process (each event loop) has ONE feed, running only while some stream in it is 
 Each event is encoded once and group-sent to its run's group with the id of the run's previous event the feed
 sent (`prev`), so a stream can tell it missed one (and read it from the table) rather than skip it. The
 consumers (runs/stream.py) read their snapshot or backlog from the table themselves and drop ids they sent.
+A stream that keeps up is handed the event by a plain call in the group send's loop (`RunStreamLayer`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -161,12 +166,20 @@ class RunStreamLayer(InMemoryChannelLayer):
     what it missed from the table. The stock layer dropped them without a word, and on expiry also took the
     channel out of every group: a stream behind by a minute got nothing more, and a dropped last event (the
     run's end) was never noticed, since only a later event's `prev` would have told. Memberships do not
-    expire either: a stream leaves its group when it closes (runs/stream.py), however long the run."""
+    expire either: a stream leaves its group when it closes (runs/stream.py), however long the run.
+
+    Handed over at once: a channel whose reader said it takes run events itself (`take_now`, a stream under
+    daphne) is given a group's message by a plain call, in the group send's own loop, when nothing waits for
+    it: nothing queued, nothing missed, no message of its own still being handled (`handled`). So one event
+    reaches a thousand streams without a thousand queue wake-ups, tasks and dispatches, and a reader that
+    is behind, or busy, gets it queued behind the others as before, in order."""
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self._next_sweep = 0.0
         self.missed: set[str] = set()  # channels that lost a message; each gets a catch-up next
+        self.takers: dict[str, Callable[[dict[str, Any]], bool]] = {}
+        self.handling: set[str] = set()  # channels whose reader received a message and is not done with it
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -204,6 +217,7 @@ class RunStreamLayer(InMemoryChannelLayer):
             # Before what is still queued: the table read brings everything, and the queued events, already
             # sent by then, are skipped by id.
             self.missed.discard(channel)
+            self.handling.add(channel)
             return CATCH_UP
         queue = self._queue(channel)
         try:
@@ -213,7 +227,19 @@ class RunStreamLayer(InMemoryChannelLayer):
             if queue.empty():
                 self.channels.pop(channel, None)
             raise
+        # Off the queue but not handled yet: nothing may be handed over past it until the reader says so.
+        self.handling.add(channel)
         return message
+
+    def take_now(self, channel: str, take: Callable[[dict[str, Any]], bool]) -> None:
+        """From now on, `take(message)` is offered each group message for `channel` while nothing waits for
+        it; it returns True if it took the message (sent it, or had sent it already), False to have it
+        queued instead."""
+        self.takers[channel] = take
+
+    def handled(self, channel: str) -> None:
+        """The reader of `channel` is done with the message it received."""
+        self.handling.discard(channel)
 
     def take_waiting(self, channel: str, kind: str) -> list[dict[str, Any]]:
         """The messages of type `kind` at the head of `channel`'s queue, taken off it without waiting (a
@@ -232,11 +258,22 @@ class RunStreamLayer(InMemoryChannelLayer):
         if not any(channel in g for g in self.groups.values()):
             self.channels.pop(channel, None)
             self.missed.discard(channel)
+            self.takers.pop(channel, None)
+            self.handling.discard(channel)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         self.require_valid_group_name(group)
         self._clean_expired()
         for channel in list(self.groups.get(group, ())):
+            take = self.takers.get(channel)
+            if (
+                take is not None
+                and channel not in self.handling
+                and channel not in self.missed
+                and ((queue := self.channels.get(channel)) is None or queue.empty())
+                and take(message)
+            ):
+                continue
             try:
                 await self.send(channel, message)
             except ChannelFull:
@@ -314,23 +351,90 @@ class RunEventFeed:
         return max(settings.RUN_STALE_SECONDS / 3, 1.0)
 
 
+def _database_files() -> list[Path]:
+    """The SQLite database's file and its write-ahead log, when the database is a file (else none)."""
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor != "sqlite" or not os.path.isfile(name):
+        return []
+    path = Path(name).resolve()
+    return [path, path.with_name(f"{path.name}-wal")]
+
+
+class DatabaseWrites:
+    """Linux: told by the kernel (inotify) of every write to the SQLite file or its write-ahead log, so the
+    feed reads a commit's events at once instead of at its next poll. Watches the folder, not the files: a
+    checkpoint deletes the log and the next writer makes a new one."""
+
+    def __init__(self, files: list[Path]) -> None:
+        from asyncinotify import Inotify, Mask
+
+        self._names = {path.name for path in files}
+        self._overflow = Mask.Q_OVERFLOW
+        self._inotify = Inotify()
+        self._inotify.add_watch(files[0].parent, Mask.MODIFY | Mask.CREATE | Mask.MOVED_TO)
+        self.changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._read(), name="run-event-db-writes")
+
+    @classmethod
+    def start(cls) -> DatabaseWrites | None:
+        files = _database_files()
+        if not files:
+            return None
+        try:
+            return cls(files)
+        except (ImportError, OSError, AttributeError):  # not Linux, or no inotify left: the poll alone
+            log.info("live stream: no inotify for the database; new events are polled for only")
+            return None
+
+    async def _read(self) -> None:
+        while True:
+            event = await self._inotify.get()
+            if (event.name is not None and event.name.name in self._names) or self._overflow in event.mask:
+                self.changed.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the database is written (since the last `wait`), or `timeout`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        self.changed.clear()  # before the read that follows: a write during it is told again
+
+    def close(self) -> None:
+        self._task.cancel()
+        self._inotify.close()
+
+
 class PollingFeed(RunEventFeed):
+    """SQLite: reads new events every SSE_POLL_SECONDS, and at once when the kernel says the database was
+    written (`DatabaseWrites`, Linux); a burst of writes is read at most every WRITES_GAP seconds."""
+
+    WRITES_GAP = 0.005
+
     async def _run(self) -> None:
         try:
             self.watermark = await max_event_id()
         except Exception:
             log.exception("live stream: could not read the run-event table")
             self.watermark = 0
+        writes = DatabaseWrites.start()
         self._ready.set()
-        while True:
-            await asyncio.sleep(settings.SSE_POLL_SECONDS)
-            if self._stopping():
-                return
-            try:
-                await self._check_stale()
-                await self._poll()
-            except Exception:
-                log.exception("live stream: reading run events failed; retrying")
+        try:
+            while True:
+                if writes is None:
+                    await asyncio.sleep(settings.SSE_POLL_SECONDS)
+                else:
+                    await writes.wait(settings.SSE_POLL_SECONDS)
+                if self._stopping():
+                    return
+                try:
+                    await self._check_stale()
+                    await self._poll()
+                except Exception:
+                    log.exception("live stream: reading run events failed; retrying")
+                if writes is not None:
+                    await asyncio.sleep(self.WRITES_GAP)
+        finally:
+            if writes is not None:
+                writes.close()
 
     async def _poll(self) -> None:
         while True:

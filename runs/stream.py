@@ -44,6 +44,7 @@ from django.http import Http404
 from django.urls import URLPattern, path, reverse
 
 from qeeg_site.auth import sign_ins_ended
+from qeeg_site.socket_writes import BODY_NOW, BodyNow
 from runs import feed
 from runs.access import run_for, watchers_lost
 
@@ -188,6 +189,9 @@ class RunStreamConsumer(AsyncHttpConsumer):
     sent = 0
     run_id: int | None = None
     _batch: list[bytes] | None = None  # frames of the write being gathered (`_one_write`)
+    _body_now: BodyNow | None = (
+        None  # daphne's direct body write (qeeg_site/socket_writes.py), if it gives one
+    )
     watching = False
     _keepalive: asyncio.Task[None] | None = None
     _sign_in_watch: asyncio.Task[None] | None = None
@@ -211,7 +215,11 @@ class RunStreamConsumer(AsyncHttpConsumer):
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
             raise ValueError(f"no handler for {message['type']}")
-        await handler(message)
+        try:
+            await handler(message)
+        finally:
+            if message["type"].startswith("run."):  # from our channel: the layer may hand events over again
+                self.channel_layer.handled(self.channel_name)
 
     async def handle(self, body: bytes) -> None:
         if self.scope["method"] not in ("GET", "HEAD"):
@@ -247,6 +255,9 @@ class RunStreamConsumer(AsyncHttpConsumer):
             if finished:
                 await self._send_backlog()  # whatever was written between our reads and the finish
                 await self._end()
+        self._body_now = self.scope.get("extensions", {}).get(BODY_NOW)
+        if self._body_now is not None:  # under daphne: the feed's loop writes our events itself (`_take`)
+            self.channel_layer.take_now(self.channel_name, self._take)
         loop = asyncio.get_running_loop()
         self._keepalive = loop.create_task(self._keep_alive())
         if check is not None:
@@ -263,6 +274,23 @@ class RunStreamConsumer(AsyncHttpConsumer):
         async with self._one_write():
             for event in (message, *waiting):
                 await self._event(event)
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        """The layer's hand-over of a group message while nothing waits in our channel (runs/feed.py): a live
+        event we are due is written to the socket here, in the feed's loop, as `_event` would send it; True
+        if it is done with (sent now or before), False to have it queued for `run_event` (the run's end,
+        an event after one we missed, a write under way, a connection gone)."""
+        if message["type"] != "run.event" or message["finishes"] or self._batch is not None:
+            return False
+        if message["prev"] is not None and message["prev"] > self.sent:
+            return False  # one is missing before it: `_event` reads the table first
+        if message["id"] <= self.sent:
+            return True
+        if not self._body_now(message["frame"]):
+            return False
+        self.sent = message["id"]
+        self._last_write = asyncio.get_running_loop().time()
+        return True
 
     async def _event(self, message: dict[str, Any]) -> None:
         missed = message["prev"] is not None and message["prev"] > self.sent
@@ -310,7 +338,13 @@ class RunStreamConsumer(AsyncHttpConsumer):
         if self._batch is not None:
             self._batch.append(chunk)
         else:
-            await self.send_body(chunk, more_body=True)
+            await self._write(chunk)
+
+    async def _write(self, body: bytes) -> None:
+        # Under daphne, straight to the socket as the feed's hand-over does (the same order: daphne's own
+        # reply would write at once too); else, and once the connection is gone, as an ASGI message.
+        if self._body_now is None or not self._body_now(body):
+            await self.send_body(body, more_body=True)
 
     @contextlib.asynccontextmanager
     async def _one_write(self) -> AsyncIterator[None]:
@@ -331,7 +365,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
     async def _flush(self) -> None:
         batch, self._batch = self._batch, None
         if batch:
-            await self.send_body(b"".join(batch), more_body=True)
+            await self._write(b"".join(batch))
 
     async def _keep_alive(self) -> None:
         loop = asyncio.get_running_loop()

@@ -168,14 +168,40 @@ class ASGIBody:
         return message.get("body", b"")
 
 
+class HandOver:
+    """daphne's direct body write (qeeg_site/socket_writes.BODY_NOW) for an in-process request: a body put
+    straight on the response's output, in order with the ASGI messages, and kept in `bodies` (what went out
+    that way); `gone` makes it refuse, as for a closed connection."""
+
+    def __init__(self) -> None:
+        self.communicator: Any = None
+        self.bodies: list[bytes] = []
+        self.gone = False
+
+    def __call__(self, body: bytes) -> bool:
+        if self.gone or self.communicator is None or self.communicator.future.done():
+            return False
+        self.bodies.append(body)
+        self.communicator.output_queue.put_nowait(
+            {"type": "http.response.body", "body": body, "more_body": True}
+        )
+        return True
+
+
 async def asgi_request(
-    path: str, *, method: str = "GET", headers: dict[str, str] | None = None
+    path: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    hand_over: HandOver | None = None,
 ) -> ASGIResponse:
     """A request through the project's whole ASGI application (channels' router, middleware, consumer), as
-    daphne would make it; returns once the response has started."""
+    daphne would make it; returns once the response has started. `hand_over`: the scope offers daphne's
+    direct body write, as under daphne (qeeg_site/socket_writes.py)."""
     from asgiref.testing import ApplicationCommunicator
 
     from qeeg_site.asgi import application
+    from qeeg_site.socket_writes import BODY_NOW
 
     path, _, query = path.partition("?")
     scope = {
@@ -193,7 +219,11 @@ async def asgi_request(
         "client": ("127.0.0.1", 40000),
         "server": ("testserver", 80),
     }
+    if hand_over is not None:
+        scope["extensions"] = {BODY_NOW: hand_over}
     communicator = ApplicationCommunicator(application, scope)
+    if hand_over is not None:
+        hand_over.communicator = communicator
     await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await communicator.receive_output(10)
     assert start["type"] == "http.response.start", start
@@ -224,16 +254,17 @@ def daphne_server(env: dict[str, str]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def daphne_process(
-    env: dict[str, str], *, stderr: int = subprocess.PIPE
+    env: dict[str, str], *, stderr: int = subprocess.PIPE, cwd: Path = ROOT
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`daphne_server`, also yielding the process (to watch its memory or CPU). `stderr=subprocess.DEVNULL`
-    for a long-lived server whose output nobody reads (a pipe nobody drains would stall it once full)."""
+    for a long-lived server whose output nobody reads (a pipe nobody drains would stall it once full); `cwd`:
+    another copy of the project to serve (a benchmark comparing an older commit)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "qeeg_site.asgi:application"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr,

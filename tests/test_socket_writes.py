@@ -3,8 +3,10 @@ in Twisted's buffer for the reactor as before, and later writes queue behind it 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from twisted.internet import tcp
@@ -81,3 +83,48 @@ def test_nothing_is_written_once_the_connection_is_closing(pair):
     connection.write(b"late")
     assert connection in reactor.getWriters()  # Twisted's own path: flushed, then closed, by the reactor
     assert _read_all(theirs) == b""
+
+
+def test_daphne_gives_each_http_request_a_direct_body_write_that_stops_once_the_connection_is_gone():
+    """`BODY_NOW` (the live stream's hand-over) writes a body chunk as daphne's `http.response.body` would:
+    chunked, after the headers its first ASGI body wrote; False once the connection is closed or gone."""
+    from daphne.http_protocol import WebRequest
+    from daphne.server import Server
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import HTTPChannel
+
+    socket_writes.install()
+    assert Server.create_application is socket_writes._create_application
+    server = Server(application=None, endpoints=["tcp:port=0:interface=127.0.0.1"])  # never run here
+    server.connections = {}  # what Server.run starts with
+    scopes = []
+
+    def application(scope, receive, send):
+        scopes.append(scope)
+        return asyncio.sleep(0)
+
+    server.application = application
+    channel = HTTPChannel()
+    channel.factory = SimpleNamespace(server=server)  # daphne's HTTPFactory, as far as a request looks
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    request = WebRequest(channel)  # counts itself in server.connections
+    request.clientproto, request.method = b"HTTP/1.1", b"GET"
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        server.create_application(request, {"type": "http", "path": "/api/runs/1/stream"})
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    body_now = scopes[0]["extensions"][socket_writes.BODY_NOW]
+    assert body_now(b"too early") is False  # no response yet: the headers go through ASGI
+    request.handle_reply({"type": "http.response.start", "status": 200, "headers": []})
+    request.handle_reply({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
+    transport.clear()
+    assert body_now(b"event: x\n\n") is True
+    assert transport.value() == b"a\r\nevent: x\n\n\r\n"
+    server.connections[request]["disconnected"] = 1.0
+    assert body_now(b"late") is False
+    assert transport.value() == b"a\r\nevent: x\n\n\r\n"

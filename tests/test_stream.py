@@ -19,7 +19,7 @@ from runs.events import event_emit
 from runs.models import Run, RunEvent
 from runs.stream import RunStreamConsumer
 from tests.job_helpers import runner_job
-from tests.stream_helpers import SSEReader, asgi_request, session_cookie
+from tests.stream_helpers import HandOver, SSEReader, asgi_request, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,25 +56,44 @@ def run(db) -> Run:
 
 
 class Client:
-    """Opens streams as the signed-in clinician and closes them (as a leaving browser would) afterwards."""
+    """Opens streams as the signed-in clinician and closes them (as a leaving browser would) afterwards.
+    `hand_over`: each stream's scope offers daphne's direct body write, as under daphne, so the feed hands
+    it its events (runs.feed.RunStreamLayer.take_now); else they come as channel messages."""
 
-    def __init__(self, cookie: str) -> None:
+    def __init__(self, cookie: str, *, hand_over: bool = False) -> None:
         self.cookie = cookie
+        self.hand_over = hand_over
         self.responses = []
+        self.hand_overs: list[HandOver] = []
 
     async def get(self, path: str, **headers: str):
-        response = await asgi_request(path, headers={"Cookie": self.cookie, **headers})
+        hand_over = HandOver() if self.hand_over else None
+        response = await asgi_request(path, headers={"Cookie": self.cookie, **headers}, hand_over=hand_over)
         self.responses.append(response)
+        if hand_over is not None:
+            self.hand_overs.append(hand_over)
         return response
+
+    async def close(self) -> None:
+        for response in self.responses:
+            if not response.communicator.future.done():
+                await response.disconnect()
+
+
+@pytest.fixture(params=[False, True], ids=["messages", "handed-over"])
+async def client(clinician, request):
+    """Every guarantee below holds both ways an event reaches a stream."""
+    client = Client(await session_cookie(clinician), hand_over=request.param)
+    yield client
+    await client.close()
 
 
 @pytest.fixture
-async def client(clinician):
+async def messages_client(clinician):
+    """Streams that get every event as a channel message (held in `run_event` by the tests that need it)."""
     client = Client(await session_cookie(clinician))
     yield client
-    for response in client.responses:
-        if not response.communicator.future.done():
-            await response.disconnect()
+    await client.close()
 
 
 emit = sync_to_async(event_emit)
@@ -320,6 +339,9 @@ async def _held_stream(client, run, monkeypatch):
     monkeypatch.setattr(RunStreamConsumer, "run_event", slow)
     layer = get_channel_layer()
     [channel] = layer.groups[feed.run_group(run.pk)]
+    take = layer.takers.get(channel)
+    if take is not None:  # handed over, the first live event would never reach run_event: queue it
+        layer.takers[channel] = lambda message: bool(held) and take(message)
     return stream, release, layer, channel
 
 
