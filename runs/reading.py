@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db.models import QuerySet
 from django.utils.html import escape
 from django.utils.safestring import SafeString
 
@@ -326,11 +327,20 @@ def disagreements(run: Run, consolidation: ModelOutput | None) -> dict[str, Any]
     return {"asked": asked, "section": section, "points": points}
 
 
-def stage_timings(run: Run) -> dict[int, dict[str, datetime | None]]:
-    """When each stage started and finished (the last time, for a resumed run), from the run's events."""
-    timings: dict[int, dict[str, datetime | None]] = {}
+STAGE_EVENT_FIELDS = ("id", "kind", "stage", "created_at")
+
+
+def stage_events(run: Any) -> QuerySet[RunEvent]:
+    """A run's stage started / finished events (`run`: a run, or an OuterRef to one)."""
     kinds = (events.STAGE_STARTED, events.STAGE_FINISHED)
-    for event in RunEvent.objects.filter(run=run, kind__in=kinds).only("kind", "stage", "created_at"):
+    return RunEvent.objects.filter(run=run, kind__in=kinds).only(*STAGE_EVENT_FIELDS)
+
+
+def stage_timings(run: Run, read: list[RunEvent] | None = None) -> dict[int, dict[str, datetime | None]]:
+    """When each stage started and finished (the last time, for a resumed run), from the run's events (those
+    `read` already, in order, or read here)."""
+    timings: dict[int, dict[str, datetime | None]] = {}
+    for event in stage_events(run).order_by("pk") if read is None else read:
         entry = timings.setdefault(event.stage or 0, {"started": None, "finished": None})
         if event.kind == events.STAGE_STARTED:
             entry["started"], entry["finished"] = event.created_at, None

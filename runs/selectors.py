@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Prefetch, Q, prefetch_related_objects
 
 from council import numbers
 from council.explain import explain
@@ -16,7 +16,7 @@ from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
 from patients.models import Report
 from runs import events
-from runs.models import Artifact, Run, RunEvent
+from runs.models import Artifact, DraftVersion, Run, RunEvent
 
 
 class ModelProgress(TypedDict):
@@ -99,6 +99,14 @@ def retries_in_flight(run: Run) -> dict[tuple[int, str], dict[str, Any]]:
         else:
             latest.pop(key, None)  # a new call, or an answer: the retry is over
     return latest
+
+
+def run_artifacts(run: Run) -> list[Artifact]:
+    """The run's artifacts, prefetched on it (one query for the page and whatever reads `run.artifacts`),
+    each with `edited`: a version of the clinician's was written from it (a change must never discard it)."""
+    edited = Exists(DraftVersion.objects.filter(run=OuterRef("run_id"), base=OuterRef("pk")))
+    prefetch_related_objects([run], Prefetch("artifacts", queryset=Artifact.objects.annotate(edited=edited)))
+    return list(run.artifacts.all())
 
 
 def run_progress(run: Run) -> dict[str, Any]:

@@ -721,7 +721,10 @@ REPLACEMENT = "the model you choose"  # how a replace plan names its replacement
 def _offers(run: Run, artifacts: list[Artifact]):
     """`offer(kind, model, stage)`: the plan of a change the run page may offer now, or None. Never a change
     that would discard a draft the clinician edited; nothing while the run waits for its runner."""
-    edited = set(DraftVersion.objects.filter(run=run).values_list("base_id", flat=True))
+    if all(hasattr(artifact, "edited") for artifact in artifacts):  # read with them (selectors.run_artifacts)
+        edited = {artifact.pk for artifact in artifacts if artifact.edited}
+    else:
+        edited = set(DraftVersion.objects.filter(run=run).values_list("base_id", flat=True))
 
     def offer(kind: str, model: str, stage: int | None = None) -> ChangePlan | None:
         if run.status == Run.Status.QUEUED:

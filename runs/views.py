@@ -5,6 +5,7 @@ council.health (cached), never by HTTP from here."""
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode
@@ -13,7 +14,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.humanize.templatetags.humanize import apnumber
-from django.db.models import Prefetch, prefetch_related_objects
+from django.db import connection
+from django.db.models import OuterRef, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -34,8 +36,9 @@ from jobs import selectors as job_selectors
 from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
+from qeeg_site.json_rows import compiled, instances, json_rows, prefetched
 from runs import access, limits, patient_version, reading, selectors, services, sources, versions
-from runs.models import Artifact, PatientVersionRequest, Run, RunReport
+from runs.models import Artifact, CouncilChange, PatientVersionRequest, Run, RunEvent, RunReport
 from runs.stream import stream_url
 
 
@@ -218,10 +221,12 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
 
 
 def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
-    prefetch_related_objects([run], "artifacts")  # read by the progress and here: one query, not two
+    # Read by the progress and here (and by the council changes offered): one query, not two.
+    artifacts = {(a.stage, a.model_id): a for a in selectors.run_artifacts(run)}
     progress = selectors.run_progress(run)
-    timings = reading.stage_timings(run)
-    artifacts = {(a.stage, a.model_id): a for a in run.artifacts.all()}
+    timings = reading.stage_timings(
+        run, _page_rows(run, "stage_events", RunEvent, reading.STAGE_EVENT_FIELDS)
+    )
     # The council changes this user may make now, each with what it would do (shown before confirming).
     can_change = user is not None and user.has_perm(access.ACTIONS["reask"][0])
     members = services.member_choices(run, list(artifacts.values())) if can_change else {}
@@ -290,6 +295,11 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
     }
 
 
+def _page_rows(run: Run, name: str, model: type, fields: tuple[str, ...]) -> list | None:
+    """The rows `_run(…, page=True)` read as `name` in the run's query, or None (a run read without them)."""
+    return instances(model, getattr(run, name), *fields) if hasattr(run, name) else None
+
+
 OFFER_LABELS = {"drop": "Continue without it", "reask": "Ask again", "replace": "Replace", "rejoin": "Rejoin"}
 
 
@@ -332,12 +342,36 @@ def _exports(run: Run, names: tuple[str, ...] = Run.WRITE_UP_EXPORTS) -> dict[st
     }
 
 
-def _run(request: HttpRequest, pk: int, action: str = "view") -> Run:
+# What the run page shows of a run's council changes, read (with its stage events) in the run's own query.
+_CHANGE_FIELDS = tuple(field.attname for field in CouncilChange._meta.concrete_fields)
+
+
+@functools.cache
+def _page_reads(vendor: str) -> dict[str, Any]:
+    """The run page's stage events and council changes as JSON in the run's query, compiled once."""
+    return compiled(
+        Run,
+        stage_events=json_rows(reading.stage_events(OuterRef("pk")), *reading.STAGE_EVENT_FIELDS),
+        council_changes_read=json_rows(CouncilChange.objects.filter(run=OuterRef("pk")), *_CHANGE_FIELDS),
+    )
+
+
+def _run(request: HttpRequest, pk: int, action: str = "view", *, page: bool = False) -> Run:
+    """The run, if this user may do `action` to it. `page`: with what the run page shows besides (its stage
+    events and council changes) in the same query, so the page reads five tables in five queries."""
+
     def read() -> Run:
         rows = Run.objects.select_related("patient", "report", "selected_artifact", "job").prefetch_related(
             Prefetch("report_links", queryset=RunReport.objects.select_related("report"))
         )  # its reports, read by the page in several places: one query
-        return access.run_for(request.user, pk, action, queryset=rows)
+        if page:
+            rows = rows.annotate(**_page_reads(connection.vendor))
+        found = access.run_for(request.user, pk, action, queryset=rows)
+        if page:  # `run.council_changes.all()` answers from these, as from a prefetch
+            changes = instances(CouncilChange, found.council_changes_read, *_CHANGE_FIELDS)
+            changes.sort(key=lambda change: (change.at, change.pk))  # the model's ordering
+            prefetched(found, "council_changes", changes)
+        return found
 
     run = read()
     # Never shown running when its runner died: settled (a compare-and-set write, never a launch) and read
@@ -349,7 +383,7 @@ def _run(request: HttpRequest, pk: int, action: str = "view") -> Run:
 
 @require_GET
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    context = _live_context(_run(request, pk), request.user)
+    context = _live_context(_run(request, pk, page=True), request.user)
     if request.htmx:
         return render(request, "runs/_run_body.html", context)
     return render(request, "runs/detail.html", context)
@@ -358,7 +392,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def run_live(request: HttpRequest, pk: int) -> HttpResponse:
     """The status and progress fragment the run page re-fetches when the stream says something happened."""
-    return render(request, "runs/_live.html", _live_context(_run(request, pk), request.user))
+    return render(request, "runs/_live.html", _live_context(_run(request, pk, page=True), request.user))
 
 
 @require_POST
@@ -401,7 +435,7 @@ def run_answer_changes(request: HttpRequest, pk: int) -> HttpResponse:
         stage = int(request.GET.get("stage", ""))
     except ValueError:
         stage = 0
-    artifacts = list(run.artifacts.all())
+    artifacts = selectors.run_artifacts(run)
     plans = services.answer_choices(run, artifacts, stage, request.GET.get("model", "")) if stage else []
     context = {
         "run": run,

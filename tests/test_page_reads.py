@@ -7,13 +7,16 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import OuterRef
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from council.stages import STEPS
 from patients import views as patient_views
-from patients.models import Patient, Report
-from runs import services
-from runs.models import Run
+from patients.models import Patient, Report, fold
+from qeeg_site.json_rows import instances, json_rows
+from runs import reading, services
+from runs.models import CouncilChange, Run, RunEvent
 from tests.job_helpers import runner_job
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
 
@@ -89,9 +92,53 @@ def test_a_finished_run_page_reads_each_table_once(clinician_client, finished_ru
     assert "Where the council disagreed" in html or "disagree" in html.lower()
     tables = [q.split(" FROM ", 1)[1].split()[0] for q in queries if q.startswith("SELECT")]
     assert len(tables) == len(set(tables)), tables  # no table read twice
-    # session, user, permissions, the run (with its patient, report, job), its reports, its artifacts, its
-    # stage events, its write-up versions, its council changes; no look for dead runners (it is finished).
-    assert len(queries) == 9, "\n".join(q[:120] for q in queries)
+    # session, user (with its permissions), the run (with its patient, report, job, and as JSON its stage
+    # events and council changes), its reports, its artifacts (each with whether a write-up was edited from
+    # it); no look for dead runners (it is finished).
+    assert len(queries) == 5, "\n".join(q[:120] for q in queries)
+
+
+def test_a_run_page_with_council_changes_and_an_edited_draft_reads_as_many_tables(
+    clinician_client, api, finished_run
+):
+    run = finished_run
+    draft = run.artifacts.get(stage=6, model_id=COUNCIL[0])
+    answer = api.post(
+        f"/api/runs/{run.pk}/select", {"artifact_id": draft.pk}, content_type="application/json"
+    )
+    assert answer.status_code == 200, answer.content
+    answer = api.post(f"/api/runs/{run.pk}/versions", {"text": "# Edited\n"}, content_type="application/json")
+    assert answer.status_code in (200, 201), answer.content
+    for stage, model in ((3, COUNCIL[1]), (2, COUNCIL[2])):
+        CouncilChange.objects.create(
+            run=run, kind="drop", stage=stage, model_id=model, summary=f"Stage {stage}: without {model}"
+        )
+    html, queries = _queries(clinician_client, f"/runs/{run.pk}/")
+    assert len(queries) == 5, "\n".join(q[:120] for q in queries)
+    # The changes in their order (when made), each as its line says it.
+    first, second = CouncilChange.objects.order_by("at", "pk")
+    assert html.index(first.line()) < html.index(second.line())
+    # The stage cards' times are the events' (the page's JSON read of them is the table's).
+    timings = reading.stage_timings(run)
+    assert reading.stage_timings(run, reading_rows(run)) == timings and len(timings) == len(STEPS)
+    # Asking the edited final draft's model again would discard it: not offered; another model's final draft
+    # is.
+    edited = clinician_client.get(f"/runs/{run.pk}/changes/", {"stage": 6, "model": COUNCIL[0]})
+    other = clinician_client.get(f"/runs/{run.pk}/changes/", {"stage": 6, "model": COUNCIL[1]})
+    assert f'action="/runs/{run.pk}/reask/"' not in edited.content.decode()
+    assert f'action="/runs/{run.pk}/reask/"' in other.content.decode()
+
+
+def reading_rows(run: Run) -> list:
+    """The stage events as the run page reads them: in the run's own query, as JSON."""
+    found = (
+        Run.objects.annotate(
+            read=json_rows(reading.stage_events(OuterRef("pk")), *reading.STAGE_EVENT_FIELDS)
+        )
+        .get(pk=run.pk)
+        .read
+    )
+    return instances(RunEvent, found, *reading.STAGE_EVENT_FIELDS)
 
 
 def test_a_run_page_shows_a_run_whose_runner_went_silent_as_interrupted(
@@ -108,3 +155,25 @@ def test_a_run_page_shows_a_run_whose_runner_went_silent_as_interrupted(
     )
     html = clinician_client.get(f"/runs/{run.pk}/").content.decode()
     assert 'data-status="interrupted"' in html and "went silent" in html
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/api/patients", "/api/patients?q=common", "/api/patients?q=P-0421", "/", "/?q=common", "/?q=P-0421"],
+)
+def test_a_list_reads_as_many_queries_whatever_its_page_size(clinician, clinician_client, api, url):
+    patients = [
+        Patient(label=(label := f"P-{i:05d}"), label_folded=fold(label), notes="a common word" * (i % 2))
+        for i in range(150)
+    ]
+    Patient.objects.bulk_create(patients)
+    clinician.assigned_patients.add(*Patient.objects.all())  # in this clinician's reach
+    counts = set()
+    for size in (10, 50, 100):
+        client = api if url.startswith("/api/") else clinician_client
+        target = f"{url}{'&' if '?' in url else '?'}page_size={size}" if url.startswith("/api/") else url
+        _, queries = _queries(client, target)
+        counts.add(len(queries))
+    # The API: the token (its user and permissions with it), the count, the page. A page: the session, the
+    # user (permissions with it), the rows.
+    assert counts == {3}, url

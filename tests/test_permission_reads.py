@@ -1,5 +1,6 @@
-"""A user's permissions, their own and their role's, are read in one query per request, and the answer is the
-same as Django's own backend gives; sessions signed in before (through the stock backend) stay signed in."""
+"""A user's permissions, their own and their role's, are read in one query per request (in the query that
+reads the signed-in user, for a session or a token), and the answer is the same as Django's own backend
+gives; sessions signed in before (through the stock backend) stay signed in."""
 
 from __future__ import annotations
 
@@ -47,11 +48,46 @@ def test_an_inactive_user_holds_nothing(clinician):
     assert clinician.get_all_permissions() == set()
 
 
-def test_a_page_reads_the_permissions_once(clinician_client):
+def test_a_page_reads_the_permissions_with_the_user(clinician_client):
     clinician_client.get("/")
     with CaptureQueriesContext(connection) as queries:
         assert clinician_client.get("/").status_code == 200
     assert _permission_reads(queries) == 1
+    (read,) = [q["sql"] for q in queries.captured_queries if '"auth_permission"' in q["sql"]]
+    assert read.startswith('SELECT "auth_user"."id"')  # in the query that reads the signed-in user
+
+
+def test_a_token_request_reads_the_permissions_with_the_token(api, clinician):
+    api.get("/api/patients")  # the token's last use is written once a minute, not on the next call
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/patients").status_code == 200
+    (read,) = [q["sql"] for q in queries.captured_queries if '"auth_permission"' in q["sql"]]
+    assert read.startswith('SELECT "qeeg_site_apitoken"."id"')
+
+
+@pytest.mark.parametrize("where", ["own", "role", "none"])
+def test_the_permissions_read_with_the_user_are_the_stock_answer(clinician, django_user_model, where):
+    from django.contrib.auth.models import Group
+
+    from qeeg_site.auth import PermissionsBackend
+
+    if where == "own":
+        clinician.user_permissions.add(Permission.objects.get(codename="view_identifiers"))
+    if where == "none":
+        clinician.groups.clear()
+    else:  # a second role, holding one permission the first does not
+        extra = Group.objects.create(name="Extra")
+        extra.permissions.add(Permission.objects.get(codename="delete_patient"))
+        clinician.groups.add(extra)
+    user = PermissionsBackend().get_user(clinician.pk)
+    with CaptureQueriesContext(connection) as queries:
+        held = user.get_all_permissions()
+    assert len(queries) == 0
+    assert held == ModelBackend().get_all_permissions(django_user_model.objects.get(pk=clinician.pk))
+    assert bool(held) == (where != "none")
+    clinician.is_active = False
+    clinician.save()
+    assert PermissionsBackend().get_user(clinician.pk) is None  # as the stock backend answers
 
 
 def test_a_session_signed_in_through_the_stock_backend_stays_signed_in(clinician):
