@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from council import deid, timeline
 from jobs import selectors as job_selectors
+from patients import search_index
 from patients.models import Patient, PatientIdentifier, Redaction, Report, fold
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class PageData(TypedDict):
 
 def patient_search(q: str = "", *, within: QuerySet[Patient] | None = None) -> QuerySet[Patient]:
     """Patients by label (of `within`, e.g. those a user may see), each with `report_count`; `q` matches
-    label (ignoring case and accents), notes or reason for referral."""
+    label (ignoring case and accents), notes or reason for referral. A search may carry `narrowed`: the same
+    rows, read through the search index (qeeg_site.pagination counts with it)."""
     # The count as a correlated subquery, not Count("reports"): its GROUP BY made every page scan and sort
     # the whole table, where this walks the label index and counts only the rows on the page.
     reports = Report.objects.filter(patient=OuterRef("pk")).order_by().values("patient")
@@ -50,9 +52,15 @@ def patient_search(q: str = "", *, within: QuerySet[Patient] | None = None) -> Q
     )
     if q := q.strip():
         # The label ignoring case and accents ("odegard" finds "Ødegård"); notes and referral ignoring case.
+        folded = fold(q)
         patients = patients.filter(
-            Q(label_folded__contains=fold(q)) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
+            Q(label_folded__contains=folded) | Q(notes__icontains=q) | Q(referral_reason__icontains=q)
         )
+        if (found := search_index.candidates(q, folded)) is not None:
+            # The same rows, the same order, looked for only among those the trigram index finds: counted
+            # this way always (the count no longer reads every patient); read this way when they are few
+            # (the pagination's choice: a common word's first page is quicker read in label order).
+            patients.narrowed = patients.filter(pk__in=found)
     return patients
 
 
