@@ -1,4 +1,4 @@
-"""Model text cannot make a page slow: Python-Markdown scanned from every "[" to the text's end looking for its
+"""Model text cannot make a page slow or fail: Python-Markdown scanned from every "[" to the text's end looking for its
 "]" (and from every "](" for its ")"), so 16 KB of "[" took 72 s to render on a page, in the editor and in the
 export. Bounded here (documents.markdown.BoundedLinks) with the same links as before for any sane text."""
 
@@ -46,3 +46,30 @@ def test_ordinary_links_render_as_python_markdown_renders_them(text):
     bounded = python_markdown.markdown(text, extensions=EXTENSIONS)
     assert bounded == stock
     assert safe_html(text, tags={"a", "p"}, attributes={"a": {"href"}}).count("<a ") == stock.count("<a ")
+
+
+NESTED = {"dashes": "- " * 1_000 + "deep", "numbers": "1. " * 1_000 + "deep", "indented": "".join(
+    "  " * i + "- deep\n" for i in range(600)
+)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_lists_nested_past_the_parsers_depth_show_as_written_not_a_500(name):
+    html = page_html(NESTED[name])  # RecursionError before: every page showing it answered 500
+    assert html.startswith("<pre>") and "deep" in html
+
+
+@pytest.mark.django_db
+def test_a_stage_page_with_such_an_answer_opens(clinician_client, data_dir):
+    from patients.models import Report
+    from runs.models import Run
+    from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, make_patient
+
+    patient = make_patient("N-001")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="3" * 64, status="ready")
+    run = Run.objects.create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR, status="complete"
+    )
+    add_artifact(run, stage=1, model_id="gpt-5", text=NESTED["dashes"])
+    page = clinician_client.get(f"/runs/{run.pk}/stages/1/")
+    assert page.status_code == 200 and "deep" in page.content.decode()
