@@ -704,9 +704,11 @@ class _Matcher:
             initial = rf"(?:{_W}[{initials}]\.\s?)"
             for i, (token, part) in enumerate(zip(tokens, parts, strict=True)):
                 # A part alone, with initials of the name written before it ("A. M. Müller") or after it
-                # ("Müller, A."); and two adjacent parts run together ("AnnaMaria").
+                # ("Müller, A."); and two adjacent parts run together ("AnnaMaria"). Up to four initials: an
+                # unbounded run backtracked at every initial of a page of them ("A. A. A. …", 12 KB: 4 s).
                 alone_or_initialled = re.compile(
-                    rf"{initial}*{_W}(?P<part>{part}){_WE}(?:\s?,\s?[{initials}]\.(?:\s?[{initials}]\.)*)?"
+                    rf"{initial}{{0,4}}{_W}(?P<part>{part}){_WE}"
+                    rf"(?:\s?,\s?[{initials}]\.(?:\s?[{initials}]\.){{0,3}})?"
                 )
                 (self.word_parts if fold(token) in NAME_WORDS else self.name_parts).append(
                     alone_or_initialled

@@ -27,7 +27,10 @@ DISAGREEMENT_HEADING = "Where the council disagreed"
 NO_DISAGREEMENT = "The revisions did not disagree on any point."
 APPLIED_HEADING = "Required changes: applied or not"
 
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+# A heading line; its closing "#"s and spaces are stripped after (a lazy title before "[ \t#]*$" backtracked
+# quadratically: a model's heading line with 40 KB of spaces and tabs took 12 s to read, on the run page
+# and in the runner).
+_HEADING = re.compile(r"^(#{1,6})[ \t]+([^\n]+)$", re.MULTILINE)
 _LABEL = re.compile(r"^[A-Z]{1,2}$")
 # "- **Point:** text", "* **Minority (B):** text", "- **Majority (A, C)**: text" (bold around the colon or not)
 _PART = re.compile(
@@ -102,7 +105,9 @@ def _section(text: str, heading: str) -> tuple[int, int, int] | None:
     """(start of the heading line, start of its body, end of its body) of the LAST heading named `heading`;
     the body ends at the next heading of the same or a higher level."""
     wanted = change_key(heading)
-    found = [m for m in _HEADING.finditer(text) if change_key(m.group(2).strip("*_ ")) == wanted]
+    found = [
+        m for m in _HEADING.finditer(text) if change_key(m.group(2).rstrip(" \t#").strip("*_ ")) == wanted
+    ]
     if not found:
         return None
     match = found[-1]

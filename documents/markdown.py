@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html as html_lib
+import logging
 import re
 from collections.abc import Collection, Mapping
 
@@ -58,6 +59,7 @@ class BoundedLinks(markdown_lib.Extension):
 
 
 EXTENSIONS = ["tables", "fenced_code", "sane_lists", BoundedLinks()]
+logger = logging.getLogger(__name__)
 
 PAGE_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
 PAGE_ATTRIBUTES = {tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items() if tag in PAGE_TAGS}
@@ -76,12 +78,20 @@ def safe_html(
     """`text` as HTML holding only `tags` and `attributes`; everything else is reduced to its text (script
     and style elements are dropped whole). `align_attribute` writes table alignment as `align=` instead of a
     style, for renderers that read attributes."""
-    html = markdown_lib.markdown(
-        text,
-        extensions=EXTENSIONS,
-        extension_configs={"tables": {"use_align_attribute": align_attribute}},
-        output_format="html",
-    )
+    try:
+        html = markdown_lib.markdown(
+            text,
+            extensions=EXTENSIONS,
+            extension_configs={"tables": {"use_align_attribute": align_attribute}},
+            output_format="html",
+        )
+    except RecursionError:
+        # Python-Markdown parses nested lists by recursion: a model's "- - - … a" (1,000 markers in 2 KB)
+        # went past Python's limit and every page showing it answered 500. Such a text is shown as written.
+        logger.warning(
+            "markdown nested past the parser's depth (%s characters): shown as plain text", len(text)
+        )
+        html = f"<pre>{html_lib.escape(text)}</pre>"
     return nh3.clean(
         html,
         tags=set(tags),

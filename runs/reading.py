@@ -115,7 +115,7 @@ def draft_diff(before: str, after: str) -> tuple[list[tuple[str, str]], int, int
     lines: list[tuple[str, str]] = []
     added = removed = 0
     a, b = before.splitlines(), after.splitlines()
-    for group in difflib.SequenceMatcher(None, a, b, autojunk=False).get_grouped_opcodes(2):
+    for group in _line_matcher(a, b).get_grouped_opcodes(2):
         if lines:
             lines.append(("gap", "…"))
         for tag, i1, i2, j1, j2 in group:
@@ -129,6 +129,40 @@ def draft_diff(before: str, after: str) -> tuple[list[tuple[str, str]], int, int
                 lines.extend(("add", line) for line in b[j1:j2])
                 added += j2 - j1
     return lines, added, removed
+
+
+# difflib compares every pair of equal lines: on repeated lines it is cubic (1,000 lines of "x" against "x"
+# and "y" in turns took 12 s; a model's or an editor's text, on every view of Stage 6 and the editor). The
+# lines both texts start and end with are matched first; the rest is compared exactly when small, with
+# difflib's own junk heuristic up to DIFF_MAX_LINES, and past that shown as one changed stretch.
+DIFF_EXACT_LINES = 200
+DIFF_MAX_LINES = 2000
+
+
+def _line_matcher(a: list[str], b: list[str]) -> difflib.SequenceMatcher:
+    """A SequenceMatcher of `a` and `b` whose opcodes are read as described above."""
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    middle_a, middle_b = a[head : len(a) - tail], b[head : len(b) - tail]
+    longest = max(len(middle_a), len(middle_b))
+    codes: list[tuple[str, int, int, int, int]] = [("equal", 0, head, 0, head)] if head else []
+    if longest > DIFF_MAX_LINES:
+        tag = "replace" if middle_a and middle_b else "delete" if middle_a else "insert"
+        codes.append((tag, head, head + len(middle_a), head, head + len(middle_b)))
+    elif longest:
+        inner = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=longest > DIFF_EXACT_LINES)
+        codes += [
+            (tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in inner.get_opcodes()
+        ]
+    if tail:
+        codes.append(("equal", len(a) - tail, len(a), len(b) - tail, len(b)))
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    matcher.opcodes = codes  # read by get_grouped_opcodes in place of its own
+    return matcher
 
 
 def final_drafts(run: Run) -> tuple[ModelOutput | None, list[ModelOutput]]:

@@ -325,3 +325,19 @@ def test_an_old_run_says_its_prompt_did_not_ask(run, clinician_client):
     page = clinician_client.get(reverse("runs:stage", args=[run.pk, 4])).content.decode()
     assert "did not ask where the council disagreed" in page
     assert Artifact.objects.filter(run=run).count() == 1
+
+
+def test_a_heading_line_of_spaces_and_tabs_reads_at_once():
+    """A model's heading with 40 KB of spaces and tabs before a last word took 12 s to read (a lazy title
+    before the closing "#"s backtracked), on the run page and in the runner that records each draft."""
+    import time
+
+    line = "## Where the council" + " \t" * 20_000 + "x\n"
+    started = time.process_time()
+    disagreement.read_disagreements(line + "- **Point:** p\n", ["A", "B"])
+    disagreement.split_applied(line, 2)
+    assert time.process_time() - started < 1.0
+    # Closing hashes and spaces still come off the title.
+    assert disagreement.read_disagreements(
+        "## Where the council disagreed ##  \n\nNone.\n", ["A"]
+    ).problem != ("the consolidation has no “Where the council disagreed” section")

@@ -1,4 +1,4 @@
-"""Model text cannot make a page slow: Python-Markdown scanned from every "[" to the text's end looking for its
+"""Model text cannot make a page slow or fail: Python-Markdown scanned from every "[" to the text's end looking for its
 "]" (and from every "](" for its ")"), so 16 KB of "[" took 72 s to render on a page, in the editor and in the
 export. Bounded here (documents.markdown.BoundedLinks) with the same links as before for any sane text."""
 
@@ -46,3 +46,56 @@ def test_ordinary_links_render_as_python_markdown_renders_them(text):
     bounded = python_markdown.markdown(text, extensions=EXTENSIONS)
     assert bounded == stock
     assert safe_html(text, tags={"a", "p"}, attributes={"a": {"href"}}).count("<a ") == stock.count("<a ")
+
+
+NESTED = {"dashes": "- " * 1_000 + "deep", "numbers": "1. " * 1_000 + "deep", "indented": "".join(
+    "  " * i + "- deep\n" for i in range(600)
+)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(NESTED))
+def test_lists_nested_past_the_parsers_depth_show_as_written_not_a_500(name):
+    html = page_html(NESTED[name])  # RecursionError before: every page showing it answered 500
+    assert html.startswith("<pre>") and "deep" in html
+
+
+@pytest.mark.django_db
+def test_a_stage_page_with_such_an_answer_opens(clinician_client, data_dir):
+    from patients.models import Report
+    from runs.models import Run
+    from tests.run_helpers import CONSOLIDATOR, COUNCIL, add_artifact, make_patient
+
+    patient = make_patient("N-001")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="3" * 64, status="ready")
+    run = Run.objects.create(
+        patient=patient, report=report, council_models=COUNCIL, consolidator=CONSOLIDATOR, status="complete"
+    )
+    add_artifact(run, stage=1, model_id="gpt-5", text=NESTED["dashes"])
+    page = clinician_client.get(f"/runs/{run.pk}/stages/1/")
+    assert page.status_code == 200 and "deep" in page.content.decode()
+
+
+@pytest.mark.parametrize("lines", [1_000, 20_000])
+def test_a_diff_of_repeated_lines_is_drawn_at_once(lines):
+    """difflib compared every pair of equal lines (cubic on repeated lines): 1,000 lines of "x" against "x"
+    and "y" in turns took 12 s, on every view of the Stage 6 page and the write-up editor."""
+    from runs.reading import draft_diff
+
+    before = "\n".join("x" for _ in range(lines))
+    after = "\n".join("y" if i % 2 else "x" for i in range(lines))
+    started = time.process_time()
+    diff, added, _removed = draft_diff(before, after)
+    assert time.process_time() - started < 1.0
+    assert added >= lines // 2 - 1 and {kind for kind, _ in diff} <= {"ctx", "add", "del", "gap"}
+
+
+def test_a_small_edit_is_diffed_line_by_line_as_before():
+    from runs.reading import draft_diff
+
+    before = "# Final draft\n\n" + "\n".join(f"Line {i}." for i in range(300)) + "\n"
+    after = before.replace("Line 10.", "Line ten.").replace("Line 290.", "Line 290, edited.")
+    diff, added, removed = draft_diff(before, after)
+    assert (added, removed) == (2, 2)
+    assert (
+        ("del", "Line 10.") in diff and ("add", "Line ten.") in diff and ("add", "Line 290, edited.") in diff
+    )
