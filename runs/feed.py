@@ -392,11 +392,14 @@ class DatabaseWrites:
             if (event.name is not None and event.name.name in self._names) or self._overflow in event.mask:
                 self.changed.set()
 
-    async def wait(self, timeout: float) -> None:
-        """Until the database is written (since the last `wait`), or `timeout`."""
+    async def wait(self, timeout: float) -> bool:
+        """Until the database is written (since the last `wait`: True), or `timeout` (False)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
+        written = self.changed.is_set()
         self.changed.clear()  # before the read that follows: a write during it is told again
+        return written
 
     def close(self) -> None:
         self._task.cancel()
@@ -419,10 +422,11 @@ class PollingFeed(RunEventFeed):
         self._ready.set()
         try:
             while True:
+                written = False
                 if writes is None:
                     await asyncio.sleep(settings.SSE_POLL_SECONDS)
                 else:
-                    await writes.wait(settings.SSE_POLL_SECONDS)
+                    written = await writes.wait(settings.SSE_POLL_SECONDS)
                 if self._stopping():
                     return
                 try:
@@ -430,7 +434,7 @@ class PollingFeed(RunEventFeed):
                     await self._poll()
                 except Exception:
                     log.exception("live stream: reading run events failed; retrying")
-                if writes is not None:
+                if written:
                     await asyncio.sleep(self.WRITES_GAP)
         finally:
             if writes is not None:
