@@ -638,8 +638,21 @@ def _as_a_name(text: str, start: int) -> bool:
     be (a sentence's or a line's start), unless an initial or a title stands before it."""
     if not text[start : start + 1].isupper():
         return False
-    line = text[text.rfind("\n", 0, start) + 1 : start]
+    # What stands before it on its line, the last _LOOK_BACK characters of it: read whole at every match, a
+    # long line of ". May" (40 KB) took the guard 14 s, with a runner's event loop held. A longer line is
+    # cut with a letter in front, so its cut is no line start.
+    low = max(0, start - _LOOK_BACK)
+    newline = text.rfind("\n", low, start)
+    if newline >= 0:
+        line = text[newline + 1 : start]
+    elif low == 0:
+        line = text[:start]
+    else:
+        line = "x" + text[low:start]
     return bool(_NAME_BEFORE.search(line)) or not _SENTENCE_START.search(line)
+
+
+_LOOK_BACK = 200
 
 
 _BESIDE = re.compile(r"[ \t,\-\u2010\u2011\u2013]{1,3}")

@@ -187,3 +187,16 @@ def test_a_name_that_is_a_common_word_passes_where_it_is_a_word(text):
 )
 def test_a_name_that_is_a_common_word_is_refused_where_it_is_written_as_a_name(text):
     assert IdentifierGuard(MAY).find(text) in ("a name", "the patient's name"), text
+
+
+def test_a_long_line_of_a_common_word_name_is_looked_through_at_once():
+    """Each capitalised "May" had its whole line read back to its start: a model's 40 KB line of ". May"
+    took the guard 14 s (a runner's event loop held with it); now what stands before it on its line within
+    200 characters, as a title, an initial or a sentence's end does."""
+    import time
+
+    started = time.process_time()
+    assert IdentifierGuard(MAY).find(". May" * 8000 + ".") is None  # each one starts a sentence: a word
+    assert time.process_time() - started < 1.0
+    assert IdentifierGuard(MAY).find("x" * 5000 + " reported by May.") == "a name"
+    assert IdentifierGuard(MAY).find("x" * 5000 + ". May reflect drowsiness.") is None

@@ -99,3 +99,14 @@ def test_a_small_edit_is_diffed_line_by_line_as_before():
     assert (
         ("del", "Line 10.") in diff and ("add", "Line ten.") in diff and ("add", "Line 290, edited.") in diff
     )
+
+
+def test_a_reply_of_spaces_has_its_end_marker_looked_for_at_once():
+    """The runner strips the end marker from every markdown reply; a reply of 100 KB of spaces took 18 s of
+    CPU with the event loop held (the run's heartbeat with it, past RUN_STALE_SECONDS)."""
+    from council.stages.base import strip_marker
+
+    started = time.process_time()
+    assert strip_marker(" " * 200_000 + "x") == (" " * 200_000 + "x\n", False)
+    assert time.process_time() - started < 0.5
+    assert strip_marker("Report.\n  <!-- END OF REPORT -->  \n") == ("Report.\n", True)

@@ -23,7 +23,10 @@ CONTINUE_MESSAGE = (
     "Continue exactly where you stopped. Do not repeat anything you already wrote and do not add a "
     f"preamble. When the report is complete, end with the line {END_MARKER}"
 )
-_MARKER_LINE = re.compile(r"[ \t]*<!--\s*END OF REPORT\s*-->[ \t]*\n?", re.IGNORECASE)
+# Starting only where a run of spaces starts (the same leftmost matches): tried at every space of a reply's
+# 100 KB of them, the leading [ \t]* made the search quadratic (18 s with the runner's event loop held, past
+# RUN_STALE_SECONDS: the run was taken for dead).
+_MARKER_LINE = re.compile(r"(?<![ \t])[ \t]*<!--\s*END OF REPORT\s*-->[ \t]*\n?", re.IGNORECASE)
 
 T = TypeVar("T")
 NO_FACT_TABLE = (
