@@ -1,11 +1,15 @@
-"""Writing the audit trail: `record` is the one way in. Reading it: `events` filters for the page and CSV."""
+"""Writing the audit trail: `record` is the one way in. Reading it: `events` filters for the page and CSV.
+Where a request comes from: `client_ip`, the one rule, read by the trail and by django-axes' lockout."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 from datetime import date, datetime, time
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -16,6 +20,53 @@ from audit.models import AuditEvent
 log = logging.getLogger(__name__)
 
 Scalar = str | int | float | bool | None
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(proxy.strip(), strict=False) for proxy in proxies)
+
+
+def _address(text: str) -> Address | None:
+    """An address as a proxy writes it (`203.0.113.7`, `203.0.113.7:5123`, `[2001:db8::7]:443`), or None."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def client_address(remote: str, forwarded: str = "") -> str:
+    """The client's address, from the connection's (`remote`) and the X-Forwarded-For header. The header is
+    believed only when the connection comes from a proxy in TRUSTED_PROXIES, and only right to left while each
+    entry is itself such a proxy: the first entry that is not is the client (what the last trusted proxy saw
+    connect to it); anything left of it was written by the client and is never believed. An entry that is no
+    address stops the walk at the last proxy that vouched for it."""
+    networks = _networks(tuple(settings.TRUSTED_PROXIES))
+    hop = _address(remote) if networks else None
+    if hop is None or not any(hop in network for network in networks):
+        return remote
+    for entry in reversed(forwarded.split(",")):
+        address = _address(entry)
+        if address is None:
+            break
+        hop = address
+        if not any(hop in network for network in networks):
+            break
+    return str(hop)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The address a request came from: the audit trail's `ip` and django-axes' (AXES_CLIENT_IP_CALLABLE), so
+    the lockout and the trail cannot disagree. Django joins repeated X-Forwarded-For headers with commas."""
+    return client_address(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
 
 
 def _patient_id(obj: Any) -> int | None:
@@ -54,7 +105,7 @@ def record(
         user = None
     ip = user_agent = ""
     if request is not None:
-        ip = request.META.get("REMOTE_ADDR", "")
+        ip = client_ip(request)
         user_agent = request.META.get("HTTP_USER_AGENT", "")[:300]
     return AuditEvent.objects.create(
         user=user,

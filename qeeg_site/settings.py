@@ -3,6 +3,7 @@ every value has a row in the README's configuration table."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -192,6 +193,20 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
+# The one reading of a client's address, for the lockout as for the audit trail (audit/services.py).
+AXES_CLIENT_IP_CALLABLE = "audit.services.client_ip"
+
+# The reverse proxies in front of the app, as addresses or networks (e.g. `127.0.0.1` or `10.0.0.0/24`): only a
+# request that arrives from one of them has its X-Forwarded-For read, right to left past every listed proxy,
+# to the client's address. Empty: no header is believed (a client cannot make up its own address).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES: {_proxy!r} is not an address or a network (e.g. 10.0.0.1 or 10.0.0.0/24)."
+        ) from None
 
 # API tokens: a new token lasts API_TOKEN_DAYS unless asked otherwise, never more than API_TOKEN_MAX_DAYS.
 API_TOKEN_DAYS = env.int("API_TOKEN_DAYS", default=90)
