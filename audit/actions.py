@@ -10,6 +10,8 @@ ACTIONS: dict[str, str] = {
     "sign_in.locked_out": "was locked out after too many failed sign-ins",
     "sign_out": "signed out",
     "session.idle_timeout": "was signed out after the idle timeout",
+    # Asked for a record out of reach or not there (404), or an action beyond the role (403).
+    "access.refused": "was refused a record or an action",
     # Patients and their identifiers.
     "patient.created": "created a patient",
     "patient.edited": "edited a patient",

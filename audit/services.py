@@ -6,8 +6,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -69,6 +72,101 @@ def client_ip(request: HttpRequest) -> str:
     return client_address(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
 
 
+class Origin(NamedTuple):
+    """Where something was asked from: the client's address and its User-Agent. Kept on a job for the rows
+    it writes on its asker's behalf (jobs.Job.origin)."""
+
+    ip: str
+    user_agent: str
+
+
+def origin_of(request: HttpRequest) -> Origin:
+    return Origin(client_ip(request), request.META.get("HTTP_USER_AGENT", "")[:300])
+
+
+def origin_of_scope(scope: dict[str, Any]) -> Origin:
+    """The same for an ASGI scope (the live stream, served by channels rather than a Django request)."""
+
+    def header(name: bytes) -> str:
+        return ",".join(v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == name)
+
+    client = scope.get("client") or ("", 0)
+    return Origin(client_address(client[0] or "", header(b"x-forwarded-for")), header(b"user-agent")[:300])
+
+
+class Asked(NamedTuple):
+    origin: Origin
+    route: (
+        str  # the method and URL pattern asked (e.g. "GET /api/reports/<int:report_id>/original"): no values
+    )
+
+
+# What is being served on this thread or task: a request (the middleware sets it), or a stream's opening.
+_serving: ContextVar[HttpRequest | Asked | None] = ContextVar("audit_serving", default=None)
+
+
+@contextmanager
+def serving(what: HttpRequest | Asked | None) -> Iterator[None]:
+    """Within: refusals (`record_refusal`) are of this request, from its address. None: of nothing."""
+    token = _serving.set(what)
+    try:
+        yield
+    finally:
+        _serving.reset(token)
+
+
+def _asked() -> Asked | None:
+    what = _serving.get()
+    if isinstance(what, HttpRequest):
+        match = getattr(what, "resolver_match", None)
+        return Asked(origin_of(what), f"{what.method} /{match.route}" if match is not None else what.method)
+    return what
+
+
+class ServingMiddleware:
+    """Marks each request as the one being served (audit.serving), so the access rules, which are given only
+    the user, can say from where a refusal was asked. A context variable set and reset: nothing else."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        with serving(request):
+            return self.get_response(request)
+
+
+def record_refusal(
+    user: Any,
+    status: int,
+    object_type: str = "",
+    object_id: Any = None,
+    *,
+    patient_id: int | None = None,
+    obj: Any = None,
+    permission: str = "",
+) -> AuditEvent | None:
+    """A signed-in user (or token) refused: 404, the record `object_type` `object_id` out of reach or not
+    there; 403, within reach (`obj`) but `permission` not in the role. One `access.refused` row, of the request
+    being served (who, from where, which route); none for the anonymous, whom sign-in refuses first, nor
+    outside a request (a stream's own re-check of a user taken off a patient)."""
+    asked = _asked()
+    if asked is None or not getattr(user, "is_authenticated", False):
+        return None
+    detail: dict[str, Any] = {"status": status, "route": asked.route[:200]}
+    if permission:
+        detail["permission"] = permission
+    return record(
+        user,
+        "access.refused",
+        obj,
+        object_type=object_type,
+        object_id=object_id,
+        patient_id=patient_id,
+        origin=asked.origin,
+        **detail,
+    )
+
+
 def _patient_id(obj: Any) -> int | None:
     """The patient a record belongs to, by its own fields (audit knows no models of the other apps)."""
     if obj is None:
@@ -93,29 +191,36 @@ def _clean(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def record(
-    request_or_user: Any, action: str, obj: Any = None, *, patient_id: int | None = None, **detail: Any
+    request_or_user: Any,
+    action: str,
+    obj: Any = None,
+    *,
+    patient_id: int | None = None,
+    origin: Origin | tuple[str, str] | None = None,
+    object_type: str = "",
+    object_id: Any = None,
+    **detail: Any,
 ) -> AuditEvent:
-    """Append one event: `request_or_user` is the request (who, and from where) or a user (a command);
-    `obj` the record acted on (its patient is found from it); `detail` ids and counts only."""
+    """Append one event: `request_or_user` is the request (who, and from where) or a user (a command, or a
+    job on the user's behalf: `origin` is then where the user asked from); `obj` the record acted on (its
+    patient is found from it), or `object_type` and `object_id` for one that may not exist; `detail` ids and
+    counts only."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}; add it to audit/actions.py.")
     request = request_or_user if isinstance(request_or_user, HttpRequest) else None
     user = getattr(request, "user", None) if request is not None else request_or_user
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
-    ip = user_agent = ""
-    if request is not None:
-        ip = client_ip(request)
-        user_agent = request.META.get("HTTP_USER_AGENT", "")[:300]
+    ip, user_agent = origin_of(request) if request is not None else origin or ("", "")
     return AuditEvent.objects.create(
         user=user,
         username=user.get_username() if user is not None else str(detail.pop("username", ""))[:150],
         action=action,
-        object_type=obj._meta.model_name if obj is not None else "",
-        object_id=str(obj.pk) if obj is not None else "",
+        object_type=obj._meta.model_name if obj is not None else object_type[:40],
+        object_id=str(obj.pk if obj is not None else "" if object_id is None else object_id)[:64],
         patient_id=patient_id if patient_id is not None else _patient_id(obj),
         ip=ip or None,
-        user_agent=user_agent,
+        user_agent=user_agent[:300],
         detail=_clean(detail),
     )
 

@@ -30,6 +30,10 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(default=False)
     log_path = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
+    # Where the person who asked for the work asked from (audit.services.Origin): the audit rows a job writes
+    # on their behalf say so, as the rows of their own requests do.
+    asked_from = models.GenericIPAddressField(null=True, blank=True)
+    asked_user_agent = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     launched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -49,6 +53,11 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.pk} {self.kind} {self.target} ({self.status})"
+
+    @property
+    def origin(self) -> tuple[str, str]:
+        """(address, User-Agent) of the request that asked for this job, for audit.record(origin=…)."""
+        return self.asked_from or "", self.asked_user_agent
 
     @property
     def runner(self) -> str:

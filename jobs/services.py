@@ -57,16 +57,24 @@ def target_of(args: Sequence[str]) -> str:
 # -- submitting and launching ------------------------------------------------------------------------------
 
 
-def job_submit(*, kind: str, args: Sequence[str]) -> Job:
+def job_submit(*, kind: str, args: Sequence[str], origin: tuple[str, str] | None = None) -> Job:
     """Queue `manage.py kind args…`; it is launched once the transaction commits if a slot is free. If a job
-    for the same work is already active (and alive), that one is returned instead."""
+    for the same work is already active (and alive), that one is returned instead. `origin`: where the
+    request asking for it came from (audit.origin_of), for the audit rows the job writes (Job.origin)."""
     kinds.get(kind)  # an unknown kind is a programming error; say so now, not in a child process
     args = [str(arg) for arg in args]
     target = target_of(args)
     for _ in range(2):
         try:
             with transaction.atomic():
-                job = Job.objects.create(kind=kind, target=target, args=args)
+                ip, user_agent = origin or ("", "")
+                job = Job.objects.create(
+                    kind=kind,
+                    target=target,
+                    args=args,
+                    asked_from=ip or None,
+                    asked_user_agent=user_agent[:300],
+                )
         except IntegrityError:
             existing = selectors.active_job(kind=kind, target=target)
             if existing is not None and (selectors.job_alive(existing) or not _mark_lost(existing)):

@@ -4,6 +4,11 @@ Reach: a user with `patients.view_patient` (the Staff and Administrators roles) 
 anyone else reaches only the patients assigned to them (`Patient.clinicians`). A patient out of reach answers
 404, as if it did not exist, and lists leave it out. Within reach, an action the user's role does not include
 answers 403 with the reason. An API token acts as its user, so it gets exactly these answers too.
+
+Each refusal of a signed-in user is also in the audit trail (`access.refused`: which kind of record and its
+id, the patient it belongs to if it exists, the route, from where), recorded here and in runs/access.py as it
+is decided, so no page, endpoint, stream or download can refuse without a row. Lists and `can` (which only
+hides buttons) record nothing; a request that passes pays nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
+import audit
 from patients.models import Patient, Report
 
 # What each action on a patient needs beyond reaching it, and the reason given when the role lacks it.
@@ -86,22 +92,48 @@ def can(user: Any, action: str) -> bool:
     return _active(user) and (permission is None or user.has_perm(permission))
 
 
-def require(user: Any, permission: str | None, reason: str) -> None:
-    """403 with `reason` unless `user` holds `permission` (None: nothing beyond being signed in)."""
+def require(user: Any, permission: str | None, reason: str, obj: Any = None) -> None:
+    """403 with `reason` unless `user` holds `permission` (None: nothing beyond being signed in); the refusal
+    is audited, naming `obj` (the record within reach the action was asked on), if any."""
     if not _active(user) or (permission is not None and not user.has_perm(permission)):
+        audit.record_refusal(user, 403, obj=obj, permission=permission or "")
         raise PermissionDenied(reason)
 
 
-def require_action(user: Any, action: str) -> None:
-    require(user, *ACTIONS[action])
+def require_action(user: Any, action: str, obj: Any = None) -> None:
+    require(user, *ACTIONS[action], obj)
+
+
+def not_found(user: Any, kind: str, pk: Any, patient_id: int | None) -> None:
+    """Audit a 404 (out of reach, or no such record): the kind and id asked, and the patient the record
+    belongs to if there is one (`patient_id`, looked up by the caller on this path only)."""
+    audit.record_refusal(user, 404, kind, pk, patient_id=patient_id)
+
+
+def patient_in_reach(user: Any, pk: int) -> Patient | None:
+    """The patient `pk` if `user` reaches it; else None, audited (a body naming it answers 422, a path 404)."""
+    patient = patients_for(user).filter(pk=pk).first()
+    if patient is None:
+        not_found(user, "patient", pk, pk if Patient.objects.filter(pk=pk).exists() else None)
+    return patient
+
+
+def reports_in_reach(user: Any, pks: list[int]) -> dict[int, Report]:
+    """Those of the reports `pks` that `user` reaches, by id; each other id is audited as refused."""
+    found = {r.pk: r for r in reports_for(user).filter(pk__in=pks)}
+    if missing := [pk for pk in dict.fromkeys(pks) if pk not in found]:
+        owners = dict(Report.objects.filter(pk__in=missing).values_list("pk", "patient_id"))
+        for pk in missing:
+            not_found(user, "report", pk, owners.get(pk))
+    return found
 
 
 def patient_for(user: Any, pk: int, action: str = "view") -> Patient:
     """The patient `pk` if `user` reaches it (else 404) and may do `action` on it (else 403)."""
-    patient = patients_for(user).filter(pk=pk).first()
+    patient = patient_in_reach(user, pk)
     if patient is None:
         raise Http404(f"No patient with id {pk}.")
-    require_action(user, action)
+    require_action(user, action, patient)
     return patient
 
 
@@ -109,8 +141,11 @@ def report_for(user: Any, pk: int, action: str = "view") -> Report:
     """The report `pk` (its patient loaded) if `user` reaches its patient (else 404) and may do `action`."""
     report = reports_for(user).select_related("patient").filter(pk=pk).first()
     if report is None:
+        not_found(
+            user, "report", pk, Report.objects.filter(pk=pk).values_list("patient_id", flat=True).first()
+        )
         raise Http404(f"No report with id {pk}.")
-    require_action(user, action)
+    require_action(user, action, report)
     return report
 
 

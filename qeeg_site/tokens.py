@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+import audit
 from qeeg_site.models import ApiToken
 
 
@@ -45,6 +46,7 @@ def token_revoke(*, user: Any, token_id: int) -> ApiToken:
     """Revoke one of `user`'s own tokens (a token of anyone else is not found). Revoking twice is harmless."""
     row = tokens_of(user).filter(pk=token_id).first()
     if row is None:
+        audit.record_refusal(user, 404, "apitoken", token_id)
         raise Http404(f"You have no token {token_id}.")
     if row.revoked_at is None:
         ApiToken.objects.filter(pk=row.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

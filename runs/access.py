@@ -1,6 +1,7 @@
 """Who may see and do what with a council run, built on patients.access: a run is reached through its
 patient (out of reach: 404, as if it did not exist), and each action needs the role's run permission
-(within reach but not in the role: 403). Pages, the API, the live stream and the export downloads all ask here.
+(within reach but not in the role: 403). Pages, the API, the live stream and the export downloads all ask here,
+and each refusal is audited as it is decided (patients.access explains).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import Http404
 
-from patients.access import holding, patient_for, patients_for, reaching, report_for, require
+from patients.access import holding, not_found, patient_for, patients_for, reaching, report_for, require
 from patients.models import Patient, Report
 from runs.models import Artifact, Run
 
@@ -44,8 +45,9 @@ def run_for(user: Any, pk: int, action: str = "view", *, queryset: QuerySet[Run]
     rows = Run.objects.all() if queryset is None else queryset
     run = rows.filter(pk=pk, patient__in=patients_for(user)).first()
     if run is None:
+        not_found(user, "run", pk, Run.objects.filter(pk=pk).values_list("patient_id", flat=True).first())
         raise Http404(f"There is no run {pk}.")
-    require(user, *ACTIONS[action])
+    require(user, *ACTIONS[action], run)
     return run
 
 
@@ -71,7 +73,7 @@ def watchers_lost(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
 def patient_runs_for(user: Any, patient_id: int, action: str = "view") -> Patient:
     """A patient whose runs `user` would list (`view`) or start (`start`): 404 out of reach, else 403."""
     patient = patient_for(user, patient_id)
-    require(user, *ACTIONS[action])
+    require(user, *ACTIONS[action], patient)
     return patient
 
 
@@ -97,14 +99,28 @@ def artifact_for(user: Any, run_id: int, artifact_id: int) -> Artifact:
     run = run_for(user, run_id)
     artifact = Artifact.objects.filter(pk=artifact_id, run=run).first()
     if artifact is None:
+        _artifact_not_found(user, artifact_id)
         raise Http404(f"Run {run_id} has no artifact {artifact_id}.")
     artifact.run = run
     return artifact
+
+
+def artifact_in_reach(user: Any, artifact_id: int) -> Artifact | None:
+    """The artifact `artifact_id` of any run `user` may read; else None, audited (a body naming it: 422)."""
+    artifact = Artifact.objects.filter(pk=artifact_id, run__in=runs_for(user)).first()
+    if artifact is None:
+        _artifact_not_found(user, artifact_id)
+    return artifact
+
+
+def _artifact_not_found(user: Any, artifact_id: int) -> None:
+    owner = Artifact.objects.filter(pk=artifact_id).values_list("run__patient_id", flat=True).first()
+    not_found(user, "artifact", artifact_id, owner)
 
 
 def report_for_runs(user: Any, pk: int) -> Report:
     """A report as the council would see it (the de-identification preview): reached through its patient
     (else 404), for a role that reads runs (else 403)."""
     report = report_for(user, pk)
-    require(user, *ACTIONS["view"])
+    require(user, *ACTIONS["view"], report)
     return report

@@ -297,13 +297,13 @@ def stages(request: HttpRequest):
 @router.post("/runs", response={201: RunDetail})
 def run_create(request: HttpRequest, payload: RunIn):
     access.require(request.user, *access.ACTIONS["start"])
-    patient = patient_access.patients_for(request.user).filter(pk=payload.patient_id).first()
+    patient = patient_access.patient_in_reach(request.user, payload.patient_id)
     if patient is None:
         raise HttpError(422, f"There is no patient {payload.patient_id}.")
     if (payload.report_id is None) == (payload.report_ids is None):
         raise HttpError(422, "Give report_id (one report) or report_ids (several), not both.")
     wanted = [payload.report_id] if payload.report_id is not None else list(payload.report_ids or [])
-    found = {r.pk: r for r in patient_access.reports_for(request.user).filter(pk__in=wanted)}
+    found = patient_access.reports_in_reach(request.user, wanted)
     if missing := [pk for pk in wanted if pk not in found]:
         raise HttpError(422, f"There is no report {', '.join(map(str, dict.fromkeys(missing)))}.")
     if len(set(wanted)) != len(wanted):
@@ -527,7 +527,7 @@ def run_artifact(request: HttpRequest, run_id: int, artifact_id: int):
 def run_select(request: HttpRequest, run_id: int, payload: SelectIn):
     run = _run(request, run_id, "select")
     # Out of the caller's reach is no artifact at all (the run's own check then names another run's).
-    artifact = Artifact.objects.filter(pk=payload.artifact_id, run__in=access.runs_for(request.user)).first()
+    artifact = access.artifact_in_reach(request.user, payload.artifact_id)
     if artifact is None:
         raise HttpError(422, f"There is no artifact {payload.artifact_id}.")
     try:
@@ -756,7 +756,9 @@ def patient_version_ask(request: HttpRequest, run_id: int, payload: PatientReque
     written; 422 for a model CLIProxyAPI does not offer."""
     run = _run(request, run_id, "ask")
     try:
-        asked = patient_version.request_create(run=run, model_id=payload.model_id or "", user=request.user)
+        asked = patient_version.request_create(
+            run=run, model_id=payload.model_id or "", user=request.user, origin=audit.origin_of(request)
+        )
     except services.RunRefused as exc:
         raise _refused(exc) from exc
     audit.record(request, "patient_version.requested", asked, model=asked.model_id[:200])

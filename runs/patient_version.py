@@ -52,11 +52,17 @@ def latest_request(run: Run) -> PatientVersionRequest | None:
 
 
 def request_create(
-    *, run: Run, model_id: str, user, available: set[str] | None = None
+    *,
+    run: Run,
+    model_id: str,
+    user,
+    available: set[str] | None = None,
+    origin: tuple[str, str] | None = None,
 ) -> PatientVersionRequest:
     """Queue the writing of a patient version from the signed write-up by `model_id` (default: see
     default_model). Refused without a signed write-up, for a model the upstream does not offer, or while
-    another request of this run is still being written, or (429) past the asker's model calls today."""
+    another request of this run is still being written, or (429) past the asker's model calls today.
+    `origin`: where the asker's request came from (audit.origin_of), for the job's audit row."""
     requests_settle()
     source = versions.signed_write_up(run)
     if source is None:
@@ -85,7 +91,7 @@ def request_create(
                 prompt_version=council_patient.PROMPT,
                 requested_by=user if getattr(user, "is_authenticated", False) else None,
             )
-            request.job = job_submit(kind=PATIENT_VERSION, args=[str(request.pk)])
+            request.job = job_submit(kind=PATIENT_VERSION, args=[str(request.pk)], origin=origin)
             request.save(update_fields=["job"])
     except IntegrityError as error:
         busy = run.patient_requests.filter(status__in=PatientVersionRequest.ACTIVE).first()
@@ -187,6 +193,7 @@ def record(request: PatientVersionRequest, output) -> DraftVersion:
             request.requested_by,
             "patient_version.written",
             version,
+            origin=request.job.origin if request.job_id else None,  # where they asked from
             number=version.number,
             model=request.model_id[:200],
         )

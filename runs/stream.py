@@ -43,6 +43,7 @@ from django.db import DatabaseError
 from django.http import Http404
 from django.urls import URLPattern, path, reverse
 
+from audit.services import Asked, origin_of_scope, serving
 from qeeg_site.auth import sign_ins_ended
 from qeeg_site.socket_writes import BODY_NOW, BodyNow
 from runs import feed
@@ -56,19 +57,22 @@ STREAM_HEADERS = [
     (b"Cache-Control", b"no-cache, no-store, private"),  # patient data: never kept by a cache
     (b"X-Accel-Buffering", b"no"),  # a reverse proxy must not hold the events back
 ]
+STREAM_PATH = "api/runs/<int:run_id>/stream"
 
 
 # The scope's `sign_in_check`: (why the stream is no longer signed in, or None; seconds until asking again).
 SignInCheck = Callable[[], tuple[str | None, float]]
 
 
-def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
+def stream_refusal(user: Any, run_id: int, asked: Asked | None = None) -> tuple[int, str] | None:
     """Who may watch a run's live stream: None if `user` may, else the HTTP status and the reason. The rule is
-    runs.access.run_for, the same as the run's page and API (it runs on the stream's reader thread, so the ORM is fine)."""
+    runs.access.run_for, the same as the run's page and API (it runs on the stream's reader thread, so the ORM is fine).
+    A refusal at the opening (`asked`: from where) is audited as the page's would be; re-checks are not."""
     if user is None or not user.is_authenticated or not user.is_active:
         return 401, SIGN_IN
     try:
-        run_for(user, run_id)
+        with serving(asked):
+            run_for(user, run_id)
     except Http404 as exc:
         return 404, str(exc)
     except PermissionDenied as exc:
@@ -76,7 +80,9 @@ def stream_refusal(user: Any, run_id: int) -> tuple[int, str] | None:
     return None
 
 
-def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[int, str] | None, float, Any]:
+def _opening(
+    user: Any, run_id: int, check: SignInCheck | None, asked: Asked | None = None
+) -> tuple[tuple[int, str] | None, float, Any]:
     """stream_refusal, after the sign-in check (a session past its idle timeout is signed out already), when
     to ask the check again, and the user's id."""
     wait = 0.0
@@ -84,7 +90,7 @@ def _opening(user: Any, run_id: int, check: SignInCheck | None) -> tuple[tuple[i
         ended, wait = check()
         if ended:
             return (401, f"{ended} {SIGN_IN}"), 0.0, None
-    return stream_refusal(user, run_id), wait, getattr(user, "pk", None)
+    return stream_refusal(user, run_id, asked), wait, getattr(user, "pk", None)
 
 
 def _still_watching(check: SignInCheck, user_pk: Any, run_id: int, nudged: bool) -> tuple[str | None, float]:
@@ -227,7 +233,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         check = self.scope.get("sign_in_check")
         refusal, recheck_in, user_pk = await feed.on_reader_thread(_opening)(
-            self.scope.get("user"), run_id, check
+            self.scope.get("user"), run_id, check, Asked(origin_of_scope(self.scope), f"GET /{STREAM_PATH}")
         )
         if refusal is not None:
             await self._refuse(*refusal)
@@ -433,7 +439,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
 
 def routes(wrap: Callable[[Any], Any] = lambda app: app) -> list[URLPattern]:
     """The stream's URL patterns, for channels' URLRouter (qeeg_site/asgi.py wraps them in its auth)."""
-    return [path("api/runs/<int:run_id>/stream", wrap(RunStreamConsumer.as_asgi()), name="run-stream")]
+    return [path(STREAM_PATH, wrap(RunStreamConsumer.as_asgi()), name="run-stream")]
 
 
 urlpatterns = routes()  # what `stream_url` reverses against; Django's own URLconf never routes here

@@ -511,9 +511,10 @@ def run_stage(request: HttpRequest, pk: int, stage: int) -> HttpResponse:
 @require_POST
 def run_select(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk, "select")
-    artifact = Artifact.objects.filter(pk=_posted_id(request, "artifact"), run=run).first()
+    posted = _posted_id(request, "artifact")
+    artifact = access.artifact_in_reach(request.user, posted) if posted else None
     try:
-        if artifact is None:
+        if artifact is None or artifact.run_id != run.pk:
             raise services.RunRefused("Choose a final draft or the consolidation of this run.")
         services.run_select(run=run, artifact=artifact)
     except services.RunRefused as exc:
@@ -875,7 +876,10 @@ def patient_version_ask(request: HttpRequest, pk: int) -> HttpResponse:
     run = _run(request, pk, "ask")
     try:
         asked = patient_version.request_create(
-            run=run, model_id=request.POST.get("model", ""), user=request.user
+            run=run,
+            model_id=request.POST.get("model", ""),
+            user=request.user,
+            origin=audit.origin_of(request),
         )
     except services.RunRefused as exc:
         messages.error(request, exc.message)

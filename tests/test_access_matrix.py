@@ -1,7 +1,9 @@
 """Every route, enumerated from the URL resolver and the API schema (so a new route is covered the day it is
 added), tried signed out, with a bad token, and as each role, against a patient assigned to `clinician` only.
 Pages are tried with a session, the API with each user's own bearer token (a token acts with its user's
-rights). A route missing from EXPECTED fails the test until someone says who may use it."""
+rights). A route missing from EXPECTED fails the test until someone says who may use it. Every refusal of a
+signed-in role (its 403 or 404) leaves exactly one `access.refused` row naming that user, the status and the
+record the route asked for; an allowed answer, the signed-out and bad tokens leave none."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from audit.models import AuditEvent
+from audit.services import Asked, Origin
 from patients.models import Patient
 from qeeg_site.api import api
 from runs import stream
@@ -306,7 +310,9 @@ def _stream(client: Client, route: Route, world: World) -> Answer:
     """The live stream is a channels consumer (tests/test_stream_access.py goes through it); here its one
     rule, `stream_refusal`, answers for the user the consumer's scope would carry."""
     user = getattr(client, "persona", None) or AnonymousUser()
-    refusal = stream.stream_refusal(user, world.run.pk)
+    refusal = stream.stream_refusal(
+        user, world.run.pk, Asked(Origin("127.0.0.1", ""), f"GET /{stream.STREAM_PATH}")
+    )
     return Answer(*(refusal or (200, "")))
 
 
@@ -349,6 +355,8 @@ def _wrong_for_caller(routes: list[Route], world: World, caller: str) -> list[tu
         Client() if caller == "signed_out" else Client(headers={"Authorization": "Bearer qc_not-a-token"})
     )
     wrong = []
+    refused = AuditEvent.objects.filter(action="access.refused")
+    before = refused.count()
     for route in routes:
         response = call(client, route, world)
         if route.key in PUBLIC:
@@ -360,20 +368,49 @@ def _wrong_for_caller(routes: list[Route], world: World, caller: str) -> list[tu
             ok = response.status_code == 302 and response["Location"].startswith(sign_in)
         if not ok:
             wrong.append((route.key, response.status_code))
+    if refused.count() != before:
+        wrong.append(("access.refused rows for the signed out", refused.count() - before))
     return wrong
+
+
+def _refusal_wrong(route: Route, world: World, user: Any, expected: Any, rows: list[AuditEvent]) -> str:
+    """What is wrong with the `access.refused` rows one route's answer left, or ''."""
+    if expected not in (403, 404, 422):  # 422: a body naming a patient out of reach (POST /api/runs)
+        return f"{len(rows)} rows for an answer that is no refusal" if rows else ""
+    if len(rows) != 1:
+        return f"{len(rows)} rows for one refusal"
+    [row] = rows
+    asked = {
+        "patient": world.patient.pk,
+        "report": world.report.pk,
+        "run": world.run.pk,
+        "artifact": world.artifact.pk,
+        "apitoken": 999_999,
+    }
+    if row.user_id != user.pk or row.ip != "127.0.0.1" or not row.detail.get("route"):
+        return f"row of {row.username} from {row.ip} route {row.detail.get('route')!r}"
+    if row.detail["status"] != (404 if expected == 422 else expected):
+        return f"row says {row.detail['status']}"
+    if row.object_type and (row.object_type not in asked or str(asked[row.object_type]) != row.object_id):
+        return f"row names {row.object_type} {row.object_id}"
+    return ""
 
 
 def _wrong_for_role(routes: list[Route], world: World, user: Any, role: str) -> list[tuple[str, Any, int]]:
     api_client = token_client(user)
     api_client.persona = user  # who the stream's scope would carry for this token
     wrong = []
+    refused = AuditEvent.objects.filter(action="access.refused")
     for route in routes:
         expected = EXPECTED[route.key][role]
+        last = refused.order_by("-pk").values_list("pk", flat=True).first() or 0
         # A fresh session per page: one route (sign out) ends it.
         response = call(api_client if route.is_api else signed_in(user), route, world)
         status = response.status_code
         if (expected == ALLOWED and not _allowed(status)) or (expected != ALLOWED and status != expected):
             wrong.append((route.key, expected, status))
+        elif problem := _refusal_wrong(route, world, user, expected, list(refused.filter(pk__gt=last))):
+            wrong.append((route.key, expected, problem))
     return wrong
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from runs import feed
+from audit.models import AuditEvent
+from runs import feed, stream
 from tests.stream_helpers import SSEReader, asgi_request, session_cookie
 from tests.test_stream import make_run
 
@@ -108,3 +109,36 @@ async def test_staff_reach_the_patient_but_read_no_runs(run, staff):
     )
     assert response.status == 403
     assert response.json()["detail"] == "Your role cannot read council runs."
+
+
+@pytest.mark.parametrize(
+    ("proxies", "forwarded", "address"),
+    [([], "203.0.113.5", "127.0.0.1"), (["127.0.0.1"], "6.6.6.6, 203.0.113.5", "203.0.113.5")],
+)
+async def test_a_refused_opening_is_audited_from_the_scopes_address(
+    run, other_clinician, settings, proxies, forwarded, address
+):
+    """The stream is no Django request, but its refusal is recorded like the page's, from the address the one
+    rule (TRUSTED_PROXIES) reads off the ASGI scope; its own re-checks (no one asked) record nothing."""
+    settings.TRUSTED_PROXIES = proxies
+    cookie = await session_cookie(other_clinician)
+    headers = {"Cookie": cookie, "X-Forwarded-For": forwarded, "User-Agent": "Probe/2"}
+    response = await asgi_request(f"/api/runs/{run.pk}/stream", headers=headers)
+    assert response.status == 404
+    row = await AuditEvent.objects.filter(action="access.refused").aget()
+    assert (row.user_id, row.object_type, row.object_id, row.patient_id) == (
+        other_clinician.pk,
+        "run",
+        str(run.pk),
+        run.patient_id,
+    )
+    assert (row.ip, row.user_agent, row.detail) == (
+        address,
+        "Probe/2",
+        {"status": 404, "route": "GET /api/runs/<int:run_id>/stream"},
+    )
+    assert await sync_to_async(stream.stream_refusal)(other_clinician, run.pk) == (
+        404,
+        f"There is no run {run.pk}.",
+    )
+    assert await AuditEvent.objects.filter(action="access.refused").acount() == 1
