@@ -95,10 +95,11 @@ def origin_of_scope(scope: dict[str, Any]) -> Origin:
 
 
 class Asked(NamedTuple):
+    """A request being served: where from, and the method and URL pattern asked (`GET
+    /api/reports/<int:report_id>/original`: the pattern, never the values a user typed)."""
+
     origin: Origin
-    route: (
-        str  # the method and URL pattern asked (e.g. "GET /api/reports/<int:report_id>/original"): no values
-    )
+    route: str
 
 
 # What is being served on this thread or task: a request (the middleware sets it), or a stream's opening.
