@@ -118,9 +118,11 @@ def patient_in_reach(user: Any, pk: int) -> Patient | None:
     return patient
 
 
-def reports_in_reach(user: Any, pks: list[int]) -> dict[int, Report]:
-    """Those of the reports `pks` that `user` reaches, by id; each other id is audited as refused."""
-    found = {r.pk: r for r in reports_for(user).filter(pk__in=pks)}
+def reports_in_reach(user: Any, pks: list[int], *, patient: Patient | None = None) -> dict[int, Report]:
+    """Those of the reports `pks` that `user` reaches (of `patient` only, one the user reaches, if given), by
+    id; each other id is audited as refused."""
+    rows = reports_for(user) if patient is None else patient.reports.all()
+    found = {r.pk: r for r in rows.filter(pk__in=pks)}
     if missing := [pk for pk in dict.fromkeys(pks) if pk not in found]:
         owners = dict(Report.objects.filter(pk__in=missing).values_list("pk", "patient_id"))
         for pk in missing:

@@ -33,6 +33,7 @@ from council.stages import STEPS
 from council.stages.registry import Step
 from documents.markdown import page_html
 from jobs import selectors as job_selectors
+from patients import access as patient_access
 from patients import selectors as patient_selectors
 from patients.forms import RedactionForm
 from patients.models import Patient, Report
@@ -184,7 +185,7 @@ def run_start_from_wizard(request: HttpRequest, patient_id: int) -> HttpResponse
         return _redirect(request, reverse("runs:reports_preview", args=[patient.pk]) + "?" + query)
     patient = access.patient_runs_for(request.user, patient_id, "start")
     wanted = _posted_ids(request, "reports") + _posted_ids(request, "report")
-    reports = list(patient.reports.filter(pk__in=wanted))
+    reports = list(patient_access.reports_in_reach(request.user, wanted, patient=patient).values())
     try:
         if not reports or len(reports) != len(set(wanted)):
             raise services.RunRefused("Choose a ready report of this patient, or several of them.")
@@ -579,7 +580,7 @@ def reports_preview(request: HttpRequest, patient_id: int) -> HttpResponse:
     wanted = list(dict.fromkeys(_ids(request.GET.getlist("reports"))))
     if not wanted:
         return _refused_page("Choose the reports (reports=<id>, one or more) a run would read.")
-    reports = list(patient.reports.filter(pk__in=wanted))
+    reports = list(patient_access.reports_in_reach(request.user, wanted, patient=patient).values())
     if len(reports) != len(wanted):
         raise Http404(
             f"{patient.label} has no report {', '.join(map(str, sorted(set(wanted) - {r.pk for r in reports})))}."

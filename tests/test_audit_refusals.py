@@ -113,11 +113,17 @@ def test_bodies_naming_records_out_of_reach_are_recorded(world, other_clinician,
     mine = _from(clinician, token=True)
     response = mine.post(f"/api/runs/{world.run.pk}/select", {"artifact_id": 999_998}, "application/json")
     assert response.status_code == 422
+    # The wizard's pages: another patient's report ticked by hand on one's own patient.
+    page = _from(other_clinician)
+    assert page.get(f"/runs/patients/{own.pk}/council-view/", {"reports": world.report.pk}).status_code == 404
+    assert page.post(f"/runs/patients/{own.pk}/start/", {"reports": [world.report.pk]}).status_code == 302
     assert [(r.user, r.object_type, r.object_id, r.patient_id) for r in refusals()] == [
         (other_clinician, "patient", str(world.patient.pk), world.patient.pk),
         (other_clinician, "report", str(world.report.pk), world.patient.pk),
         (other_clinician, "report", "999999", None),
         (clinician, "artifact", "999998", None),
+        (other_clinician, "report", str(world.report.pk), world.patient.pk),
+        (other_clinician, "report", str(world.report.pk), world.patient.pk),
     ]
 
 
