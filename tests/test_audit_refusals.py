@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -176,3 +177,29 @@ def test_the_auditor_filters_refusals_and_exports_them(world, other_clinician, a
         ("other-clinician", "report", str(world.report.pk), ADDRESS)
     ]
     assert '"status": 404' in rows[0]["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_through_the_asgi_server_too(clinician, api_token, settings):
+    """As daphne serves it (qeeg_site.asgi_handler's kept threads): the refusal knows its request."""
+    from runs import feed
+    from tests.stream_helpers import asgi_request
+
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    headers = {"Authorization": f"Bearer {api_token}", "X-Forwarded-For": "203.0.113.61"}
+    try:
+        response = await asgi_request("/api/reports/999999", headers=headers)
+        assert response.status == 404
+        row = await refusals().aget()
+        assert (row.user_id, row.object_type, row.object_id, row.ip) == (
+            clinician.pk,
+            "report",
+            "999999",
+            "203.0.113.61",
+        )
+        assert row.detail["route"] == "GET /api/reports/<int:report_id>"
+        # The kept thread serves the next request as nobody's: an allowed one writes nothing.
+        assert (await asgi_request("/api/patients", headers=headers)).status == 200
+        assert await refusals().acount() == 1
+    finally:
+        await feed.stop_feed_for_tests()
