@@ -39,7 +39,7 @@ from patients.forms import RedactionForm
 from patients.models import Patient, Report
 from qeeg_site.json_rows import compiled, instances, json_rows, prefetched
 from runs import access, limits, patient_version, reading, selectors, services, sources, versions
-from runs.models import Artifact, CouncilChange, PatientVersionRequest, Run, RunEvent, RunReport
+from runs.models import CouncilChange, PatientVersionRequest, Run, RunEvent, RunReport
 from runs.stream import stream_url
 
 
