@@ -1,9 +1,14 @@
 """Benchmark the API and pages over a large clinic: 10,000 patients, 50,000 runs, one patient with 200 runs.
 
-    uv run python benchmarks/api_bench.py [--quick]
+    uv run python benchmarks/api_bench.py [--quick] [--clinic DIR] [--server-root TREE] [--only TEXT]
 
 1. A throw-away data folder: the rows made in bulk, and one real run made by the real pipeline against the
    fake upstream (so its page has every stage's artifacts to show), belonging to the patient with 200 runs.
+   Every request is a CLINICIAN's (the API by bearer token, the pages signed in), as clinicians use it: the
+   access-filtered path. The clinic has 20 clinicians, each patient assigned to two of them; the benchmark's
+   clinician has 5,000 patients, the one with 200 runs among them.
+   `--clinic DIR` makes the clinic in DIR and keeps it, or uses the one already made there; `--server-root`
+   serves another copy of the project (an older commit) on it, to compare code pair by pair.
 2. Queries per request, in this process (Django's test client): each list at page sizes 10, 50 and 100.
 3. The app under daphne (one process, as `manage.py serve` runs it) on 127.0.0.1: each endpoint asked by 1
    client in turn, then by 10 clients at once; p50 / p95 of the response time and requests per second.
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import random
 import subprocess
 import sys
@@ -23,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PartResult, Target, cpu_seconds, pct, remove, throwaway_django
+from common import ROOT, PartResult, Target, cpu_seconds, pct, remove, throwaway_django
 
 from tests.stream_helpers import daphne_process
 
@@ -32,21 +39,31 @@ RUNS = 50_000
 BIG_PATIENT_RUNS = 200
 REASONS = ["attention concerns", "memory complaints", "sleep problems", "headaches", "anxiety", "mood"]
 PASSWORD = "bench-pass-123"
+CLINICIANS = 20  # the benchmark's clinician is the first; each patient is assigned to two
 
 
 def make_clinic(fake) -> dict:
     """The rows, in bulk; returns the ids the requests use."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.utils import timezone
 
     from council.stages import STEPS
     from patients.models import Patient, Report, fold
     from qeeg_site.models import ApiToken
+    from qeeg_site.roles import CLINICIANS as CLINICIANS_ROLE
     from runs.models import Artifact, Run
     from tests.run_helpers import run_pipeline_here
 
     rng = random.Random(5)
-    user = get_user_model().objects.create_superuser(username="bench", password=PASSWORD, email="")
+    clinicians = [
+        get_user_model().objects.create_user(
+            username="bench" if n == 0 else f"clinician-{n}", password=PASSWORD if n == 0 else None
+        )
+        for n in range(CLINICIANS)
+    ]
+    Group.objects.get(name=CLINICIANS_ROLE).user_set.add(*clinicians)
+    user = clinicians[0]
     _, token = ApiToken.issue(user=user, name="bench")
     Patient.objects.bulk_create(
         [
@@ -62,6 +79,17 @@ def make_clinic(fake) -> dict:
         batch_size=2000,
     )
     patient_ids = list(Patient.objects.order_by("pk").values_list("pk", flat=True))
+    # Each patient has two clinicians: an even one the bench clinician and another, an odd one two others.
+    others = CLINICIANS - 1
+    assigned = Patient.clinicians.through
+    assigned.objects.bulk_create(
+        [
+            assigned(patient_id=pk, user_id=clinicians[n].pk)
+            for i, pk in enumerate(patient_ids)
+            for n in ((0, 1 + i % others) if i % 2 == 0 else (1 + i % others, 1 + (i + 1) % others))
+        ],
+        batch_size=5000,
+    )
     now = timezone.now()
     Report.objects.bulk_create(
         [
@@ -73,7 +101,7 @@ def make_clinic(fake) -> dict:
         batch_size=2000,
     )
     report_of = dict(Report.objects.values_list("patient_id", "pk"))
-    big = patient_ids[len(patient_ids) // 2]
+    big = patient_ids[len(patient_ids) // 2]  # an even one: the bench clinician's
     council = ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"]
     labels = {"A": council[0], "B": council[1], "C": council[2]}
     owners = [big] * BIG_PATIENT_RUNS + [
@@ -152,7 +180,7 @@ def endpoints(ids: dict) -> dict[str, str]:
     }
 
 
-def query_counts(ids: dict) -> list[dict]:
+def query_counts(ids: dict, chosen: dict[str, str]) -> list[dict]:
     """Queries per request at several page sizes (Django's test client, in this process)."""
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -163,7 +191,7 @@ def query_counts(ids: dict) -> list[dict]:
     pages = Client(HTTP_HOST="127.0.0.1")
     pages.force_login(get_user_model().objects.get(username="bench"))
     rows = []
-    for name, url in endpoints(ids).items():
+    for name, url in chosen.items():
         client = api if url.startswith("/api/") else pages
         sizes = [10, 50, 100] if url.startswith("/api/patients") and "/runs" not in url else [None]
         counts = {}
@@ -214,11 +242,13 @@ async def _timed(clients: list, url: str, per_client: int) -> tuple[list[float],
     return [t for r in results for t in r], wall
 
 
-async def latency_rows(bases: list[str], ids: dict, *, requests: int, server_pid: int) -> list[dict]:
+async def latency_rows(
+    bases: list[str], ids: dict, chosen: dict[str, str], *, requests: int, server_pid: int
+) -> list[dict]:
     made = [await _client(base, ids["token"]) for base in bases for _ in range(10)]
     rows = []
     try:
-        for name, url in endpoints(ids).items():
+        for name, url in chosen.items():
             await _timed(made[:1], url, 5)  # warm
             cpu_before = cpu_seconds(server_pid)
             one, wall_one = await _timed(made[:1], url, requests)
@@ -256,38 +286,64 @@ async def throughput(bases: list[str], ids: dict, url: str, *, per_client: int) 
     return round(len(times) / wall, 1)
 
 
+def _clinic(fake, folder: str | None) -> tuple[Path, dict, str]:
+    """Django set up on the clinic's data folder: a new throw-away one, or `folder` (made there the first
+    time and kept). Returns the folder, the ids the requests use, and how the clinic came to be."""
+    if folder is None:
+        data_dir = throwaway_django("api", CLIPROXY_BASE_URL=fake.base_url)
+    else:
+        data_dir = Path(folder).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        throwaway_django("api", data_dir, CLIPROXY_BASE_URL=fake.base_url)
+        made = data_dir / "clinic.json"
+        if made.exists():
+            return data_dir, json.loads(made.read_text()), f"the clinic kept in {data_dir}"
+    started = time.perf_counter()
+    ids = make_clinic(fake)
+    if folder is not None:
+        (data_dir / "clinic.json").write_text(json.dumps(ids))
+    return data_dir, ids, f"made in {time.perf_counter() - started:.0f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests per endpoint")
+    parser.add_argument("--clinic", metavar="DIR", help="make the clinic in DIR and keep it, or use it again")
+    parser.add_argument("--server-root", metavar="TREE", help="serve this copy of the project instead")
+    parser.add_argument("--only", metavar="TEXT", help="only the endpoints whose name holds TEXT (a,b,…)")
     args = parser.parse_args()
     requests = 40 if args.quick else 200
 
     from tests.fake_upstream.server import FakeUpstream
 
     fake = FakeUpstream().start()
-    data_dir = throwaway_django("api", CLIPROXY_BASE_URL=fake.base_url)
     result = PartResult("api")
+    data_dir = None
     try:
-        started = time.perf_counter()
-        ids = make_clinic(fake)
+        data_dir, ids, made = _clinic(fake, args.clinic)
         result.notes.append(
-            f"{PATIENTS:,} patients, {RUNS:,} runs, one patient with {BIG_PATIENT_RUNS + 1} runs, made in "
-            f"{time.perf_counter() - started:.0f} s; SQLite, one daphne process per server"
+            f"{PATIENTS:,} patients, {RUNS:,} runs, one patient with {BIG_PATIENT_RUNS + 1} runs ({made}); "
+            f"every request a clinician's, with {PATIENTS // 2:,} patients assigned; SQLite, one daphne "
+            "process per server" + (f", serving {args.server_root}" if args.server_root else "")
         )
-        counts = {row["endpoint"]: row for row in query_counts(ids)}
-        import os
-
+        wanted = [w for w in (args.only or "").split(",") if w]
+        chosen = {
+            name: url for name, url in endpoints(ids).items() if not wanted or any(w in name for w in wanted)
+        }
+        counts = {row["endpoint"]: row for row in query_counts(ids, chosen)}
         from django.db import connections
 
         connections.close_all()
         env = dict(os.environ)
-        with daphne_process(env, stderr=subprocess.DEVNULL) as (first, server):
-            rows = asyncio.run(latency_rows([first], ids, requests=requests, server_pid=server.pid))
-            one_process = asyncio.run(throughput([first], ids, "/api/patients", per_client=requests // 4))
-            with daphne_process(env, stderr=subprocess.DEVNULL) as (second, _):
-                two_processes = asyncio.run(
-                    throughput([first, second], ids, "/api/patients", per_client=requests // 4)
-                )
+        root = Path(args.server_root).resolve() if args.server_root else ROOT
+        with daphne_process(env, stderr=subprocess.DEVNULL, cwd=root) as (first, server):
+            rows = asyncio.run(latency_rows([first], ids, chosen, requests=requests, server_pid=server.pid))
+            if not wanted:
+                one_process = asyncio.run(throughput([first], ids, "/api/patients", per_client=requests // 4))
+                with daphne_process(env, stderr=subprocess.DEVNULL, cwd=root) as (second, _):
+                    two_processes = asyncio.run(
+                        throughput([first, second], ids, "/api/patients", per_client=requests // 4)
+                    )
         for row in rows:
             row["queries"] = counts[row["endpoint"]]["queries"]
             row["queries_by_page_size"] = counts[row["endpoint"]]["queries_by_page_size"]
@@ -305,25 +361,27 @@ def main() -> None:
                         0,
                     )
                 )
-        result.rows.append(
-            {
-                "endpoint": "GET /api/patients, 10 clients: 1 vs 2 server processes",
-                "req_per_s_1_process": one_process,
-                "req_per_s_2_processes": two_processes,
-            }
-        )
-        result.targets.append(
-            Target(
-                "throughput, 2 processes ÷ 1 (10 clients)",
-                round(two_processes / one_process, 2),
-                1.1,
-                "x",
-                below=False,
+        if not wanted:
+            result.rows.append(
+                {
+                    "endpoint": "GET /api/patients, 10 clients: 1 vs 2 server processes",
+                    "req_per_s_1_process": one_process,
+                    "req_per_s_2_processes": two_processes,
+                }
             )
-        )
+            result.targets.append(
+                Target(
+                    "throughput, 2 processes ÷ 1 (10 clients)",
+                    round(two_processes / one_process, 2),
+                    1.1,
+                    "x",
+                    below=False,
+                )
+            )
     finally:
         fake.stop()
-        remove(data_dir)
+        if data_dir is not None and args.clinic is None:
+            remove(data_dir)
     result.emit()
 
 

@@ -22,18 +22,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def throwaway_env(prefix: str) -> tuple[Path, dict[str, str]]:
-    """A new data folder and the environment that points the project (and its child processes) at it."""
-    data_dir = Path(tempfile.mkdtemp(prefix=f"qeeg-bench-{prefix}-"))
+def throwaway_env(prefix: str, folder: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """A new data folder (or `folder`, kept by the caller) and the environment that points the project (and
+    its child processes) at it."""
+    data_dir = folder or Path(tempfile.mkdtemp(prefix=f"qeeg-bench-{prefix}-"))
     env = dict(os.environ, QEEG_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="qeeg_site.settings")
     env.setdefault("LOG_LEVEL", "WARNING")
     env.pop("DATABASE_URL", None)
     return data_dir, env
 
 
-def throwaway_django(prefix: str, **extra_env: str) -> Path:
-    """Set this process's Django up on a throw-away data folder, migrated; returns the folder."""
-    data_dir, env = throwaway_env(prefix)
+def throwaway_django(prefix: str, folder: Path | None = None, **extra_env: str) -> Path:
+    """Set this process's Django up on a throw-away data folder (or `folder`), migrated; returns the folder."""
+    data_dir, env = throwaway_env(prefix, folder)
     env.update(extra_env)
     os.environ.clear()
     os.environ.update(env)
