@@ -47,3 +47,29 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are append-only.")
+
+
+class RepeatTally(models.Model):
+    """How many rows of `action` one caller (`who`) was not written one by one in the window starting at
+    `window`, and how many of those are already in the trail as a count (`written`): audit/bounds.py. A
+    counter, not the trail: it is updated, and dropped once its window is past and all of it written."""
+
+    action = models.CharField(max_length=40)
+    who = models.CharField(max_length=80)
+    window = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    written = models.PositiveIntegerField(default=0)
+    # Who and from where, for the row that writes the count (the first counted request's address).
+    user_id = models.BigIntegerField(null=True, blank=True)
+    username = models.CharField(max_length=150, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["action", "who", "window"], name="audit_repeat_tally_one"),
+        ]
+        indexes = [models.Index(fields=["window"])]
+
+    def __str__(self) -> str:
+        return f"{self.who} {self.action} {self.window:%Y-%m-%d %H:%M}: {self.count} ({self.written} written)"

@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from audit import bounds
 from audit.actions import ACTIONS
 from audit.models import AuditEvent
 
@@ -149,9 +150,12 @@ def record_refusal(
     """A signed-in user (or token) refused: 404, the record `object_type` `object_id` out of reach or not
     there; 403, within reach (`obj`) but `permission` not in the role. One `access.refused` row, of the request
     being served (who, from where, which route); none for the anonymous, whom sign-in refuses first, nor
-    outside a request (a stream's own re-check of a user taken off a patient)."""
+    outside a request (a stream's own re-check of a user taken off a patient). Past the user's bound in a
+    window (audit.bounds) it is counted instead, and the count written as one row: None."""
     asked = _asked()
     if asked is None or not getattr(user, "is_authenticated", False):
+        return None
+    if not bounds.admit("access.refused", user, *asked.origin):
         return None
     detail: dict[str, Any] = {"status": status, "route": asked.route[:200]}
     if permission:

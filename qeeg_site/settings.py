@@ -197,6 +197,15 @@ AXES_VERBOSE = False
 # The one reading of a client's address, for the lockout as for the audit trail (audit/services.py).
 AXES_CLIENT_IP_CALLABLE = "audit.services.client_ip"
 
+# A signed-in user's (or token's) refusals written one by one in each window; the rest are counted and the
+# count is written as one row (audit/bounds.py): a flood of 404s cannot fill the append-only trail.
+AUDIT_REPEATS_WRITTEN = env.int("AUDIT_REPEATS_WRITTEN", default=200)
+AUDIT_REPEAT_WINDOW_MINUTES = env.int("AUDIT_REPEAT_WINDOW_MINUTES", default=10)
+if AUDIT_REPEAT_WINDOW_MINUTES < 1 or AUDIT_REPEATS_WRITTEN < 0:
+    raise ImproperlyConfigured(
+        "AUDIT_REPEAT_WINDOW_MINUTES must be at least 1, AUDIT_REPEATS_WRITTEN 0 or more."
+    )
+
 # The reverse proxies in front of the app, as addresses or networks (e.g. `127.0.0.1` or `10.0.0.0/24`): only a
 # request that arrives from one of them has its X-Forwarded-For read, right to left past every listed proxy,
 # to the client's address. Empty: no header is believed (a client cannot make up its own address).

@@ -1,0 +1,87 @@
+"""How many rows one caller can make the trail write, bounded. A signed-in user or a token asking for
+thousands of records out of reach would otherwise write thousands of `access.refused` rows (about 100 a
+second from one client), and the trail is append-only: what a flood wrote stays, on the disk, for good.
+
+So in each window of `AUDIT_REPEAT_WINDOW_MINUTES` a caller's first `AUDIT_REPEATS_WRITTEN` rows of one action
+are written one by one, as before; the rest are counted (`RepeatTally`, one row per caller and window) and the
+count is written to the trail as one row of the same action: `repeats=N` not written one by one, the window's
+start and its length. Nothing is dropped without being counted: the count is written when the caller is
+refused again after the window (any later window), and whenever an auditor reads the trail (the page or the
+CSV), so what an auditor reads always holds every refusal, one by one or in a count. Counting the rows already
+written reads the trail (one query on the refusal path only); concurrent refusals may write a few rows past
+the bound, never fewer than it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.models import AuditEvent, RepeatTally
+
+
+def _window_start(now: datetime) -> datetime:
+    seconds = settings.AUDIT_REPEAT_WINDOW_MINUTES * 60
+    return datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, tz=UTC)
+
+
+def admit(action: str, user: Any, ip: str = "", user_agent: str = "") -> bool:
+    """True: write this row of `action` by `user` (signed in). False: the caller has had its rows of the
+    window; this one is counted instead, to be written as part of a count."""
+    start = _window_start(timezone.now())
+    written = AuditEvent.objects.filter(action=action, user_id=user.pk, at__gte=start).count()
+    if written < settings.AUDIT_REPEATS_WRITTEN:
+        return True
+    key = {"action": action, "who": f"user:{user.pk}", "window": start}
+    with transaction.atomic():
+        if not RepeatTally.objects.filter(**key).update(count=F("count") + 1):
+            try:
+                with transaction.atomic():
+                    RepeatTally.objects.create(
+                        **key,
+                        count=1,
+                        user_id=user.pk,
+                        username=user.get_username(),
+                        ip=ip or None,
+                        user_agent=user_agent[:300],
+                    )
+            except IntegrityError:  # another request made it first
+                RepeatTally.objects.filter(**key).update(count=F("count") + 1)
+    write_counts(before=start)
+    return False
+
+
+def write_counts(before: datetime | None = None) -> int:
+    """Write each tally's count not yet in the trail as one row (of windows before `before`, or all, the
+    current one included); tallies of past windows wholly written are then dropped. Returns rows written."""
+    from audit.services import record
+
+    pending = RepeatTally.objects.filter(count__gt=F("written"))
+    if before is not None:
+        pending = pending.filter(window__lt=before)
+    User = get_user_model()
+    rows = 0
+    for tally in pending.order_by("window", "pk"):
+        with transaction.atomic():
+            # Compare and set: of two readers at once, one writes the count.
+            if not RepeatTally.objects.filter(pk=tally.pk, written=tally.written).update(written=tally.count):
+                continue
+            user = User(pk=tally.user_id, username=tally.username) if tally.user_id else None
+            record(
+                user,
+                tally.action,
+                origin=(tally.ip or "", tally.user_agent),
+                username=tally.username,
+                repeats=tally.count - tally.written,
+                window_start=tally.window.isoformat(),
+                window_minutes=settings.AUDIT_REPEAT_WINDOW_MINUTES,
+            )
+            rows += 1
+    current = _window_start(timezone.now())
+    RepeatTally.objects.filter(window__lt=current, count=F("written")).delete()
+    return rows

@@ -1,0 +1,97 @@
+"""A signed-in user or a token cannot flood the append-only trail with refusals: in each window the first
+AUDIT_REPEATS_WRITTEN refusals of a user are rows one by one, the rest are counted and the count written as
+one row, so every refusal is in what an auditor reads, one by one or in a count (audit/bounds.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from audit.bounds import _window_start
+from audit.models import AuditEvent, RepeatTally
+from tests.conftest import signed_in, token_client
+
+ADDRESS = "192.0.2.61"
+
+
+@pytest.fixture
+def bound(settings):
+    settings.AUDIT_REPEATS_WRITTEN = 5
+    settings.AUDIT_REPEAT_WINDOW_MINUTES = 10
+    return 5
+
+
+def refusals(user):
+    return AuditEvent.objects.filter(action="access.refused", user_id=user.pk).order_by("pk")
+
+
+def _accounted(user) -> tuple[int, int]:
+    """(rows one by one, refusals in counts) of `user` in the trail."""
+    rows = list(refusals(user))
+    counts = [r.detail["repeats"] for r in rows if "repeats" in r.detail]
+    return len(rows) - len(counts), sum(counts)
+
+
+def test_a_flood_of_404s_writes_its_bound_and_one_count(world, other_clinician, auditor, bound):
+    _flood(other_clinician, auditor, bound)
+
+
+def test_the_same_on_postgresql(django_db_setup, postgres_db, world, other_clinician, auditor, bound):
+    _flood(other_clinician, auditor, bound)
+
+
+def _flood(other_clinician, auditor, bound) -> None:
+    client = signed_in(other_clinician)
+    api = token_client(other_clinician)
+    for each in client, api:
+        each.defaults.update(REMOTE_ADDR=ADDRESS)
+    for n in range(30):
+        assert client.get(f"/patients/{100_000 + n}/").status_code == 404
+        assert api.get(f"/api/patients/{100_000 + n}").status_code == 404  # a token is its user
+    one_by_one, counted = _accounted(other_clinician)
+    assert one_by_one <= 2 * bound  # (a window boundary crossed mid-test gives a second bound)
+    assert counted == 0 and RepeatTally.objects.get().count == 60 - one_by_one
+    # The auditor reads the trail: the count so far is in it, and every refusal is accounted for.
+    assert signed_in(auditor).get("/audit/", {"action": "access.refused"}).status_code == 200
+    assert _accounted(other_clinician) == (one_by_one, 60 - one_by_one)
+    [count] = [r for r in refusals(other_clinician) if "repeats" in r.detail]
+    assert count.username == "other-clinician" and count.ip == ADDRESS and count.object_id == ""
+    assert count.detail["window_minutes"] == 10 and count.detail["window_start"]
+    # More after the read are counted again, not written twice.
+    assert client.get("/patients/200000/").status_code == 404
+    exported = signed_in(auditor).get("/audit/export.csv").getvalue().decode()
+    assert _accounted(other_clinician) == (one_by_one, 61 - one_by_one)
+    assert exported.count("repeats") == 2
+
+
+def test_the_bound_is_each_users_own(world, other_clinician, clinician, bound):
+    for n in range(12):
+        signed_in(other_clinician).get(f"/reports/{900_000 + n}/")
+    assert signed_in(clinician).get("/patients/900000/").status_code == 404
+    [row] = refusals(clinician)
+    assert row.object_id == "900000" and "repeats" not in row.detail
+
+
+def test_a_past_windows_count_is_written_at_the_next_refusal(world, other_clinician, bound):
+    start = _window_start(AuditEvent().at)
+    RepeatTally.objects.create(
+        action="access.refused",
+        who=f"user:{other_clinician.pk}",
+        window=start - timedelta(minutes=10),
+        count=7,
+        user_id=other_clinician.pk,
+        username="other-clinician",
+        ip="192.0.2.8",
+    )
+    client = signed_in(other_clinician)
+    for n in range(bound + 1):
+        client.get(f"/patients/{300_000 + n}/")
+    old = [r for r in refusals(other_clinician) if "repeats" in r.detail]
+    assert [(r.detail["repeats"], r.detail["window_start"], r.ip) for r in old] == [
+        (7, (start - timedelta(minutes=10)).isoformat(), "192.0.2.8")
+    ]
+    # The past window's tally is gone once written; this window's one counts on.
+    assert list(RepeatTally.objects.values_list("window", "count")) == [(start, 1)] or start != _window_start(
+        AuditEvent().at
+    )
