@@ -104,17 +104,19 @@ def require_action(user: Any, action: str, obj: Any = None) -> None:
     require(user, *ACTIONS[action], obj)
 
 
-def not_found(user: Any, kind: str, pk: Any, patient_id: int | None) -> None:
+def not_found(user: Any, pk: Any, owner: QuerySet) -> None:
     """Audit a 404 (out of reach, or no such record): the kind and id asked, and the patient the record
-    belongs to if there is one (`patient_id`, looked up by the caller on this path only)."""
-    audit.record_refusal(user, 404, kind, pk, patient_id=patient_id)
+    belongs to if there is one. `owner` is the one column of the record's model that names its patient
+    (`Run.objects.values_list("patient_id", flat=True)`): read here, on the refusal path only."""
+    patient_id = owner.filter(pk=pk).first()
+    audit.record_refusal(user, 404, owner.model._meta.model_name, pk, patient_id=patient_id)
 
 
 def patient_in_reach(user: Any, pk: int) -> Patient | None:
     """The patient `pk` if `user` reaches it; else None, audited (a body naming it answers 422, a path 404)."""
     patient = patients_for(user).filter(pk=pk).first()
     if patient is None:
-        not_found(user, "patient", pk, pk if Patient.objects.filter(pk=pk).exists() else None)
+        not_found(user, pk, Patient.objects.values_list("pk", flat=True))
     return patient
 
 
@@ -126,7 +128,7 @@ def reports_in_reach(user: Any, pks: list[int], *, patient: Patient | None = Non
     if missing := [pk for pk in dict.fromkeys(pks) if pk not in found]:
         owners = dict(Report.objects.filter(pk__in=missing).values_list("pk", "patient_id"))
         for pk in missing:
-            not_found(user, "report", pk, owners.get(pk))
+            audit.record_refusal(user, 404, "report", pk, patient_id=owners.get(pk))  # one look-up for all
     return found
 
 
@@ -143,9 +145,7 @@ def report_for(user: Any, pk: int, action: str = "view") -> Report:
     """The report `pk` (its patient loaded) if `user` reaches its patient (else 404) and may do `action`."""
     report = reports_for(user).select_related("patient").filter(pk=pk).first()
     if report is None:
-        not_found(
-            user, "report", pk, Report.objects.filter(pk=pk).values_list("patient_id", flat=True).first()
-        )
+        not_found(user, pk, Report.objects.values_list("patient_id", flat=True))
         raise Http404(f"No report with id {pk}.")
     require_action(user, action, report)
     return report

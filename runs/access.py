@@ -45,7 +45,7 @@ def run_for(user: Any, pk: int, action: str = "view", *, queryset: QuerySet[Run]
     rows = Run.objects.all() if queryset is None else queryset
     run = rows.filter(pk=pk, patient__in=patients_for(user)).first()
     if run is None:
-        not_found(user, "run", pk, Run.objects.filter(pk=pk).values_list("patient_id", flat=True).first())
+        not_found(user, pk, Run.objects.values_list("patient_id", flat=True))
         raise Http404(f"There is no run {pk}.")
     require(user, *ACTIONS[action], run)
     return run
@@ -99,7 +99,7 @@ def artifact_for(user: Any, run_id: int, artifact_id: int) -> Artifact:
     run = run_for(user, run_id)
     artifact = Artifact.objects.filter(pk=artifact_id, run=run).first()
     if artifact is None:
-        _artifact_not_found(user, artifact_id)
+        not_found(user, artifact_id, Artifact.objects.values_list("run__patient_id", flat=True))
         raise Http404(f"Run {run_id} has no artifact {artifact_id}.")
     artifact.run = run
     return artifact
@@ -109,13 +109,8 @@ def artifact_in_reach(user: Any, artifact_id: int) -> Artifact | None:
     """The artifact `artifact_id` of any run `user` may read; else None, audited (a body naming it: 422)."""
     artifact = Artifact.objects.filter(pk=artifact_id, run__in=runs_for(user)).first()
     if artifact is None:
-        _artifact_not_found(user, artifact_id)
+        not_found(user, artifact_id, Artifact.objects.values_list("run__patient_id", flat=True))
     return artifact
-
-
-def _artifact_not_found(user: Any, artifact_id: int) -> None:
-    owner = Artifact.objects.filter(pk=artifact_id).values_list("run__patient_id", flat=True).first()
-    not_found(user, "artifact", artifact_id, owner)
 
 
 def report_for_runs(user: Any, pk: int) -> Report:
