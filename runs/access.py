@@ -43,7 +43,8 @@ def runs_for(user: Any) -> QuerySet[Run]:
 def run_for(user: Any, pk: int, action: str = "view", *, queryset: QuerySet[Run] | None = None) -> Run:
     """The run `pk` if `user` reaches its patient (else 404) and may do `action` (else 403)."""
     rows = Run.objects.all() if queryset is None else queryset
-    run = rows.filter(pk=pk, patient__in=patients_for(user)).first()
+    # No ORDER BY for one primary key: compiling one hashed every selected column (1-2 ms on the run page).
+    run = next(iter(rows.filter(pk=pk, patient__in=patients_for(user)).order_by()[:1]), None)
     if run is None:
         not_found(user, "run", pk, Run.objects.filter(pk=pk).values_list("patient_id", flat=True).first())
         raise Http404(f"There is no run {pk}.")
