@@ -71,8 +71,22 @@ def candidates(q: str, folded: str) -> RawSQL | None:
         connection.vendor, connection.settings_dict["NAME"]
     ):
         return None
-    match = f"{{label_folded}} : {_phrase(folded)} OR {{notes referral_reason}} : {_phrase(q)}"
-    return RawSQL(f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH %s", (match,))
+    return RawSQL(f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH %s", (_match(q, folded),))
+
+
+def finds_at_most(q: str, folded: str, most: int) -> bool:
+    """Whether the index finds at most `most` patients for `q` and `folded` (as `candidates` took them),
+    reading no more than `most` + 1 of them; only where `candidates` answered."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH %s LIMIT %s)",
+            (_match(q, folded), most + 1),
+        )
+        return cursor.fetchone()[0] <= most
+
+
+def _match(q: str, folded: str) -> str:
+    return f"{{label_folded}} : {_phrase(folded)} OR {{notes referral_reason}} : {_phrase(q)}"
 
 
 def _phrase(text: str) -> str:

@@ -19,7 +19,7 @@ from django.db.models import OuterRef, Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -272,6 +272,7 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
     return {
         "run": run,
         "stages": stages,
+        "stage_cards": [_stage_card_html(run.pk, get_script_prefix(), _frozen(stage)) for stage in stages],
         # The page says each failure as a sentence; the raw errors are one click away on the stage cards.
         "council_summary": selectors.council_summary(run, list(run.artifacts.all()), explained=True),
         "finished": finished,
@@ -292,8 +293,58 @@ def _live_context(run: Run, user: Any = None) -> dict[str, Any]:
         "selection_stage": STEPS.selection_step.number,
         "facts_given": selectors.facts_given_summary(run),
         # A finished run's page sums up where its council disagreed (the stage pages have the full tables).
-        "disagreement_summary": reading.disagreement_summary(run) if finished else None,
+        "disagreement_html": _disagreement_html(run, _frozen(_fields(run, list(artifacts.values()))))
+        if finished
+        else "",
     }
+
+
+@functools.lru_cache(maxsize=2048)
+def _stage_card_html(run_id: int, script_prefix: str, stage: tuple) -> str:
+    # Rendering the six cards was most of the page's template time; a card is rendered again only when
+    # something it shows changed (all it is given is its key: the stage as `_frozen` keeps it, the run and
+    # the prefix its links are made with).
+    return render_to_string("runs/_stage_card.html", {"s": _thawed(stage), "run_id": run_id})
+
+
+@functools.lru_cache(maxsize=256)
+def _disagreement_html(run: Run, fields: tuple) -> str:
+    # The summary reads the run's Stage 2-6 artifacts back from disk and parses them, and with its table it
+    # was a tenth of the page's CPU; done again only when the run or one of its artifacts changed: it is kept
+    # by every field of both (`_fields`; an artifact's file is named and hashed in its row) and the prefix
+    # its links are made with.
+    summary = reading.disagreement_summary(run)
+    if summary.empty:
+        return ""
+    return render_to_string("runs/_disagreement_summary.html", {"summary": summary, "run": run})
+
+
+def _fields(run: Run, artifacts: list) -> dict[str, Any]:
+    """The run's and its artifacts' every field, and the link prefix: what `_disagreement_html` is kept by."""
+    return {
+        "run": {f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields},
+        "artifacts": [{f.attname: getattr(a, f.attname) for f in a._meta.concrete_fields} for a in artifacts],
+        "prefix": get_script_prefix(),
+    }
+
+
+def _frozen(value: Any) -> Any:
+    """Dicts, lists and plain values as nested tuples: hashable, and equal exactly when the values are (of
+    the same types too: 1 and 1.0 and True are shown differently)."""
+    if isinstance(value, dict):
+        return (dict, tuple((key, _frozen(item)) for key, item in sorted(value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value), tuple(_frozen(item) for item in value))
+    return (type(value), value)
+
+
+def _thawed(frozen: tuple) -> Any:
+    kind, value = frozen
+    if kind is dict:
+        return {key: _thawed(item) for key, item in value}
+    if kind is list or kind is tuple:
+        return kind(_thawed(item) for item in value)
+    return value
 
 
 def _page_rows(run: Run, name: str, model: type, fields: tuple[str, ...]) -> list | None:
