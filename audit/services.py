@@ -191,6 +191,10 @@ def _clean(detail: dict[str, Any]) -> dict[str, Any]:
     return detail
 
 
+# The actions that say content was handed over (a page, a file, a record shown); a HEAD writes none of them.
+HANDED_OVER = ("viewed", "downloaded")
+
+
 def record(
     request_or_user: Any,
     action: str,
@@ -201,14 +205,16 @@ def record(
     object_type: str = "",
     object_id: Any = None,
     **detail: Any,
-) -> AuditEvent:
+) -> AuditEvent | None:
     """Append one event: `request_or_user` is the request (who, and from where) or a user (a command, or a
     job on the user's behalf: `origin` is then where the user asked from); `obj` the record acted on (its
     patient is found from it), or `object_type` and `object_id` for one that may not exist; `detail` ids and
-    counts only."""
+    counts only. None, and nothing written, for a HANDED_OVER action of a HEAD."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}; add it to audit/actions.py.")
     request = request_or_user if isinstance(request_or_user, HttpRequest) else None
+    if getattr(request, "head_only", False) and action.endswith(HANDED_OVER):
+        return None  # a HEAD, answered as GET with no body (qeeg_site/head.py): nothing was seen or taken
     user = getattr(request, "user", None) if request is not None else request_or_user
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
