@@ -326,7 +326,11 @@ def test_a_report_whose_uploader_was_deleted_is_read_again_with_no_page_sent_and
     table = facts.load_table(report.folder)
     assert table["vision"]["status"] == "over quota"
     assert table["vision"]["note"] == f"nothing sent: {services.UPLOADER_GONE}"
-    assert table["pages"][0]["vision"] == {"model": MODEL, "status": "not sent", "note": services.UPLOADER_GONE}
+    assert table["pages"][0]["vision"] == {
+        "model": MODEL,
+        "status": "not sent",
+        "note": services.UPLOADER_GONE,
+    }
     assert len(table["facts"]) == len(truth["facts"]) - 2
     html = clinician_client.get(f"/reports/{report.pk}/").content.decode()
     assert "nothing sent: the uploader&#x27;s account no longer exists" in html
