@@ -103,13 +103,10 @@ def test_the_rule(settings, proxies, remote, forwarded, expected):
     assert client_address(remote, forwarded) == expected
 
 
-def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
-    env = {
-        "TRUSTED_PROXIES": "10.0.0.1,proxy.example",
-        "QEEG_DATA_DIR": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-    }
-    result = subprocess.run(
+def _start(tmp_path, **settings: str) -> subprocess.CompletedProcess:
+    """Django set up in a child process with these environment settings."""
+    env = {**settings, "QEEG_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
         [
             sys.executable,
             "-c",
@@ -120,6 +117,10 @@ def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
         text=True,
         timeout=60,
     )
+
+
+def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
+    result = _start(tmp_path, TRUSTED_PROXIES="10.0.0.1,proxy.example")
     assert result.returncode != 0
     assert "TRUSTED_PROXIES: 'proxy.example' is not an address or a network" in result.stderr
 
@@ -250,17 +251,6 @@ def test_any_forwarded_header_answers_an_address_and_never_raises(settings):
 
 
 def test_a_proxy_header_that_is_neither_stops_the_start(tmp_path):
-    env = {"TRUSTED_PROXY_HEADER": "X-Real-IP", "QEEG_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'qeeg_site.settings'; django.setup()",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _start(tmp_path, TRUSTED_PROXY_HEADER="X-Real-IP")
     assert result.returncode != 0
     assert "TRUSTED_PROXY_HEADER must be X-Forwarded-For or Forwarded, not 'X-Real-IP'" in result.stderr
