@@ -15,10 +15,11 @@ Nothing here can fail an ingestion: every upstream or reply problem becomes the 
 the whole pass is bounded by `FACTS_VISION_TIMEOUT_SECONDS`. Pages whose text cannot all be located (a
 bitmap on a page OCR did not read) are not sent, as with the council's page images. Without a model (or
 with `DEID_PAGE_IMAGES=off`, which lets no page image leave) nothing is sent and the table lists the pages
-that were not fully read. Each page sent is one model call charged to the report's uploader
-(patients/services.py counts them in the ledger, `calls_made`); `calls_left` (their allowance when the pass
-begins, None: no limit) bounds how many pages are sent, and a page past it is not sent, with `quota_note` as
-its reason.
+that were not fully read. Each page sent is one model call charged to the report's uploader, whatever
+retries it takes: `on_call(page)` (patients/services.py: the ledger) runs once the guard has passed the
+page and just before its call leaves, so a pass killed while a call is out has it counted; `calls_made`
+counts the same pages from the table afterwards. `calls_left` (their allowance when the pass begins, None:
+no limit) bounds how many pages are sent, and a page past it is not sent, with `quota_note` as its reason.
 """
 
 from __future__ import annotations
