@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -47,18 +48,75 @@ def _address(text: str) -> Address | None:
     return getattr(address, "ipv4_mapped", None) or address
 
 
-def client_address(remote: str, forwarded: str = "") -> str:
-    """The client's address, from the connection's (`remote`) and the X-Forwarded-For header. The header is
-    believed only when the connection comes from a proxy in TRUSTED_PROXIES, and only right to left while each
-    entry is itself such a proxy: the first entry that is not is the client (what the last trusted proxy saw
-    connect to it); anything left of it was written by the client and is never believed. An entry that is no
-    address stops the walk at the last proxy that vouched for it."""
+# RFC 7239 §4: `Forwarded: for=192.0.2.60;proto=https, for="[2001:db8::7]:4711"`; a value is a token or a
+# quoted-string (RFC 9110 §5.6), a parameter name a token, each at most once per element.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t !-~\x80-\xff])*"'
+_PAIR = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})[ \t]*")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+FORWARDED_MAX_ELEMENTS = 64  # hops read from the right; no real chain of proxies is longer
+
+
+def _forwarded_element(text: str) -> str | None:
+    """The `for` value of one element (`for=…;by=…;proto=…`), unquoted; None when the element is not well
+    formed, names a parameter twice, or has no `for`."""
+    found: dict[str, str] = {}
+    position = 0
+    while True:
+        pair = _PAIR.match(text, position)
+        if pair is None:
+            return None
+        name, value = pair.group(1).lower(), pair.group(2)
+        if name in found:
+            return None
+        found[name] = _QUOTED_PAIR.sub(r"\1", value[1:-1]) if value.startswith('"') else value
+        position = pair.end()
+        if position == len(text):
+            return found.get("for")
+        if text[position] != ";":
+            return None
+        position += 1
+
+
+def _forwarded_for(header: str) -> Iterator[str | None]:
+    """The `for` values of a Forwarded header, right to left, then None at the first element that is not well
+    formed (and nothing after it: what is left of it cannot be told apart). Read from the right so that what a
+    client wrote, however broken, cannot spoil the elements its proxies appended; a comma inside a quoted
+    value joins the pieces around it."""
+    pieces = header.split(",")[-FORWARDED_MAX_ELEMENTS:]
+    end = len(pieces)
+    while end > 0:
+        start = end - 1
+        # Join pieces leftwards only while the candidate is inside a quoted string (an odd count of quotes).
+        while start > 0 and ",".join(pieces[start:end]).replace('\\"', "").count('"') % 2:
+            start -= 1
+        value = _forwarded_element(",".join(pieces[start:end]))
+        yield value
+        if value is None:
+            return
+        end = start
+
+
+def _x_forwarded_for(header: str) -> Iterator[str]:
+    return reversed(header.split(","))
+
+
+def client_address(remote: str, forwarded: str = "", *, header: str | None = None) -> str:
+    """The client's address, from the connection's (`remote`) and what the proxies forwarded: `forwarded`, the
+    header TRUSTED_PROXY_HEADER names (`header`, default that setting): X-Forwarded-For's entries or RFC 7239
+    Forwarded's `for=` values. The header is believed only when the connection comes from a proxy in
+    TRUSTED_PROXIES, and only right to left while each entry is itself such a proxy: the first entry that is
+    not is the client (what the last trusted proxy saw connect to it); anything left of it was written by the
+    client and is never believed. An entry that is no address (`unknown`, an obfuscated `_node`, a malformed
+    Forwarded element) stops the walk at the last proxy that vouched for it."""
     networks = _networks(tuple(settings.TRUSTED_PROXIES))
     hop = _address(remote) if networks else None
     if hop is None or not any(hop in network for network in networks):
         return remote
-    for entry in reversed(forwarded.split(",")):
-        address = _address(entry)
+    named = (header or settings.TRUSTED_PROXY_HEADER).lower()
+    entries = _forwarded_for(forwarded) if named == "forwarded" else _x_forwarded_for(forwarded)
+    for entry in entries:
+        address = _address(entry) if entry is not None else None
         if address is None:
             break
         hop = address
@@ -67,10 +125,19 @@ def client_address(remote: str, forwarded: str = "") -> str:
     return str(hop)
 
 
+def _meta_name(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
 def client_ip(request: HttpRequest) -> str:
     """The address a request came from: the audit trail's `ip` and django-axes' (AXES_CLIENT_IP_CALLABLE), so
-    the lockout and the trail cannot disagree. Django joins repeated X-Forwarded-For headers with commas."""
-    return client_address(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
+    the lockout and the trail cannot disagree. Only the header TRUSTED_PROXY_HEADER names is read, never the
+    other (a proxy passes the one it does not write through from the client untouched). Django joins repeated
+    headers with commas, as both headers' lists are joined."""
+    header = settings.TRUSTED_PROXY_HEADER
+    return client_address(
+        request.META.get("REMOTE_ADDR", ""), request.META.get(_meta_name(header), ""), header=header
+    )
 
 
 class Origin(NamedTuple):
@@ -92,7 +159,9 @@ def origin_of_scope(scope: dict[str, Any]) -> Origin:
         return ",".join(v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == name)
 
     client = scope.get("client") or ("", 0)
-    return Origin(client_address(client[0] or "", header(b"x-forwarded-for")), header(b"user-agent")[:300])
+    named = settings.TRUSTED_PROXY_HEADER
+    forwarded = header(named.lower().encode("latin-1"))
+    return Origin(client_address(client[0] or "", forwarded, header=named), header(b"user-agent")[:300])
 
 
 class Asked(NamedTuple):
@@ -195,6 +264,10 @@ def _clean(detail: dict[str, Any]) -> dict[str, Any]:
     return detail
 
 
+# The actions that say content was handed over (a page, a file, a record shown); a HEAD writes none of them.
+HANDED_OVER = ("viewed", "downloaded")
+
+
 def record(
     request_or_user: Any,
     action: str,
@@ -205,14 +278,16 @@ def record(
     object_type: str = "",
     object_id: Any = None,
     **detail: Any,
-) -> AuditEvent:
+) -> AuditEvent | None:
     """Append one event: `request_or_user` is the request (who, and from where) or a user (a command, or a
     job on the user's behalf: `origin` is then where the user asked from); `obj` the record acted on (its
     patient is found from it), or `object_type` and `object_id` for one that may not exist; `detail` ids and
-    counts only."""
+    counts only. None, and nothing written, for a HANDED_OVER action of a HEAD."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}; add it to audit/actions.py.")
     request = request_or_user if isinstance(request_or_user, HttpRequest) else None
+    if getattr(request, "head_only", False) and action.endswith(HANDED_OVER):
+        return None  # a HEAD, answered as GET with no body (qeeg_site/head.py): nothing was seen or taken
     user = getattr(request, "user", None) if request is not None else request_or_user
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None

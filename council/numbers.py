@@ -19,8 +19,9 @@ citations, list and heading numbering, dates and years (and "day 120", a date de
 electrode and band names ("Fp1", "Alpha 1"), names like "PHQ-9", counts ("3 sessions", "19 sites"), and
 identifiers: record numbers and serials ("MRN 447192", "00447192"; `is_identifier`). A long unitless number
 ("4471920") is an identifier only when it is one of `named`, the numbers the caller knows name something
-(the patient's recorded identifiers, the source report's own text: `named_numbers`); a made-up one is
-checked like any other number, and matches nothing.
+and the reader may see (the source report's own text: `named_numbers`; never the patient's recorded
+identifiers, or a clinician could learn one by typing guesses and watching which goes unflagged); a made-up
+one is checked like any other number, and matches nothing.
 """
 
 from __future__ import annotations
@@ -426,8 +427,8 @@ _LONG = re.compile(rf"(?<![\d.])\d{{{LONG_DIGITS},}}(?![\d.])")
 
 
 def named_numbers(*texts: str) -> frozenset[str]:
-    """Every run of LONG_DIGITS digits or more in `texts` (the source report's text, the patient's recorded
-    identifiers): the long numbers a draft may print as identifiers without being checked."""
+    """Every run of LONG_DIGITS digits or more in `texts` (the source report's text): the long numbers a draft
+    may print as identifiers without being checked."""
     return frozenset(match.group(0) for text in texts for match in _LONG.finditer(text))
 
 
@@ -442,7 +443,7 @@ def is_identifier(text: str, start: int, end: int, named: frozenset[str] = froze
     only ever "match nothing"). Identifiers are: digits after an identifier's label or a redaction
     placeholder ("MRN 447192", "S/N 2231-07", "#017", "[ID]-2"), a zero-padded run of three to six digits
     ("0447", "007"), and a run of LONG_DIGITS digits or more, zero-padded or not ("00447192"), that is one of
-    `named` (the patient's identifiers, the source report's text); the last two only without a unit after
+    `named` (the source report's text, never a recorded identifier); the last two only without a unit after
     them ("0.5 ms" and "1200000 µV" are measurements). Any other long number is checked: a model may make one up as easily as
     any value. De-identified dates ("day 23") are skipped elsewhere."""
     raw = text[start:end]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -331,6 +332,25 @@ class TableFailed(Exception):
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(reason)
         self.index = index
+
+
+def failure_line(error: BaseException) -> str:
+    """One short line for the log about a layout failure: the error's type and where it was raised (the
+    innermost frame, and this module's last frame on the way, if another), never its message or a
+    traceback: a message may quote the text being laid out (a patient's write-up), and a traceback of fpdf2's
+    layout runs to a hundred lines for a failure the document survives."""
+    cause = error.__cause__ if isinstance(error, TableFailed) and error.__cause__ else error
+    # Our own TableFailed says what did not fit in counts only ("80 columns do not fit across the page").
+    what = str(cause) if isinstance(cause, TableFailed) else type(cause).__name__
+    frames = traceback.extract_tb(cause.__traceback__)
+    if not frames:
+        return what
+    inner = frames[-1]
+    where = f"{Path(inner.filename).name}:{inner.lineno} in {inner.name}"
+    ours = [frame for frame in frames if frame.filename == __file__]
+    if ours and ours[-1] is not inner:
+        where += f", from {Path(__file__).name}:{ours[-1].lineno} in {ours[-1].name}"
+    return f"{what} at {where}"
 
 
 def _table_data(node: Node) -> TableData:
@@ -705,8 +725,10 @@ class Renderer:
             return
         try:
             self.draw_table(data, indent=indent)
+        except TableFailed:
+            raise
         except Exception as error:  # fpdf2's layout limits: narrow columns, rows taller than a page…
-            raise TableFailed(index, f"{type(error).__name__}: {error}") from error
+            raise TableFailed(index, type(error).__name__) from error
 
     def draw_table(
         self, data: TableData, *, indent: float, label_column: bool = False, font_pt: float | None = None
@@ -816,8 +838,10 @@ class Renderer:
         )
         try:
             self.draw_table(data, indent=0.0, label_column=True, font_pt=8.5)
-        except Exception:
-            logger.exception("%s table could not be drawn; writing it as text", card.heading)
+        except Exception as error:
+            logger.warning(
+                "the card's table could not be drawn (%s); writing it as text", failure_line(error)
+            )
             for label, value in rows:
                 self.paragraph([Span(f"{label}: ", bold=True), Span(str(value))], indent=0.0, gap=0.6)
 
@@ -888,10 +912,10 @@ def render_markdown_pdf(markdown: str, *, title: str, card: Card | None = None) 
             except TableFailed as failed:
                 if failed.index in text_tables:
                     raise
-                logger.warning("table %d drawn as text: %s", failed.index + 1, failed)
+                logger.warning("table %d drawn as text (%s)", failed.index + 1, failure_line(failed))
                 text_tables.add(failed.index)
     except Unprintable:
         raise
-    except Exception:
-        logger.exception("PDF layout failed; writing the report as plain text")
+    except Exception as error:
+        logger.error("PDF layout failed (%s); writing the report as plain text", failure_line(error))
         return _render_plain(markdown, title=title, card=card)

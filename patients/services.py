@@ -26,7 +26,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs import selectors as job_selectors
@@ -449,11 +449,22 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
     return report
 
 
+UPLOADER_GONE = (
+    "the uploader's account no longer exists, so no one's model calls for today "
+    "(MODEL_CALLS_PER_USER_PER_DAY) can pay for this reading; the deterministic facts stand alone (staff can "
+    "upload the report again to have its pages read)"
+)
+
+
 def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) -> None:
     """The vision reader over the pages the deterministic readers were unsure of (patients/readers/vision.py),
     written into the work folder's fact table. It never fails the ingestion: whatever goes wrong, the report
     is ready with the deterministic facts and the table says what happened. Each page sent is a model call
-    charged to the uploader (the ledger); with their day's calls used up, pages are not sent and say why."""
+    charged to the uploader (the ledger) as it is made, before it leaves: a pass killed midway leaves every
+    call it made counted, and the next attempt (which reads the pages again, new calls) starts from an
+    allowance that already holds them. With the day's calls used up, pages are not sent and say why; with a
+    daily limit and no uploader any more (their account was deleted), nobody's allowance can pay, so nothing
+    is sent either."""
     from patients import facts
     from patients.readers import vision
 
@@ -462,7 +473,9 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
         return
     config = vision.VisionConfig.from_settings()
     calls_left, quota_note = None, ""
-    if config.model and report.uploaded_by_id is not None:
+    if config.model and report.uploaded_by_id is None and settings.MODEL_CALLS_PER_USER_PER_DAY:
+        calls_left, quota_note = 0, UPLOADER_GONE
+    elif config.model and report.uploaded_by_id is not None:
         # Read the allowance and hold this pass's calls in one transaction, the uploader's row locked (and on
         # SQLite the write lock taken at the start): of two uploads read at once, the second sees the calls
         # the first holds.
@@ -484,6 +497,20 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             f"{allowed.used_today} made today, {allowed.reserved} held for their work in flight, "
             f"{calls_left} left when this reading began); the deterministic facts stand alone"
         )
+
+    def charge(page: int) -> None:
+        # The call and the end of its hold in one transaction: the allowance never counts it twice or not at all.
+        with transaction.atomic():
+            ledger.call_made(
+                user_id=report.uploaded_by_id,
+                kind=ModelCall.Kind.VISION,
+                model_id=config.model,
+                report_id=report.pk,
+            )
+            Report.objects.filter(pk=report.pk, vision_calls_held__gt=0).update(
+                vision_calls_held=F("vision_calls_held") - 1
+            )
+
     try:
         vision.read_unsure_pages(
             table,
@@ -495,6 +522,7 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             config=config,
             calls_left=calls_left,
             quota_note=quota_note,
+            on_call=charge,
         )
     except Exception as exc:
         # The report's id only: an error text could carry what was read from the page.
@@ -505,15 +533,8 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             "note": f"the vision reader failed ({type(exc).__name__}); the deterministic facts stand alone",
             "pages": vision.unsure_pages(table),
         }
-    with transaction.atomic():  # the calls made are charged as the hold on them ends
-        for _ in range(vision.calls_made(table)):
-            ledger.call_made(
-                user_id=report.uploaded_by_id,
-                kind=ModelCall.Kind.VISION,
-                model_id=config.model,
-                report_id=report.pk,
-            )
-        Report.objects.filter(pk=report.pk).update(vision_calls_held=0)
+    finally:
+        Report.objects.filter(pk=report.pk).update(vision_calls_held=0)  # what was not sent is not held
     facts.write_table(work, table)
 
 

@@ -4,7 +4,11 @@ django-ninja routes a GET operation for GET alone, and `require_GET` pages refus
 link checker's HEAD met 405. This middleware lets the view see GET, then gives HEAD back to the outer
 middleware (a 405 still says "HEAD is not allowed"), keeps the Content-Length GET would send and drops the
 body; a download's file is never read. The live stream is not a Django view: its consumer answers HEAD
-itself (runs/stream.py)."""
+itself (runs/stream.py).
+
+A HEAD hands over no content, so the audit trail writes no row saying some was (`audit.record` leaves out
+every "viewed" and "downloaded" action of a request marked `head_only`); a refusal, a token's use and a
+sign-out are written as for GET."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class HeadAsGetMiddleware:
         if request.method != "HEAD":
             return self.get_response(request)
         request.method = "GET"
+        request.head_only = True  # type: ignore[attr-defined]
         try:
             response = self.get_response(request)
         finally:

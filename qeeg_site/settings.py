@@ -217,6 +217,14 @@ for _proxy in TRUSTED_PROXIES:
         raise ImproperlyConfigured(
             f"TRUSTED_PROXIES: {_proxy!r} is not an address or a network (e.g. 10.0.0.1 or 10.0.0.0/24)."
         ) from None
+# The header those proxies write the client's address into: `X-Forwarded-For` or RFC 7239's `Forwarded`. Only
+# that one is read, by the same rule; the other is ignored, since a proxy passes through untouched whatever a
+# client wrote into a header it does not write itself.
+TRUSTED_PROXY_HEADER = env.str("TRUSTED_PROXY_HEADER", default="X-Forwarded-For").strip()
+if TRUSTED_PROXY_HEADER.lower() not in ("x-forwarded-for", "forwarded"):
+    raise ImproperlyConfigured(
+        f"TRUSTED_PROXY_HEADER must be X-Forwarded-For or Forwarded, not {TRUSTED_PROXY_HEADER!r}."
+    )
 
 # API tokens: a new token lasts API_TOKEN_DAYS unless asked otherwise, never more than API_TOKEN_MAX_DAYS.
 API_TOKEN_DAYS = env.int("API_TOKEN_DAYS", default=90)

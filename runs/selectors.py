@@ -363,17 +363,15 @@ def number_checks(
 
 
 def named_numbers(run_id: int) -> frozenset[str]:
-    """The long numbers that name something in a run (council/numbers.py `is_identifier`): those of its
-    patient's recorded identifiers and redactions and those its reports' own text prints. Read only for a
-    text that has a long number at all."""
-    from patients.selectors import identifiers_for, report_text
+    """The long numbers that name something in a run (council/numbers.py `is_identifier`): those its reports'
+    own text prints, which whoever reads the run may read too. Never the patient's recorded identifiers or
+    redactions, which a clinician cannot see: a typed number left unflagged only because it is one of them
+    would tell them it is, so such a number is checked like any other. Read only for a text that has a long
+    number at all."""
+    from patients.selectors import report_text
 
-    run = Run.objects.select_related("patient", "report").get(pk=run_id)
-    reports = run.report_list()
-    identifiers = identifiers_for(run.patient, *reports)
-    return numbers.named_numbers(
-        *identifiers.record_numbers, *identifiers.phrases, *(report_text(report) for report in reports)
-    )
+    run = Run.objects.select_related("report").get(pk=run_id)
+    return numbers.named_numbers(*(report_text(report) for report in run.report_list()))
 
 
 def has_numbers(table: dict[str, Any] | None) -> bool:

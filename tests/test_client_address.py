@@ -13,7 +13,7 @@ from axes.models import AccessAttempt
 from django.test import Client
 
 from audit.models import AuditEvent
-from audit.services import client_address
+from audit.services import client_address, origin_of_scope
 
 PROXY = "10.0.0.1"
 PASSWORD = "clinician-pass-123"
@@ -103,13 +103,10 @@ def test_the_rule(settings, proxies, remote, forwarded, expected):
     assert client_address(remote, forwarded) == expected
 
 
-def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
-    env = {
-        "TRUSTED_PROXIES": "10.0.0.1,proxy.example",
-        "QEEG_DATA_DIR": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-    }
-    result = subprocess.run(
+def _start(tmp_path, **settings: str) -> subprocess.CompletedProcess:
+    """Django set up in a child process with these environment settings."""
+    env = {**settings, "QEEG_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
         [
             sys.executable,
             "-c",
@@ -120,5 +117,140 @@ def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
         text=True,
         timeout=60,
     )
+
+
+def test_a_setting_that_is_no_address_stops_the_start(tmp_path):
+    result = _start(tmp_path, TRUSTED_PROXIES="10.0.0.1,proxy.example")
     assert result.returncode != 0
     assert "TRUSTED_PROXIES: 'proxy.example' is not an address or a network" in result.stderr
+
+
+# --- RFC 7239 Forwarded (TRUSTED_PROXY_HEADER=Forwarded) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("proxies", "remote", "forwarded", "expected"),
+    [
+        ([], "127.0.0.1", "for=203.0.113.7", "127.0.0.1"),  # no trusted proxy: never read
+        ([PROXY], "192.0.2.50", "for=203.0.113.7", "192.0.2.50"),  # not through the proxy: not read
+        ([PROXY], PROXY, "", PROXY),
+        ([PROXY], PROXY, "for=203.0.113.7", "203.0.113.7"),
+        ([PROXY], PROXY, "For=203.0.113.7;proto=https;by=10.0.0.1", "203.0.113.7"),  # names ignore case
+        ([PROXY], PROXY, 'for="203.0.113.7:5123"', "203.0.113.7"),  # a port: quoted, as it must be
+        ([PROXY], PROXY, 'for="[2001:db8::7]:4711"', "2001:db8::7"),
+        ([PROXY], PROXY, 'for="[2001:db8::7]"', "2001:db8::7"),
+        (
+            [PROXY],
+            PROXY,
+            "for=6.6.6.6, for=203.0.113.7",
+            "203.0.113.7",
+        ),  # the client's own, left: not believed
+        (["10.0.0.0/24"], PROXY, "for=6.6.6.6, for=203.0.113.7, for=10.0.0.2", "203.0.113.7"),  # two proxies
+        ([PROXY], PROXY, "for=203.0.113.7, for=10.0.0.2", "10.0.0.2"),  # 10.0.0.2 is not trusted
+        # A comma inside a quoted value (the second proxy's `by`) joins the pieces around it.
+        (["10.0.0.0/24"], PROXY, 'for=203.0.113.7, for=10.0.0.2;by="a,b"', "203.0.113.7"),
+        (
+            ["10.0.0.0/24"],
+            PROXY,
+            'for=203.0.113.7, for="10.0.0.2, 6.6.6.6"',
+            PROXY,
+        ),  # an entry, not an address
+        # Forged or broken, each stops the walk at the last trusted proxy and is never believed:
+        ([PROXY], PROXY, "for=unknown", PROXY),
+        ([PROXY], PROXY, "for=_hidden", PROXY),  # an obfuscated node (RFC 7239 §6.3)
+        ([PROXY], PROXY, "proto=https;by=10.0.0.1", PROXY),  # no `for`
+        ([PROXY], PROXY, "for=2001:db8::7", PROXY),  # IPv6 unquoted: not a token
+        ([PROXY], PROXY, "for=203.0.113.7:80", PROXY),  # a port unquoted: not a token
+        ([PROXY], PROXY, "for=203.0.113.7;for=6.6.6.6", PROXY),  # a parameter twice in one element
+        ([PROXY], PROXY, "for=203.0.113.7 6.6.6.6", PROXY),
+        ([PROXY], PROXY, 'for="203.0.113.7', PROXY),  # an unclosed quote
+        ([PROXY], PROXY, "for=203.0.113.7,", PROXY),  # an empty element at the right
+        ([PROXY], PROXY, "203.0.113.7", PROXY),  # X-Forwarded-For's shape in Forwarded
+        ([PROXY], PROXY, "for=\x00203.0.113.7", PROXY),
+        # What the client wrote, however broken, cannot spoil what the proxy appended to its right.
+        ([PROXY], PROXY, 'for="6.6.6.6, for=203.0.113.7', "203.0.113.7"),  # an unclosed quote of the client's
+        ([PROXY], PROXY, "for=;;;==, for=203.0.113.7", "203.0.113.7"),
+        ([PROXY], PROXY, 'for="[::1, for=203.0.113.7', "203.0.113.7"),
+    ],
+)
+def test_the_rule_for_rfc_7239_forwarded(settings, proxies, remote, forwarded, expected):
+    settings.TRUSTED_PROXIES = proxies
+    assert client_address(remote, forwarded, header="Forwarded") == expected
+
+
+def test_only_the_header_the_proxies_write_is_read(clinician, settings):
+    """Both headers present: TRUSTED_PROXY_HEADER says which one the proxy writes, and the other, which the
+    proxy passes through as the client wrote it, is never read, whichever it is."""
+    settings.TRUSTED_PROXIES = [PROXY]
+    both = {"X-Forwarded-For": "203.0.113.7", "Forwarded": "for=198.51.100.66"}
+    _sign_in("guess-a", "wrong", remote=PROXY, **both)
+    settings.TRUSTED_PROXY_HEADER = "Forwarded"
+    _sign_in("guess-b", "wrong", remote=PROXY, **both)
+    # With Forwarded chosen, a forged X-Forwarded-For is what the client wrote: ignored.
+    _sign_in(
+        "guess-c", "wrong", remote=PROXY, **{"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=203.0.113.8"}
+    )
+    assert list(
+        AuditEvent.objects.filter(action="sign_in.failed").order_by("pk").values_list("username", "ip")
+    ) == [("guess-a", "203.0.113.7"), ("guess-b", "198.51.100.66"), ("guess-c", "203.0.113.8")]
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {
+        "203.0.113.7",
+        "198.51.100.66",
+        "203.0.113.8",
+    }
+    # The live stream (an ASGI scope, not a Django request) reads by the same rule.
+    scope = {
+        "client": (PROXY, 5123),
+        "headers": [(b"x-forwarded-for", b"6.6.6.6"), (b"forwarded", b"for=203.0.113.9")],
+    }
+    assert origin_of_scope(scope).ip == "203.0.113.9"
+    settings.TRUSTED_PROXY_HEADER = "X-Forwarded-For"
+    assert origin_of_scope(scope).ip == "6.6.6.6"
+
+
+def test_forged_forwarded_elements_do_not_escape_the_lockout(clinician, settings):
+    """The client writes a new Forwarded element (or junk) each time; the proxy appends the one it saw. The
+    lock is on the address the proxy saw."""
+    settings.TRUSTED_PROXIES = [PROXY]
+    settings.TRUSTED_PROXY_HEADER = "Forwarded"
+    forged = ["for=198.51.100.{n}", 'for="198.51.100.{n}', "for=198.51.100.{n};for=1.1.1.1", "garbage{n}"]
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        header = forged[n % len(forged)].format(n=n) + ", for=203.0.113.7"
+        response = _sign_in(f"guess-{n}", "wrong", remote=PROXY, Forwarded=header)
+        assert response.status_code == (429 if n == settings.AXES_FAILURE_LIMIT - 1 else 200)
+    assert set(AuditEvent.objects.filter(action="sign_in.failed").values_list("ip", flat=True)) == {
+        "203.0.113.7"
+    }
+    assert _sign_in("clinician", PASSWORD, remote=PROXY, Forwarded="for=203.0.113.7").status_code == 429
+    assert _sign_in("clinician", PASSWORD, remote=PROXY, Forwarded="for=203.0.113.9").status_code == 302
+
+
+def test_any_forwarded_header_answers_an_address_and_never_raises(settings):
+    """Whatever a Forwarded header holds (bounded, seeded): no exception, and the answer is the proxy or an
+    address the header names, never text that is not an address."""
+    import ipaddress
+
+    from hypothesis import given, seed
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    settings.TRUSTED_PROXIES = ["10.0.0.0/24"]
+    alphabet = st.sampled_from([*'for=;,"[]:_. \t\\\x00\xff', "10.0.0.2", "203.0.113.7", "2001:db8::7"])
+
+    @seed(7239)
+    @hsettings(max_examples=400, deadline=None, database=None)
+    @given(st.lists(alphabet, max_size=40).map("".join))
+    def check(header: str) -> None:
+        found = client_address(PROXY, header, header="Forwarded")
+        ipaddress.ip_address(found)
+        assert found == PROXY or found in header
+
+    check()
+    big = "for=6.6.6.6;" * 20000 + ', for="' * 20000 + ", for=203.0.113.7"
+    assert client_address(PROXY, big, header="Forwarded") == "203.0.113.7"
+
+
+def test_a_proxy_header_that_is_neither_stops_the_start(tmp_path):
+    result = _start(tmp_path, TRUSTED_PROXY_HEADER="X-Real-IP")
+    assert result.returncode != 0
+    assert "TRUSTED_PROXY_HEADER must be X-Forwarded-For or Forwarded, not 'X-Real-IP'" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # ruff: noqa: RUF001  (the Unicode signs are what these tests are about)
 import logging
+import re
 
 import pytest
 
@@ -170,3 +171,32 @@ def test_runaway_nesting_is_still_laid_out_as_a_list():
     text = "".join(pdf_pages_text(render(deep)))
     # Rich layout (bullets) rather than the plain-text fallback: indentation stops growing at a limit.
     assert "▪ level 29" in text and "• level 0" in text
+
+
+def test_a_layout_failure_logs_one_short_line_with_no_text_of_the_document(monkeypatch, caplog):
+    """The fallbacks say what failed and where in one line: no traceback (fpdf2's run to a hundred lines) and
+    no error message, which may quote the text being laid out."""
+
+    def broken(self, tree, card):
+        raise RuntimeError("cannot place 'Jane Synthpatient, born 1961-04-02' on the page")
+
+    with caplog.at_level(logging.WARNING, logger="documents.markdown_pdf"):
+        render(f"{WIDE_TABLE}\nJane Synthpatient's values.", CARD)  # fpdf2 itself fails on this table
+        monkeypatch.setattr(pdf_module.Renderer, "render", broken)
+        text = "".join(pdf_pages_text(render("Jane Synthpatient's write-up.", CARD)))
+    assert "Jane Synthpatient's write-up." in text  # the plain-text fallback
+    table, layout = (record for record in caplog.records if record.name == "documents.markdown_pdf")
+    for record in (table, layout):
+        line = record.getMessage()
+        assert record.exc_info is None and record.stack_info is None, line
+        assert "\n" not in line and len(line) < 240, line
+        assert "Synthpatient" not in line and "1961" not in line and "value79" not in line, line
+    assert re.fullmatch(
+        r"table 1 drawn as text \(80 columns do not fit across the page at markdown_pdf\.py:\d+ in column_widths\)",
+        table.getMessage(),
+    )
+    assert re.fullmatch(
+        r"PDF layout failed \(RuntimeError at test_export_pdf\.py:\d+ in broken, from markdown_pdf\.py:\d+ in "
+        r"render_markdown_pdf\); writing the report as plain text",
+        layout.getMessage(),
+    )

@@ -79,6 +79,50 @@ def test_a_download_answers_head_with_its_length_and_no_file_read(world, clinici
     assert not b"".join(head.streaming_content)
 
 
+def test_a_head_writes_no_downloaded_or_viewed_row_and_a_refused_head_is_still_recorded(
+    routes,  # noqa: F811
+    world,  # noqa: F811
+    clinician,
+):
+    """A HEAD hands over nothing, so the trail says nothing was: no "downloaded" row for a download (the
+    original, either export, through the page and the API) and no "viewed" row anywhere, where GET writes
+    them. A HEAD refused (404) is an `access.refused` row as GET's is."""
+    from audit.models import AuditEvent
+    from audit.services import HANDED_OVER
+
+    def handed_over() -> list[str]:
+        return sorted(
+            a for a in AuditEvent.objects.values_list("action", flat=True) if a.endswith(HANDED_OVER)
+        )
+
+    downloads = [
+        f"/reports/{world.report.pk}/original/",
+        f"/api/reports/{world.report.pk}/original",
+        f"/api/runs/{world.run.pk}/export/{Run.EXPORT_MARKDOWN}",
+        f"/api/runs/{world.run.pk}/export/{Run.EXPORT_PDF}",
+    ]
+    page, api = signed_in(clinician), token_client(clinician)
+    before = handed_over()
+    for url in downloads:
+        client = api if url.startswith("/api/") else page
+        assert client.head(url).status_code == 200, url
+    for route in _gets(routes):
+        (api if route.is_api else page).head(_url(route, world))
+    assert handed_over() == before
+
+    for url in downloads:
+        client = api if url.startswith("/api/") else page
+        assert client.get(url).status_code == 200, url
+    assert handed_over() == sorted(
+        [*before, "report.downloaded", "report.downloaded", *["export.downloaded"] * 2]
+    )
+
+    last = AuditEvent.objects.order_by("pk").last().pk
+    refused = AuditEvent.objects.filter(action="access.refused", pk__gt=last)
+    assert api.head("/api/reports/999999/original").status_code == 404
+    assert list(refused.values_list("object_id", "detail__status")) == [("999999", 404)]
+
+
 def test_a_method_a_route_does_not_take_is_still_a_json_405(world, clinician):  # noqa: F811
     api = token_client(clinician)
     refused = api.delete(f"/api/patients/{world.patient.pk}/runs")

@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from patients import facts
+from runs import selectors
 from runs.models import NumberAcknowledgement, Run
 from tests.checked_runs import make_checked_run
 
@@ -93,13 +94,11 @@ def test_a_correction_in_the_table_changes_the_verdict_on_read(checked_run, api)
     assert json.loads(json.dumps(NumberAcknowledgement.objects.count())) == 0
 
 
-def test_a_made_up_long_number_is_flagged_and_one_the_report_or_patient_prints_is_not(
+def test_a_made_up_long_number_is_flagged_and_one_the_report_prints_is_not(
     db, data_dir: Path, tmp_path: Path, clinician_client, api
 ):
-    """A draft's unitless 7+ digit number: left unchecked when the source report's text prints it or the
-    patient's recorded identifiers hold it, flagged (and asked for at export) when it is made up."""
-    from patients.models import PatientIdentifier
-
+    """A draft's unitless 7+ digit number: left unchecked when the source report's text prints it, flagged
+    (and asked for at export) when it is made up."""
     run, _artifact, _rt, wrong = make_checked_run(
         tmp_path,
         more="The recording 20231145 of hospital number 8812345 was reviewed; 4471920 artefacts were removed.",
@@ -107,22 +106,52 @@ def test_a_made_up_long_number_is_flagged_and_one_the_report_or_patient_prints_i
     (run.report.folder / "text.md").write_text(
         "=== PAGE 1 / 4 ===\n[text layer]\nRecording 20231145\n", encoding="utf-8"
     )
-    PatientIdentifier.objects.create(patient=run.patient, kind="record_number", value="HN 8812345")
 
     html = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
     assert (
-        "3 numbers checked against the fact table: 1 match, 2 flagged (1 wrong session, 1 match nothing)"
+        "4 numbers checked against the fact table: 1 match, 3 flagged (1 wrong session, 2 match nothing)"
         in html
     )
     assert '<mark class="number-flag no_match"' in html and ">4471920</mark>" in html
-    assert ">20231145</mark>" not in html and ">8812345</mark>" not in html
+    assert ">20231145</mark>" not in html and ">8812345</mark>" in html
     refused = api.post(f"/api/runs/{run.pk}/export", {}, content_type="application/json")
     assert refused.status_code == 409
-    assert sorted(u["text"] for u in refused.json()["unresolved"]) == sorted(["4471920", f"{wrong} ms"])
+    assert sorted(u["text"] for u in refused.json()["unresolved"]) == sorted(
+        ["4471920", "8812345", f"{wrong} ms"]
+    )
 
-    # Neither printed by the report nor recorded for the patient: both are checked too.
+    # Not printed by the report: checked too.
     (run.report.folder / "text.md").unlink()
-    PatientIdentifier.objects.filter(patient=run.patient).delete()
     html = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
     assert "5 numbers checked against the fact table: 1 match, 4 flagged" in html
     assert ">20231145</mark>" in html and ">8812345</mark>" in html
+
+
+def test_a_recorded_identifier_typed_in_a_draft_is_checked_like_any_number(
+    db, data_dir: Path, tmp_path: Path, clinician_client, api
+):
+    """The number check is no oracle for identifiers a clinician cannot see: a typed 7+ digit number that is the
+    patient's recorded record number (or a redaction) is flagged exactly as a made-up one, and the stage page,
+    the export's refusal and the check itself read the same whether or not it is recorded."""
+    import re
+
+    from patients.models import PatientIdentifier, Redaction
+
+    run, artifact, _rt, _wrong = make_checked_run(
+        tmp_path, more="The hospital number 8812345 and the recording 5503921 were reviewed."
+    )
+
+    def seen() -> tuple[str, object, object]:
+        page = clinician_client.get(reverse("runs:stage", args=[run.pk, 6])).content.decode()
+        page = re.sub(
+            r'(csrfmiddlewaretoken" value="|csrf-token" content="|"X-CSRFToken": ")[^"]+', r"\1", page
+        )
+        refused = api.post(f"/api/runs/{run.pk}/export", {}, content_type="application/json")
+        checks = selectors.number_checks(artifact, facts.load_table(run.report.folder))
+        return page, (refused.status_code, refused.json()), [(c.mention.text, c.status) for c in checks]
+
+    unknown = seen()
+    assert ("8812345", "no_match") in unknown[2] and ("5503921", "no_match") in unknown[2]
+    PatientIdentifier.objects.create(patient=run.patient, kind="record_number", value="HN 8812345")
+    Redaction.objects.create(patient=run.patient, phrase="5503921")
+    assert seen() == unknown

@@ -216,3 +216,125 @@ def test_a_run_started_while_a_vision_pass_holds_calls_counts_them(staff, db, se
         limits.check_start(user=staff, calls=16)
     Report.objects.filter(pk=reading.pk).update(status=Report.Status.READY)  # the pass ended
     limits.check_start(user=staff, calls=16)
+
+
+def _stored_vision_report(patient: Patient, uploader, *, pages: int) -> Report:
+    """A report as an upload leaves it (pending, its original on disk): `pages` image pages, each with two
+    values too faint for the layout readers, so every page is unsure and goes to the vision reader."""
+    report = Report.objects.create(
+        patient=patient, original_name="vendor.pdf", sha256="0" * 64, uploaded_by=uploader
+    )
+    report.folder.mkdir(parents=True)
+    make_vendor_pdf(report.original_path, pages=[("wavi_summary", "image")] * pages, seed=12, faint=2)
+    return report
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_killed_midway_has_every_call_it_made_charged_and_the_next_attempt_counts_them(
+    vision_on, staff, fake_upstream, fake_upstream_env
+):
+    """A real `manage.py ingestreport` is killed (SIGKILL) while its second page's call is out. Both calls it
+    made stay charged to the uploader; the next attempt reads the pages again from an allowance that counts
+    them, so the day's limit holds and every call the upstream saw is charged exactly once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 3
+    vision_on.RUN_STALE_SECONDS = 1
+    report = _stored_vision_report(Patient.objects.create(label="SYNTH-VQK"), staff, pages=2)
+    fake_upstream.script(MODEL, failures=["sleep:0", "sleep:8"])  # the second page's call is slow to answer
+    env = {
+        **fake_upstream_env,
+        "FACTS_VISION_MODEL": MODEL,
+        "DEID_PAGE_IMAGES": "paint",
+        "FACTS_VISION_DPI": "100",
+        "MODEL_CALLS_PER_USER_PER_DAY": "3",
+        "RUN_HEARTBEAT_SECONDS": "0.2",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "ingestreport", str(report.pk)],
+        env=env,
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    charged = ModelCall.objects.filter(kind=ModelCall.Kind.VISION, report=report)
+    try:
+        deadline = time.monotonic() + 120
+        # In flight: the fake has taken the second call's script (it pops one per request as it arrives), and
+        # answered only the first.
+        while fake_upstream.behaviour(MODEL).failures and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.02)
+        assert not fake_upstream.behaviour(MODEL).failures, "the second page's call never went out"
+        assert proc.poll() is None and fake_upstream.count(model=MODEL) == 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+
+    assert charged.count() == 2  # the answered call and the one in flight, both charged to the uploader
+    assert set(charged.values_list("user_id", flat=True)) == {staff.pk}
+    report.refresh_from_db()
+    assert report.status == Report.Status.PROCESSING  # nobody said anything: only the heartbeat can tell
+    time.sleep(1.2)
+    assert services.reports_settle() == 1
+    assert ledger.allowance(staff) == ledger.Allowance(limit=3, used_today=2, reserved=0)
+
+    report = services.report_ingest(report_id=report.pk)  # the next attempt, with one call left
+
+    assert report.status == Report.Status.READY, report.error
+    table = facts.load_table(report.folder)
+    assert [page["vision"]["status"] for page in table["pages"]] == ["read", "not sent"]
+    assert "the uploader's model calls for today are used up" in table["pages"][1]["vision"]["note"]
+    assert "2 made today" in table["vision"]["note"]
+    deadline = time.monotonic() + 15  # the killed call's answer, given to nobody, is counted as it goes out
+    while fake_upstream.count(model=MODEL) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake_upstream.count(model=MODEL) == charged.count() == 3  # no call uncharged, none charged twice
+    assert Report.objects.get(pk=report.pk).vision_calls_held == 0
+    assert ledger.allowance(staff) == ledger.Allowance(limit=3, used_today=3, reserved=0)
+
+
+def test_a_report_whose_uploader_was_deleted_is_read_again_with_no_page_sent_and_says_why(
+    vision_on, staff, staff_api, clinician_client, db, tmp_path, launched, fake_upstream
+):
+    """With a daily limit, a vision reading is paid from its uploader's calls; with the uploader gone, nobody's
+    allowance can pay for it, so nothing is sent (never an unlimited reading charged to no one) and the
+    report's page says why; the deterministic facts stand."""
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 5
+    report, truth = _upload(staff_api, tmp_path, label="SYNTH-VQ7")
+    staff.delete()
+    report.refresh_from_db()
+    assert report.uploaded_by_id is None
+
+    report = services.report_ingest(report_id=report.pk)
+
+    assert report.status == Report.Status.READY, report.error
+    assert fake_upstream.count(model=MODEL) == 0 and not ModelCall.objects.exists()
+    table = facts.load_table(report.folder)
+    assert table["vision"]["status"] == "over quota"
+    assert table["vision"]["note"] == f"nothing sent: {services.UPLOADER_GONE}"
+    assert table["pages"][0]["vision"] == {
+        "model": MODEL,
+        "status": "not sent",
+        "note": services.UPLOADER_GONE,
+    }
+    assert len(table["facts"]) == len(truth["facts"]) - 2
+    html = clinician_client.get(f"/reports/{report.pk}/").content.decode()
+    assert "nothing sent: the uploader&#x27;s account no longer exists" in html
+
+    # With no daily limit there is no allowance to pay from: the pages are read, each call counted (to nobody).
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 0
+    assert services.report_reingest(report=report)
+    report = services.report_ingest(report_id=report.pk)
+    assert fake_upstream.count(model=MODEL) == 1
+    assert list(ModelCall.objects.values_list("user_id", "kind")) == [(None, ModelCall.Kind.VISION)]

@@ -15,10 +15,11 @@ Nothing here can fail an ingestion: every upstream or reply problem becomes the 
 the whole pass is bounded by `FACTS_VISION_TIMEOUT_SECONDS`. Pages whose text cannot all be located (a
 bitmap on a page OCR did not read) are not sent, as with the council's page images. Without a model (or
 with `DEID_PAGE_IMAGES=off`, which lets no page image leave) nothing is sent and the table lists the pages
-that were not fully read. Each page sent is one model call charged to the report's uploader
-(patients/services.py counts them in the ledger, `calls_made`); `calls_left` (their allowance when the pass
-begins, None: no limit) bounds how many pages are sent, and a page past it is not sent, with `quota_note` as
-its reason.
+that were not fully read. Each page sent is one model call charged to the report's uploader, whatever
+retries it takes: `on_call(page)` (patients/services.py: the ledger) runs once the guard has passed the
+page and just before its call leaves, so a pass killed while a call is out has it counted; `calls_made`
+counts the same pages from the table afterwards. `calls_left` (their allowance when the pass begins, None:
+no limit) bounds how many pages are sent, and a page past it is not sent, with `quota_note` as its reason.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -414,6 +415,7 @@ def read_unsure_pages(
     client_factory: Any = None,
     calls_left: int | None = None,
     quota_note: str = "",
+    on_call: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Send the table's unsure pages to the vision model and merge what it reads (see the module docstring).
     Mutates and returns `table`; sets `table["vision"]` and each unsure page's `vision`. Never raises for an
@@ -438,16 +440,15 @@ def read_unsure_pages(
             if page["page"] in pages:
                 page["vision"] = {"model": config.model, "status": "not sent", "note": quota_note}
         return table
-    asyncio.run(
-        _read_pages(
-            table,
-            pages,
-            _Sources(pdf_path, layouts, records, identifiers, date_order),
-            config=config,
-            client_factory=client_factory,
-            calls_left=calls_left,
-            quota_note=quota_note,
-        )
+    _read_pages(
+        table,
+        pages,
+        _Sources(pdf_path, layouts, records, identifiers, date_order),
+        config=config,
+        client_factory=client_factory,
+        calls_left=calls_left,
+        quota_note=quota_note,
+        on_call=on_call,
     )
     over = sum(
         1 for p in table["pages"] if p.get("vision") and p["vision"]["note"] == quota_note and quota_note
@@ -486,7 +487,7 @@ class _Sources:
     date_order: str
 
 
-async def _read_pages(
+def _read_pages(
     table: dict[str, Any],
     pages: list[int],
     sources: _Sources,
@@ -495,7 +496,10 @@ async def _read_pages(
     client_factory: Any,
     calls_left: int | None,
     quota_note: str,
+    on_call: Callable[[int], None] | None,
 ) -> None:
+    """The pages one by one, their calls made on one event loop kept from page to page (asyncio.Runner), so
+    that `on_call(page)` runs with no loop running (it writes to the database: the ledger)."""
     from council.client import CLIProxyClient, UpstreamError
 
     started = time.monotonic()
@@ -510,79 +514,93 @@ async def _read_pages(
     records_of = {record["page"]: record for record in sources.records}
     limits = CallLimits(max_tokens=config.max_tokens, json_retries=config.json_retries)
     asked = 0
-    async with client:
-        for index, number in enumerate(pages):
-            quality = quality_of[number]
-            state: dict[str, Any] = {"model": config.model, "status": "", "note": ""}
-            quality["vision"] = state
-            if index >= config.max_pages:
-                state.update(
-                    status="not sent", note=f"FACTS_VISION_MAX_PAGES ({config.max_pages}) pages were sent"
-                )
-                continue
-            page_layouts = [layout for layout in sources.layouts if layout.page == number]
-            why = _why_not_sent(quality, records_of.get(number, {}), page_layouts)
-            if why:
-                state.update(status="not sent", note=why)
-                continue
-            left = budget - (time.monotonic() - started)
-            if left <= 0:
-                state.update(status="not sent", note=f"the vision pass ran out of time ({budget:g} s)")
-                continue
-            if calls_left is not None and asked >= calls_left:
-                state.update(status="not sent", note=quota_note)
-                continue
-            asked += 1
-            page_started = time.monotonic()
-            try:
-                png, painted = painted_png(
-                    sources.pdf_path,
-                    number,
-                    page_layouts,
-                    sources.identifiers,
-                    dpi=config.dpi,
-                    order=sources.date_order,
-                )
-                state["painted"] = painted
-                messages = build_messages(
-                    table, number, "data:image/png;base64," + base64.b64encode(png).decode()
-                )
-                output = await asyncio.wait_for(
-                    complete_json(
-                        client,
-                        config.model,
-                        messages,
-                        limits,
-                        parse=lambda text, number=number: parse_page_facts(text, page=number),
-                        dump=lambda reply: reply.model_dump_json(),
-                        what="page facts JSON",
-                    ),
-                    timeout=left,
-                )
-            except TimeoutError:
-                state.update(status="failed", note=f"no answer within the vision pass's {budget:g} s")
-            except ModelFailed as exc:
-                state.update(status="invalid", note=f"gave up: {exc.message}")
-            except deid.IdentifierRefused as exc:
-                state.update(status="refused", note=exc.message)
-            except UpstreamError as exc:
-                state.update(status="failed", note=exc.message)
-            else:
-                reply: PageFactsReply = output.parsed
-                counts = fact_table.add_facts(
-                    table, number, to_facts(reply, table, number, model=config.model, layouts=page_layouts)
-                )
-                state.update(
-                    status="read",
-                    facts=len(reply.facts),
-                    added=counts["new"],
-                    agreed=counts["agreed"],
-                    disagreed=counts["disagreed"],
-                    calls=output.usage.calls,
-                    unreadable=reply.unreadable[:20],
-                    note=(
-                        f"{len(reply.facts)} facts: {counts['new']} new, {counts['agreed']} agreeing, "
-                        f"{counts['disagreed']} disagreeing with the deterministic readers"
-                    ),
-                )
-            state["seconds"] = round(time.monotonic() - page_started, 2)
+    with asyncio.Runner() as runner:
+        runner.run(client.__aenter__())
+        try:
+            for index, number in enumerate(pages):
+                quality = quality_of[number]
+                state: dict[str, Any] = {"model": config.model, "status": "", "note": ""}
+                quality["vision"] = state
+                if index >= config.max_pages:
+                    state.update(
+                        status="not sent", note=f"FACTS_VISION_MAX_PAGES ({config.max_pages}) pages were sent"
+                    )
+                    continue
+                page_layouts = [layout for layout in sources.layouts if layout.page == number]
+                why = _why_not_sent(quality, records_of.get(number, {}), page_layouts)
+                if why:
+                    state.update(status="not sent", note=why)
+                    continue
+                left = budget - (time.monotonic() - started)
+                if left <= 0:
+                    state.update(status="not sent", note=f"the vision pass ran out of time ({budget:g} s)")
+                    continue
+                if calls_left is not None and asked >= calls_left:
+                    state.update(status="not sent", note=quota_note)
+                    continue
+                asked += 1
+                page_started = time.monotonic()
+                try:
+                    png, painted = painted_png(
+                        sources.pdf_path,
+                        number,
+                        page_layouts,
+                        sources.identifiers,
+                        dpi=config.dpi,
+                        order=sources.date_order,
+                    )
+                    state["painted"] = painted
+                    messages = build_messages(
+                        table, number, "data:image/png;base64," + base64.b64encode(png).decode()
+                    )
+                    # Looked at before the call is charged (the client looks again as it sends): a page the
+                    # guard refuses leaves nothing and costs nothing.
+                    guard.check(messages, where=f"the request to {config.model}")
+                    if on_call is not None:
+                        # Charged before it leaves, so a pass killed while the call is out has it counted.
+                        on_call(number)
+                    output = runner.run(
+                        asyncio.wait_for(
+                            complete_json(
+                                client,
+                                config.model,
+                                messages,
+                                limits,
+                                parse=lambda text, number=number: parse_page_facts(text, page=number),
+                                dump=lambda reply: reply.model_dump_json(),
+                                what="page facts JSON",
+                            ),
+                            timeout=left,
+                        )
+                    )
+                except TimeoutError:
+                    state.update(status="failed", note=f"no answer within the vision pass's {budget:g} s")
+                except ModelFailed as exc:
+                    state.update(status="invalid", note=f"gave up: {exc.message}")
+                except deid.IdentifierRefused as exc:
+                    state.update(status="refused", note=exc.message)
+                except UpstreamError as exc:
+                    state.update(status="failed", note=exc.message)
+                else:
+                    reply: PageFactsReply = output.parsed
+                    counts = fact_table.add_facts(
+                        table,
+                        number,
+                        to_facts(reply, table, number, model=config.model, layouts=page_layouts),
+                    )
+                    state.update(
+                        status="read",
+                        facts=len(reply.facts),
+                        added=counts["new"],
+                        agreed=counts["agreed"],
+                        disagreed=counts["disagreed"],
+                        calls=output.usage.calls,
+                        unreadable=reply.unreadable[:20],
+                        note=(
+                            f"{len(reply.facts)} facts: {counts['new']} new, {counts['agreed']} agreeing, "
+                            f"{counts['disagreed']} disagreeing with the deterministic readers"
+                        ),
+                    )
+                state["seconds"] = round(time.monotonic() - page_started, 2)
+        finally:
+            runner.run(client.__aexit__(None, None, None))
