@@ -9,10 +9,9 @@ import re
 import pytest
 from django.template import engines
 
-from runs import services
 from runs import views as run_views
 from runs.models import Artifact, CouncilChange
-from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
+from tests.run_helpers import COUNCIL, run_pipeline_here
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,14 +52,7 @@ def _stages_html(html: str) -> str:
 
 
 @pytest.fixture
-def finished_run(fake_upstream, tmp_path):
-    patient = make_patient()
-    run = services.run_create(
-        patient=patient,
-        report=make_ready_report(patient, tmp_path),
-        council_models=COUNCIL,
-        consolidator=CONSOLIDATOR,
-    )
+def finished_run(run):
     code, output = run_pipeline_here(run)
     assert code == 0, output
     run.refresh_from_db()
