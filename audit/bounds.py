@@ -84,7 +84,7 @@ def write_counts(before: datetime | None = None) -> int:
                 user,
                 tally.action,
                 origin=(tally.ip or "", tally.user_agent),
-                username=tally.username,
+                **({} if user is not None else {"username": tally.username}),  # no user: the name kept
                 repeats=tally.count - tally.written,
                 window_start=tally.window.isoformat(),
                 window_minutes=settings.AUDIT_REPEAT_WINDOW_MINUTES,

@@ -59,6 +59,7 @@ def _flood(other_clinician, auditor, bound) -> None:
     [count] = [r for r in refusals(other_clinician) if "repeats" in r.detail]
     assert count.username == "other-clinician" and count.ip == ADDRESS and count.object_id == ""
     assert count.detail["window_minutes"] == 10 and count.detail["window_start"]
+    assert set(count.detail) == {"repeats", "window_start", "window_minutes"}
     # More after the read are counted again, not written twice.
     assert client.get("/patients/200000/").status_code == 404
     exported = signed_in(auditor).get("/audit/export.csv").getvalue().decode()
