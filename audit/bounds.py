@@ -2,7 +2,10 @@
 thousands of records out of reach would otherwise write thousands of `access.refused` rows (about 100 a
 second from one client), and the trail is append-only: what a flood wrote stays, on the disk, for good.
 
-So in each window of `AUDIT_REPEAT_WINDOW_MINUTES` a caller's first `AUDIT_REPEATS_WRITTEN` rows of one action
+The same for anyone failing to sign in from one address: each locked-out attempt wrote two rows (failed,
+locked out), and that needs no account at all.
+
+So in each window of `AUDIT_REPEAT_WINDOW_MINUTES` a caller's (a user's; for sign-ins an address's) first `AUDIT_REPEATS_WRITTEN` rows of one action
 are written one by one, as before; the rest are counted (`RepeatTally`, one row per caller and window) and the
 count is written to the trail as one row of the same action: `repeats=N` not written one by one, the window's
 start and its length. Nothing is dropped without being counted: the count is written when the caller is
@@ -19,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.models import AuditEvent, RepeatTally
@@ -31,13 +34,18 @@ def _window_start(now: datetime) -> datetime:
 
 
 def admit(action: str, user: Any, ip: str = "", user_agent: str = "") -> bool:
-    """True: write this row of `action` by `user` (signed in). False: the caller has had its rows of the
-    window; this one is counted instead, to be written as part of a count."""
+    """True: write this row of `action` by `user` (signed in), or with no user from address `ip` (a failed
+    sign-in). False: the caller has had its rows of the window; this one is counted instead, to be written
+    as part of a count."""
     start = _window_start(timezone.now())
-    written = AuditEvent.objects.filter(action=action, user_id=user.pk, at__gte=start).count()
+    if user is not None:
+        who, mine = f"user:{user.pk}", Q(user_id=user.pk)
+    else:
+        who, mine = f"ip:{ip}", Q(user__isnull=True, ip=ip or None)
+    written = AuditEvent.objects.filter(mine, action=action, at__gte=start).count()
     if written < settings.AUDIT_REPEATS_WRITTEN:
         return True
-    key = {"action": action, "who": f"user:{user.pk}", "window": start}
+    key = {"action": action, "who": who[:80], "window": start}
     with transaction.atomic():
         if not RepeatTally.objects.filter(**key).update(count=F("count") + 1):
             try:
@@ -45,8 +53,8 @@ def admit(action: str, user: Any, ip: str = "", user_agent: str = "") -> bool:
                     RepeatTally.objects.create(
                         **key,
                         count=1,
-                        user_id=user.pk,
-                        username=user.get_username(),
+                        user_id=getattr(user, "pk", None),
+                        username=user.get_username() if user is not None else "",
                         ip=ip or None,
                         user_agent=user_agent[:300],
                     )
@@ -76,7 +84,7 @@ def write_counts(before: datetime | None = None) -> int:
                 user,
                 tally.action,
                 origin=(tally.ip or "", tally.user_agent),
-                username=tally.username,
+                **({} if user is not None else {"username": tally.username}),  # no user: the name kept
                 repeats=tally.count - tally.written,
                 window_start=tally.window.isoformat(),
                 window_minutes=settings.AUDIT_REPEAT_WINDOW_MINUTES,

@@ -35,7 +35,12 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-at", "-pk"]
-        indexes = [models.Index(fields=["patient_id", "at"]), models.Index(fields=["action", "at"])]
+        indexes = [
+            models.Index(fields=["patient_id", "at"]),
+            models.Index(fields=["action", "at"]),
+            # A failed sign-in's address, counted against its bound (audit.bounds): one address, one window.
+            models.Index(fields=["action", "ip", "at"], name="audit_action_ip_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username or 'anonymous'} {self.action}"

@@ -8,6 +8,7 @@ from django.contrib.auth.signals import user_logged_in, user_logged_out, user_lo
 from django.http import HttpRequest
 
 import audit
+from audit import bounds
 
 
 def _signed_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
@@ -25,11 +26,20 @@ def _failed(
     sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
     # The name typed, so a guessing attack shows; never the password (Django masks it in `credentials`).
-    audit.record(request, "sign_in.failed", username=str(credentials.get("username", ""))[:150])
+    if _admitted(request, "sign_in.failed"):
+        audit.record(request, "sign_in.failed", username=str(credentials.get("username", ""))[:150])
 
 
 def _locked_out(sender: Any, request: HttpRequest | None = None, username: str = "", **kwargs: Any) -> None:
-    audit.record(request, "sign_in.locked_out", username=str(username or "")[:150])
+    if _admitted(request, "sign_in.locked_out"):
+        audit.record(request, "sign_in.locked_out", username=str(username or "")[:150])
+
+
+def _admitted(request: HttpRequest | None, action: str) -> bool:
+    """Within the address's bound of such rows this window (audit.bounds); past it the attempt is counted."""
+    if not isinstance(request, HttpRequest):
+        return True
+    return bounds.admit(action, None, *audit.origin_of(request))
 
 
 def _as(request: HttpRequest, user: Any) -> HttpRequest:

@@ -7,7 +7,6 @@ images, links open without a referrer; the PDF asks for its own, smaller allowli
 
 from __future__ import annotations
 
-import functools
 import html as html_lib
 import logging
 import re
@@ -16,7 +15,7 @@ from collections.abc import Collection, Mapping
 import markdown as markdown_lib
 import nh3
 from django.utils.safestring import SafeString, mark_safe
-from markdown.inlinepatterns import LINK_RE, LinkInlineProcessor
+from markdown.inlinepatterns import LinkInlineProcessor
 
 # Python-Markdown finds a link's text by scanning from each "[" to its "]" and its address from "(" to ")",
 # to the text's end when there is none: once per bracket, so a model's 16 KB of "[" took 72 s to render (and
@@ -162,7 +161,13 @@ _AUTOLINK = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*)>"
 )
 # A link reference definition ("[label]: destination"), wherever it stands (a quote or a list holds them too).
-_DEFINITION = re.compile(r"\[(?:[^\[\]\\]|\\.){1,999}\]:[ \t]*\n?[ \t>]*(<[^<>\n]*>|\S+)")
+# Its label as long as any viewer takes (CommonMark stops at 999 characters, Python-Markdown and markdown-it
+# do not); linear all the same, a label holding no bracket.
+_DEFINITION = re.compile(r"(?<!\\)\[(?:[^\[\]\\]|\\.)+\](:)[ \t]*\n?[ \t>]*(<[^<>\n]*>|\S+)")
+# Every "](" and what follows it up to a parenthesis (the address, spaces a browser ignores, any title): a
+# viewer finds a link however long its text or title, so no bound here (the pages' parser has them).
+_LINK_CLOSE = re.compile(r"\]\(\s*([^()]*)")
+_IMAGE = re.compile(r"!\[")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _URL_IGNORED = re.compile(r"[\x00-\x20]")
 
@@ -207,37 +212,33 @@ def _escaped(text: str, at: int) -> bool:
     return (at - run) % 2 == 1
 
 
-@functools.cache
-def _link_parser() -> LinkInlineProcessor:
-    md = markdown_lib.Markdown()
-    md.treeprocessors["inline"].stashed_nodes = {}  # the link parser's unescape reads it (nothing stashed)
-    links = LinkInlineProcessor(LINK_RE, md)
-    _bounded_links(links)
-    return links
-
-
 def _unlinked(text: str) -> str:
-    """Images, unsafe links and unsafe link definitions of `text` with their brackets escaped, so
-    they read as the text they are. Links are found by Python-Markdown's own link parser (every "[" is
-    tried, links inside a link's text too)."""
-    links = _link_parser()
-    escape: set[int] = set()
-    for bracket in re.finditer(r"\[", text):
-        at = bracket.start()
-        if _escaped(text, at):
-            continue
-        if at > 0 and text[at - 1] == "!" and not _escaped(text, at - 1):
-            escape.add(at)  # an image: never fetched, its alt text and address stay readable
-            continue
-        _inner, end, found = links.getText(text, at + 1)
-        if not found or end >= len(text) or text[end] != "(":
-            continue
-        href, _title, _end, found = links.getLink(text, end)
-        if found and not _safe_url(href):
-            escape.update((at, end - 1))  # both brackets: neither may pair with another one instead
-    for match in _DEFINITION.finditer(text):
-        if not _escaped(text, match.start()) and not _safe_url(match.group(1)):
-            escape.add(match.start())
-    for at in sorted(escape, reverse=True):
-        text = f"{text[:at]}\\{text[at:]}"
-    return text
+    """Images, unsafe links and unsafe link definitions of `text` made text with a backslash. A link is
+    "[text](address)" with its "](" adjacent in every viewer, so each "](" is looked at, whatever stands
+    before it (nested brackets, a text of any length) or after its address (a title of any length): an
+    unsafe address gets its "]" escaped and no viewer closes a link there. Then, in what that made (an
+    escaped bracket may join two lines' brackets into one label), a definition with an unsafe address gets
+    its ":" escaped, which makes nothing new. Linear: each regex stops at the next bracket or parenthesis."""
+    escape = [m.start() + 1 for m in _IMAGE.finditer(text) if not _escaped(text, m.start())]
+    escape += [
+        m.start() for m in _LINK_CLOSE.finditer(text) if not _escaped(text, m.start()) and not _safe_url(m[1])
+    ]
+    text = _backslashed(text, escape)
+    return _backslashed(
+        text,
+        [
+            m.start(1)
+            for m in _DEFINITION.finditer(text)
+            if not _escaped(text, m.start()) and not _safe_url(m[2])
+        ],
+    )
+
+
+def _backslashed(text: str, positions: list[int]) -> str:
+    """`text` with a backslash before each of `positions` (one pass, not a copy per insert)."""
+    pieces, at = [], 0
+    for position in sorted(set(positions)):
+        pieces += [text[at:position], "\\"]
+        at = position
+    pieces.append(text[at:])
+    return "".join(pieces)

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "audit.services.ServingMiddleware",  # which request a refusal is of (the access rules see only the user)
     "qeeg_site.errors.ApiJsonErrorsMiddleware",
+    "qeeg_site.text_input.UnstorableTextMiddleware",  # a NUL or a lone surrogate: 422, never a 500
     "qeeg_site.head.HeadAsGetMiddleware",  # HEAD wherever GET: views see GET, the answer keeps no body
     "qeeg_site.security.NoStoreMiddleware",
     "django.middleware.security.SecurityMiddleware",

@@ -136,19 +136,24 @@ def _normalised(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").rstrip() + "\n"
 
 
-def version_save(*, run: Run, text: str, user, kind: str = CLINICIAN) -> DraftVersion:
-    """Save `text` as the next version of `kind` of the selected draft. Refused when empty, too long, or
-    unchanged (and a patient version before a model has written one). Raw HTML is taken out (the pages and
-    the export show none)."""
-    text = _normalised(clean_markdown(text))
-    noun = NOUN[kind]
-    if not text.strip():
-        raise RunRefused(f"The {noun} is empty; write something before saving.")
+def _within_length(text: str, noun: str) -> None:
     if len(text) > MAX_VERSION_CHARS:
         raise RunRefused(
             f"The {noun} is {len(text):,} characters; at most {MAX_VERSION_CHARS:,} can be saved.",
             status=413,
         )
+
+
+def version_save(*, run: Run, text: str, user, kind: str = CLINICIAN) -> DraftVersion:
+    """Save `text` as the next version of `kind` of the selected draft. Refused when empty, too long, or
+    unchanged (and a patient version before a model has written one). Raw HTML is taken out (the pages and
+    the export show none)."""
+    noun = NOUN[kind]
+    _within_length(text, noun)  # as posted, before any work on it (a body may be 100 MB)
+    text = _normalised(clean_markdown(text))
+    if not text.strip():
+        raise RunRefused(f"The {noun} is empty; write something before saving.")
+    _within_length(text, noun)
     current = current_text(run, kind=kind)
     if _normalised(current.text) == text:
         what = f"version {current.version.number}" if current.version else "the model's draft"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 
 from audit.bounds import _window_start
 from audit.models import AuditEvent, RepeatTally
@@ -58,6 +59,7 @@ def _flood(other_clinician, auditor, bound) -> None:
     [count] = [r for r in refusals(other_clinician) if "repeats" in r.detail]
     assert count.username == "other-clinician" and count.ip == ADDRESS and count.object_id == ""
     assert count.detail["window_minutes"] == 10 and count.detail["window_start"]
+    assert set(count.detail) == {"repeats", "window_start", "window_minutes"}
     # More after the read are counted again, not written twice.
     assert client.get("/patients/200000/").status_code == 404
     exported = signed_in(auditor).get("/audit/export.csv").getvalue().decode()
@@ -95,3 +97,27 @@ def test_a_past_windows_count_is_written_at_the_next_refusal(world, other_clinic
     assert list(RepeatTally.objects.values_list("window", "count")) == [(start, 1)] or start != _window_start(
         AuditEvent().at
     )
+
+
+def test_a_flood_of_failed_sign_ins_from_one_address_is_counted_too(db, clinician, auditor, bound, settings):
+    """No account needed: each attempt past the lockout wrote two rows (failed, locked out), unbounded."""
+    guesser = Client(REMOTE_ADDR=ADDRESS)
+    for n in range(30):
+        guesser.post("/login/", {"username": f"guess-{n}", "password": "wrong"})
+    Client(REMOTE_ADDR="192.0.2.62").post("/login/", {"username": "clinician", "password": "wrong"})
+    rows = AuditEvent.objects.filter(action__startswith="sign_in", ip=ADDRESS)
+    assert 0 < rows.count() <= 2 * 2 * bound  # failed and locked out, each bounded (a window crossed: twice)
+    # The other address is its own.
+    assert AuditEvent.objects.filter(action="sign_in.failed", ip="192.0.2.62").count() == 1
+    assert signed_in(auditor).get("/audit/").status_code == 200
+    counted = {
+        action: sum(r.detail.get("repeats", 0) for r in rows.filter(action=action))
+        + rows.filter(action=action).exclude(detail__has_key="repeats").count()
+        for action in ("sign_in.failed", "sign_in.locked_out")
+    }
+    # Locked out at the LOGIN_FAILURE_LIMIT-th failure and at every one after it.
+    assert counted == {"sign_in.failed": 30, "sign_in.locked_out": 30 - settings.AXES_FAILURE_LIMIT + 1}
+    count = rows.filter(detail__has_key="repeats").first()
+    assert count.user_id is None and count.username == "" and count.ip == ADDRESS
+    # The names typed stay in the rows written one by one: a guessing attack shows.
+    assert rows.filter(action="sign_in.failed", username="guess-0").exists()

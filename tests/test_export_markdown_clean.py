@@ -6,6 +6,7 @@ a version saved before (raw HTML in its signed bytes) is refused rather than sil
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 
 import markdown as python_markdown
@@ -188,7 +189,7 @@ def test_a_saved_version_is_cleaned_before_its_hash_and_exported_byte_for_byte(c
     assert clinician_client.post(f"/runs/{run.pk}/write-up/save/", {"text": typed}).status_code in (200, 302)
     version = DraftVersion.objects.get()
     saved = version.path.read_text()
-    assert saved == "# Mine\n\nTheta at Fz.\n\n\n\\[more\\](javascript:steal())\n"
+    assert saved == "# Mine\n\nTheta at Fz.\n\n\n[more\\](javascript:steal())\n"
     assert version.sha256 == hashlib.sha256(saved.encode()).hexdigest()
     signed = clinician_client.post(f"/api/runs/{run.pk}/versions/1/sign")
     assert signed.status_code == 200, signed.content
@@ -224,3 +225,25 @@ def test_a_version_saved_with_raw_html_before_is_refused_not_rewritten(clinician
     assert DraftVersion.objects.get(number=2).path.read_text() == "# Old\n\n Theta at Fz.\n"
     assert clinician_client.post(f"/api/runs/{run.pk}/versions/2/sign").status_code == 200
     assert clinician_client.post(f"/api/runs/{run.pk}/export").status_code == 200
+
+
+# Past the bounds of the link parser the pages use (BoundedLinks: 1,000 characters of a link's text, 500 of its
+# address), and past CommonMark's 999-character label, a viewer still makes the link: so must the cleaner.
+PAST_THE_BOUNDS = {
+    "long text": "[" + "a" * 1_100 + "](javascript:alert(1))",
+    "long title": '[x](javascript:alert(1) "' + "t" * 700 + '")',
+    "long address": "[x](javascript:alert(1)" + "/" * 600 + ")",
+    "deep nesting": "[[[[[x]]]]](javascript:alert(1))",
+    "long label": "[" + "b" * 1_000 + "]\n\n[" + "b" * 1_000 + "]: javascript:alert(1)",
+    "a tab in the scheme": "[x](java\tscript:alert(1))",
+    "a label an escape joins": "[x](<javascript:1>) [y]: javascript:2",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAST_THE_BOUNDS))
+def test_a_link_past_the_pages_parser_bounds_is_text_too(name):
+    cleaned = clean_markdown(PAST_THE_BOUNDS[name])
+    assert clean_markdown(cleaned) == cleaned
+    for render in (_commonmark, _python_markdown):
+        hrefs = [re.sub(r"\s", "", html.unescape(h)) for h in _hrefs(render(cleaned))]
+        assert not [h for h in hrefs if "script" in h], (render.__name__, cleaned[:80])

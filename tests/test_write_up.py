@@ -110,6 +110,25 @@ def test_a_save_that_adds_nothing_is_refused_and_keeps_the_text(clinician_client
     assert api.status_code == status and says in api.json()["detail"]
 
 
+def test_an_over_long_save_is_refused_by_its_length_before_it_is_cleaned(clinician_client, run, monkeypatch):
+    """A 4 MB post of link openers is refused as it came, not cleaned first (the cleaning took 4 s per
+    200,000 such characters, and a request body may be 100 MB)."""
+    from runs import versions
+
+    cleaned: list[int] = []
+    clean = versions.clean_markdown
+    monkeypatch.setattr(versions, "clean_markdown", lambda text: cleaned.append(len(text)) or clean(text))
+    text = "[x](" * 1_000_000
+    api = clinician_client.post(
+        f"/api/runs/{run.pk}/versions", {"text": text}, content_type="application/json"
+    )
+    assert api.status_code == 413 and "4,000,000 characters" in api.json()["detail"]
+    page = _save(clinician_client, run, text)
+    assert page.status_code == 422 and "at most 200,000" in html.unescape(page.content.decode())
+    assert max(cleaned, default=0) <= versions.MAX_VERSION_CHARS
+    assert not DraftVersion.objects.exists()
+
+
 def test_signing_needs_a_name_on_the_profile(clinician_client, run):
     _save(clinician_client, run, MODEL_DRAFT + "\nEdited.\n")
     page = clinician_client.get(f"/runs/{run.pk}/write-up/").content.decode()
