@@ -224,7 +224,8 @@ def record_refusal(
     asked = _asked()
     if asked is None or not getattr(user, "is_authenticated", False):
         return None
-    if not bounds.admit("access.refused", user, *asked.origin):
+    patient_id = patient_id if patient_id is not None else _patient_id(obj)
+    if not bounds.admit("access.refused", user, *asked.origin, patient_id=patient_id):
         return None
     detail: dict[str, Any] = {"status": status, "route": asked.route[:200]}
     if permission:
