@@ -14,6 +14,7 @@ from django.urls import set_script_prefix
 from patients import views as patient_views
 from patients.models import Patient
 from runs import views as run_views
+from tests.test_run_page_cards import finished_run  # noqa: F401 (the fixture: a run the pipeline finished)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,34 +39,19 @@ def test_the_patient_lists_rows_link_under_the_prefix_of_their_own_request(clini
         set_script_prefix("/")
 
 
-@pytest.fixture
-def finished_run(fake_upstream, tmp_path):
-    from runs import services
-    from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient, make_ready_report, run_pipeline_here
-
-    patient = make_patient()
-    run = services.run_create(
-        patient=patient,
-        report=make_ready_report(patient, tmp_path),
-        council_models=COUNCIL,
-        consolidator=CONSOLIDATOR,
-    )
-    code, output = run_pipeline_here(run)
-    assert code == 0, output
-    return run.pk
-
-
 def _page_run(rf, user, pk: int):
     request = rf.get(f"/runs/{pk}/")
     request.user = user
     return run_views._run(request, pk, page=True)
 
 
-def test_the_kept_disagreement_summary_holds_no_run(rf, clinician, finished_run):
+def test_the_kept_disagreement_summary_holds_no_run(rf, clinician, finished_run):  # noqa: F811
     # Every finished run's page read keeps its summary; the entry must not keep the run read for that page
     # (and with it the patient, the reports, every artifact and event row) for the life of the process.
     run_views._disagreement_kept.cache_clear()
-    run = _page_run(rf, clinician, finished_run)
+    pk = finished_run.pk
+    del finished_run  # only the page's own read of the run is left to keep
+    run = _page_run(rf, clinician, pk)
     artifacts = run_views.selectors.run_artifacts(run)
     html = run_views._disagreement_html(run, run_views._frozen(run_views._fields(run, artifacts)))
     assert "Where the council disagreed" in html
@@ -74,19 +60,22 @@ def test_the_kept_disagreement_summary_holds_no_run(rf, clinician, finished_run)
     gc.collect()
     assert gone() is None and patient() is None
     # Kept all the same: a second page of the same run reads nothing again.
-    again = _page_run(rf, clinician, finished_run)
+    again = _page_run(rf, clinician, pk)
     fields = run_views._frozen(run_views._fields(again, run_views.selectors.run_artifacts(again)))
     assert run_views._disagreement_html(again, fields) == html
     assert run_views._disagreement_kept.cache_info().hits == 1
 
 
-def test_a_kept_stage_card_and_summary_link_under_their_own_requests_prefix(clinician_client, finished_run):
+def test_a_kept_stage_card_and_summary_link_under_their_own_requests_prefix(
+    clinician_client,
+    finished_run,  # noqa: F811
+):
     run_views._stage_card_html.cache_clear()
     run_views._disagreement_kept.cache_clear()
     try:
         for prefix in ("/one/", "/two/"):
             set_script_prefix(prefix)
-            html = clinician_client.get(f"/runs/{finished_run}/").content.decode()
+            html = clinician_client.get(f"/runs/{finished_run.pk}/").content.decode()
             links = re.findall(r'href="([^"]*/runs/\d+/stages/\d+/)"', html)
             assert links and all(link.startswith(f"{prefix}runs/") for link in links), links
     finally:
