@@ -8,7 +8,11 @@ locked out), and that needs no account at all.
 So in each window of `AUDIT_REPEAT_WINDOW_MINUTES` a caller's (a user's; for sign-ins an address's) first `AUDIT_REPEATS_WRITTEN` rows of one action
 are written one by one, as before; the rest are counted (`RepeatTally`, one row per caller and window) and the
 count is written to the trail as one row of the same action: `repeats=N` not written one by one, the window's
-start and its length. Nothing is dropped without being counted: the count is written when the caller is
+start and its length. A refusal of an existing patient's record is counted on its own for that patient (the
+count row names the patient, so the trail read for that patient shows it, and burning the bound on made-up ids
+first cannot hide which patients were tried), for the first AUDIT_REPEATS_WRITTEN patients of the window; so a
+caller writes at most twice the bound and one row in a window, plus its counts. Nothing is dropped without
+being counted: the count is written when the caller is
 refused again after the window (any later window), and whenever an auditor reads the trail (the page or the
 CSV), so what an auditor reads always holds every refusal, one by one or in a count. Counting the rows already
 written reads the trail (one query on the refusal path only); concurrent refusals may write a few rows past
@@ -33,10 +37,13 @@ def _window_start(now: datetime) -> datetime:
     return datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, tz=UTC)
 
 
-def admit(action: str, user: Any, ip: str = "", user_agent: str = "") -> bool:
+def admit(
+    action: str, user: Any, ip: str = "", user_agent: str = "", *, patient_id: int | None = None
+) -> bool:
     """True: write this row of `action` by `user` (signed in), or with no user from address `ip` (a failed
     sign-in). False: the caller has had its rows of the window; this one is counted instead, to be written
-    as part of a count."""
+    as part of a count (the patient's own, if it names one and the window's patients counted one by one are
+    not yet the bound)."""
     start = _window_start(timezone.now())
     if user is not None:
         who, mine = f"user:{user.pk}", Q(user_id=user.pk)
@@ -45,23 +52,55 @@ def admit(action: str, user: Any, ip: str = "", user_agent: str = "") -> bool:
     written = AuditEvent.objects.filter(mine, action=action, at__gte=start).count()
     if written < settings.AUDIT_REPEATS_WRITTEN:
         return True
-    key = {"action": action, "who": who[:80], "window": start}
     with transaction.atomic():
-        if not RepeatTally.objects.filter(**key).update(count=F("count") + 1):
-            try:
-                with transaction.atomic():
-                    RepeatTally.objects.create(
-                        **key,
-                        count=1,
-                        user_id=getattr(user, "pk", None),
-                        username=user.get_username() if user is not None else "",
-                        ip=ip or None,
-                        user_agent=user_agent[:300],
-                    )
-            except IntegrityError:  # another request made it first
-                RepeatTally.objects.filter(**key).update(count=F("count") + 1)
+        counted = patient_id is not None and _count(
+            action, who, user, start, ip, user_agent, patient_id=patient_id, only_if_there=True
+        )
+        if not counted:
+            patients = RepeatTally.objects.filter(
+                action=action, who__startswith=f"{who}:patient:", window=start
+            )
+            if patient_id is None or patients.count() >= settings.AUDIT_REPEATS_WRITTEN:
+                patient_id = None
+            _count(action, who, user, start, ip, user_agent, patient_id=patient_id)
     write_counts(before=start)
     return False
+
+
+def _count(
+    action: str,
+    who: str,
+    user: Any,
+    start: datetime,
+    ip: str,
+    user_agent: str,
+    *,
+    patient_id: int | None,
+    only_if_there: bool = False,
+) -> bool:
+    """One more in the tally of the caller `who`'s `action` in the window (of `patient_id`, or of no
+    patient): made if it is not there, unless `only_if_there`. False: it was not there and was not made."""
+    if patient_id is not None:
+        who = f"{who}:patient:{patient_id}"
+    key = {"action": action, "who": who[:80], "window": start}
+    if RepeatTally.objects.filter(**key).update(count=F("count") + 1):
+        return True
+    if only_if_there:
+        return False
+    try:
+        with transaction.atomic():
+            RepeatTally.objects.create(
+                **key,
+                count=1,
+                user_id=getattr(user, "pk", None),
+                username=user.get_username() if user is not None else "",
+                patient_id=patient_id,
+                ip=ip or None,
+                user_agent=user_agent[:300],
+            )
+    except IntegrityError:  # another request made it first
+        RepeatTally.objects.filter(**key).update(count=F("count") + 1)
+    return True
 
 
 def write_counts(before: datetime | None = None) -> int:
@@ -84,6 +123,7 @@ def write_counts(before: datetime | None = None) -> int:
                 user,
                 tally.action,
                 origin=(tally.ip or "", tally.user_agent),
+                patient_id=tally.patient_id,
                 **({} if user is not None else {"username": tally.username}),  # no user: the name kept
                 repeats=tally.count - tally.written,
                 window_start=tally.window.isoformat(),

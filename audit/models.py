@@ -67,6 +67,8 @@ class RepeatTally(models.Model):
     # Who and from where, for the row that writes the count (the first counted request's address).
     user_id = models.BigIntegerField(null=True, blank=True)
     username = models.CharField(max_length=150, blank=True)
+    # The patient whose records the counted refusals asked for (in `who` too); null: no existing patient's.
+    patient_id = models.BigIntegerField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
 

@@ -34,17 +34,29 @@ def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddre
     return tuple(ipaddress.ip_network(proxy.strip(), strict=False) for proxy in proxies)
 
 
+def _port(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def _address(text: str) -> Address | None:
-    """An address as a proxy writes it (`203.0.113.7`, `203.0.113.7:5123`, `[2001:db8::7]:443`), or None."""
+    """An address as a proxy writes it (`203.0.113.7`, `203.0.113.7:5123`, `[2001:db8::7]:443`), or None
+    (anything else after the address or its bracket than a port). A link-local address's zone
+    (`fe80::1%eth0`) names the proxy's interface, not the client: left off, so one client is one address."""
     text = text.strip()
     if text.startswith("["):
-        text = text[1:].partition("]")[0]
+        text, _, rest = text[1:].partition("]")
+        if rest and not (rest.startswith(":") and _port(rest[1:])):
+            return None
     elif text.count(":") == 1:
-        text = text.partition(":")[0]
+        text, _, port = text.partition(":")
+        if not _port(port):
+            return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if getattr(address, "scope_id", None) is not None:
+        address = ipaddress.ip_address(text.partition("%")[0])
     return getattr(address, "ipv4_mapped", None) or address
 
 
@@ -224,7 +236,8 @@ def record_refusal(
     asked = _asked()
     if asked is None or not getattr(user, "is_authenticated", False):
         return None
-    if not bounds.admit("access.refused", user, *asked.origin):
+    patient_id = patient_id if patient_id is not None else _patient_id(obj)
+    if not bounds.admit("access.refused", user, *asked.origin, patient_id=patient_id):
         return None
     detail: dict[str, Any] = {"status": status, "route": asked.route[:200]}
     if permission:

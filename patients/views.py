@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import SimpleLazyObject
@@ -45,6 +45,7 @@ class PatientRow(NamedTuple):
     referral_reason: str
     created_at: datetime
     time_zone: str  # the date is shown in it
+    script_prefix: str  # its link is made with it (a site served under two prefixes links each to its own)
 
 
 @lru_cache(maxsize=4096)
@@ -68,6 +69,7 @@ def _patient_rows(rows: list[tuple]) -> str:
     """The rows' HTML as the table's body shows it, joined here: a template loop over 200 kept rows cost more
     than the rows."""
     zone = timezone.get_current_timezone_name()
+    prefix = get_script_prefix()
     sexes = dict(Patient.Sex.choices)
     return format_html_join(
         "",
@@ -75,7 +77,7 @@ def _patient_rows(rows: list[tuple]) -> str:
         (
             (
                 _patient_row_html(
-                    PatientRow(pk, label, age, sex, str(sexes.get(sex, sex)), count, reason, at, zone)
+                    PatientRow(pk, label, age, sex, str(sexes.get(sex, sex)), count, reason, at, zone, prefix)
                 ),
             )
             for pk, label, age, sex, count, reason, at in rows

@@ -307,12 +307,37 @@ def _stage_card_html(run_id: int, script_prefix: str, stage: tuple) -> str:
     return render_to_string("runs/_stage_card.html", {"s": _thawed(stage), "run_id": run_id})
 
 
-@functools.lru_cache(maxsize=256)
+class _KeptBy:
+    """A cache key compared by `key` alone, that holds `run` only while its value is made: the cache keeps the
+    first key of each entry, and a run read for a page holds its patient, reports, artifacts and events."""
+
+    __slots__ = ("key", "run")
+
+    def __init__(self, key: tuple, run: Run) -> None:
+        self.key, self.run = key, run
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _KeptBy) and self.key == other.key
+
+
 def _disagreement_html(run: Run, fields: tuple) -> str:
+    kept = _KeptBy(fields, run)
+    try:
+        return _disagreement_kept(kept)
+    finally:
+        kept.run = None  # the entry keeps its key (the fields) and its HTML, never the run's rows
+
+
+@functools.lru_cache(maxsize=256)
+def _disagreement_kept(kept: _KeptBy) -> str:
     # The summary reads the run's Stage 2-6 artifacts back from disk and parses them, and with its table it
     # was a tenth of the page's CPU; done again only when the run or one of its artifacts changed: it is kept
     # by every field of both (`_fields`; an artifact's file is named and hashed in its row) and the prefix
     # its links are made with.
+    run = kept.run
     summary = reading.disagreement_summary(run)
     if summary.empty:
         return ""

@@ -5,10 +5,13 @@ one row, so every refusal is in what an auditor reads, one by one or in a count 
 from __future__ import annotations
 
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
+from audit import bounds
 from audit.bounds import _window_start
 from audit.models import AuditEvent, RepeatTally
 from tests.conftest import signed_in, token_client
@@ -17,9 +20,13 @@ ADDRESS = "192.0.2.61"
 
 
 @pytest.fixture
-def bound(settings):
+def bound(settings, monkeypatch):
     settings.AUDIT_REPEATS_WRITTEN = 5
     settings.AUDIT_REPEAT_WINDOW_MINUTES = 10
+    # The bound's clock stands still for the test: a window boundary crossed mid-test (every 10 minutes of
+    # the wall clock) wrote a past window's count early and failed the exact counts below.
+    now = timezone.now()
+    monkeypatch.setattr(bounds, "timezone", SimpleNamespace(now=lambda: now))
     return 5
 
 
@@ -121,3 +128,40 @@ def test_a_flood_of_failed_sign_ins_from_one_address_is_counted_too(db, clinicia
     assert count.user_id is None and count.username == "" and count.ip == ADDRESS
     # The names typed stay in the rows written one by one: a guessing attack shows.
     assert rows.filter(action="sign_in.failed", username="guess-0").exists()
+
+
+def test_refusals_past_the_bound_on_a_real_patient_are_counted_under_that_patient(
+    other_clinician, auditor, bound
+):
+    # The bound burnt first on made-up ids, then a patient out of reach tried: the auditor reading that
+    # patient's trail must see it was tried, by whom and how often (not one count naming no patient).
+    from patients.models import Patient
+
+    patient, second = Patient.objects.create(label="SYNTH-A"), Patient.objects.create(label="SYNTH-B")
+    client = signed_in(other_clinician)
+    for n in range(bound):
+        assert client.get(f"/patients/{700_000 + n}/").status_code == 404
+    for _ in range(3):
+        assert client.get(f"/patients/{patient.pk}/").status_code == 404
+    assert client.get(f"/patients/{second.pk}/").status_code == 404
+    assert client.get("/patients/799999/").status_code == 404
+    assert signed_in(auditor).get("/audit/", {"patient": patient.pk}).status_code == 200
+    counts = {r.patient_id: r.detail["repeats"] for r in refusals(other_clinician) if "repeats" in r.detail}
+    if len(refusals(other_clinician)) - len(counts) == bound:  # (no window boundary crossed mid-test)
+        assert counts == {patient.pk: 3, second.pk: 1, None: 1}
+    assert _accounted(other_clinician)[1] + len(refusals(other_clinician)) - len(counts) == bound + 5
+
+
+def test_patients_counted_one_by_one_are_bounded_too(other_clinician, bound):
+    from patients.models import Patient
+
+    patients = [Patient.objects.create(label=f"SYNTH-{n}") for n in range(2 * bound + 3)]
+    client = signed_in(other_clinician)
+    for n in range(bound):
+        client.get(f"/patients/{710_000 + n}/")
+    for patient in patients:
+        assert client.get(f"/patients/{patient.pk}/").status_code == 404
+    tallies = list(RepeatTally.objects.values_list("patient_id", "count"))
+    if len(refusals(other_clinician)) == bound:  # (no window boundary crossed mid-test)
+        assert sum(1 for pid, _ in tallies if pid is not None) == bound
+        assert [count for pid, count in tallies if pid is None] == [bound + 3]

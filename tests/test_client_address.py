@@ -96,6 +96,14 @@ def test_a_request_that_did_not_come_through_the_proxy_is_not_believed(clinician
         (["::1"], "::1", "[2001:db8::7]:443", "2001:db8::7"),
         ([PROXY], "::ffff:10.0.0.1", "203.0.113.7", "203.0.113.7"),  # an IPv4 proxy on a dual-stack socket
         ([PROXY], "192.0.2.50", "203.0.113.7", "192.0.2.50"),
+        # Anything after the address but a port is no address written by a proxy: the walk stops there.
+        ([PROXY], PROXY, "[2001:db8::7]junk", PROXY),
+        ([PROXY], PROXY, "[2001:db8::7]:", PROXY),
+        ([PROXY], PROXY, "203.0.113.7:x", PROXY),
+        ([PROXY], PROXY, "203.0.113.7:", PROXY),
+        # A zone names the proxy's interface, not the client: the address alone.
+        (["::1"], "::1", "[fe80::1%eth0]:443", "fe80::1"),
+        (["::1"], "::1", "fe80::1%eth0", "fe80::1"),
     ],
 )
 def test_the_rule(settings, proxies, remote, forwarded, expected):

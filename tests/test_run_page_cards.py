@@ -70,7 +70,7 @@ def counted(monkeypatch):
 
     monkeypatch.setattr(run_views, "render_to_string", counting)
     run_views._stage_card_html.cache_clear()
-    run_views._disagreement_html.cache_clear()
+    run_views._disagreement_kept.cache_clear()
     return rendered
 
 
@@ -133,5 +133,5 @@ def test_the_disagreement_summary_is_read_again_only_when_its_run_changed(
     )
     changed = _html(clinician_client.get(url))
     assert len(read) == 2 and changed != first
-    run_views._disagreement_html.cache_clear()
+    run_views._disagreement_kept.cache_clear()
     assert _html(clinician_client.get(url)) == changed
