@@ -19,7 +19,10 @@ from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination
 
 # At most this many rows found: the page is read from `narrowed` (they are sorted, not found in label order).
-NARROWED_MAX = 1000
+# Reading them costs ~3.5 µs a match (1,000: 3 ms); walking the label index to the end (the matches all at the
+# end of it) ~0.45 µs a patient (10,000: 4.5 ms), and spread matches are met at once (826: 0.4 ms against 3.1
+# sorted). At 500 the worst of either stays the walk's, and a common word's page is the walk's.
+NARROWED_MAX = 500
 
 
 class BoundedPageNumberPagination(PageNumberPagination):
