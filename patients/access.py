@@ -68,6 +68,15 @@ def in_reach(user: Any, patient: str = "pk") -> Q:
     return Q(Exists(assigned))
 
 
+def assigned(user: Any) -> QuerySet | None:
+    """The (patient, clinician) rows that give `user` its reach: None when it reaches every patient, none for
+    anonymous or inactive users (a list can count these rather than the patients, and read few of them)."""
+    pairs = Patient.clinicians.through.objects
+    if not _active(user):
+        return pairs.none()
+    return None if user.has_perm(REACHES_EVERY_PATIENT) else pairs.filter(user_id=user.pk)
+
+
 def holding(permission: str) -> Q:
     """The users `has_perm(permission)` says yes for (Django's ModelBackend: a superuser, the permission
     given to the user or to a group of theirs), as a filter on the user table: many users in one query.

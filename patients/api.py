@@ -134,7 +134,9 @@ def _ready(report: Report) -> Report:
 @paginate(page_size=50)  # NINJA_PAGINATION_CLASS: a page past the last is a 422
 def patient_list(request: HttpRequest, q: str = ""):
     """Patients by label; `q` searches label, notes and reason for referral."""
-    return selectors.patient_search(q, within=access.patients_for(request.user))
+    if (assigned := access.assigned(request.user)) is not None:
+        return selectors.patient_search(q, assigned=assigned)
+    return selectors.patient_search(q)
 
 
 @router.post("/patients", response={201: PatientOut, 409: ErrorOut})

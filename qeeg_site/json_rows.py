@@ -76,12 +76,13 @@ def instances(model: type[models.Model], rows: list[dict[str, Any]] | None, *nam
     fields = _fields(model, names)
     made = []
     for row in sorted(rows or [], key=lambda row: row[model._meta.pk.attname]):
-        values = [_value(field, row[field.attname]) for field in fields]
+        values = [field_value(field, row[field.attname]) for field in fields]
         made.append(model.from_db("default", [field.attname for field in fields], values))
     return made
 
 
-def _value(field: models.Field, raw: Any) -> Any:
+def field_value(field: models.Field, raw: Any) -> Any:
+    """`field`'s value from what a JSON object the database built holds for it (`json_rows`, `JSONObject`)."""
     if raw is None:
         return None
     if isinstance(field, models.DateTimeField):

@@ -5,7 +5,8 @@ A queryset may carry `narrowed`: the same rows in the same order, read a cheaper
 patient search through its trigram index, patients.selectors.patient_search). The count is taken from it;
 the page too when the rows are few (sorting a few is quick, where walking the label index to the end to find
 them is not); when they are many the page is read from the queryset itself, in label order, which finds a
-page of a common word at once."""
+page of a common word at once. It may also carry `counted`: rows of another table, exactly as many, that
+count quicker (a clinician's patients counted from their assignments, patients.selectors.patient_search)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination
 
 # At most this many rows found: the page is read from `narrowed` (they are sorted, not found in label order).
-NARROWED_MAX = 1000
+# Reading them costs ~3.5 µs a match (1,000: 3 ms); walking the label index to the end (the matches all at the
+# end of it) ~0.45 µs a patient (10,000: 4.5 ms), and spread matches are met at once (826: 0.4 ms against 3.1
+# sorted). At 500 the worst of either stays the walk's, and a common word's page is the walk's.
+NARROWED_MAX = 500
 
 
 class BoundedPageNumberPagination(PageNumberPagination):
@@ -43,7 +47,10 @@ class BoundedPageNumberPagination(PageNumberPagination):
     ) -> Any:
         page_size = self._get_page_size(pagination.page_size)
         narrowed = getattr(queryset, "narrowed", None)
-        count = self._items_count(queryset if narrowed is None else narrowed)
+        counted = getattr(queryset, "counted", None)
+        count = self._items_count(
+            counted if counted is not None else narrowed if narrowed is not None else queryset
+        )
         self._check(pagination.page, page_size, count)
         offset = (pagination.page - 1) * page_size
         if narrowed is not None and count <= NARROWED_MAX:

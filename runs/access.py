@@ -78,10 +78,12 @@ def patient_runs_for(user: Any, patient_id: int, action: str = "view") -> Patien
     return patient
 
 
-def patient_run_rows(user: Any, patient_id: int, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The `fields` of patient `patient_id`'s runs (newest first) for a user who may list them, with the
-    answers of `patient_runs_for` (404 out of reach, else 403). The reach is part of the one query: rows
-    show the patient is reached; only an empty answer asks about the patient itself."""
+def patient_run_rows(
+    user: Any, patient_id: int, fields: tuple[str, ...], **reads: Any
+) -> list[dict[str, Any]]:
+    """The `fields` (and the annotations `reads`) of patient `patient_id`'s runs (newest first) for a user who
+    may list them, with the answers of `patient_runs_for` (404 out of reach, else 403). The reach is part of
+    the one query: rows show the patient is reached; only an empty answer asks about the patient itself."""
     if not user.is_authenticated or not user.has_perm(ACTIONS["view"][0]):
         patient_runs_for(user, patient_id)  # 404 out of reach, else 403
     # `patient__pk`, not `patient_id`: the key's own lookup knows the column's range, so an id past it is no
@@ -89,7 +91,7 @@ def patient_run_rows(user: Any, patient_id: int, fields: tuple[str, ...]) -> lis
     rows = Run.objects.filter(patient__pk=patient_id)
     if not user.has_perm("patients.view_patient"):  # as in_reach: every patient, else the assigned
         rows = rows.filter(in_reach(user, "patient_id"))
-    found = list(rows.values(*fields))
+    found = list(rows.annotate(**reads).values(*fields, *reads))
     if not found:
         patient_runs_for(user, patient_id)  # none yet, or out of reach (404)
     return found

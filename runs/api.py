@@ -3,12 +3,16 @@ read. The live stream (/api/runs/{id}/stream) is in runs/stream.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.db.models import F, OuterRef, TextField
+from django.db.models.functions import Cast, JSONObject
 from django.http import FileResponse, HttpRequest, HttpResponse
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
@@ -17,6 +21,7 @@ from pydantic import BaseModel
 import audit
 from council.stages import STEPS
 from patients import access as patient_access
+from qeeg_site.json_rows import compiled, field_value, json_values
 from runs import access, limits, patient_version, selectors, services, versions
 from runs.models import Artifact, DraftVersion, PatientVersionRequest, Run, RunReport, elapsed_seconds
 
@@ -35,7 +40,7 @@ class RunSummary(BaseModel):
     # A plain pydantic model, not ninja's Schema: ninja's validator reads every field of every item through
     # its ORM-attribute getter in Python (a list of 200 runs: a third of its time); pydantic's own validates
     # the dicts built here in its compiled core. (Run lists give dicts, never model instances; a patient's
-    # list is not validated at all but answered as built, in this schema's key order: see `_listed`.)
+    # list is not validated at all but answered as built, in this schema's key order: see `_listed_run`.)
 
     id: int
     patient_id: int
@@ -185,7 +190,7 @@ SUMMARY_FIELDS = (
 )
 # Read for a summary, not shown in it as such.
 _SUMMARY_INPUTS = ("worked_seconds", "working_since", "dropped")
-# A list of runs is answered as built (see `_listed`): its keys in the schema's order, its times as text.
+# A list of runs is answered as built (see `_listed_run`): its keys in the schema's order, its times as text.
 _LISTED_KEYS = tuple(RunSummary.model_fields)
 _LISTED_TIMES = ("created_at", "started_at", "finished_at")
 _json_time = DjangoJSONEncoder().default  # the text ninja's encoder (Django's) makes of a datetime
@@ -465,43 +470,96 @@ def run_detail(request: HttpRequest, run_id: int):
 
 @router.get("/patients/{patient_id}/runs", response=list[RunSummary])
 def patient_runs(request: HttpRequest, patient_id: int):
-    # A summary reads only its run's Stage 1 outputs and failures: read for the whole list in one query of
-    # plain values, not every artifact of every run as model instances (200 runs: 3,000 of them).
-    rows = access.patient_run_rows(request.user, patient_id, SUMMARY_FIELDS)
+    # One query: each run's columns, its reports and what its council summary reads (its Stage 1 outputs and
+    # failures), all as text the database writes; each run's answer is made from that text (`_listed_run`).
+    reads = _list_reads(connection.vendor)
+    rows = access.patient_run_rows(request.user, patient_id, ("status", "worked_seconds"), **reads)
     # A run whose runner died is never listed as running or queued: settled (and read again) when one of
     # these says so. Most lists have none, and the settling is a query of every active run in the clinic.
     if (
         any(row["status"] in services.ACTIVE_STATUSES for row in rows)
         and services.runs_mark_stale_interrupted()
     ):
-        rows = access.patient_run_rows(request.user, patient_id, SUMMARY_FIELDS)
-    summaries = selectors.council_summaries(
-        {row["id"]: row["council_models"] for row in rows}, {row["id"]: row["dropped"] for row in rows}
-    )
-    # Each run's reports, in its order: one query for the list (a run from before has its one report).
-    reports: dict[int, list[int]] = {}
-    links = RunReport.objects.filter(run_id__in=[row["id"] for row in rows]).order_by("run_id", "position")
-    for run_id, report_id in links.values_list("run_id", "report_id"):
-        reports.setdefault(run_id, []).append(report_id)
-    return _listed(
-        request, [_summary_of(row, summaries[row["id"]], reports.get(row["id"], [])) for row in rows]
+        rows = access.patient_run_rows(request.user, patient_id, ("status", "worked_seconds"), **reads)
+    listed = [
+        # A running run's working time moves with the clock: made anew each time, never kept.
+        (_listed_run.__wrapped__ if row["status"] == Run.Status.RUNNING else _listed_run)(
+            row["worked_seconds"], *(row[name] for name in reads)
+        )
+        for row in rows
+    ]
+    # What ninja's renderer makes of the list of these objects (json.dumps' list separator).
+    return HttpResponse("[" + ", ".join(listed) + "]", content_type=_api().get_content_type())
+
+
+# A listed run's own columns (attnames), read as one JSON object, so that a run's whole answer depends on
+# text alone; worked_seconds is read as itself (JSON text would round the float).
+_LISTED_COLUMNS = tuple(
+    name for name in SUMMARY_FIELDS if name not in ("council_models", "dropped", "worked_seconds")
+)
+_LISTED_FIELDS = {name: Run._meta.get_field(name) for name in _LISTED_COLUMNS}
+
+
+@functools.cache
+def _list_reads(vendor: str) -> dict[str, Any]:
+    """The list's reads beside `status` and `worked_seconds`, compiled once per database (building them
+    anew was a third of the request): a run's columns as one JSON object, its JSON columns as their text, its
+    reports and its council summary's artifacts as JSON arrays (NULL when none)."""
+    text = TextField()
+    return compiled(
+        Run,
+        listed_columns=Cast(JSONObject(**{name: F(name) for name in _LISTED_COLUMNS}), text),
+        listed_council=Cast("council_models", text),
+        listed_dropped=Cast("dropped", text),
+        listed_reports=Cast(
+            json_values(RunReport.objects.filter(run=OuterRef("pk")), p="position", r="report_id"), text
+        ),
+        listed_outcomes=Cast(
+            json_values(
+                selectors.summary_artifacts().filter(run=OuterRef("pk")),
+                stage="stage",
+                model_id="model_id",
+                status="status",
+                error="error",
+            ),
+            text,
+        ),
     )
 
 
-def _listed(request: HttpRequest, summaries: list[dict[str, Any]]) -> HttpResponse:
-    """A list of run summaries as ninja would answer it (the same bytes: keys in RunSummary's order, times
-    as Django's encoder writes them), without validating each value through the schema and dumping it back
-    (200 runs: about a fifth of the request's CPU). The values are the columns' own and `_summary_of`'s, of the
-    schema's types; tests/test_run_list_json.py compares the two answers over generated runs."""
+# Listed runs' answers, kept by everything they are made from: a run changed in any way it shows, its
+# council, its reports, a Stage 1 output or a failure of any stage, reads as other text, so it is made anew
+# (nothing to invalidate). ~1.5 KB each with its key.
+LISTED_RUNS_KEPT = 4096
+
+
+@functools.lru_cache(maxsize=LISTED_RUNS_KEPT)
+def _listed_run(
+    worked_seconds: float, columns: str, council: str, dropped: str, reports: str | None, outcomes: str | None
+) -> str:
+    """One run of a patient's list, as ninja would write it validated as a RunSummary (the same bytes: keys in
+    the schema's order, times as Django's encoder writes them; tests/test_run_list_json.py compares)."""
+    values = {name: field_value(_LISTED_FIELDS[name], raw) for name, raw in json.loads(columns).items()}
+    values.update(
+        council_models=json.loads(council), dropped=json.loads(dropped), worked_seconds=worked_seconds
+    )
+    links = sorted(json.loads(reports or "[]"), key=lambda link: link["p"])
+    artifacts = [selectors.Outcome(**outcome) for outcome in json.loads(outcomes or "[]")]
+    summary = _summary_of(
+        values,
+        selectors.summary_text(values["council_models"], artifacts, values["dropped"]),
+        [link["r"] for link in links],
+    )
+    for name in _LISTED_TIMES:
+        if summary[name] is not None:
+            summary[name] = _json_time(summary[name])
+    return _api().renderer.render(None, {name: summary[name] for name in _LISTED_KEYS}, response_status=200)
+
+
+def _api():
     from qeeg_site.api import api  # it imports this module's router
 
-    listed = []
-    for summary in summaries:
-        for name in _LISTED_TIMES:
-            if summary[name] is not None:
-                summary[name] = _json_time(summary[name])
-        listed.append({name: summary[name] for name in _LISTED_KEYS})
-    return api.create_response(request, listed, status=200)
+    return api
 
 
 @router.get("/runs/{run_id}/artifacts", response=list[ArtifactOut])

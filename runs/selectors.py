@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Prefetch, Q, prefetch_related_objects
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from council import numbers
 from council.explain import explain
@@ -209,6 +209,11 @@ class Outcome(NamedTuple):
     error: str
 
 
+def summary_artifacts() -> QuerySet[Artifact]:
+    """The artifacts a council summary reads: the first stage's, and every failure."""
+    return Artifact.objects.filter(Q(stage=STEPS.first.number) | Q(status=Artifact.Status.FAILED))
+
+
 def council_summaries(
     councils: dict[int, list[str]], dropped: dict[int, dict[str, int]] | None = None
 ) -> dict[int, str]:
@@ -216,16 +221,16 @@ def council_summaries(
     query of plain values: only the Stage 1 outputs and the failures, never a model instance per artifact
     (200 runs: 5 ms instead of 25)."""
     dropped = dropped or {}
-    first = STEPS.first.number
-    wanted = Q(stage=first) | Q(status=Artifact.Status.FAILED)
     outcomes: dict[int, list[Outcome]] = {run_id: [] for run_id in councils}
-    rows = Artifact.objects.filter(wanted, run__in=list(outcomes)).values_list(
-        "run_id", "stage", "model_id", "status", "error"
+    rows = (
+        summary_artifacts()
+        .filter(run__in=list(outcomes))
+        .values_list("run_id", "stage", "model_id", "status", "error")
     )
     for run_id, *row in rows:
         outcomes[run_id].append(Outcome(*row))
     return {
-        run_id: _summary_text(council, outcomes[run_id], dropped.get(run_id) or {})
+        run_id: summary_text(council, outcomes[run_id], dropped.get(run_id) or {})
         for run_id, council in councils.items()
     }
 
@@ -237,16 +242,17 @@ def council_summary(
     took part (the first stage), then every failure of any stage with its reason — a gap is never hidden.
     `explained`: each reason as the clinician's sentence (council/explain.py) rather than the raw error."""
     artifacts = list(run.artifacts.all()) if artifacts is None else artifacts
-    return _summary_text(run.council_models, artifacts, run.dropped, explained=explained)
+    return summary_text(run.council_models, artifacts, run.dropped, explained=explained)
 
 
-def _summary_text(
+def summary_text(
     council: list[str],
     artifacts: Sequence[Artifact | Outcome],
     dropped: dict[str, int],
     *,
     explained: bool = False,
 ) -> str:
+    """`council_summary` from a run's council, its `summary_artifacts` (or all of them) and its `dropped`."""
     total = len(council)
     first = STEPS.first.number  # once: the registry sorts its steps on every `first`
     stage1 = {a.model_id: a for a in artifacts if a.stage == first}

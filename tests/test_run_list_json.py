@@ -18,8 +18,6 @@ from runs.api import SUMMARY_FIELDS, RunSummary, _summary_of
 from runs.models import Artifact, Run, RunReport
 from tests.run_helpers import CONSOLIDATOR, COUNCIL, make_patient
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
 STATUSES = ["created", "queued", "running", "complete", "failed", "cancelled", "interrupted"]
 ERRORS = ["", "timed out", 'upstream said "no" — 503 \u00e9\u4e2d', "line one\nline two\t\\ end"]
 
@@ -97,8 +95,20 @@ def _as_ninja_validates(user, patient_id: int) -> bytes:
     return ninja_api.create_response(RequestFactory().get("/"), dumped, status=200).content
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_run_list_is_byte_for_byte_what_the_schema_would_answer(api, clinician, seed):
+    _same_bytes(api, clinician, seed)
+
+
+def test_the_run_list_is_byte_for_byte_what_the_schema_would_answer_on_postgresql(
+    postgres_db, api, clinician
+):
+    # The run's columns, reports and outcomes come as PostgreSQL's JSON text (its times ISO with a zone).
+    _same_bytes(api, clinician, 4)
+
+
+def _same_bytes(api, clinician, seed: int) -> None:
     patient = make_patient(f"SYNTH-{seed}")
     _generated_runs(patient, random.Random(seed))
     response = api.get(f"/api/patients/{patient.pk}/runs")
@@ -109,3 +119,94 @@ def test_the_run_list_is_byte_for_byte_what_the_schema_would_answer(api, clinici
     assert any(r["finished_at"] is None for r in listed) and any(r["selected_artifact_id"] for r in listed)
     assert any("." in (r["created_at"] or "") for r in listed)  # some times have milliseconds
     assert response.content == _as_ninja_validates(clinician, patient.pk)
+
+
+def _finished_run(patient, report) -> Run:
+    run = Run.objects.create(
+        patient=patient,
+        report=report,
+        council_models=COUNCIL,
+        consolidator=CONSOLIDATOR,
+        label_map={chr(65 + i): m for i, m in enumerate(COUNCIL)},
+        status="complete",
+        stages_done=STEPS.last.number,
+        current_stage=STEPS.last.number,
+        worked_seconds=42.0,
+    )
+    for model in COUNCIL:
+        Artifact.objects.create(run=run, stage=STEPS.first.number, model_id=model, kind="md", status="ok")
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listed_run_changed_in_any_way_its_answer_shows_is_listed_anew(api, clinician):
+    """Listed runs' answers are kept (runs.api._listed_run), by everything they are made from: each change
+    below is made as a bulk write (no save(), no signal), and each is seen at once."""
+    from runs.api import _listed_run
+
+    patient = make_patient("SYNTH-KEPT")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="a" * 64, status="ready")
+    run = _finished_run(patient, report)
+    url = f"/api/patients/{patient.pk}/runs"
+
+    def listed() -> dict:
+        response = api.get(url)
+        assert response.status_code == 200
+        assert response.content == _as_ninja_validates(clinician, patient.pk)
+        return response.json()[0]
+
+    assert listed()["council_summary"] == "3 of 3 models"
+    kept = _listed_run.cache_info().hits
+    assert listed()["council_summary"] == "3 of 3 models"
+    assert _listed_run.cache_info().hits == kept + 1  # the same run, unchanged: its kept answer
+
+    Artifact.objects.filter(run=run, model_id=COUNCIL[2]).update(status="failed", error="timed out")
+    assert listed()["council_summary"] == f"2 of 3 models ({COUNCIL[2]} failed Stage 1: timed out)"
+    Artifact.objects.filter(run=run, model_id=COUNCIL[2]).update(error="HTTP 503")
+    assert listed()["council_summary"] == f"2 of 3 models ({COUNCIL[2]} failed Stage 1: HTTP 503)"
+    Artifact.objects.bulk_create(
+        [Artifact(run=run, stage=4, model_id=CONSOLIDATOR, kind="md", status="failed", error="empty")]
+    )
+    assert listed()["council_summary"] == (
+        f"2 of 3 models ({COUNCIL[2]} failed Stage 1: HTTP 503; {CONSOLIDATOR} failed Stage 4: empty)"
+    )
+    Artifact.objects.filter(run=run, stage=4).delete()
+    Run.objects.filter(pk=run.pk).update(dropped={COUNCIL[0]: 5})
+    assert listed()["council_summary"] == (
+        f"2 of 3 models ({COUNCIL[2]} failed Stage 1: HTTP 503; {COUNCIL[0]} left out from Stage 5)"
+    )
+    Run.objects.filter(pk=run.pk).update(council_models=COUNCIL[:2], dropped={})
+    assert listed()["council_summary"] == f"2 of 2 models ({COUNCIL[2]} failed Stage 1: HTTP 503)"
+    second = Report.objects.create(patient=patient, original_name="s.pdf", sha256="b" * 64, status="ready")
+    RunReport.objects.bulk_create(
+        [RunReport(run=run, report=second, position=1), RunReport(run=run, report=report, position=0)]
+    )
+    assert listed()["report_ids"] == [report.pk, second.pk]
+    RunReport.objects.filter(run=run, report=report).update(position=2)
+    assert listed()["report_ids"] == [second.pk, report.pk]
+    Run.objects.filter(pk=run.pk).update(status="failed", error="stopped", worked_seconds=43.25)
+    answer = listed()
+    assert (answer["status"], answer["error"], answer["elapsed_seconds"]) == ("failed", "stopped", 43.2)
+    moment = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    Run.objects.filter(pk=run.pk).update(finished_at=moment, selected_artifact=Artifact.objects.first())
+    answer = listed()
+    assert answer["finished_at"] == "2026-03-04T05:06:07.890Z" and answer["selected_artifact_id"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_runs_working_time_is_never_kept(api, clinician, monkeypatch):
+    from django.utils import timezone
+
+    patient = make_patient("SYNTH-RUNNING")
+    report = Report.objects.create(patient=patient, original_name="r.pdf", sha256="c" * 64, status="ready")
+    run = _finished_run(patient, report)
+    since = timezone.now()
+    Run.objects.filter(pk=run.pk).update(status="running", started_at=since, working_since=since)
+    # Its runner is alive: the list does not settle it as interrupted.
+    monkeypatch.setattr("runs.services.runs_mark_stale_interrupted", lambda: 0)
+    elapsed = []
+    for later in (10, 70):
+        monkeypatch.setattr(timezone, "now", lambda later=later: since + timedelta(seconds=later))
+        response = api.get(f"/api/patients/{patient.pk}/runs")
+        elapsed.append(response.json()[0]["elapsed_seconds"])
+    assert elapsed == [52.0, 112.0]
