@@ -120,11 +120,15 @@ def client_address(remote: str, forwarded: str = "", *, header: str | None = Non
     TRUSTED_PROXIES, and only right to left while each entry is itself such a proxy: the first entry that is
     not is the client (what the last trusted proxy saw connect to it); anything left of it was written by the
     client and is never believed. An entry that is no address (`unknown`, an obfuscated `_node`, a malformed
-    Forwarded element) stops the walk at the last proxy that vouched for it."""
-    networks = _networks(tuple(settings.TRUSTED_PROXIES))
-    hop = _address(remote) if networks else None
-    if hop is None or not any(hop in network for network in networks):
+    Forwarded element) stops the walk at the last proxy that vouched for it. The connection's own address is
+    written as a forwarded one is (no zone, an IPv4 address on a dual-stack socket as IPv4), so one client is
+    one address however it reached the app; a `remote` that is no address at all is returned as it came."""
+    hop = _address(remote)
+    if hop is None:
         return remote
+    networks = _networks(tuple(settings.TRUSTED_PROXIES))
+    if not any(hop in network for network in networks):
+        return str(hop)
     named = (header or settings.TRUSTED_PROXY_HEADER).lower()
     entries = _forwarded_for(forwarded) if named == "forwarded" else _x_forwarded_for(forwarded)
     for entry in entries:

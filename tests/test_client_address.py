@@ -111,6 +111,49 @@ def test_the_rule(settings, proxies, remote, forwarded, expected):
     assert client_address(remote, forwarded) == expected
 
 
+@pytest.mark.parametrize(
+    ("proxies", "remote", "expected"),
+    [
+        ([], "fe80::1%eth0", "fe80::1"),  # no proxy trusted: the connection's address, its zone left off
+        ([PROXY], "fe80::1%eth0", "fe80::1"),  # a connection not from the proxy
+        ([], "fe80::1%2", "fe80::1"),  # a zone as an interface's index
+        ([], "::ffff:192.0.2.50", "192.0.2.50"),  # an IPv4 client on a dual-stack socket
+        ([], "2001:DB8::7", "2001:db8::7"),  # written as a forwarded one is
+        (["fe80::/10"], "fe80::1%eth0", "fe80::1"),  # a link-local proxy, nothing forwarded: the proxy itself
+        ([], "", ""),  # no address at all (a Unix socket): as it came
+    ],
+)
+def test_the_connections_own_address_is_written_as_a_forwarded_one_is(settings, proxies, remote, expected):
+    """A raw REMOTE_ADDR and the same address forwarded by a trusted proxy are one address: the zone names the
+    interface the connection came in on, not the client."""
+    settings.TRUSTED_PROXIES = proxies
+    assert client_address(remote) == expected
+    settings.TRUSTED_PROXIES = ["::1"]
+    if remote:
+        assert client_address("::1", remote) == expected
+
+
+def test_one_client_on_two_interfaces_is_one_address_to_the_lockout_and_the_bound(db, settings, monkeypatch):
+    """Failed sign-ins from one link-local client seen on two interfaces (no proxy): the lockout, the trail
+    and the repeat bound's tally (keyed by the address as text) count one address."""
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from audit import bounds
+    from audit.models import RepeatTally
+
+    settings.AUDIT_REPEATS_WRITTEN = 2
+    now = timezone.now()  # the bound's clock stands still (a window boundary crossed would split the tally)
+    monkeypatch.setattr(bounds, "timezone", SimpleNamespace(now=lambda: now))
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        response = _sign_in(f"guess-{n}", "wrong", remote=f"fe80::1%eth{n % 2}")
+        assert response.status_code == (429 if n == settings.AXES_FAILURE_LIMIT - 1 else 200)
+    assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"fe80::1"}
+    assert set(AuditEvent.objects.values_list("ip", flat=True)) == {"fe80::1"}
+    assert set(RepeatTally.objects.values_list("who", flat=True)) == {"ip:fe80::1"}
+
+
 def _start(tmp_path, **settings: str) -> subprocess.CompletedProcess:
     """Django set up in a child process with these environment settings."""
     env = {**settings, "QEEG_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
