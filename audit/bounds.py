@@ -16,16 +16,26 @@ being counted: the count is written when the caller is
 refused again after the window (any later window), and whenever an auditor reads the trail (the page or the
 CSV), so what an auditor reads always holds every refusal, one by one or in a count. Counting the rows already
 written reads the trail (one query on the refusal path only); concurrent refusals may write a few rows past
-the bound, never fewer than it."""
+the bound, never fewer than it.
+
+Reads are bounded by the same tally, per what was read (`first_read`): a "viewed" or "downloaded" row of a
+request (audit.services.HANDED_OVER) is written for the first time in a window that one user reads one record
+(its kind, id, patient and detail: a report's page, a run's stage) from one address; each later read of it in
+the window is counted in that read's tally (made, with count 0, by the first) and written as one count row of
+the same action, record and detail. A different record, detail, address or user is its own row. One upsert
+on the tally's unique key per read, nothing read from the trail; the past windows' counts are written once
+per window per process, at its first read."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -103,6 +113,99 @@ def _count(
     return True
 
 
+def first_read(
+    action: str,
+    user: Any,
+    ip: str,
+    user_agent: str,
+    *,
+    object_type: str,
+    object_id: str,
+    patient_id: int | None,
+    detail: dict[str, Any],
+) -> bool:
+    """True: the first time in this window that `user` reads this (`action` of `object_type` `object_id`,
+    of `patient_id`, with `detail`) from `ip`: write its row. False: it is counted instead, in that read's
+    tally, to be written as part of a count."""
+    start = _window_start(timezone.now())
+    _write_past_counts(start)
+    what = json.dumps([object_type, object_id, patient_id, ip, detail], sort_keys=True, separators=(",", ":"))
+    who = f"user:{user.pk}:read:{hashlib.sha256(what.encode()).hexdigest()[:40]}"
+    values = {
+        "action": action,
+        "who": who,
+        "window": start,
+        "count": 0,
+        "written": 0,
+        "user_id": user.pk,
+        "username": user.get_username(),
+        "patient_id": patient_id,
+        "ip": ip or None,
+        "user_agent": user_agent[:300],
+        "object_type": object_type,
+        "object_id": object_id,
+        "detail": detail,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_upsert_sql(connection.vendor), _prepared(values))
+        (count,) = cursor.fetchone()
+    return count == 0
+
+
+_KEY = ("action", "who", "window")
+
+
+_COLUMNS = (
+    *_KEY,
+    "count",
+    "written",
+    "user_id",
+    "username",
+    "patient_id",
+    "ip",
+    "user_agent",
+    "object_type",
+    "object_id",
+    "detail",
+)
+
+
+def _prepared(values: dict[str, Any]) -> list[Any]:
+    fields = {field.name: field for field in RepeatTally._meta.concrete_fields}
+    return [fields[name].get_db_prep_save(values[name], connection) for name in _COLUMNS]
+
+
+_UPSERTS: dict[str, str] = {}
+
+
+def _upsert_sql(vendor: str) -> str:
+    """A new tally with count 0, or one more in the one there: its count after. Django's `bulk_create`
+    upsert can only set a column to the new row's value, not add to it; SQLite (3.24+) and PostgreSQL spell
+    this the same."""
+    if vendor not in _UPSERTS:
+        quote = connection.ops.quote_name
+        table = quote(RepeatTally._meta.db_table)
+        columns = [quote(RepeatTally._meta.get_field(name).column) for name in _COLUMNS]
+        count = quote("count")
+        _UPSERTS[vendor] = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT ({', '.join(quote(name) for name in _KEY)}) "
+            f"DO UPDATE SET {count} = {table}.{count} + 1 RETURNING {count}"
+        )
+    return _UPSERTS[vendor]
+
+
+# The window whose past windows' counts this process has written (at the window's first read).
+_counted_before: datetime | None = None
+
+
+def _write_past_counts(start: datetime) -> None:
+    global _counted_before
+    if _counted_before != start:
+        _counted_before = start
+        write_counts(before=start)
+
+
 def write_counts(before: datetime | None = None) -> int:
     """Write each tally's count not yet in the trail as one row (of windows before `before`, or all, the
     current one included); tallies of past windows wholly written are then dropped. Returns rows written."""
@@ -123,7 +226,10 @@ def write_counts(before: datetime | None = None) -> int:
                 user,
                 tally.action,
                 origin=(tally.ip or "", tally.user_agent),
+                object_type=tally.object_type,
+                object_id=tally.object_id or None,
                 patient_id=tally.patient_id,
+                **tally.detail,  # a read's: which page, stage or file was read
                 **({} if user is not None else {"username": tally.username}),  # no user: the name kept
                 repeats=tally.count - tally.written,
                 window_start=tally.window.isoformat(),

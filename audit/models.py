@@ -56,8 +56,10 @@ class AuditEvent(models.Model):
 
 class RepeatTally(models.Model):
     """How many rows of `action` one caller (`who`) was not written one by one in the window starting at
-    `window`, and how many of those are already in the trail as a count (`written`): audit/bounds.py. A
-    counter, not the trail: it is updated, and dropped once its window is past and all of it written."""
+    `window`, and how many of those are already in the trail as a count (`written`): audit/bounds.py. For a
+    read, `who` is the user and what was read from where, and the tally is made (count 0) by the read's first
+    row of the window. A counter, not the trail: it is updated, and dropped once its window is past and all of
+    it written."""
 
     action = models.CharField(max_length=40)
     who = models.CharField(max_length=80)
@@ -71,6 +73,10 @@ class RepeatTally(models.Model):
     patient_id = models.BigIntegerField(null=True, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
+    # A counted read's record and detail (what was seen, as its first row says; in `who`'s digest too).
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [

@@ -299,7 +299,9 @@ def record(
     """Append one event: `request_or_user` is the request (who, and from where) or a user (a command, or a
     job on the user's behalf: `origin` is then where the user asked from); `obj` the record acted on (its
     patient is found from it), or `object_type` and `object_id` for one that may not exist; `detail` ids and
-    counts only. None, and nothing written, for a HANDED_OVER action of a HEAD."""
+    counts only. None, and nothing written, for a HANDED_OVER action of a HEAD; None too for a request's
+    HANDED_OVER read that its user already made from its address in the window (audit.bounds.first_read):
+    counted, and written as part of a count row."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown audit action {action!r}; add it to audit/actions.py.")
     request = request_or_user if isinstance(request_or_user, HttpRequest) else None
@@ -309,16 +311,37 @@ def record(
     if user is not None and not getattr(user, "is_authenticated", False):
         user = None
     ip, user_agent = origin_of(request) if request is not None else origin or ("", "")
+    username = user.get_username() if user is not None else str(detail.pop("username", ""))[:150]
+    object_type = obj._meta.model_name if obj is not None else object_type[:40]
+    object_id = str(obj.pk if obj is not None else "" if object_id is None else object_id)[:64]
+    patient_id = patient_id if patient_id is not None else _patient_id(obj)
+    detail = _clean(detail)
+    if (
+        request is not None
+        and user is not None
+        and action.endswith(HANDED_OVER)
+        and not bounds.first_read(
+            action,
+            user,
+            ip,
+            user_agent,
+            object_type=object_type,
+            object_id=object_id,
+            patient_id=patient_id,
+            detail=detail,
+        )
+    ):
+        return None
     return AuditEvent.objects.create(
         user=user,
-        username=user.get_username() if user is not None else str(detail.pop("username", ""))[:150],
+        username=username,
         action=action,
-        object_type=obj._meta.model_name if obj is not None else object_type[:40],
-        object_id=str(obj.pk if obj is not None else "" if object_id is None else object_id)[:64],
-        patient_id=patient_id if patient_id is not None else _patient_id(obj),
+        object_type=object_type,
+        object_id=object_id,
+        patient_id=patient_id,
         ip=ip or None,
         user_agent=user_agent[:300],
-        detail=_clean(detail),
+        detail=detail,
     )
 
 

@@ -56,6 +56,38 @@ def audit_trail_flushable() -> Iterator[None]:
     BaseDatabaseOperations.execute_sql_flush = original
 
 
+class StillClock:
+    """The audit bound's clock (audit.bounds), standing still at `now` until a test moves it on."""
+
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def audit_clock(monkeypatch) -> StillClock:
+    """For a test that counts rows in audit windows (AUDIT_REPEAT_WINDOW_MINUTES): a window boundary crossed
+    mid-test (every 10 minutes of the wall clock) wrote a past window's count early and failed a land's exact
+    counts. The process's note of the windows already written (audit.bounds) starts afresh too."""
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from audit import bounds
+
+    clock = StillClock(timezone.now())
+    monkeypatch.setattr(bounds, "timezone", SimpleNamespace(now=clock))
+    monkeypatch.setattr(bounds, "_counted_before", None)
+    return clock
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings) -> None:
     """Personas are made with passwords in nearly every test; the production hasher is slow on purpose."""

@@ -5,13 +5,10 @@ one row, so every refusal is in what an auditor reads, one by one or in a count 
 from __future__ import annotations
 
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
-from audit import bounds
 from audit.bounds import _window_start
 from audit.models import AuditEvent, RepeatTally
 from tests.conftest import signed_in, token_client
@@ -20,13 +17,9 @@ ADDRESS = "192.0.2.61"
 
 
 @pytest.fixture
-def bound(settings, monkeypatch):
+def bound(settings, audit_clock):
     settings.AUDIT_REPEATS_WRITTEN = 5
     settings.AUDIT_REPEAT_WINDOW_MINUTES = 10
-    # The bound's clock stands still for the test: a window boundary crossed mid-test (every 10 minutes of
-    # the wall clock) wrote a past window's count early and failed the exact counts below.
-    now = timezone.now()
-    monkeypatch.setattr(bounds, "timezone", SimpleNamespace(now=lambda: now))
     return 5
 
 
