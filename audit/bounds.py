@@ -23,8 +23,9 @@ request (audit.services.HANDED_OVER) is written for the first time in a window t
 (its kind, id, patient and detail: a report's page, a run's stage) from one address; each later read of it in
 the window is counted in that read's tally (made, with count 0, by the first) and written as one count row of
 the same action, record and detail. A different record, detail, address or user is its own row. One upsert
-on the tally's unique key per read, nothing read from the trail; the past windows' counts are written once
-per window per process, at its first read."""
+on the tally's unique key per read, nothing read from the trail; the past windows' counts are written by the
+next window's first reads, COUNTS_PER_READ at each, until none is left (then not looked for again in that
+window by this process)."""
 
 from __future__ import annotations
 
@@ -128,7 +129,6 @@ def first_read(
     of `patient_id`, with `detail`) from `ip`: write its row. False: it is counted instead, in that read's
     tally, to be written as part of a count."""
     start = _window_start(timezone.now())
-    _write_past_counts(start)
     what = json.dumps([object_type, object_id, patient_id, ip, detail], sort_keys=True, separators=(",", ":"))
     who = f"user:{user.pk}:read:{hashlib.sha256(what.encode()).hexdigest()[:40]}"
     values = {
@@ -149,6 +149,8 @@ def first_read(
     with connection.cursor() as cursor:
         cursor.execute(_upsert_sql(connection.vendor), _prepared(values))
         (count,) = cursor.fetchone()
+    if count == 0:
+        _write_past_counts(start)
     return count == 0
 
 
@@ -195,28 +197,33 @@ def _upsert_sql(vendor: str) -> str:
     return _UPSERTS[vendor]
 
 
-# The window whose past windows' counts this process has written (at the window's first read).
+# The window before which this process has written every count (at the window's first reads).
 _counted_before: datetime | None = None
+# Counts written by one first read: a window's first reads share the past window's counts, so no one request
+# writes them all (a clinic's repeated reads of a window may be thousands of tallies).
+COUNTS_PER_READ = 10
 
 
 def _write_past_counts(start: datetime) -> None:
     global _counted_before
-    if _counted_before != start:
+    if _counted_before != start and write_counts(before=start, limit=COUNTS_PER_READ) < COUNTS_PER_READ:
         _counted_before = start
-        write_counts(before=start)
 
 
-def write_counts(before: datetime | None = None) -> int:
+def write_counts(before: datetime | None = None, limit: int | None = None) -> int:
     """Write each tally's count not yet in the trail as one row (of windows before `before`, or all, the
-    current one included); tallies of past windows wholly written are then dropped. Returns rows written."""
+    current one included; the first `limit` of them, oldest first); tallies of past windows wholly written
+    are then dropped. Returns rows written (fewer than `limit`: none was left but what another process was
+    writing at once)."""
     from audit.services import record
 
     pending = RepeatTally.objects.filter(count__gt=F("written"))
     if before is not None:
         pending = pending.filter(window__lt=before)
+    pending = pending.order_by("window", "pk")
     User = get_user_model()
     rows = 0
-    for tally in pending.order_by("window", "pk"):
+    for tally in pending[:limit] if limit is not None else pending:
         with transaction.atomic():
             # Compare and set: of two readers at once, one writes the count.
             if not RepeatTally.objects.filter(pk=tally.pk, written=tally.written).update(written=tally.count):

@@ -7,6 +7,8 @@ read exactly. A different record, page, address or user is its own row."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
 
@@ -153,6 +155,38 @@ def test_a_new_window_starts_with_a_row_and_writes_the_past_windows_count(clinic
     ]
     # The past window's tally is gone once written; the new window's first read made its own (count 0).
     assert list(RepeatTally.objects.values_list("window", "count")) == [(_window_start(audit_clock.now), 0)]
+
+
+def test_a_past_windows_counts_are_shared_by_the_next_windows_first_reads(clinician, audit_clock):
+    """No one request writes them all: a clinic's repeated reads of a window may be thousands of tallies."""
+    from audit import bounds
+
+    past = _window_start(audit_clock.now) - timedelta(minutes=10)
+    RepeatTally.objects.bulk_create(
+        RepeatTally(
+            action="patient.viewed",
+            who=f"user:{clinician.pk}:read:{n}",
+            window=past,
+            count=2,
+            user_id=clinician.pk,
+            username="clinician",
+            patient_id=n,
+            object_type="patient",
+            object_id=str(n),
+        )
+        for n in range(1, 2 * bounds.COUNTS_PER_READ + 6)
+    )
+    patients = [Patient.objects.create(label=f"SYNTH-{n}") for n in range(4)]
+    page = signed_in(clinician)
+    written = []
+    for patient in patients:
+        assert page.get(f"/patients/{patient.pk}/").status_code == 200
+        written.append(AuditEvent.objects.filter(detail__has_key="repeats").count())
+    assert written == [10, 20, 25, 25]
+    assert page.get(f"/patients/{patients[0].pk}/").status_code == 200  # a repeat: counted, nothing written
+    counts = AuditEvent.objects.filter(detail__has_key="repeats").order_by("pk")
+    assert [(c.object_id, c.detail["repeats"]) for c in counts] == [(str(n), 2) for n in range(1, 26)]
+    assert not RepeatTally.objects.filter(window=past).exists()  # written, then dropped
 
 
 def test_the_first_read_makes_the_tally_and_each_later_one_adds_one(clinician, audit_clock):
