@@ -417,8 +417,13 @@ def test_an_attempt_judged_dead_while_alive_leaves_the_next_attempts_hold_alone(
     vision_on.RUN_STALE_SECONDS = 1
     report = _stored_text_vision_report(Patient.objects.create(label="SYNTH-VQR"), staff, pages=2)
     # The first attempt's first page is answered late enough to be stopped while it waits; the second's first
-    # page is held long enough to look at its hold while it is out.
-    fake_upstream.script(MODEL, failures=["sleep:3", "sleep:25"])
+    # page is held long enough to look at its hold while it is out; a third request (none is expected before
+    # the end) would take the last entry: the fake takes one as each request arrives.
+    fake_upstream.script(MODEL, failures=["sleep:15", "sleep:40", "sleep:0"])
+
+    def waiting() -> list[str]:
+        return fake_upstream.behaviour(MODEL).failures
+
     env = {
         **fake_upstream_env,
         "FACTS_VISION_MODEL": MODEL,
@@ -453,7 +458,7 @@ def test_an_attempt_judged_dead_while_alive_leaves_the_next_attempts_hold_alone(
     first = start()
     second = None
     try:
-        wait_for(lambda: len(fake_upstream.behaviour(MODEL).failures) < 2 or first.poll() is not None,
+        wait_for(lambda: len(waiting()) < 3 or first.poll() is not None,
                  "the first attempt's call never went out")  # fmt: skip
         assert first.poll() is None, first.stdout.read()
         _stopped_at_rest(first)
@@ -469,18 +474,18 @@ def test_an_attempt_judged_dead_while_alive_leaves_the_next_attempts_hold_alone(
         )
         assert len(launched) == 1
         second = start(QEEG_JOB_ID=str(new_job))  # what the launcher starts for it
-        wait_for(lambda: not fake_upstream.behaviour(MODEL).failures or second.poll() is not None,
+        wait_for(lambda: len(waiting()) < 2 or second.poll() is not None,
                  "the second attempt's call never went out")  # fmt: skip
         assert second.poll() is None, second.stdout.read()
         assert Report.objects.get(pk=report.pk).job_id == new_job
         assert held() == 1  # the second attempt: 2 held, 1 charged as its first page left
-        assert fake_upstream.count(model=MODEL) == 1  # the first attempt's page answered, the second's out
+        assert charged.count() == 2 and waiting() == ["sleep:0"]  # a call of each attempt out, each charged
 
-        first.send_signal(signal.SIGCONT)  # the first attempt wakes up, its page's answer waiting for it
+        first.send_signal(signal.SIGCONT)  # the first attempt wakes up, its page's call still out
         assert first.wait(timeout=60) == 1  # it stopped: the report is no longer its own
 
         assert held() == 1  # the second attempt's hold is untouched
-        assert charged.count() == 2 and fake_upstream.count(model=MODEL) == 1  # the first sent nothing more
+        assert charged.count() == 2 and waiting() == ["sleep:0"]  # the first sent nothing more
         assert ledger.allowance(staff) == ledger.Allowance(limit=10, used_today=2, reserved=1)
         assert second.poll() is None  # still reading
     finally:
