@@ -518,6 +518,17 @@ def _taken_over(report: Report, by: Job, *, held: int = 0) -> None:
 def test_an_attempt_that_lost_its_report_sends_no_page_and_leaves_the_holders_hold(
     vision_on, staff, db, fake_upstream, monkeypatch
 ):
+    _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch)
+
+
+def test_the_same_on_postgresql(django_db_setup, postgres_db, vision_on, staff, fake_upstream, monkeypatch):
+    from django.db import connection
+
+    assert connection.vendor == "postgresql"
+    _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch)
+
+
+def _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch) -> None:
     vision_on.MODEL_CALLS_PER_USER_PER_DAY = 10
     report = _stored_text_vision_report(Patient.objects.create(label="SYNTH-VQL"), staff, pages=2)
     lost, taking_over = _two_attempts(report)
