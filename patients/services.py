@@ -294,6 +294,11 @@ class Interrupted(BaseException):
     """SIGTERM reached the ingesting process; the report goes back to pending."""
 
 
+class Lost(Interrupted):
+    """This attempt no longer holds its report (`_lost`): it stops as on SIGTERM, and the report stays with
+    the attempt that holds it now."""
+
+
 def report_claim(*, report_id: int, job: Job | None) -> bool:
     """Compare-and-set pending → processing for this job; exactly one process wins."""
     return (
@@ -418,7 +423,7 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
             result = ingest.ingest_text(source, work, name=report.original_name, kind=report.kind)
         _read_unsure_pages(report, job, source, work, result)
         if _lost(report, job):
-            raise Interrupted()  # the attempt that holds the report now writes its folder, not this one
+            raise Lost()  # the attempt that holds the report now writes its folder, not this one
         _swap_in(work, report.folder)
     except Interrupted:
         shutil.rmtree(work, ignore_errors=True)
@@ -479,7 +484,7 @@ def _read_unsure_pages(report: Report, job: Job | None, source: Path, work: Path
     The hold (`Report.vision_calls_held`) is this attempt's: it is set, lowered and ended only while this job
     holds the report (`_held`). An attempt judged dead while alive (stopped, its host cut off: silent past
     RUN_STALE_SECONDS) and taken over by the next (Try again, a server start) would otherwise zero or lower the
-    hold of the attempt that now reads the report; instead it stops (Interrupted) at its next call, unsent."""
+    hold of the attempt that now reads the report; instead it stops (Lost) at its next call, unsent."""
     from patients import facts
     from patients.readers import vision
 
@@ -503,7 +508,7 @@ def _read_unsure_pages(report: Report, job: Job | None, source: Path, work: Path
             )
             # A hold left by a killed attempt ends; none is set by an attempt that lost the report.
             if not _held(report, job).update(vision_calls_held=0):
-                raise Interrupted()
+                raise Lost()
             allowed = ledger.allowance(report.uploaded_by_id)
             calls_left = allowed.left
             if calls_left is not None:
@@ -520,7 +525,7 @@ def _read_unsure_pages(report: Report, job: Job | None, source: Path, work: Path
         # An attempt that lost the report sends nothing more (and touches no other attempt's hold).
         with transaction.atomic():
             if not _held(report, job).update(vision_calls_held=Greatest(F("vision_calls_held") - 1, 0)):
-                raise Interrupted()
+                raise Lost()
             ledger.call_made(
                 user_id=report.uploaded_by_id,
                 kind=ModelCall.Kind.VISION,

@@ -483,6 +483,7 @@ def test_an_attempt_judged_dead_while_alive_leaves_the_next_attempts_hold_alone(
 
         first.send_signal(signal.SIGCONT)  # the first attempt wakes up, its page's call still out
         assert first.wait(timeout=60) == 1  # it stopped: the report is no longer its own
+        assert "stopped: this runner was judged dead" in first.stdout.read()
 
         assert held() == 1  # the second attempt's hold is untouched
         assert charged.count() == 2 and waiting() == ["sleep:0"]  # the first sent nothing more
@@ -540,7 +541,7 @@ def _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch) ->
         return real(*args, **kwargs)
 
     monkeypatch.setattr(vision, "read_unsure_pages", taken_over_before_the_first_call)
-    with pytest.raises(services.Interrupted):
+    with pytest.raises(services.Lost):
         services.report_ingest(report_id=report.pk, job=lost)
 
     assert fake_upstream.count(model=MODEL) == 0 and not ModelCall.objects.exists()  # nothing sent or charged
@@ -561,7 +562,7 @@ def test_an_attempt_that_lost_its_report_does_not_swap_its_folder_in(staff, db, 
         _taken_over(report, taking_over)
 
     monkeypatch.setattr(services, "_read_unsure_pages", taken_over_after_the_reading)
-    with pytest.raises(services.Interrupted):
+    with pytest.raises(services.Lost):
         services.report_ingest(report_id=report.pk, job=lost)
 
     assert sorted(p.name for p in report.folder.iterdir()) == ["kept.txt", "original.pdf"]
