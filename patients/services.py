@@ -27,6 +27,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from jobs import selectors as job_selectors
@@ -293,6 +294,11 @@ class Interrupted(BaseException):
     """SIGTERM reached the ingesting process; the report goes back to pending."""
 
 
+class Lost(Interrupted):
+    """This attempt no longer holds its report (`_lost`): it stops as on SIGTERM, and the report stays with
+    the attempt that holds it now."""
+
+
 def report_claim(*, report_id: int, job: Job | None) -> bool:
     """Compare-and-set pending → processing for this job; exactly one process wins."""
     return (
@@ -342,6 +348,13 @@ def _swap_in(work: Path, folder: Path) -> None:
 def _held(report: Report, job: Job | None):
     """The report, only while it is still being read by this job (a job judged dead has lost it)."""
     return Report.objects.filter(pk=report.pk, status=Report.Status.PROCESSING, job=job)
+
+
+def _lost(report: Report, job: Job | None) -> bool:
+    """This attempt no longer holds the report, which still exists: its runner was judged dead (silent past
+    RUN_STALE_SECONDS: stopped, its host cut off) while alive, and the report was settled and claimed by
+    another attempt since. A report deleted meanwhile is not lost: `_after_ingest` sees to it."""
+    return not _held(report, job).exists() and Report.objects.filter(pk=report.pk).exists()
 
 
 class _ProgressRecorder:
@@ -408,7 +421,9 @@ def report_ingest(*, report_id: int, job: Job | None = None) -> Report | None:
             )
         else:
             result = ingest.ingest_text(source, work, name=report.original_name, kind=report.kind)
-        _read_unsure_pages(report, source, work, result)
+        _read_unsure_pages(report, job, source, work, result)
+        if _lost(report, job):
+            raise Lost()  # the attempt that holds the report now writes its folder, not this one
         _swap_in(work, report.folder)
     except Interrupted:
         shutil.rmtree(work, ignore_errors=True)
@@ -456,7 +471,7 @@ UPLOADER_GONE = (
 )
 
 
-def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) -> None:
+def _read_unsure_pages(report: Report, job: Job | None, source: Path, work: Path, result: Any) -> None:
     """The vision reader over the pages the deterministic readers were unsure of (patients/readers/vision.py),
     written into the work folder's fact table. It never fails the ingestion: whatever goes wrong, the report
     is ready with the deterministic facts and the table says what happened. Each page sent is a model call
@@ -464,7 +479,12 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
     call it made counted, and the next attempt (which reads the pages again, new calls) starts from an
     allowance that already holds them. With the day's calls used up, pages are not sent and say why; with a
     daily limit and no uploader any more (their account was deleted), nobody's allowance can pay, so nothing
-    is sent either."""
+    is sent either.
+
+    The hold (`Report.vision_calls_held`) is this attempt's: it is set, lowered and ended only while this job
+    holds the report (`_held`). An attempt judged dead while alive (stopped, its host cut off: silent past
+    RUN_STALE_SECONDS) and taken over by the next (Try again, a server start) would otherwise zero or lower the
+    hold of the attempt that now reads the report; instead it stops (Lost) at its next call, unsent."""
     from patients import facts
     from patients.readers import vision
 
@@ -486,12 +506,14 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
                 .filter(pk=report.uploaded_by_id)
                 .values_list("pk")
             )
-            Report.objects.filter(pk=report.pk).update(vision_calls_held=0)  # a hold left by a killed attempt
+            # A hold left by a killed attempt ends; none is set by an attempt that lost the report.
+            if not _held(report, job).update(vision_calls_held=0):
+                raise Lost()
             allowed = ledger.allowance(report.uploaded_by_id)
             calls_left = allowed.left
             if calls_left is not None:
                 held = min(len(vision.unsure_pages(table)), config.max_pages, calls_left)
-                Report.objects.filter(pk=report.pk).update(vision_calls_held=held)
+                _held(report, job).update(vision_calls_held=held)
         quota_note = (
             f"the uploader's model calls for today are used up (MODEL_CALLS_PER_USER_PER_DAY = {allowed.limit}: "
             f"{allowed.used_today} made today, {allowed.reserved} held for their work in flight, "
@@ -500,15 +522,15 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
 
     def charge(page: int) -> None:
         # The call and the end of its hold in one transaction: the allowance never counts it twice or not at all.
+        # An attempt that lost the report sends nothing more (and touches no other attempt's hold).
         with transaction.atomic():
+            if not _held(report, job).update(vision_calls_held=Greatest(F("vision_calls_held") - 1, 0)):
+                raise Lost()
             ledger.call_made(
                 user_id=report.uploaded_by_id,
                 kind=ModelCall.Kind.VISION,
                 model_id=config.model,
                 report_id=report.pk,
-            )
-            Report.objects.filter(pk=report.pk, vision_calls_held__gt=0).update(
-                vision_calls_held=F("vision_calls_held") - 1
             )
 
     try:
@@ -534,7 +556,7 @@ def _read_unsure_pages(report: Report, source: Path, work: Path, result: Any) ->
             "pages": vision.unsure_pages(table),
         }
     finally:
-        Report.objects.filter(pk=report.pk).update(vision_calls_held=0)  # what was not sent is not held
+        _held(report, job).update(vision_calls_held=0)  # what was not sent is not held
     facts.write_table(work, table)
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import SimpleLazyObject
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.utils.translation import get_language
 from django.views.decorators.http import require_GET, require_POST
 
@@ -42,10 +43,15 @@ class PatientRow(NamedTuple):
     sex: str
     sex_display: str
     report_count: int
-    referral_reason: str
+    referral_reason: str  # as the row shows it (REASON_CHARS): the key never holds a whole long text
     created_at: datetime
     time_zone: str  # the date is shown in it
     script_prefix: str  # its link is made with it (a site served under two prefixes links each to its own)
+
+
+# The row shows this much of the reason for referral (the template's `truncatechars`, done before the row is
+# a key: a reason is any length, and 4,096 kept rows holding each whole one could hold gigabytes).
+REASON_CHARS = 60
 
 
 @lru_cache(maxsize=4096)
@@ -71,13 +77,19 @@ def _patient_rows(rows: list[tuple]) -> str:
     zone = timezone.get_current_timezone_name()
     prefix = get_script_prefix()
     sexes = dict(Patient.Sex.choices)
+
+    def shown(reason: str) -> str:
+        return Truncator(reason).chars(REASON_CHARS) if len(reason) > REASON_CHARS else reason
+
     return format_html_join(
         "",
         "\n  {}\n  ",
         (
             (
                 _patient_row_html(
-                    PatientRow(pk, label, age, sex, str(sexes.get(sex, sex)), count, reason, at, zone, prefix)
+                    PatientRow(
+                        pk, label, age, sex, str(sexes.get(sex, sex)), count, shown(reason), at, zone, prefix
+                    )
                 ),
             )
             for pk, label, age, sex, count, reason, at in rows

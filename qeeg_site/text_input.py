@@ -5,8 +5,11 @@ driver raises), and SQLite's FTS5 reads a search phrase holding one as untermina
 surrogate pair (`\\ud800` in JSON) cannot be written as UTF-8 anywhere (a file, either database). Django's
 forms refuse a NUL in their fields already; an address's parameters (a search, a filter) and the JSON API's
 bodies were read as they came. So: 422 with the reason, JSON under /api/, for either in the address's path
-or parameters or anywhere in a JSON body's strings (keys included). Uploads and form posts are left to the
-forms (a PDF is full of NUL bytes)."""
+or parameters or anywhere in a JSON body's strings (keys included), and in a form post's fields: several
+views read theirs without a Django form (a token's name, a write-up's text, a council change's reason), and
+a NUL in a token's name was a 500 on PostgreSQL. A multipart post's files are not fields and are left alone
+(a PDF is full of NUL bytes); Django's upload handlers are the settings', so reading the fields here first
+changes nothing of how an upload is received."""
 
 from __future__ import annotations
 
@@ -50,7 +53,10 @@ def _any_unstorable(value: Any) -> bool:
 
 
 def _json_body_unstorable(request: HttpRequest) -> bool:
-    if not request.content_type.endswith("json"):
+    # Whatever its Content-Type says: django-ninja reads a body as JSON under any type but a form's
+    # (text/plain, none at all, even x-www-form-urlencoded), so a `\u0000` sent as text/plain was a 500 on
+    # PostgreSQL. A multipart body is not read here (an upload would be held in memory whole).
+    if request.content_type.startswith("multipart/"):
         return False
     body = request.body
     # Raw NUL bytes or surrogates are not JSON at all (the parser refuses those); their escapes are.
@@ -60,6 +66,15 @@ def _json_body_unstorable(request: HttpRequest) -> bool:
         return _any_unstorable(json.loads(body))
     except ValueError:
         return False  # not JSON: the API's own parser answers that
+
+
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _form_unstorable(request: HttpRequest) -> bool:
+    if request.method != "POST" or request.content_type not in FORMS:
+        return False
+    return any(_unstorable(k) or any(map(_unstorable, vs)) for k, vs in request.POST.lists())
 
 
 class UnstorableTextMiddleware:
@@ -75,6 +90,7 @@ class UnstorableTextMiddleware:
                 and request.method in ("POST", "PUT", "PATCH")
                 and _json_body_unstorable(request)
             )
+            or _form_unstorable(request)
         ):
             if is_api(request):
                 return JsonResponse({"detail": REFUSAL}, status=422)

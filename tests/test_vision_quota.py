@@ -12,6 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from council import deid
+from jobs.models import Job
 from ledger import calls as ledger
 from ledger.models import ModelCall
 from patients import facts, services
@@ -338,3 +339,233 @@ def test_a_report_whose_uploader_was_deleted_is_read_again_with_no_page_sent_and
     report = services.report_ingest(report_id=report.pk)
     assert fake_upstream.count(model=MODEL) == 1
     assert list(ModelCall.objects.values_list("user_id", "kind")) == [(None, ModelCall.Kind.VISION)]
+
+
+def _stored_text_vision_report(patient: Patient, uploader, *, pages: int) -> Report:
+    """As `_stored_vision_report`, with text-layer pages (read in a second, no OCR) from each of which two
+    printed values are left out (a blank cell of the export): every page is unsure, and sent."""
+    import random
+
+    from fpdf import FPDF
+
+    from tests import synthetic_vendor as vendor
+
+    report = Report.objects.create(
+        patient=patient, original_name="vendor.pdf", sha256="0" * 64, uploaded_by=uploader
+    )
+    report.folder.mkdir(parents=True)
+    rng = random.Random(12)
+    sessions = vendor.make_sessions(rng)
+    pdf = FPDF(unit="pt", format=vendor.A4)
+    pdf.set_auto_page_break(auto=False)
+    pdf.add_font("DejaVu", "", str(vendor.FONT))
+    pdf.add_font("DejaVu", "B", str(vendor.FONT_BOLD))
+    for _ in range(pages):
+        page = vendor.PAGE_MAKERS["wavi_summary"](rng, sessions, label=patient.label)
+        blank = {id(ink) for ink, _ in page.value_inks[:2]}
+        page.inks = [ink for ink in page.inks if id(ink) not in blank]
+        pdf.add_page()
+        vendor._draw_text_layer(pdf, page)
+    report.original_path.write_bytes(bytes(pdf.output()))
+    return report
+
+
+def _stopped_at_rest(proc) -> None:
+    """SIGSTOP `proc` at a moment it holds no SQLite lock: its heartbeat thread writes every few tenths of a
+    second, and a process stopped mid-write would keep every other writer waiting. (A PostgreSQL server
+    finishes a statement without its client, so there nothing is held.)"""
+    import signal
+    import sqlite3
+    import time
+
+    from django.db import connection
+
+    for _ in range(50):
+        proc.send_signal(signal.SIGSTOP)
+        if connection.vendor != "sqlite":
+            return
+        probe = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.5)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the ingester never rested")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_judged_dead_while_alive_leaves_the_next_attempts_hold_alone(
+    vision_on, staff, fake_upstream, fake_upstream_env, launched
+):
+    """Two real `manage.py ingestreport` processes on one report at once: the first is stopped (SIGSTOP) while
+    its first page's call is out, judged dead past RUN_STALE_SECONDS, the report settled and Try again pressed;
+    the second (launched for the new job, as the launcher starts it) holds its 2 calls and charges its first.
+    The first is then continued: it finds it lost the report and stops, sending nothing more and leaving the
+    second attempt's hold as it is (it zeroed it before: the report's calls no longer counted while read)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 10
+    vision_on.RUN_STALE_SECONDS = 1
+    report = _stored_text_vision_report(Patient.objects.create(label="SYNTH-VQR"), staff, pages=2)
+    # The first attempt's first page is answered late enough to be stopped while it waits; the second's first
+    # page is held long enough to look at its hold while it is out; a third request (none is expected before
+    # the end) would take the last entry: the fake takes one as each request arrives.
+    fake_upstream.script(MODEL, failures=["sleep:15", "sleep:40", "sleep:0"])
+
+    def waiting() -> list[str]:
+        return fake_upstream.behaviour(MODEL).failures
+
+    env = {
+        **fake_upstream_env,
+        "FACTS_VISION_MODEL": MODEL,
+        "DEID_PAGE_IMAGES": "paint",
+        "FACTS_VISION_DPI": "100",
+        "MODEL_CALLS_PER_USER_PER_DAY": "10",
+        "RUN_HEARTBEAT_SECONDS": "0.2",
+    }
+    manage = [sys.executable, str(settings.BASE_DIR / "manage.py"), "ingestreport", str(report.pk)]
+
+    def start(**extra: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            manage,
+            env={**env, **extra},
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_for(condition, what: str, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+
+    charged = ModelCall.objects.filter(kind=ModelCall.Kind.VISION, report=report)
+
+    def held() -> int:
+        return Report.objects.get(pk=report.pk).vision_calls_held
+
+    first = start()
+    second = None
+    try:
+        wait_for(lambda: len(waiting()) < 3 or first.poll() is not None,
+                 "the first attempt's call never went out")  # fmt: skip
+        assert first.poll() is None, first.stdout.read()
+        _stopped_at_rest(first)
+        assert held() == 1 and charged.count() == 1  # 2 held, 1 charged
+        first_job = Report.objects.get(pk=report.pk).job_id
+        time.sleep(1.3)  # silent past RUN_STALE_SECONDS: dead to everyone else
+        assert services.reports_settle() == 1  # a page read: the report is pending again, its job lost
+        assert Job.objects.get(pk=first_job).status == Job.Status.LOST
+        report.refresh_from_db()
+        assert services.report_reingest(report=report)  # Try again
+        (new_job,) = Job.objects.filter(kind=services.INGEST, status=Job.Status.STARTING).values_list(
+            "pk", flat=True
+        )
+        assert len(launched) == 1
+        second = start(QEEG_JOB_ID=str(new_job))  # what the launcher starts for it
+        wait_for(lambda: len(waiting()) < 2 or second.poll() is not None,
+                 "the second attempt's call never went out")  # fmt: skip
+        assert second.poll() is None, second.stdout.read()
+        assert Report.objects.get(pk=report.pk).job_id == new_job
+        assert held() == 1  # the second attempt: 2 held, 1 charged as its first page left
+        assert charged.count() == 2 and waiting() == ["sleep:0"]  # a call of each attempt out, each charged
+
+        first.send_signal(signal.SIGCONT)  # the first attempt wakes up, its page's call still out
+        assert first.wait(timeout=60) == 1  # it stopped: the report is no longer its own
+        assert "stopped: this runner was judged dead" in first.stdout.read()
+
+        assert held() == 1  # the second attempt's hold is untouched
+        assert charged.count() == 2 and waiting() == ["sleep:0"]  # the first sent nothing more
+        assert ledger.allowance(staff) == ledger.Allowance(limit=10, used_today=2, reserved=1)
+        assert second.poll() is None  # still reading
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc is not None:
+                proc.stdout.close()
+
+
+def _two_attempts(report: Report) -> tuple[Job, Job]:
+    """The job of an attempt judged dead (lost) and the job of the attempt that took the report over."""
+    target = str(report.pk)
+    lost = Job.objects.create(kind=services.INGEST, target=target, args=[target], status=Job.Status.LOST)
+    taking_over = Job.objects.create(
+        kind=services.INGEST, target=target, args=[target], status=Job.Status.RUNNING
+    )
+    return lost, taking_over
+
+
+def _taken_over(report: Report, by: Job, *, held: int = 0) -> None:
+    """What a page read (settle) and Try again's new runner do meanwhile: pending, then claimed by `by`."""
+    Report.objects.filter(pk=report.pk).update(status=Report.Status.PENDING)
+    assert services.report_claim(report_id=report.pk, job=by)
+    Report.objects.filter(pk=report.pk).update(vision_calls_held=held)
+
+
+def test_an_attempt_that_lost_its_report_sends_no_page_and_leaves_the_holders_hold(
+    vision_on, staff, db, fake_upstream, monkeypatch
+):
+    _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch)
+
+
+def test_the_same_on_postgresql(django_db_setup, postgres_db, vision_on, staff, fake_upstream, monkeypatch):
+    from django.db import connection
+
+    assert connection.vendor == "postgresql"
+    _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch)
+
+
+def _lost_before_its_first_call(vision_on, staff, fake_upstream, monkeypatch) -> None:
+    vision_on.MODEL_CALLS_PER_USER_PER_DAY = 10
+    report = _stored_text_vision_report(Patient.objects.create(label="SYNTH-VQL"), staff, pages=2)
+    lost, taking_over = _two_attempts(report)
+    real = vision.read_unsure_pages
+
+    def taken_over_before_the_first_call(*args, **kwargs):
+        assert Report.objects.get(pk=report.pk).vision_calls_held == 2  # this attempt's hold, set
+        _taken_over(report, taking_over, held=2)  # the new attempt holds its own 2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vision, "read_unsure_pages", taken_over_before_the_first_call)
+    with pytest.raises(services.Lost):
+        services.report_ingest(report_id=report.pk, job=lost)
+
+    assert fake_upstream.count(model=MODEL) == 0 and not ModelCall.objects.exists()  # nothing sent or charged
+    now = Report.objects.get(pk=report.pk)
+    assert (now.status, now.job_id, now.vision_calls_held) == (Report.Status.PROCESSING, taking_over.pk, 2)
+    assert ledger.allowance(staff) == ledger.Allowance(limit=10, used_today=0, reserved=2)
+
+
+def test_an_attempt_that_lost_its_report_does_not_swap_its_folder_in(staff, db, monkeypatch):
+    """Its reading is discarded: the folder is the attempt's that holds the report now, to write when it ends."""
+    report = _stored_text_vision_report(Patient.objects.create(label="SYNTH-VQF"), staff, pages=1)
+    (report.folder / "kept.txt").write_text("the holder's folder")
+    lost, taking_over = _two_attempts(report)
+    real = services._read_unsure_pages
+
+    def taken_over_after_the_reading(report_, job, *args):
+        real(report_, job, *args)
+        _taken_over(report, taking_over)
+
+    monkeypatch.setattr(services, "_read_unsure_pages", taken_over_after_the_reading)
+    with pytest.raises(services.Lost):
+        services.report_ingest(report_id=report.pk, job=lost)
+
+    assert sorted(p.name for p in report.folder.iterdir()) == ["kept.txt", "original.pdf"]
+    assert not list(report.folder.parent.glob(f".ingest-{report.pk}-*"))  # its work folder is gone
+    now = Report.objects.get(pk=report.pk)
+    assert (now.status, now.job_id) == (Report.Status.PROCESSING, taking_over.pk)

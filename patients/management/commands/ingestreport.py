@@ -39,12 +39,18 @@ class Command(BaseCommand):
             with beat:
                 for report_id in report_ids:
                     self._ingest(report_id, job)
-        except services.Interrupted:
+        except services.Interrupted as stop:
             cancelled = beat.stopped is Beat.CANCEL
             job_finish(
                 job=job, status=Job.Status.CANCELLED if cancelled else Job.Status.DONE, error="Stopped."
             )
-            self.stderr.write("interrupted: the current report is back to pending")
+            if isinstance(stop, services.Lost) or beat.stopped is Beat.LOST:
+                self.stderr.write(
+                    "stopped: this runner was judged dead (silent past RUN_STALE_SECONDS) and another "
+                    "attempt has the report now; nothing more was sent"
+                )
+            else:
+                self.stderr.write("interrupted: the current report is back to pending")
             raise SystemExit(1) from None
         except BaseException as exc:
             job_finish(job=job, error=f"The runner failed: {type(exc).__name__}: {exc}")
