@@ -264,8 +264,9 @@ def load_simplified(engine: Any, *, threads: int = 1, cache: Path | None = None)
     The detector keeps onnxruntime's memory arena (rapidocr turns it off for both): a page's feature maps
     are tens of MB each, over glibc's mmap threshold, so without the arena every layer of every page maps
     fresh memory and faults it in (~34,000 page faults a page). Its CPU per A4 page went 0.34 → 0.24 s
-    (user and system), and the peak down (500 → 411 MB in a process that only detects). The recogniser's
-    tensors are small enough for malloc to reuse (no faults), so it stays without one."""
+    (user and system). The arena keeps the detector's largest maps while the page is recognised, so a whole
+    read peaks ~70-130 MB higher (642-675 MB an ingestion in the benchmark, under its 1 GB target). The
+    recogniser's tensors are small enough for malloc to reuse (no faults), so it stays without one."""
     import onnxruntime
     from rapidocr_onnxruntime.main import DEFAULT_CFG_PATH
     from rapidocr_onnxruntime.utils import read_yaml, update_model_path
