@@ -417,10 +417,30 @@ def _colour(pixels: np.ndarray) -> str | None:
     if len(pixels) == 0:
         return None
     flat = pixels.astype(np.int16)
-    strength = (255 - flat.min(axis=1)) + (flat.max(axis=1) - flat.min(axis=1))
-    core = flat[strength >= np.percentile(strength, 60)]
+    low = flat.min(axis=1)
+    strength = (255 - low) + (flat.max(axis=1) - low)
+    core = flat[strength >= _percentile_floor(strength, 60)]
     r, g, b = (int(v) for v in np.median(core, axis=0))
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _percentile_floor(values: np.ndarray, q: float) -> int:
+    """The least integer v with `values >= v` selecting exactly what `values >= np.percentile(values, q)`
+    selects, for integer values: the q-th percentile interpolates between two neighbouring order
+    statistics, and no value lies strictly between them. One partition instead of np.percentile's
+    general machinery (a third of the colour sampling's time)."""
+    rank = q / 100 * (len(values) - 1)
+    below = int(rank)
+    if below == rank or below + 1 >= len(values):
+        return int(np.partition(values, below)[below])
+    return int(np.partition(values, [below, below + 1])[below + 1])
+
+
+def render_rgb(page: pdfium.PdfPage, dpi: float) -> np.ndarray:
+    """The page as an H x W x 3 RGB array: PDFium renders in RGB order straight into numpy (the same pixels
+    as through PIL's `convert("RGB")`, 20-40 ms less for an A4 page at 300 dpi), copied out of the bitmap,
+    whose buffer is freed with it."""
+    return np.array(page.render(scale=dpi / 72, rev_byteorder=True).to_numpy())
 
 
 def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float = READ_DPI) -> PageLayout:
@@ -432,7 +452,7 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     started = time.perf_counter()
     width, height = page.get_size()
     detect_dpi = min(DETECT_DPI, read_dpi, 72 * math.sqrt(DETECT_MAX_PIXELS / max(width * height, 1.0)))
-    fine = np.asarray(page.render(scale=read_dpi / 72).to_pil().convert("RGB"))
+    fine = render_rgb(page, read_dpi)
     coarse = np.ascontiguousarray(
         cv2.resize(
             fine, None, fx=detect_dpi / read_dpi, fy=detect_dpi / read_dpi, interpolation=cv2.INTER_AREA
@@ -491,10 +511,11 @@ def read_ocr(page: pdfium.PdfPage, *, number: int, engine: Any, read_dpi: float 
     started = time.perf_counter()
     scale = 72 / read_dpi
     layout = PageLayout(page=number, source=OCR, width=width, height=height)
+    member = np.zeros(len(stats), dtype=bool)
     for word in [w for words in words_by_region for w in words] + dashes:
         if not word.text or word.score < (0.75 if word.lost else 0.3):
             continue
-        pixels = _pixels(fine, labels, word)
+        pixels = _pixels(fine, labels, word, member)
         layout.boxes.append(
             Box(
                 text=word.text,
@@ -536,9 +557,15 @@ def _region_owners(
     return owner
 
 
-def _pixels(fine: np.ndarray, labels: np.ndarray, word: _Word) -> np.ndarray:
+def _pixels(fine: np.ndarray, labels: np.ndarray, word: _Word, member: np.ndarray) -> np.ndarray:
+    """The word's glyph pixels, row by row. `member` is an all-False flag per component, lent for the
+    look-up (a table look-up per pixel instead of `np.isin`'s sort) and handed back all False."""
     window = labels[word.y0 : word.y1, word.x0 : word.x1]
-    return fine[word.y0 : word.y1, word.x0 : word.x1][np.isin(window, word.labels)]
+    member[word.labels] = True
+    try:
+        return fine[word.y0 : word.y1, word.x0 : word.x1][member[window]]
+    finally:
+        member[word.labels] = False
 
 
 def _lost_glyphs(

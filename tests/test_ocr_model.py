@@ -90,9 +90,16 @@ def test_a_paddle_block_computes_the_same_in_fewer_passes(tmp_path, second_kerne
     read = {name for node in graph.node for name in node.input}
     assert all(node.output[0] in read for node in graph.node if node.op_type == "Constant")
     assert all(init.name in read for init in graph.initializer)  # nothing left unread
-    # The affine after the first conv is in its weights; the one before the second conv only when that
-    # conv is 1x1 without padding (a padded border would read b where the original read 0).
-    assert (counted["Mul"], counted["Add"]) == ((1, 0) if second_kernel == 1 else (2, 1))
+    # The affine after the first conv is in its weights; the one before the second conv too when that
+    # conv is 1x1 without padding (a padded border would read b where the original read 0), else it is a
+    # 1x1 depthwise convolution of its own (which onnxruntime runs in its blocked layout, a Mul and an Add
+    # of a scalar it does not). Either way the only Mul left is the hard-swish's.
+    assert (counted["Mul"], counted["Add"]) == (1, 0)
+    assert counted["Conv"] == (2 if second_kernel == 1 else 3)
+    if second_kernel == 3:
+        [depthwise] = [node for node in graph.node if node.op_type == "Conv" and node.input[0] == "swished"]
+        attributes = {a.name: helper.get_attribute_value(a) for a in depthwise.attribute}
+        assert attributes == {"group": 8, "kernel_shape": [1, 1]}
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +126,17 @@ def test_the_recogniser_reads_the_same_characters(models):
     assert (got.argmax(axis=2) == expected.argmax(axis=2)).all()
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert ops(ocr_model.simplified(models["Rec"]))["Clip"] == 0
+
+
+@pytest.mark.parametrize("part", ["Det", "Rec"])
+def test_no_scalar_affine_is_left_between_the_convolutions(models, part):
+    """Each `x · s + b` of the PP-OCRv4 models is in a convolution's weights or is a depthwise convolution:
+    none is left for onnxruntime to run outside its blocked layout."""
+    model = onnx.load_from_string(ocr_model.simplified(models[part]))
+    rewriter = ocr_model._Rewriter(model)
+    consumers = rewriter._consumers()
+    assert [node.name for node in model.graph.node if rewriter._affine(node, consumers)] == []
+    assert ops(onnx.load(models[part]).SerializeToString())["Mul"] > ops(model.SerializeToString())["Mul"]
 
 
 def test_the_detector_finds_the_same_text(models):
