@@ -176,6 +176,7 @@ def endpoints(ids: dict) -> dict[str, str]:
         "GET /api/patients?q=P-0421": "/api/patients?q=P-0421",
         "GET /api/patients/{id}/runs (200 runs)": f"/api/patients/{ids['big_patient']}/runs",
         "GET / (HTML patient list)": "/",
+        "GET /?q=attention (HTML search)": "/?q=attention",
         "GET /runs/{id}/ (HTML run page)": f"/runs/{ids['run']}/",
     }
 

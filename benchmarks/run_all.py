@@ -11,7 +11,7 @@ is 0 when every target held, 1 when one was missed, 2 when a part could not run.
 Parts and their bounds (full / --quick):
   pipeline  runs of 3, 5, 8 models and 4 runs of 5 at once, L = 1 s       3 samples / 1     ~2.5 min / 1 min
   prompts   prompt characters and shared prefixes, 3/5/8 models, long replies                  ~20 s
-  api       10,000 patients, 50,000 runs: 6 endpoints, 1 and 10 clients, 1 vs 2 processes      ~3 min / 1.5 min
+  api       10,000 patients, 50,000 runs: 7 endpoints, 1 and 10 clients, 1 vs 2 processes      ~3 min / 1.5 min
   streams   sse_bench.py at 100, 500, 1,000 streams                                 20 s idle / 5 s idle each
   ingest    ingest_bench.py: text-20, image-5 (and mixed-200 in full)                        ~40 s / 15 s
   facts     facts_bench.py (dense vendor pages): one report alone, then two read at once          ~1 min

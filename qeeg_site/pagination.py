@@ -11,10 +11,12 @@ count quicker (a clinician's patients counted from their assignments, patients.s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja.errors import HttpError
 from ninja.pagination import PageNumberPagination
 
@@ -69,3 +71,29 @@ class BoundedPageNumberPagination(PageNumberPagination):
         else:
             items = queryset[offset : offset + page_size]
         return {self.items_attribute: items, "count": count}
+
+
+def answered_as_built(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Over `@paginate`: the page answered as built, not validated through the response schema. The view's
+    rows must be what the schema makes of them already (`.values()` of its fields, in its order: a column's
+    value is its field's); the page is written by the API's own renderer, so the bytes are ninja's (keys in
+    the schema's order, times as Django's encoder writes them; tests/test_patient_list_json.py compares).
+    Ninja's validator read every field of every row through its ORM getter in Python: 50 patients ~1.5 ms.
+    The operation keeps `@paginate`'s parameters and response schema (the OpenAPI document is the same)."""
+
+    @wraps(view)  # with the view's ninja attributes: its pagination's parameters and response schema
+    def answered(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        page = view(request, **kwargs)
+        page = {"items": page["items"], "count": page["count"]}  # in the Output schema's order
+        api = _api()
+        return HttpResponse(
+            api.renderer.render(request, page, response_status=200), content_type=api.get_content_type()
+        )
+
+    return answered
+
+
+def _api():
+    from qeeg_site.api import api  # it imports the routers, which import this module
+
+    return api
