@@ -86,6 +86,10 @@ def finds_at_most(q: str, folded: str, most: int) -> bool:
 
 
 def _match(q: str, folded: str) -> str:
+    if q.isascii() and folded == q.lower():
+        # One phrase for every column: the two are the same text but for ASCII case, which the tokenizer
+        # folds. Asked once rather than once per column group: half the index's time for a common word.
+        return _phrase(folded)
     return f"{{label_folded}} : {_phrase(folded)} OR {{notes referral_reason}} : {_phrase(q)}"
 
 

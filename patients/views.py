@@ -17,7 +17,8 @@ from django.urls import get_script_prefix, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.functional import SimpleLazyObject
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.translation import get_language
 from django.views.decorators.http import require_GET, require_POST
@@ -73,7 +74,8 @@ LIST_NARROWED_MAX = 500
 
 def _patient_rows(rows: list[tuple]) -> str:
     """The rows' HTML as the table's body shows it, joined here: a template loop over 200 kept rows cost more
-    than the rows."""
+    than the rows, and so did `format_html_join` (a format and an escape check per row, a fifth of the page):
+    each row's HTML is the template's own, safe already."""
     zone = timezone.get_current_timezone_name()
     prefix = get_script_prefix()
     sexes = dict(Patient.Sex.choices)
@@ -81,20 +83,14 @@ def _patient_rows(rows: list[tuple]) -> str:
     def shown(reason: str) -> str:
         return Truncator(reason).chars(REASON_CHARS) if len(reason) > REASON_CHARS else reason
 
-    return format_html_join(
-        "",
-        "\n  {}\n  ",
-        (
-            (
-                _patient_row_html(
-                    PatientRow(
-                        pk, label, age, sex, str(sexes.get(sex, sex)), count, shown(reason), at, zone, prefix
-                    )
-                ),
-            )
-            for pk, label, age, sex, count, reason, at in rows
-        ),
+    parts = (
+        _patient_row_html(
+            PatientRow(pk, label, age, sex, str(sexes.get(sex, sex)), count, shown(reason), at, zone, prefix)
+        )
+        for pk, label, age, sex, count, reason, at in rows
     )
+    # Each part is a rendered template's output, escaped there: safe as it is.
+    return mark_safe("".join(f"\n  {part}\n  " for part in parts))
 
 
 def _list_rows(q: str, user) -> list[tuple]:

@@ -20,10 +20,13 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, models
 from django.db.models.sql.query import Query
+
+from qeeg_site.json_rows import prefetched
 
 _placeholders = itertools.count(1)
 
@@ -50,6 +53,16 @@ class Prepared:
         chained = queryset._chain()
         chained.query.prepared = (sql, params, state)
         return list(chained)
+
+    def prefetch(self, instance: models.Model, name: str) -> list[Any]:
+        """Its rows for `instance` (the one value: its key) handed to `instance.<name>`, a reverse foreign key,
+        as `prefetch_related(name)` would: `.all()` answers from them, each row's own link is `instance`."""
+        rows = self(instance.pk)
+        link = getattr(type(instance), name).field.name
+        for row in rows:
+            setattr(row, link, instance)
+        prefetched(instance, name, rows)
+        return rows
 
     def _compile(self, using: str, vendor: str) -> tuple[models.QuerySet, str, list[int | None], dict]:
         connection = connections[using]
@@ -87,6 +100,8 @@ def _placeholder(field: models.Field, connection) -> Any:
         # The lowest the column holds, and a few above (a value out of its range makes the lookup empty).
         low, _ = connection.ops.integer_field_range(field.get_internal_type())
         return (-(2**63) if low is None else low) + n
+    if isinstance(field, models.DateTimeField):
+        return datetime(1, 1, 1, tzinfo=UTC) + timedelta(microseconds=n)
     if isinstance(field, models.CharField | models.TextField):
         return f"\x00placeholder {n}\x00"
     raise TypeError(f"no placeholder for a {type(field).__name__}")

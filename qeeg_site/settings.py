@@ -179,6 +179,8 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "patients:list"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
+# Django's database sessions, their look-up compiled once (qeeg_site/sessions.py).
+SESSION_ENGINE = "qeeg_site.sessions"
 # On top of the absolute age: a session without a request for this long is signed out (qeeg_site/auth.py).
 SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=15 * 60)
 

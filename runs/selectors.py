@@ -3,21 +3,19 @@ export and `runpipeline` all read through these."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypedDict
 
-from django.db import connection
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from council import numbers
 from council.explain import explain
 from council.schemas import FinalReview, InvalidReply, PeerReview
 from council.stages import STEPS
 from patients.models import Report
-from qeeg_site.json_rows import compiled
+from qeeg_site.prepared import Prepared
 from runs import events
 from runs.models import Artifact, DraftVersion, Run, RunEvent
 
@@ -107,18 +105,17 @@ def retries_in_flight(run: Run) -> dict[tuple[int, str], dict[str, Any]]:
 def run_artifacts(run: Run) -> list[Artifact]:
     """The run's artifacts, prefetched on it (one query for the page and whatever reads `run.artifacts`),
     each with `edited`: a version of the clinician's was written from it (a change must never discard it)."""
-    edited = _edited(connection.vendor)
-    prefetch_related_objects([run], Prefetch("artifacts", queryset=Artifact.objects.annotate(**edited)))
-    return list(run.artifacts.all())
+    return _artifacts_read.prefetch(run, "artifacts")
 
 
-@functools.cache
-def _edited(vendor: str) -> dict[str, Any]:
-    # Compiled once per process and database (qeeg_site.json_rows.compiled): building the EXISTS again on
-    # every run page cost more than its query.
-    return compiled(
-        Artifact, edited=Exists(DraftVersion.objects.filter(run=OuterRef("run_id"), base=OuterRef("pk")))
-    )
+# Compiled once per process and database (qeeg_site.prepared): building the EXISTS and the prefetch again on
+# every run page cost more than their query.
+_artifacts_read = Prepared(
+    lambda run_id: Artifact.objects.filter(run_id=run_id).annotate(
+        edited=Exists(DraftVersion.objects.filter(run=OuterRef("run_id"), base=OuterRef("pk")))
+    ),
+    Artifact._meta.get_field("run"),
+)
 
 
 def run_progress(run: Run) -> dict[str, Any]:

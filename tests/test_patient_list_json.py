@@ -112,7 +112,9 @@ def test_no_listed_patient_goes_through_ninjas_validator(api, clinician, monkeyp
     monkeypatch.setattr(ninja.schema.DjangoGetter, "__init__", counted)
     assert api.get("/api/patients").json()["count"] == 3
     assert PatientOut not in made
-    assert api.get(f"/api/patients/{patients[0].pk}").status_code == 200 and PatientOut in made  # a detail still is
+    assert (
+        api.get(f"/api/patients/{patients[0].pk}").status_code == 200 and PatientOut in made
+    )  # a detail still is
 
 
 @pytest.mark.django_db

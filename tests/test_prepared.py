@@ -3,11 +3,14 @@ those values answers: the same SQL and parameters, the same rows, instances, rel
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Count, F
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from patients.models import Patient, Report
 from qeeg_site.auth import with_perms
@@ -55,6 +58,14 @@ def _check(clinician, staff) -> None:
     for patient, name in ((one, "a.pdf"), (two, "a.pdf"), (one, "b.pdf"), (two, "c.pdf")):
         got, expected = _same_queries(reports, _reports, patient.pk, name)
         assert got == expected
+    from django.contrib.sessions.backends.db import SessionStore as DjangosStore
+
+    from qeeg_site.sessions import SessionStore
+
+    made = DjangosStore()
+    made["k"] = "v"
+    made.create()
+    assert SessionStore(made.session_key).load() == {"k": "v"} and SessionStore("nothing").load() == {}
     assert [r["n"] for r in reports(one.pk, "a.pdf")] == [3, 3] and reports(two.pk, "a.pdf")[0][
         "label"
     ] == "SYNTH-2"
@@ -98,3 +109,22 @@ def test_a_value_is_prepared_as_its_field_prepares_it(clinician):
     assert users(str(clinician.pk)) == [clinician]  # a session keeps the id as text
     with pytest.raises((ValueError, TypeError)):
         users("not a number")
+
+
+@pytest.mark.django_db
+def test_a_session_is_read_as_djangos_store_reads_it(clinician, client):
+    from django.contrib.sessions.backends.db import SessionStore as DjangosStore
+    from django.contrib.sessions.models import Session
+
+    from qeeg_site.sessions import SessionStore
+
+    client.force_login(clinician)
+    key = client.session.session_key
+    assert SessionStore(key).load() == DjangosStore(key).load() != {}
+    for missing in ("no-such-session-key-000000000000", None):
+        store = SessionStore(missing)
+        assert store.load() == {} and store.session_key is None
+    Session.objects.filter(pk=key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    store = SessionStore(key)
+    assert store.load() == {} == DjangosStore(key).load() and store.session_key is None  # expired
+    assert client.get("/").status_code == 302  # signed out: to the sign-in page
